@@ -1,0 +1,279 @@
+"""The Python client for registry front-ends.
+
+Give it every replica's gRPC endpoint. It talks to one at a time, follows the leader
+hint that an UNAVAILABLE answer carries, moves on to the next endpoint when one is
+down, and retries UNAVAILABLE and DEADLINE_EXCEEDED with exponential backoff and
+jitter. Every write gets a request id (one is generated when the caller gives none)
+that stays the same across retries, so a write that did apply on an attempt whose
+answer was lost is not applied twice.
+
+    client = Client(["127.0.0.1:7401", "127.0.0.1:7402", "127.0.0.1:7403"])
+    client.link_blob("library/app", digest, size=1234)
+    client.put_manifest("library/app", "v1", manifest_bytes)
+    client.get_manifest("library/app", "v1", consistency=STALE)
+"""
+
+import random
+import time
+import uuid
+
+import grpc
+
+from regraft.v1 import cluster_pb2, cluster_pb2_grpc, registry_pb2, registry_pb2_grpc
+
+LINEARIZABLE = registry_pb2.LINEARIZABLE
+STALE = registry_pb2.STALE
+
+_RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+_OPTIONS = [
+    ("grpc.max_receive_message_length", 16 << 20),
+    ("grpc.max_send_message_length", 16 << 20),
+]
+
+
+class Client:
+    def __init__(
+        self,
+        endpoints: list[str],
+        timeout: float = 10.0,
+        attempt_timeout: float = 5.0,
+        backoff: float = 0.05,
+        max_backoff: float = 1.0,
+    ) -> None:
+        if not endpoints:
+            raise ValueError("at least one endpoint is required")
+        self.endpoints = list(endpoints)
+        self.timeout = timeout
+        self.attempt_timeout = attempt_timeout
+        self._backoff = backoff
+        self._max_backoff = max_backoff
+        self._channels: dict[str, grpc.Channel] = {}
+        self._current = 0
+
+    def close(self) -> None:
+        for channel in self._channels.values():
+            channel.close()
+        self._channels.clear()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _channel(self, endpoint: str) -> grpc.Channel:
+        if endpoint not in self._channels:
+            self._channels[endpoint] = grpc.insecure_channel(endpoint, options=_OPTIONS)
+        return self._channels[endpoint]
+
+    def registry(self, endpoint: str | None = None) -> registry_pb2_grpc.RegistryStub:
+        return registry_pb2_grpc.RegistryStub(self._channel(endpoint or self.endpoint))
+
+    def cluster(self, endpoint: str | None = None) -> cluster_pb2_grpc.ClusterStub:
+        return cluster_pb2_grpc.ClusterStub(self._channel(endpoint or self.endpoint))
+
+    @property
+    def endpoint(self) -> str:
+        return self.endpoints[self._current]
+
+    def call(self, method: str, request, timeout: float | None = None):
+        """Call a Registry method, retrying where that is safe, until `timeout`."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        delay = self._backoff
+        while True:
+            remaining = deadline - time.monotonic()
+            stub = self.registry()
+            try:
+                return getattr(stub, method)(
+                    request, timeout=max(0.01, min(self.attempt_timeout, remaining))
+                )
+            except grpc.RpcError as error:
+                if error.code() not in _RETRYABLE or time.monotonic() + delay >= deadline:
+                    raise
+                self._redirect(error)
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, self._max_backoff)
+
+    def _redirect(self, error: grpc.RpcError) -> None:
+        """Follow the leader hint when there is one, else try the next endpoint."""
+        trailers = dict(error.trailing_metadata() or ())
+        leader = trailers.get("leader")
+        if leader in self.endpoints:
+            self._current = self.endpoints.index(leader)
+        else:
+            self._current = (self._current + 1) % len(self.endpoints)
+
+    @staticmethod
+    def _read(consistency: int, min_revision: int) -> registry_pb2.ReadOptions:
+        return registry_pb2.ReadOptions(consistency=consistency, min_revision=min_revision)
+
+    # -- writes ---------------------------------------------------------------------
+
+    def put_manifest(
+        self,
+        repository: str,
+        reference: str,
+        content: bytes,
+        media_type: str = "",
+        request_id: str = "",
+    ) -> registry_pb2.PutManifestResponse:
+        return self.call(
+            "PutManifest",
+            registry_pb2.PutManifestRequest(
+                repository=repository,
+                reference=reference,
+                content=content,
+                media_type=media_type,
+                request_id=request_id or _new_id(),
+            ),
+        )
+
+    def delete_manifest(self, repository: str, digest: str, request_id: str = ""):
+        return self.call(
+            "DeleteManifest",
+            registry_pb2.DeleteManifestRequest(
+                repository=repository, digest=digest, request_id=request_id or _new_id()
+            ),
+        )
+
+    def put_tag(
+        self,
+        repository: str,
+        tag: str,
+        digest: str,
+        expected_digest: str = "",
+        must_not_exist: bool = False,
+        request_id: str = "",
+    ) -> registry_pb2.PutTagResponse:
+        return self.call(
+            "PutTag",
+            registry_pb2.PutTagRequest(
+                repository=repository,
+                tag=tag,
+                digest=digest,
+                expected_digest=expected_digest,
+                must_not_exist=must_not_exist,
+                request_id=request_id or _new_id(),
+            ),
+        )
+
+    def delete_tag(self, repository: str, tag: str, expected_digest: str = "", request_id=""):
+        return self.call(
+            "DeleteTag",
+            registry_pb2.DeleteTagRequest(
+                repository=repository,
+                tag=tag,
+                expected_digest=expected_digest,
+                request_id=request_id or _new_id(),
+            ),
+        )
+
+    def link_blob(
+        self, repository: str, digest: str, size: int, media_type: str = "", request_id=""
+    ) -> registry_pb2.LinkBlobResponse:
+        return self.call(
+            "LinkBlob",
+            registry_pb2.LinkBlobRequest(
+                repository=repository,
+                digest=digest,
+                size=size,
+                media_type=media_type,
+                request_id=request_id or _new_id(),
+            ),
+        )
+
+    def unlink_blob(self, repository: str, digest: str, request_id: str = ""):
+        return self.call(
+            "UnlinkBlob",
+            registry_pb2.UnlinkBlobRequest(
+                repository=repository, digest=digest, request_id=request_id or _new_id()
+            ),
+        )
+
+    def mount_blob(self, from_repository: str, repository: str, digest: str, request_id=""):
+        return self.call(
+            "MountBlob",
+            registry_pb2.MountBlobRequest(
+                from_repository=from_repository,
+                repository=repository,
+                digest=digest,
+                request_id=request_id or _new_id(),
+            ),
+        )
+
+    # -- reads ----------------------------------------------------------------------
+
+    def get_manifest(
+        self, repository: str, reference: str, consistency=LINEARIZABLE, min_revision: int = 0
+    ) -> registry_pb2.GetManifestResponse:
+        return self.call(
+            "GetManifest",
+            registry_pb2.GetManifestRequest(
+                repository=repository,
+                reference=reference,
+                read=self._read(consistency, min_revision),
+            ),
+        )
+
+    def list_tags(
+        self,
+        repository: str,
+        n: int = 0,
+        last: str = "",
+        consistency=LINEARIZABLE,
+        min_revision: int = 0,
+    ) -> registry_pb2.ListTagsResponse:
+        return self.call(
+            "ListTags",
+            registry_pb2.ListTagsRequest(
+                repository=repository, n=n, last=last, read=self._read(consistency, min_revision)
+            ),
+        )
+
+    def list_repositories(
+        self, n: int = 0, last: str = "", consistency=LINEARIZABLE, min_revision: int = 0
+    ) -> registry_pb2.ListRepositoriesResponse:
+        return self.call(
+            "ListRepositories",
+            registry_pb2.ListRepositoriesRequest(
+                n=n, last=last, read=self._read(consistency, min_revision)
+            ),
+        )
+
+    def get_referrers(
+        self, repository: str, digest: str, artifact_type: str = "", consistency=LINEARIZABLE
+    ) -> registry_pb2.GetReferrersResponse:
+        return self.call(
+            "GetReferrers",
+            registry_pb2.GetReferrersRequest(
+                repository=repository,
+                digest=digest,
+                artifact_type=artifact_type,
+                read=self._read(consistency, 0),
+            ),
+        )
+
+    def stat_blob(
+        self, repository: str, digest: str, consistency=LINEARIZABLE, min_revision: int = 0
+    ) -> registry_pb2.StatBlobResponse:
+        return self.call(
+            "StatBlob",
+            registry_pb2.StatBlobRequest(
+                repository=repository, digest=digest, read=self._read(consistency, min_revision)
+            ),
+        )
+
+    def watch(self, from_revision: int = 0, repository_prefix: str = "", endpoint: str = ""):
+        """A stream of events; iterate it, and cancel() it when done."""
+        return self.registry(endpoint or None).Watch(
+            registry_pb2.WatchRequest(
+                from_revision=from_revision, repository_prefix=repository_prefix
+            )
+        )
+
+    def status(self, endpoint: str = "", timeout: float = 3.0) -> cluster_pb2.StatusResponse:
+        return self.cluster(endpoint or None).Status(cluster_pb2.StatusRequest(), timeout=timeout)
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex

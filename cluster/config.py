@@ -1,0 +1,179 @@
+"""A replica's configuration: from a TOML file, flags, or both (flags win).
+
+id = "r1"
+data_dir = "/var/lib/regraft/r1"
+raft_address = "10.0.0.1:7410"     # peer port: Raft traffic, encrypted with the secret
+grpc_address = "10.0.0.1:7400"     # API for registry front-ends and the CLI
+metrics_address = "10.0.0.1:7420"  # HTTP: /metrics, /livez, /readyz ("" = off)
+secret_file = "/etc/regraft/secret"
+
+[[peers]]
+id = "r2"
+raft_address = "10.0.0.2:7410"
+grpc_address = "10.0.0.2:7400"
+"""
+
+import ipaddress
+import socket
+import tomllib
+from dataclasses import dataclass, field, fields
+
+
+class ConfigError(ValueError):
+    """The configuration is incomplete or contradicts itself."""
+
+
+@dataclass(frozen=True)
+class Peer:
+    id: str
+    raft_address: str
+    grpc_address: str
+
+
+@dataclass
+class ReplicaConfig:
+    id: str = ""
+    data_dir: str = ""
+    raft_address: str = ""
+    grpc_address: str = ""
+    metrics_address: str = ""
+    secret_file: str = ""
+    insecure: bool = False
+    peers: list[Peer] = field(default_factory=list)
+    # Raft timing, in seconds; the defaults suit a loaded 2-core machine.
+    tick: float = 0.01
+    heartbeat: float = 0.05
+    election_timeout_min: float = 1.0
+    election_timeout_max: float = 2.0
+    leader_fallback: float = 3.0
+    # Take a snapshot (and compact the log) after this many entries or seconds.
+    snapshot_entries: int = 20_000
+    snapshot_seconds: float = 600.0
+    log_level: str = "INFO"
+
+    def read_secret(self) -> str | None:
+        """The cluster secret; None only for an --insecure replica."""
+        if not self.secret_file:
+            return None
+        try:
+            with open(self.secret_file) as f:
+                secret = f.read().strip()
+        except OSError as e:
+            raise ConfigError(f"secret_file {self.secret_file!r}: {e.strerror}") from None
+        if len(secret) < 16:
+            raise ConfigError(
+                f"secret_file {self.secret_file!r} holds {len(secret)} characters; "
+                "use at least 16 random ones (regraft up generates 32)"
+            )
+        return secret
+
+    def validate(self) -> None:
+        for name in ("id", "data_dir", "raft_address", "grpc_address"):
+            if not getattr(self, name):
+                raise ConfigError(f"{name} is required (flag --{name.replace('_', '-')})")
+        for name, address in [
+            ("raft_address", self.raft_address),
+            ("grpc_address", self.grpc_address),
+            *(("metrics_address", a) for a in [self.metrics_address] if a),
+            *(("peers.raft_address", p.raft_address) for p in self.peers),
+            *(("peers.grpc_address", p.grpc_address) for p in self.peers),
+        ]:
+            split_address(address, name)
+        ids = [self.id, *(p.id for p in self.peers)]
+        if len(set(ids)) != len(ids):
+            raise ConfigError(f"replica ids must be unique, got {ids}")
+        raft = [self.raft_address, *(p.raft_address for p in self.peers)]
+        if len(set(raft)) != len(raft):
+            raise ConfigError(f"raft addresses must be unique, got {raft}")
+        if not self.secret_file and not self.insecure:
+            raise ConfigError(
+                "no cluster secret: set secret_file (--secret-file). Without one the Raft "
+                "peer port accepts unauthenticated pickled messages, which lets anyone who "
+                "reaches it run code. --insecure allows it for a loopback-only test cluster."
+            )
+        if self.insecure:
+            for address in [self.raft_address, *(p.raft_address for p in self.peers)]:
+                if not is_loopback(split_address(address, "raft_address")[0]):
+                    raise ConfigError(
+                        f"--insecure binds loopback addresses only, but raft address "
+                        f"{address!r} is not on loopback"
+                    )
+        if self.election_timeout_min <= 3 * self.heartbeat:
+            raise ConfigError("election_timeout_min must exceed three heartbeats")
+        if self.election_timeout_max <= self.election_timeout_min:
+            raise ConfigError("election_timeout_max must exceed election_timeout_min")
+
+
+def split_address(address: str, name: str = "address") -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{name} {address!r} is not host:port")
+    return host.strip("[]"), int(port)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        try:
+            return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
+        except OSError:
+            return False
+
+
+def parse_peer(text: str) -> Peer:
+    """`id=raft_host:port,grpc_host:port`, the form of the --peer flag."""
+    ident, sep, addresses = text.partition("=")
+    raft, comma, grpc_address = addresses.partition(",")
+    if not sep or not comma or not ident:
+        raise ConfigError(f"--peer {text!r} is not id=raft_host:port,grpc_host:port")
+    return Peer(ident, raft, grpc_address)
+
+
+def load(path: str) -> ReplicaConfig:
+    """Read a TOML configuration file; unknown keys are errors, not silently ignored."""
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"config file {path!r}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {path!r}: {e}") from None
+    known = {f.name for f in fields(ReplicaConfig)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"config file {path!r}: unknown keys {unknown}")
+    peers = []
+    for entry in raw.pop("peers", []):
+        try:
+            peers.append(Peer(entry["id"], entry["raft_address"], entry["grpc_address"]))
+        except (KeyError, TypeError):
+            raise ConfigError(
+                f"config file {path!r}: each [[peers]] needs id, raft_address, grpc_address"
+            ) from None
+    return ReplicaConfig(**raw, peers=peers)
+
+
+def dump(config: ReplicaConfig) -> str:
+    """The TOML form of a configuration, as `regraft up` writes it."""
+    lines = []
+    for f in fields(ReplicaConfig):
+        value = getattr(config, f.name)
+        if f.name == "peers" or value == f.default:
+            continue
+        lines.append(f"{f.name} = {_toml(value)}")
+    for peer in config.peers:
+        lines += ["", "[[peers]]"]
+        for key in ("id", "raft_address", "grpc_address"):
+            lines.append(f"{key} = {_toml(getattr(peer, key))}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(value)

@@ -1,0 +1,205 @@
+"""The Raft log on disk, fsynced: what PySyncObj's own journal does not do.
+
+PySyncObj's FileJournal writes into an mmap that is never flushed, so an acknowledged
+entry can vanish with the page cache. This journal appends CRC-framed records to a
+plain file and leaves them unsynced until `sync()`: the transport calls it before any
+message leaves the node and the apply loop calls it before LMDB commits, so every
+entry that another node or the state machine can have seen is on disk, and many
+appends share one fdatasync (group commit).
+
+Term and vote are written with fsync before PySyncObj goes on to send the vote.
+A torn record at the tail (a crash mid-append) fails its CRC and is cut off on open.
+
+Record: length (4 bytes, of what follows the CRC) | crc32 (4) | index (8) | term (8) | command.
+"""
+
+import json
+import logging
+import os
+import struct
+import threading
+import time
+import zlib
+
+from pysyncobj.journal import Journal
+
+from cluster import metrics
+from storage.files import fsync_dir, write_atomically
+
+log = logging.getLogger(__name__)
+
+_MAGIC = b"REGRAFT-JOURNAL\x01"
+_HEAD = struct.Struct("<II")
+_ENTRY = struct.Struct("<QQ")
+
+# For the power-loss test only: record after each fsync how many bytes are durable,
+# so that a test can drop the rest as a power cut would.
+_TRACE_SYNCED = os.environ.get("REGRAFT_TRACE_SYNCED") == "1"
+
+
+class DurableJournal(Journal):
+    """PySyncObj's Journal interface over an append-only, fsynced file."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._meta_path = path + ".meta"
+        self._dir = os.path.dirname(os.path.abspath(path))
+        self._entries: list[tuple[bytes, int, int]] = []
+        self._offsets: list[int] = []  # file offset of each entry's record
+        self._dirty = False
+        self._lock = threading.Lock()
+        self._meta = self._load_meta()
+        self._fd = self._open_log()
+
+    # -- file handling --------------------------------------------------------------
+
+    def _open_log(self) -> int:
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+        data = b""
+        with open(fd, "rb", closefd=False) as f:
+            f.seek(0)
+            data = f.read()
+        if not data.startswith(_MAGIC):
+            if data:
+                raise RuntimeError(f"{self._path} is not a regraft journal")
+            os.write(fd, _MAGIC)
+            os.fsync(fd)
+            fsync_dir(self._dir)
+            return fd
+        offset = len(_MAGIC)
+        while offset + _HEAD.size <= len(data):
+            length, crc = _HEAD.unpack_from(data, offset)
+            body = data[offset + _HEAD.size : offset + _HEAD.size + length]
+            if len(body) != length or zlib.crc32(body) != crc or length < _ENTRY.size:
+                break
+            index, term = _ENTRY.unpack_from(body)
+            self._entries.append((body[_ENTRY.size :], index, term))
+            self._offsets.append(offset)
+            offset += _HEAD.size + length
+        if offset != len(data):
+            log.warning(
+                "journal %s: dropping %d bytes of torn tail after entry %s",
+                self._path,
+                len(data) - offset,
+                self._entries[-1][1] if self._entries else None,
+            )
+            os.ftruncate(fd, offset)
+            os.fsync(fd)
+        os.lseek(fd, 0, os.SEEK_END)
+        return fd
+
+    def _end(self) -> int:
+        return os.lseek(self._fd, 0, os.SEEK_END)
+
+    def _truncate(self, offset: int) -> None:
+        os.ftruncate(self._fd, offset)
+        os.lseek(self._fd, 0, os.SEEK_END)
+        self._dirty = True
+
+    def sync(self) -> None:
+        """Make every appended entry durable; cheap when nothing is pending."""
+        with self._lock:
+            if not self._dirty:
+                return
+            started = time.monotonic()
+            os.fdatasync(self._fd)
+            self._dirty = False
+            metrics.journal_fsync_seconds.observe(time.monotonic() - started)
+            self._trace_synced()
+
+    def _trace_synced(self) -> None:
+        if _TRACE_SYNCED:
+            write_atomically(self._path + ".synced", str(self._end()).encode(), durable=False)
+
+    # -- PySyncObj's Journal interface ------------------------------------------------
+
+    def add(self, command: bytes, idx: int, term: int) -> None:
+        body = _ENTRY.pack(idx, term) + command
+        record = _HEAD.pack(len(body), zlib.crc32(body)) + body
+        with self._lock:
+            self._offsets.append(self._end())
+            os.write(self._fd, record)
+            self._dirty = True
+        self._entries.append((command, idx, term))
+
+    def clear(self) -> None:
+        self._entries = []
+        self._offsets = []
+        self._truncate(len(_MAGIC))
+
+    def deleteEntriesFrom(self, entryFrom: int) -> None:
+        if entryFrom >= len(self._entries):
+            return
+        offset = self._offsets[entryFrom]
+        del self._entries[entryFrom:]
+        del self._offsets[entryFrom:]
+        self._truncate(offset)
+        self.sync()
+
+    def deleteEntriesTo(self, entryTo: int) -> None:
+        """Drop the prefix a snapshot covers: rewrite the rest into a new file."""
+        kept = self._entries[entryTo:]
+        tmp = self._path + ".tmp"
+        offsets = []
+        with open(tmp, "wb") as f:
+            f.write(_MAGIC)
+            for command, index, term in kept:
+                offsets.append(f.tell())
+                body = _ENTRY.pack(index, term) + command
+                f.write(_HEAD.pack(len(body), zlib.crc32(body)) + body)
+            f.flush()
+            os.fsync(f.fileno())
+        with self._lock:
+            os.replace(tmp, self._path)
+            fsync_dir(self._dir)
+            os.close(self._fd)
+            self._fd = os.open(self._path, os.O_RDWR)
+            os.lseek(self._fd, 0, os.SEEK_END)
+            self._dirty = False
+            self._trace_synced()
+        self._entries = kept
+        self._offsets = offsets
+
+    def __getitem__(self, item):
+        return self._entries[item]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _destroy(self) -> None:
+        self.sync()
+        self._store_meta()
+        os.close(self._fd)
+
+    def setRaftCommitIndex(self, raftCommitIndex: int) -> None:
+        # Need not be durable: a lower commit index after a crash is re-learned.
+        self._meta["commit_index"] = raftCommitIndex
+
+    def getRaftCommitIndex(self) -> int:
+        return self._meta.get("commit_index", 1)
+
+    def setCurrentTerm(self, term: int, votedForNodeId) -> None:
+        self._meta["term"] = term
+        self._meta["voted_for"] = votedForNodeId
+        self._store_meta()
+
+    def getCurrentTerm(self) -> int:
+        return self._meta.get("term", 0)
+
+    def getVotedForNodeId(self):
+        return self._meta.get("voted_for")
+
+    def onOneSecondTimer(self) -> None:
+        self._store_meta()
+
+    # -- term, vote and commit index --------------------------------------------------
+
+    def _load_meta(self) -> dict:
+        try:
+            with open(self._meta_path, "rb") as f:
+                return json.loads(f.read())
+        except FileNotFoundError:
+            return {}
+
+    def _store_meta(self) -> None:
+        write_atomically(self._meta_path, json.dumps(self._meta).encode())

@@ -1,0 +1,392 @@
+"""The PySyncObj adapter: propose(command) -> future result, applied to LMDB.
+
+What this adds to PySyncObj, and why (../shared/DESIGN.md has the measurements):
+- Durability. The journal is cluster/journal.py (fsynced); the transport fsyncs it
+  before any message leaves. Committed entries are applied into one LMDB write
+  transaction per tick (a batch), committed with fsync at the end of the tick, after
+  the journal. A proposal's result is released only once its batch is committed, so
+  an acknowledged write is on disk on a majority and readable here.
+- Apply never raises. LMDB errors (a full map) abort the batch, which is replayed.
+- Snapshots without stalls. The serializer only starts a thread that copies LMDB
+  from a read transaction; heartbeats go on meanwhile. Installing never rolls back.
+- Deadlines. A proposal whose callback never comes (a lost forward) fails at its
+  deadline with an unknown outcome, instead of hanging.
+- Latency. A proposal wakes the tick loop, and a leader that appended entries sends
+  them at once instead of at the next heartbeat.
+"""
+
+import base64
+import concurrent.futures
+import contextlib
+import heapq
+import itertools
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import lmdb
+import pysyncobj.syncobj
+from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
+from pysyncobj.config import SERIALIZER_STATE
+from pysyncobj.node import TCPNode
+from pysyncobj.pipe_notifier import PipeNotifier
+
+from cluster import metrics
+from cluster.journal import DurableJournal
+from cluster.transport import DurableTransport
+from regraft.v1 import command_pb2
+from storage import machine, snapshot
+from storage.db import Store
+
+log = logging.getLogger(__name__)
+
+# PySyncObj failures after which the command is certainly not in the log.
+_DEFINITE = {
+    FAIL_REASON.QUEUE_FULL: "the leader's queue is full",
+    FAIL_REASON.MISSING_LEADER: "no leader is known (election in progress or no quorum)",
+    FAIL_REASON.DISCARDED: "the entry was overwritten by a new leader",
+    FAIL_REASON.NOT_LEADER: "the replica it was forwarded to is no longer the leader",
+    FAIL_REASON.REQUEST_DENIED: "the leader refused the request",
+}
+_UNKNOWN = {
+    FAIL_REASON.LEADER_CHANGED: "the leader changed while the command was in flight",
+    FAIL_REASON.UNKNOWN_OUTCOME: "the leader restarted while the command was in flight",
+}
+
+
+class ProposalError(Exception):
+    """A command was not applied (`definite`), or may or may not have been."""
+
+    def __init__(self, message: str, definite: bool) -> None:
+        super().__init__(message)
+        self.definite = definite
+
+
+@dataclass
+class RaftSettings:
+    """Timing and storage of one Raft member; defaults suit a loaded 2-core machine."""
+
+    address: str
+    peers: list[str]
+    data_dir: str
+    secret: str | None
+    tick: float = 0.01
+    heartbeat: float = 0.05
+    election_timeout: tuple[float, float] = (1.0, 2.0)
+    # A leader that hears from no majority for this long steps down (PySyncObj: 30 s).
+    leader_fallback: float = 3.0
+    snapshot_entries: int = 20_000
+    snapshot_seconds: float = 600.0
+    extra: dict = field(default_factory=dict)
+
+
+_journal_factory_lock = threading.Lock()
+_STATUS_PERIOD = 0.2
+
+
+@contextlib.contextmanager
+def _durable_journal(owner: "Raft") -> Iterator[None]:
+    """PySyncObj builds its journal through a module-level function: swap in ours."""
+
+    def create(path):
+        owner.journal = DurableJournal(path)
+        return owner.journal
+
+    with _journal_factory_lock:
+        original = pysyncobj.syncobj.createJournal
+        pysyncobj.syncobj.createJournal = create
+        try:
+            yield
+        finally:
+            pysyncobj.syncobj.createJournal = original
+
+
+class Raft(SyncObj):
+    """One Raft member whose state machine is storage.machine over `store`."""
+
+    def __init__(self, settings: RaftSettings, store: Store) -> None:
+        self.store = store
+        self.journal: DurableJournal | None = None
+        self.snapshot_path = os.path.join(settings.data_dir, "raft.snapshot")
+        self.revision = store.revision
+        self.applied = threading.Condition()
+        self.last_snapshot_index = 0
+        self._batch = None
+        self._batch_entries: list[tuple[int, bytes]] = []
+        self._batch_done = 0
+        self._deferred: list[tuple[concurrent.futures.Future, command_pb2.Result]] = []
+        self._deadlines: list[tuple[float, int, concurrent.futures.Future]] = []
+        self._deadline_lock = threading.Lock()
+        self._sequence = itertools.count()
+        self._snapshot_state = SERIALIZER_STATE.NOT_SERIALIZING
+        self._sent_upto = 0
+        self._status: dict = {}
+        self._status_at = 0.0
+        self.leader_changes = 0
+        self._last_leader = None
+        conf = SyncObjConf(
+            password=settings.secret,
+            autoTick=True,
+            autoTickPeriod=settings.tick,
+            appendEntriesPeriod=settings.heartbeat,
+            raftMinTimeout=settings.election_timeout[0],
+            raftMaxTimeout=settings.election_timeout[1],
+            connectionTimeout=max(3.5, settings.election_timeout[1]),
+            connectionRetryTime=1.0,
+            leaderFallbackTimeout=settings.leader_fallback,
+            commandsWaitLeader=False,
+            journalFile=os.path.join(settings.data_dir, "raft.journal"),
+            fullDumpFile=self.snapshot_path,
+            serializer=self._start_snapshot,
+            deserializer=self._install_snapshot,
+            serializeChecker=self._snapshot_progress,
+            logCompactionMinEntries=settings.snapshot_entries,
+            logCompactionMinTime=settings.snapshot_seconds,
+            logCompactionBatchSize=1 << 20,
+            appendEntriesBatchSizeBytes=1 << 20,
+            dynamicMembershipChange=True,
+            bindAddress=settings.address,
+            **settings.extra,
+        )
+        with _durable_journal(self):
+            super().__init__(
+                settings.address, settings.peers, conf, transportClass=DurableTransport
+            )
+        self._waker = PipeNotifier(self._poller)
+        self.addOnTickCallback(self._after_tick)
+
+    # -- proposing --------------------------------------------------------------------
+
+    def propose(self, data: bytes, timeout: float) -> concurrent.futures.Future:
+        """Replicate a serialized Command; the future yields its Result once applied here.
+
+        Fails with ProposalError; at `timeout` the outcome is unknown (it may still
+        commit), which is why writes carry request ids.
+        """
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        with self._deadline_lock:
+            heapq.heappush(
+                self._deadlines, (time.monotonic() + timeout, next(self._sequence), future)
+            )
+        self._apply(data, callback=lambda result, error: self._on_result(future, result, error))
+        self._wake()
+        return future
+
+    def _wake(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            self._waker.notify()
+
+    def _on_result(self, future, result, error) -> None:
+        if error == FAIL_REASON.SUCCESS:
+            if self._batch is not None:
+                self._deferred.append((future, result))
+            else:
+                _settle(future, result=result)
+        elif error in _DEFINITE:
+            _settle(future, error=ProposalError(_DEFINITE[error], definite=True))
+        else:
+            reason = _UNKNOWN.get(error, f"PySyncObj failure {error}")
+            _settle(future, error=ProposalError(reason, definite=False))
+
+    def wait_applied(self, revision: int, timeout: float) -> bool:
+        """Wait until this replica's state reflects `revision`."""
+        with self.applied:
+            return self.applied.wait_for(lambda: self.revision >= revision, timeout)
+
+    # -- applying ---------------------------------------------------------------------
+
+    @replicated
+    def _apply(self, data: bytes) -> command_pb2.Result:
+        self._batch_entries.append((self.raftLastApplied + 1, data))
+        while True:
+            try:
+                return self._fill_batch()
+            except lmdb.Error as e:
+                self._recover(e)
+
+    def _fill_batch(self) -> command_pb2.Result:
+        """Apply the entries not yet in the open batch; the last one's result."""
+        if self._batch is None:
+            self._batch = self.store.batch()
+            self._batch_done = 0
+        result = None
+        for index, data in self._batch_entries[self._batch_done :]:
+            result = machine.apply(self._batch, index, data)
+            self._batch_done += 1
+        return result
+
+    def _recover(self, error: lmdb.Error) -> None:
+        """Abort the batch after an LMDB error; it is replayed from _batch_entries."""
+        if self._batch is not None:
+            with contextlib.suppress(lmdb.Error):
+                self._batch.abort()
+            self._batch = None
+        if isinstance(error, lmdb.MapFullError):
+            log.warning("LMDB map full: doubling it")
+            self.store.grow()
+        else:
+            log.error("LMDB write failed (%s): retrying in 1 s", error)
+            time.sleep(1.0)
+
+    def _commit(self) -> None:
+        """Make the open batch durable, then release the results it holds."""
+        if self._batch is None:
+            return
+        started = time.monotonic()
+        self.journal.sync()
+        while True:
+            try:
+                if self._batch is None:
+                    self._fill_batch()
+                revision = self._batch.revision
+                self._batch.commit()
+                break
+            except lmdb.Error as e:
+                self._recover(e)
+        metrics.apply_seconds.observe(time.monotonic() - started)
+        metrics.apply_batch_entries.observe(len(self._batch_entries))
+        self._batch = None
+        self._batch_entries = []
+        deferred, self._deferred = self._deferred, []
+        with self.applied:
+            self.revision = revision
+            self.applied.notify_all()
+        for future, result in deferred:
+            _settle(future, result=result)
+
+    def _after_tick(self) -> None:
+        self.journal.sync()
+        self._commit()
+        now = time.monotonic()
+        self._expire(now)
+        if now - self._status_at > _STATUS_PERIOD:
+            self._refresh_status(now)
+        last = self._last_log_index()
+        if self._isLeader() and last > self._sent_upto:
+            # New entries wait for replication: send them now, not at the next heartbeat.
+            self._sent_upto = last
+            self._SyncObj__newAppendEntriesTime = 0
+            self._wake()
+
+    def _refresh_status(self, now: float) -> None:
+        """Copy PySyncObj's status on its own thread: its dicts change under other threads."""
+        status = self.getStatus()
+        status["last_log_index"] = self._last_log_index()
+        status["revision"] = self.revision
+        leader = status["leader"].id if status["leader"] is not None else None
+        if leader != self._last_leader and leader is not None:
+            self.leader_changes += 1
+        self._last_leader = leader
+        status["leader"] = leader
+        status["self"] = status["self"].id
+        status["peers"] = {node.id: self.isNodeConnected(node) for node in self.otherNodes}
+        self._status = status
+        self._status_at = now
+
+    def status(self) -> dict:
+        """A recent copy (at most a fraction of a second old) of the Raft state."""
+        return self._status
+
+    def _last_log_index(self) -> int:
+        return self._SyncObj__raftLog[-1][1]
+
+    def _expire(self, now: float) -> None:
+        expired = []
+        with self._deadline_lock:
+            while self._deadlines:
+                deadline, _, future = self._deadlines[0]
+                if deadline > now and not future.done():
+                    break
+                expired.append(heapq.heappop(self._deadlines)[2])
+        for future in expired:
+            _settle(
+                future,
+                error=ProposalError("no answer within the deadline: outcome unknown", False),
+            )
+
+    # -- snapshots --------------------------------------------------------------------
+
+    def _start_snapshot(self, _tmp_path: str, data) -> None:
+        """PySyncObj's serializer, on the tick thread: start a copy and return at once.
+
+        PySyncObj then tries to rename a temporary file that is deliberately not
+        there; the copy thread renames its own file into place and reports through
+        _snapshot_progress.
+        """
+        last, previous, nodes = data
+        self._commit()
+        self._snapshot_state = SERIALIZER_STATE.SERIALIZING
+        header = {
+            "raft_index": last[1],
+            "raft_term": last[2],
+            "last_entry": _encode_entry(last),
+            "previous_entry": _encode_entry(previous),
+            "nodes": sorted(node.id for node in nodes),
+        }
+        threading.Thread(
+            target=self._write_snapshot, args=(header,), name="snapshot", daemon=True
+        ).start()
+
+    def _write_snapshot(self, header: dict) -> None:
+        started = time.monotonic()
+        try:
+            with self.store.read() as view:
+                snapshot.write(self.store, view, self.snapshot_path, header)
+        except Exception:
+            log.exception("writing snapshot at index %d failed", header["raft_index"])
+            metrics.snapshots.labels("failed").inc()
+            self._snapshot_state = SERIALIZER_STATE.FAILED
+            return
+        metrics.snapshot_seconds.observe(time.monotonic() - started)
+        metrics.snapshots.labels("taken").inc()
+        self.last_snapshot_index = header["raft_index"]
+        self._snapshot_state = SERIALIZER_STATE.SUCCESS
+
+    def _snapshot_progress(self) -> int:
+        state = self._snapshot_state
+        if state in (SERIALIZER_STATE.SUCCESS, SERIALIZER_STATE.FAILED):
+            self._snapshot_state = SERIALIZER_STATE.NOT_SERIALIZING
+        return state
+
+    def _install_snapshot(self, path: str):
+        """PySyncObj's deserializer: at start-up, and when a leader sent a snapshot."""
+        self._commit()
+        header, replaced = snapshot.install(self.store, path)
+        if replaced:
+            metrics.snapshot_installs.inc()
+            log.info("installed snapshot at revision %d", header["revision"])
+            with self.applied:
+                self.revision = self.store.revision
+                self.applied.notify_all()
+        return (
+            _decode_entry(header["last_entry"]),
+            _decode_entry(header["previous_entry"]),
+            [TCPNode(node) for node in header["nodes"]],
+        )
+
+    def close(self) -> None:
+        self.destroy_synchronous()
+        self._commit()
+
+
+def _settle(future: concurrent.futures.Future, result=None, error=None) -> None:
+    if future.done():
+        return
+    with contextlib.suppress(concurrent.futures.InvalidStateError):
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+
+def _encode_entry(entry) -> list:
+    command, index, term = entry
+    return [base64.b64encode(bytes(command)).decode(), index, term]
+
+
+def _decode_entry(entry: list) -> tuple[bytes, int, int]:
+    command, index, term = entry
+    return base64.b64decode(command), index, term

@@ -1,0 +1,167 @@
+"""One replica process: configuration -> storage + Raft + gRPC + HTTP probes.
+
+Start-up order matters: the data directory is locked (two processes on one LMDB
+environment corrupt it), LMDB is opened, Raft replays its journal into it, and only
+then do the API ports open. Shutdown runs the other way: health goes NOT_SERVING,
+the gRPC server drains, Raft stops, the last batch is committed, LMDB closes.
+"""
+
+import concurrent.futures
+import fcntl
+import logging
+import os
+import threading
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from cluster.config import ConfigError, ReplicaConfig
+from cluster.http import ProbeServer
+from cluster.membership import Members
+from cluster.raft import Raft, RaftSettings
+from cluster.reads import Reads
+from cluster.service_cluster import ClusterService
+from cluster.service_registry import RegistryService
+from regraft.v1 import cluster_pb2, cluster_pb2_grpc, registry_pb2, registry_pb2_grpc
+from storage.db import Store
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 16 << 20  # manifests are up to 4 MiB; leave room for the envelope
+# A replica that is further behind its leader's commit index is not ready.
+READY_MAX_LAG = 1000
+_HEALTH_PERIOD = 0.5
+_HEALTH_SERVICES = ("", "regraft.v1.Registry", "regraft.v1.Cluster")
+
+
+class Replica:
+    def __init__(self, config: ReplicaConfig) -> None:
+        config.validate()
+        self.config = config
+        os.makedirs(config.data_dir, exist_ok=True)
+        self._lock_file = _lock_data_dir(config.data_dir)
+        self.store = Store(os.path.join(config.data_dir, "state"))
+        settings = RaftSettings(
+            address=config.raft_address,
+            peers=[p.raft_address for p in config.peers],
+            data_dir=config.data_dir,
+            secret=config.read_secret(),
+            tick=config.tick,
+            heartbeat=config.heartbeat,
+            election_timeout=(config.election_timeout_min, config.election_timeout_max),
+            leader_fallback=config.leader_fallback,
+            snapshot_entries=config.snapshot_entries,
+            snapshot_seconds=config.snapshot_seconds,
+        )
+        self.raft = Raft(settings, self.store)
+        self.members = Members(config, self.raft)
+        self.reads = Reads(self.raft)
+        self._stopping = threading.Event()
+        self.health = health.HealthServicer()
+        for service in _HEALTH_SERVICES:
+            self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.server = grpc.server(
+            concurrent.futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="grpc"),
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.so_reuseport", 0),
+            ],
+            maximum_concurrent_rpcs=1024,
+        )
+        cluster_service = ClusterService(self.raft, self.members)
+        registry_pb2_grpc.add_RegistryServicer_to_server(
+            RegistryService(self.raft, self.reads, cluster_service.leader_hint), self.server
+        )
+        cluster_pb2_grpc.add_ClusterServicer_to_server(cluster_service, self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            [
+                registry_pb2.DESCRIPTOR.services_by_name["Registry"].full_name,
+                cluster_pb2.DESCRIPTOR.services_by_name["Cluster"].full_name,
+                health.SERVICE_NAME,
+                reflection.SERVICE_NAME,
+            ],
+            self.server,
+        )
+        if self.server.add_insecure_port(config.grpc_address) == 0:
+            raise ConfigError(f"cannot listen on grpc_address {config.grpc_address!r}")
+        self.probes = (
+            ProbeServer(config.metrics_address, self.not_live, self.not_ready)
+            if config.metrics_address
+            else None
+        )
+        self._health_thread = threading.Thread(target=self._watch_health, name="health")
+
+    def start(self) -> None:
+        self.server.start()
+        if self.probes:
+            self.probes.start()
+        self._health_thread.start()
+        log.info(
+            "replica %s serving gRPC on %s, Raft on %s",
+            self.config.id,
+            self.config.grpc_address,
+            self.config.raft_address,
+        )
+
+    def wait(self) -> None:
+        self._stopping.wait()
+
+    def stop(self, grace: float = 2.0) -> None:
+        """Stop serving, drain, and close storage; safe to call more than once."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace).wait()
+        if self.probes:
+            self.probes.stop()
+        if self._health_thread.is_alive():
+            self._health_thread.join()
+        self.raft.close()
+        self.store.close()
+        self._lock_file.close()
+        log.info("replica %s stopped", self.config.id)
+
+    # -- health -----------------------------------------------------------------------
+
+    def not_live(self) -> str | None:
+        if not self.raft.tick_thread_alive():
+            return "the Raft thread has stopped"
+        return None
+
+    def not_ready(self) -> str | None:
+        """Why this replica cannot serve consistent reads and writes now, or None."""
+        if self._stopping.is_set():
+            return "shutting down"
+        status = self.raft.status()
+        if not status:
+            return "starting"
+        if status["leader"] is None:
+            return "no leader known"
+        if not status["has_quorum"]:
+            return "no quorum reachable"
+        behind = (status["leader_commit_idx"] or 0) - status["last_applied"]
+        if behind > READY_MAX_LAG:
+            return f"{behind} entries behind the leader's commit index"
+        return None
+
+    def _watch_health(self) -> None:
+        serving = health_pb2.HealthCheckResponse.SERVING
+        not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+        while not self._stopping.wait(_HEALTH_PERIOD):
+            state = not_serving if self.not_ready() else serving
+            for service in _HEALTH_SERVICES:
+                self.health.set(service, state)
+
+
+def _lock_data_dir(path: str):
+    handle = open(os.path.join(path, "LOCK"), "a+")  # noqa: SIM115 (held for the process's life)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise ConfigError(f"data directory {path!r} is in use by another regraft process") from None
+    return handle

@@ -1,0 +1,143 @@
+"""What the gRPC servicers share: deadlines, proposing, and errors as status codes.
+
+Every handler is wrapped by `handler`: it counts and times the call, and turns the
+exceptions of the layers below into gRPC statuses, each with a message for humans
+and, where the registry has one, the OCI error code in trailing metadata `oci-code`.
+
+    InvalidArgument      -> INVALID_ARGUMENT   (names the field)
+    NotFound             -> NOT_FOUND
+    FailedPrecondition   -> FAILED_PRECONDITION
+    ProposalError        -> UNAVAILABLE        (leader's gRPC address in `leader`)
+    ReadTimeout          -> UNAVAILABLE
+"""
+
+import contextlib
+import functools
+import inspect
+import logging
+import time
+from collections.abc import Callable, Iterator
+
+import grpc
+
+from cluster import metrics
+from cluster.raft import ProposalError, Raft
+from cluster.reads import ReadTimeout
+from regraft.v1 import command_pb2
+from storage.errors import FailedPrecondition, InvalidArgument, NotFound, RegistryError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 10.0
+# Answer this long before the caller's deadline, so that it gets our reason.
+_MARGIN = 0.05
+
+_RESULT_ERRORS = {
+    command_pb2.Result.NOT_FOUND: NotFound,
+    command_pb2.Result.FAILED_PRECONDITION: FailedPrecondition,
+}
+
+
+class OutOfRange(Exception):
+    """A Watch asked for history that was compacted away."""
+
+    def __init__(self, asked: int, oldest: int) -> None:
+        super().__init__(
+            f"revision {asked} is no longer retained; the oldest available is {oldest}"
+        )
+        self.oldest = oldest
+
+
+class Unavailable(Exception):
+    """This replica cannot serve the call now; the caller should try again or elsewhere."""
+
+
+def timeout(context: grpc.ServicerContext) -> float:
+    """Seconds left to answer within the caller's deadline (a default when it set none)."""
+    remaining = context.time_remaining()
+    if remaining is None:
+        return DEFAULT_TIMEOUT
+    return max(0.0, min(remaining - _MARGIN, 3600.0))
+
+
+def propose(raft: Raft, command: command_pb2.Command, context) -> command_pb2.Result:
+    """Replicate a command and wait for its result; refusals become exceptions."""
+    wait = timeout(context)
+    future = raft.propose(command.SerializeToString(), wait)
+    try:
+        result = future.result(wait + 1.0)
+    except ProposalError:
+        metrics.proposals.labels("failed").inc()
+        raise
+    metrics.proposals.labels("committed").inc()
+    if result.code == command_pb2.Result.OK:
+        return result
+    error = _RESULT_ERRORS.get(result.code)
+    if error is not None:
+        raise error(result.oci_code, result.message)
+    if result.code == command_pb2.Result.INVALID_ARGUMENT:
+        raise InvalidArgument("command", result.message)
+    raise RuntimeError(result.message)
+
+
+def handler(method: Callable) -> Callable:
+    """Decorate a servicer method (unary or streaming): metrics, errors to statuses.
+
+    The servicer provides `leader_hint()`: the leader's gRPC address, or "".
+    """
+    if inspect.isgeneratorfunction(method):
+
+        @functools.wraps(method)
+        def stream(self, request, context):
+            with _guard(self, context, method.__name__):
+                yield from method(self, request, context)
+
+        return stream
+
+    @functools.wraps(method)
+    def unary(self, request, context):
+        with _guard(self, context, method.__name__):
+            return method(self, request, context)
+
+    return unary
+
+
+@contextlib.contextmanager
+def _guard(servicer, context: grpc.ServicerContext, name: str) -> Iterator[None]:
+    started = time.monotonic()
+    metrics.grpc_in_flight.inc()
+    code = grpc.StatusCode.OK
+    try:
+        yield
+    except Exception as error:
+        code, message, trailers = _status(error, servicer.leader_hint)
+        if trailers:
+            context.set_trailing_metadata(trailers)
+        context.abort(code, message)
+    finally:
+        metrics.grpc_in_flight.dec()
+        metrics.grpc_requests.labels(name, code.name).inc()
+        metrics.grpc_seconds.labels(name).observe(time.monotonic() - started)
+
+
+def _status(error: Exception, leader_hint: Callable[[], str]):
+    if isinstance(error, InvalidArgument):
+        return grpc.StatusCode.INVALID_ARGUMENT, str(error), ()
+    if isinstance(error, RegistryError):
+        code = (
+            grpc.StatusCode.NOT_FOUND
+            if isinstance(error, NotFound)
+            else grpc.StatusCode.FAILED_PRECONDITION
+        )
+        return code, f"{error.oci_code}: {error.message}", (("oci-code", error.oci_code),)
+    if isinstance(error, OutOfRange):
+        oldest = str(error.oldest)
+        return grpc.StatusCode.OUT_OF_RANGE, str(error), (("oldest-revision", oldest),)
+    if isinstance(error, ProposalError | ReadTimeout | Unavailable):
+        leader = leader_hint()
+        where = f"; leader is {leader}" if leader else "; no leader known"
+        outcome = "" if getattr(error, "definite", True) else " (may or may not have applied)"
+        trailers = (("leader", leader),) if leader else ()
+        return grpc.StatusCode.UNAVAILABLE, f"{error}{outcome}{where}", trailers
+    log.exception("unexpected error in a gRPC handler")
+    return grpc.StatusCode.INTERNAL, f"internal error: {error}", ()

@@ -1,0 +1,154 @@
+"""The Registry gRPC service: thin handlers over commands, Raft, and reads.
+
+Writes: request -> storage.commands (validation) -> Raft -> storage.machine -> result.
+Reads: a view as fresh as the request's ReadOptions ask -> storage.registry.
+"""
+
+from collections.abc import Callable, Iterator
+
+from cluster import rpc
+from cluster.raft import Raft
+from cluster.reads import Reads
+from regraft.v1 import registry_pb2, registry_pb2_grpc
+from storage import commands, names, registry
+from storage.errors import InvalidArgument
+
+pb = registry_pb2
+
+_WATCH_PAGE = 256
+_MAX_PREFIX = 255
+
+
+class RegistryService(registry_pb2_grpc.RegistryServicer):
+    def __init__(self, raft: Raft, reads: Reads, leader_hint: Callable[[], str]) -> None:
+        self._raft = raft
+        self._reads = reads
+        self.leader_hint = leader_hint
+
+    def _write(self, command, context):
+        return rpc.propose(self._raft, command, context)
+
+    def _view(self, read: pb.ReadOptions, context):
+        return self._reads.view(read, rpc.timeout(context))
+
+    # -- manifests ----------------------------------------------------------------------
+
+    @rpc.handler
+    def PutManifest(self, request, context):
+        result = self._write(commands.put_manifest(request), context)
+        return pb.PutManifestResponse(digest=result.digest, revision=result.revision)
+
+    @rpc.handler
+    def GetManifest(self, request, context):
+        names.validate_repository(request.repository)
+        reference = names.validate_reference(request.reference)
+        by_digest = names.is_digest_reference(reference)
+        with self._view(request.read, context) as view:
+            digest, record = registry.get_manifest(view, request.repository, reference, by_digest)
+            return pb.GetManifestResponse(
+                digest=digest,
+                media_type=record.media_type,
+                content=record.content,
+                revision=view.revision,
+            )
+
+    @rpc.handler
+    def DeleteManifest(self, request, context):
+        result = self._write(commands.delete_manifest(request), context)
+        return pb.DeleteManifestResponse(revision=result.revision, deleted_tags=result.deleted_tags)
+
+    # -- tags ---------------------------------------------------------------------------
+
+    @rpc.handler
+    def PutTag(self, request, context):
+        result = self._write(commands.put_tag(request), context)
+        return pb.PutTagResponse(revision=result.revision, previous_digest=result.previous_digest)
+
+    @rpc.handler
+    def DeleteTag(self, request, context):
+        result = self._write(commands.delete_tag(request), context)
+        return pb.DeleteTagResponse(revision=result.revision, digest=result.digest)
+
+    @rpc.handler
+    def ListTags(self, request, context):
+        names.validate_repository(request.repository)
+        n = names.validate_page_size(request.n)
+        if request.last:
+            names.validate_tag(request.last, "last")
+        with self._view(request.read, context) as view:
+            tags, more = registry.list_tags(view, request.repository, n, request.last)
+            return pb.ListTagsResponse(tags=tags, revision=view.revision, more=more)
+
+    @rpc.handler
+    def ListRepositories(self, request, context):
+        n = names.validate_page_size(request.n)
+        if request.last:
+            names.validate_repository(request.last, "last")
+        with self._view(request.read, context) as view:
+            repositories, more = registry.list_repositories(view, n, request.last)
+            return pb.ListRepositoriesResponse(
+                repositories=repositories, revision=view.revision, more=more
+            )
+
+    @rpc.handler
+    def GetReferrers(self, request, context):
+        names.validate_repository(request.repository)
+        names.validate_digest(request.digest)
+        with self._view(request.read, context) as view:
+            found = registry.get_referrers(
+                view, request.repository, request.digest, request.artifact_type
+            )
+            return pb.GetReferrersResponse(manifests=found, revision=view.revision)
+
+    # -- blobs --------------------------------------------------------------------------
+
+    @rpc.handler
+    def LinkBlob(self, request, context):
+        result = self._write(commands.link_blob(request), context)
+        return pb.LinkBlobResponse(revision=result.revision)
+
+    @rpc.handler
+    def StatBlob(self, request, context):
+        names.validate_repository(request.repository)
+        names.validate_digest(request.digest)
+        with self._view(request.read, context) as view:
+            blob = registry.stat_blob(view, request.repository, request.digest)
+            return pb.StatBlobResponse(
+                digest=request.digest,
+                size=blob.size,
+                media_type=blob.media_type,
+                revision=view.revision,
+            )
+
+    @rpc.handler
+    def UnlinkBlob(self, request, context):
+        result = self._write(commands.unlink_blob(request), context)
+        return pb.UnlinkBlobResponse(revision=result.revision)
+
+    @rpc.handler
+    def MountBlob(self, request, context):
+        result = self._write(commands.mount_blob(request), context)
+        return pb.MountBlobResponse(
+            size=result.size, media_type=result.media_type, revision=result.revision
+        )
+
+    # -- history ------------------------------------------------------------------------
+
+    @rpc.handler
+    def Watch(self, request, context) -> Iterator[pb.Event]:
+        """Stream events from `from_revision` on, until the caller goes away."""
+        prefix = request.repository_prefix
+        if len(prefix) > _MAX_PREFIX or any(not ch.isprintable() for ch in prefix):
+            raise InvalidArgument(
+                "repository_prefix", f"{names.quote(prefix)} is not a repository name prefix"
+            )
+        position = request.from_revision or self._raft.revision + 1
+        while context.is_active():
+            with self._raft.store.read() as view:
+                oldest = registry.events_floor(view)
+                if position < oldest:
+                    raise rpc.OutOfRange(position, oldest)
+                found, position = registry.events(view, position, prefix, _WATCH_PAGE)
+            yield from found
+            if not found:
+                self._raft.wait_applied(position, 1.0)

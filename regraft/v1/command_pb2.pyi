@@ -1,0 +1,163 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Command(_message.Message):
+    __slots__ = ("request_id", "actor", "put_manifest", "delete_manifest", "put_tag", "delete_tag", "link_blob", "unlink_blob", "mount_blob", "barrier")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    PUT_MANIFEST_FIELD_NUMBER: _ClassVar[int]
+    DELETE_MANIFEST_FIELD_NUMBER: _ClassVar[int]
+    PUT_TAG_FIELD_NUMBER: _ClassVar[int]
+    DELETE_TAG_FIELD_NUMBER: _ClassVar[int]
+    LINK_BLOB_FIELD_NUMBER: _ClassVar[int]
+    UNLINK_BLOB_FIELD_NUMBER: _ClassVar[int]
+    MOUNT_BLOB_FIELD_NUMBER: _ClassVar[int]
+    BARRIER_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    actor: str
+    put_manifest: PutManifestOp
+    delete_manifest: DeleteManifestOp
+    put_tag: PutTagOp
+    delete_tag: DeleteTagOp
+    link_blob: LinkBlobOp
+    unlink_blob: UnlinkBlobOp
+    mount_blob: MountBlobOp
+    barrier: BarrierOp
+    def __init__(self, request_id: _Optional[str] = ..., actor: _Optional[str] = ..., put_manifest: _Optional[_Union[PutManifestOp, _Mapping]] = ..., delete_manifest: _Optional[_Union[DeleteManifestOp, _Mapping]] = ..., put_tag: _Optional[_Union[PutTagOp, _Mapping]] = ..., delete_tag: _Optional[_Union[DeleteTagOp, _Mapping]] = ..., link_blob: _Optional[_Union[LinkBlobOp, _Mapping]] = ..., unlink_blob: _Optional[_Union[UnlinkBlobOp, _Mapping]] = ..., mount_blob: _Optional[_Union[MountBlobOp, _Mapping]] = ..., barrier: _Optional[_Union[BarrierOp, _Mapping]] = ...) -> None: ...
+
+class PutManifestOp(_message.Message):
+    __slots__ = ("repository", "digest", "media_type", "content", "tag", "blobs", "manifests", "subject", "artifact_type", "annotations")
+    class AnnotationsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    MEDIA_TYPE_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    BLOBS_FIELD_NUMBER: _ClassVar[int]
+    MANIFESTS_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    ANNOTATIONS_FIELD_NUMBER: _ClassVar[int]
+    repository: str
+    digest: str
+    media_type: str
+    content: bytes
+    tag: str
+    blobs: _containers.RepeatedScalarFieldContainer[str]
+    manifests: _containers.RepeatedScalarFieldContainer[str]
+    subject: str
+    artifact_type: str
+    annotations: _containers.ScalarMap[str, str]
+    def __init__(self, repository: _Optional[str] = ..., digest: _Optional[str] = ..., media_type: _Optional[str] = ..., content: _Optional[bytes] = ..., tag: _Optional[str] = ..., blobs: _Optional[_Iterable[str]] = ..., manifests: _Optional[_Iterable[str]] = ..., subject: _Optional[str] = ..., artifact_type: _Optional[str] = ..., annotations: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class DeleteManifestOp(_message.Message):
+    __slots__ = ("repository", "digest")
+    REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    repository: str
+    digest: str
+    def __init__(self, repository: _Optional[str] = ..., digest: _Optional[str] = ...) -> None: ...
+
+class PutTagOp(_message.Message):
+    __slots__ = ("repository", "tag", "digest", "expected_digest", "must_not_exist")
+    REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    MUST_NOT_EXIST_FIELD_NUMBER: _ClassVar[int]
+    repository: str
+    tag: str
+    digest: str
+    expected_digest: str
+    must_not_exist: bool
+    def __init__(self, repository: _Optional[str] = ..., tag: _Optional[str] = ..., digest: _Optional[str] = ..., expected_digest: _Optional[str] = ..., must_not_exist: _Optional[bool] = ...) -> None: ...
+
+class DeleteTagOp(_message.Message):
+    __slots__ = ("repository", "tag", "expected_digest")
+    REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    repository: str
+    tag: str
+    expected_digest: str
+    def __init__(self, repository: _Optional[str] = ..., tag: _Optional[str] = ..., expected_digest: _Optional[str] = ...) -> None: ...
+
+class LinkBlobOp(_message.Message):
+    __slots__ = ("repository", "digest", "size", "media_type")
+    REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    MEDIA_TYPE_FIELD_NUMBER: _ClassVar[int]
+    repository: str
+    digest: str
+    size: int
+    media_type: str
+    def __init__(self, repository: _Optional[str] = ..., digest: _Optional[str] = ..., size: _Optional[int] = ..., media_type: _Optional[str] = ...) -> None: ...
+
+class UnlinkBlobOp(_message.Message):
+    __slots__ = ("repository", "digest")
+    REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    repository: str
+    digest: str
+    def __init__(self, repository: _Optional[str] = ..., digest: _Optional[str] = ...) -> None: ...
+
+class MountBlobOp(_message.Message):
+    __slots__ = ("from_repository", "repository", "digest")
+    FROM_REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    from_repository: str
+    repository: str
+    digest: str
+    def __init__(self, from_repository: _Optional[str] = ..., repository: _Optional[str] = ..., digest: _Optional[str] = ...) -> None: ...
+
+class BarrierOp(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Result(_message.Message):
+    __slots__ = ("code", "message", "revision", "digest", "previous_digest", "deleted_tags", "size", "media_type", "oci_code")
+    class Code(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        OK: _ClassVar[Result.Code]
+        NOT_FOUND: _ClassVar[Result.Code]
+        FAILED_PRECONDITION: _ClassVar[Result.Code]
+        INVALID_ARGUMENT: _ClassVar[Result.Code]
+        INTERNAL: _ClassVar[Result.Code]
+    OK: Result.Code
+    NOT_FOUND: Result.Code
+    FAILED_PRECONDITION: Result.Code
+    INVALID_ARGUMENT: Result.Code
+    INTERNAL: Result.Code
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    DELETED_TAGS_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    MEDIA_TYPE_FIELD_NUMBER: _ClassVar[int]
+    OCI_CODE_FIELD_NUMBER: _ClassVar[int]
+    code: Result.Code
+    message: str
+    revision: int
+    digest: str
+    previous_digest: str
+    deleted_tags: _containers.RepeatedScalarFieldContainer[str]
+    size: int
+    media_type: str
+    oci_code: str
+    def __init__(self, code: _Optional[_Union[Result.Code, str]] = ..., message: _Optional[str] = ..., revision: _Optional[int] = ..., digest: _Optional[str] = ..., previous_digest: _Optional[str] = ..., deleted_tags: _Optional[_Iterable[str]] = ..., size: _Optional[int] = ..., media_type: _Optional[str] = ..., oci_code: _Optional[str] = ...) -> None: ...

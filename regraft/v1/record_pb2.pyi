@@ -1,0 +1,52 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ManifestRecord(_message.Message):
+    __slots__ = ("media_type", "content", "subject", "artifact_type", "annotations", "blobs", "manifests", "revision")
+    class AnnotationsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    MEDIA_TYPE_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    ANNOTATIONS_FIELD_NUMBER: _ClassVar[int]
+    BLOBS_FIELD_NUMBER: _ClassVar[int]
+    MANIFESTS_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    media_type: str
+    content: bytes
+    subject: str
+    artifact_type: str
+    annotations: _containers.ScalarMap[str, str]
+    blobs: _containers.RepeatedScalarFieldContainer[str]
+    manifests: _containers.RepeatedScalarFieldContainer[str]
+    revision: int
+    def __init__(self, media_type: _Optional[str] = ..., content: _Optional[bytes] = ..., subject: _Optional[str] = ..., artifact_type: _Optional[str] = ..., annotations: _Optional[_Mapping[str, str]] = ..., blobs: _Optional[_Iterable[str]] = ..., manifests: _Optional[_Iterable[str]] = ..., revision: _Optional[int] = ...) -> None: ...
+
+class BlobRecord(_message.Message):
+    __slots__ = ("size", "media_type", "revision")
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    MEDIA_TYPE_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    size: int
+    media_type: str
+    revision: int
+    def __init__(self, size: _Optional[int] = ..., media_type: _Optional[str] = ..., revision: _Optional[int] = ...) -> None: ...
+
+class RequestRecord(_message.Message):
+    __slots__ = ("index", "result")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    result: bytes
+    def __init__(self, index: _Optional[int] = ..., result: _Optional[bytes] = ...) -> None: ...

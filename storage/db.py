@@ -1,0 +1,276 @@
+"""The LMDB environment of one replica: named databases, format version, batches.
+
+All writes happen on one thread (the Raft apply thread) through a Batch: one write
+transaction holding one or more log entries, committed with fsync. Reads run on any
+thread in their own read transaction. Replacing the whole environment (installing a
+snapshot) or growing its map takes an exclusive lock that waits for readers to finish.
+
+Every Batch keeps a hash of the whole replicated state up to date: the sum, modulo
+2**256, of sha256 over every record. Replicas that applied the same log have the same
+hash at the same revision, so it can be compared cheaply at any time.
+"""
+
+import contextlib
+import hashlib
+import os
+import shutil
+import threading
+from collections.abc import Iterator
+
+import lmdb
+
+from storage import keys
+from storage.files import fsync_dir
+
+FORMAT_VERSION = 1
+DEFAULT_MAP_SIZE = 16 << 30
+MAX_READERS = 1024
+
+DATABASES = (
+    "repos",  # repository name -> repository id
+    "manifests",  # id + digest -> ManifestRecord
+    "tags",  # id + tag -> digest
+    "tag_index",  # id + digest + SEP + tag -> b"" (the tags of a manifest)
+    "blobs",  # id + digest -> BlobRecord
+    "referrers",  # id + subject + SEP + referrer digest -> b""
+    "events",  # revision + sequence -> Event
+    "requests",  # request id -> RequestRecord
+    "request_log",  # index + request id -> b""
+)
+
+_APPLIED = b"applied_index"
+_HASH = b"state_hash"
+_FORMAT = b"format_version"
+_MODULUS = 1 << 256
+
+
+class FormatError(RuntimeError):
+    """The data directory was written by a newer regraft, or is not ours."""
+
+
+class _ReadWriteLock:
+    """Many readers or one exclusive holder; the exclusive side waits for readers."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._exclusive = False
+
+    @contextlib.contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._exclusive)
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._exclusive)
+            self._exclusive = True
+            self._cond.wait_for(lambda: self._readers == 0)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._exclusive = False
+                self._cond.notify_all()
+
+
+def _record_hash(db: str, key: bytes, value: bytes) -> int:
+    h = hashlib.sha256(db.encode())
+    h.update(len(key).to_bytes(4, "big"))
+    h.update(key)
+    h.update(value)
+    return int.from_bytes(h.digest(), "big")
+
+
+class View:
+    """A consistent view of the state: a read transaction, or the open Batch."""
+
+    def __init__(self, txn: lmdb.Transaction, dbs: dict[str, lmdb._Database]) -> None:
+        self.txn = txn
+        self._dbs = dbs
+
+    def get(self, db: str, key: bytes) -> bytes | None:
+        return self.txn.get(key, db=self._dbs[db])
+
+    def cursor(self, db: str) -> lmdb.Cursor:
+        return self.txn.cursor(db=self._dbs[db])
+
+    def scan(self, db: str, prefix: bytes, after: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        """Records whose key starts with prefix, in key order, strictly after prefix+after."""
+        cursor = self.cursor(db)
+        start = prefix + after
+        if not cursor.set_range(start):
+            return
+        for key, value in cursor:
+            if not key.startswith(prefix):
+                return
+            if after and key == start:
+                continue
+            yield key, value
+
+    def count(self, db: str) -> int:
+        return self.txn.stat(self._dbs[db])["entries"]
+
+    @property
+    def revision(self) -> int:
+        """The Raft index of the last entry applied to this state."""
+        raw = self.txn.get(_APPLIED)
+        return keys.read_u64(raw) if raw else 0
+
+    @property
+    def state_hash(self) -> str:
+        raw = self.txn.get(_HASH)
+        return raw.hex() if raw else "0" * 64
+
+
+class Batch(View):
+    """The write transaction the apply thread fills with one or more log entries."""
+
+    def __init__(
+        self, env: lmdb.Environment, txn: lmdb.Transaction, dbs: dict[str, lmdb._Database]
+    ) -> None:
+        super().__init__(txn, dbs)
+        self._env = env
+        raw = txn.get(_HASH)
+        self._hash = int.from_bytes(raw, "big") if raw else 0
+
+    def put(self, db: str, key: bytes, value: bytes) -> None:
+        handle = self._dbs[db]
+        old = self.txn.get(key, db=handle)
+        if old == value:
+            return
+        if old is not None:
+            self._hash -= _record_hash(db, key, old)
+        self._hash += _record_hash(db, key, value)
+        self.txn.put(key, value, db=handle)
+
+    def delete(self, db: str, key: bytes) -> bool:
+        handle = self._dbs[db]
+        old = self.txn.get(key, db=handle)
+        if old is None:
+            return False
+        self._hash -= _record_hash(db, key, old)
+        self.txn.delete(key, db=handle)
+        return True
+
+    @contextlib.contextmanager
+    def entry(self) -> Iterator[None]:
+        """One command's writes: all of them, or none if the block raises."""
+        parent, saved = self.txn, self._hash
+        self.txn = self._env.begin(write=True, parent=parent)
+        try:
+            yield
+        except BaseException:
+            self.txn.abort()
+            self.txn, self._hash = parent, saved
+            raise
+        self.txn.commit()
+        self.txn = parent
+
+    def set_revision(self, index: int) -> None:
+        self.txn.put(_APPLIED, keys.u64(index))
+
+    def commit(self) -> None:
+        self.txn.put(_HASH, (self._hash % _MODULUS).to_bytes(32, "big"))
+        self.txn.commit()
+
+    def abort(self) -> None:
+        self.txn.abort()
+
+
+class Store:
+    """One replica's LMDB environment in directory `path`."""
+
+    def __init__(self, path: str, map_size: int = DEFAULT_MAP_SIZE) -> None:
+        self.path = path
+        self._map_size = map_size
+        self._lock = _ReadWriteLock()
+        self._open()
+
+    def _open(self) -> None:
+        os.makedirs(self.path, exist_ok=True)
+        # sync=True: a committed batch is on disk. The Raft journal is fsynced before
+        # the batch that applies its entries is committed, so LMDB is never ahead of it.
+        self.env = lmdb.open(
+            self.path,
+            map_size=self._map_size,
+            max_dbs=len(DATABASES) + 1,
+            max_readers=MAX_READERS,
+            sync=True,
+            metasync=True,
+            readahead=False,
+        )
+        self._map_size = self.env.info()["map_size"]
+        with self.env.begin(write=True) as txn:
+            found = txn.get(_FORMAT)
+            if found is None:
+                txn.put(_FORMAT, keys.u64(FORMAT_VERSION))
+            elif keys.read_u64(found) > FORMAT_VERSION:
+                self.env.close()
+                raise FormatError(
+                    f"data directory {self.path} has format version {keys.read_u64(found)}, "
+                    f"newer than this regraft understands ({FORMAT_VERSION}): "
+                    "run a newer regraft, or restore a backup into an empty directory"
+                )
+            self._dbs = {name: self.env.open_db(name.encode(), txn=txn) for name in DATABASES}
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[View]:
+        """A read transaction; safe on any thread, never blocks the apply thread."""
+        with self._lock.shared(), self.env.begin(buffers=False) as txn:
+            yield View(txn, self._dbs)
+
+    def batch(self) -> Batch:
+        """A write transaction; only the apply thread calls this."""
+        return Batch(self.env, self.env.begin(write=True), self._dbs)
+
+    @property
+    def revision(self) -> int:
+        with self.read() as view:
+            return view.revision
+
+    def grow(self) -> None:
+        """Double the map after MapFullError; no transaction of ours may be open."""
+        with self._lock.exclusive():
+            self._map_size *= 2
+            self.env.set_mapsize(self._map_size)
+
+    def copy_to(self, fd: int, view: View) -> None:
+        """A compacted, consistent copy of the environment as `view` sees it."""
+        self.env.copyfd(fd, compact=True, txn=view.txn)
+
+    def replace(self, data_file: str) -> None:
+        """Swap in another environment's data.mdb (a snapshot), atomically for readers."""
+        with self._lock.exclusive():
+            self.env.close()
+            staging = self.path + ".new"
+            shutil.rmtree(staging, ignore_errors=True)
+            os.makedirs(staging)
+            os.replace(data_file, os.path.join(staging, "data.mdb"))
+            retired = self.path + ".old"
+            shutil.rmtree(retired, ignore_errors=True)
+            os.replace(self.path, retired)
+            os.replace(staging, self.path)
+            fsync_dir(os.path.dirname(os.path.abspath(self.path)))
+            shutil.rmtree(retired, ignore_errors=True)
+            self._open()
+
+    def stat(self) -> dict[str, int]:
+        """Sizes for metrics and status: file size, bytes in use, map size."""
+        info = self.env.info()
+        stat = self.env.stat()
+        used = (info["last_pgno"] + 1) * stat["psize"]
+        size = os.path.getsize(os.path.join(self.path, "data.mdb"))
+        return {"file_bytes": size, "used_bytes": used, "map_bytes": info["map_size"]}
+
+    def close(self) -> None:
+        with self._lock.exclusive():
+            self.env.close()

@@ -1,0 +1,107 @@
+"""The replicated state machine: apply(index, command) -> result, on every replica.
+
+Deterministic and exactly-once. The index of each applied entry is stored in the same
+transaction as its effects, and an entry at or below it is skipped, so replaying the
+log after a restart changes nothing. A refused command (a missing blob, a
+compare-and-set mismatch) yields an error result and changes nothing; so does a
+command that cannot be decoded. apply raises only LMDB errors (a full map or disk),
+which the caller answers by retrying the whole batch: PySyncObj retries an entry whose
+apply raised forever, so nothing else may escape.
+"""
+
+import logging
+
+import lmdb
+from google.protobuf.message import DecodeError
+
+from regraft.v1 import command_pb2, record_pb2
+from storage import keys, registry
+from storage.db import Batch
+from storage.errors import FailedPrecondition, NotFound, RegistryError
+
+log = logging.getLogger(__name__)
+
+# Request ids are remembered for this many log entries: a client retrying later than
+# that gets its write applied again.
+REQUEST_RETENTION = 100_000
+_PRUNE_PER_APPLY = 64
+
+Result = command_pb2.Result
+
+_OPERATIONS = {
+    "put_manifest": registry.put_manifest,
+    "delete_manifest": registry.delete_manifest,
+    "put_tag": registry.put_tag,
+    "delete_tag": registry.delete_tag,
+    "link_blob": registry.link_blob,
+    "unlink_blob": registry.unlink_blob,
+    "mount_blob": registry.mount_blob,
+    "barrier": lambda change, op: Result(),
+}
+
+_CODES = {NotFound: Result.NOT_FOUND, FailedPrecondition: Result.FAILED_PRECONDITION}
+
+
+def apply(batch: Batch, index: int, data: bytes) -> Result:
+    """Apply log entry `index` (a serialized Command) inside `batch`."""
+    if index <= batch.revision:
+        return Result(revision=batch.revision, message="already applied")
+    try:
+        command = command_pb2.Command.FromString(data)
+    except DecodeError as e:
+        result = Result(code=Result.INVALID_ARGUMENT, message=f"undecodable command: {e}")
+    else:
+        result = _remembered(batch, command.request_id) or _execute(batch, index, command)
+    if not result.revision:
+        result.revision = index
+    _forget_old_requests(batch, index)
+    registry.prune_events(batch, index)
+    batch.set_revision(index)
+    return result
+
+
+def _execute(batch: Batch, index: int, command: command_pb2.Command) -> Result:
+    op_name = command.WhichOneof("op")
+    operation = _OPERATIONS.get(op_name)
+    if operation is None:
+        return Result(code=Result.INVALID_ARGUMENT, message="command names no operation")
+    try:
+        with batch.entry():
+            change = registry.Change(batch, index, command.actor)
+            result = operation(change, getattr(command, op_name))
+    except RegistryError as e:
+        result = Result(code=_CODES[type(e)], message=e.message, oci_code=e.oci_code)
+    except lmdb.Error:
+        raise
+    except Exception:
+        log.exception("applying %s at index %d failed: this is a bug", op_name, index)
+        result = Result(code=Result.INTERNAL, message=f"internal error applying {op_name}")
+    result.revision = index
+    if command.request_id:
+        record = record_pb2.RequestRecord(index=index, result=result.SerializeToString())
+        batch.put("requests", command.request_id.encode(), record.SerializeToString())
+        batch.put("request_log", keys.request_log(index, command.request_id), b"")
+    return result
+
+
+def _remembered(batch: Batch, request_id: str) -> Result | None:
+    """The first outcome of a request id seen before, if it is still remembered."""
+    if not request_id:
+        return None
+    raw = batch.get("requests", request_id.encode())
+    if raw is None:
+        return None
+    return Result.FromString(record_pb2.RequestRecord.FromString(raw).result)
+
+
+def _forget_old_requests(batch: Batch, index: int) -> None:
+    cursor = batch.cursor("request_log")
+    doomed = []
+    for key, _ in cursor:
+        applied_at, request_id = keys.request_log_id(key)
+        if applied_at > index - REQUEST_RETENTION or len(doomed) >= _PRUNE_PER_APPLY:
+            break
+        doomed.append((key, request_id))
+    for key, request_id in doomed:
+        batch.delete("request_log", key)
+        batch.delete("requests", request_id.encode())

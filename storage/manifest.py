@@ -1,0 +1,296 @@
+"""Read image manifests and indexes to find the blobs, children and subject they reference.
+
+The store needs these references to keep referenced content alive and to answer the
+referrers API; it never needs the rest of the document. Pure functions, no I/O. Every
+rejection is an InvalidArgument whose field is the JSON path of the bad value
+(e.g. "content.layers[2].size"), so a human can find it in the document they pushed.
+"""
+
+import json
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from storage.errors import InvalidArgument
+from storage.names import compute_digest, digest_algorithm, quote, validate_digest
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+
+IMAGE_MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
+INDEX_TYPES = (OCI_INDEX, DOCKER_MANIFEST_LIST)
+SUPPORTED_MEDIA_TYPES = IMAGE_MANIFEST_TYPES + INDEX_TYPES
+
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+
+_ROOT = "content"
+
+Annotations = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Descriptor:
+    """One entry of a referrers response: what a client needs to decide whether to fetch it."""
+
+    media_type: str
+    digest: str
+    size: int
+    artifact_type: str = ""
+    annotations: Annotations = ()
+
+
+@dataclass(frozen=True)
+class ManifestInfo:
+    """What a manifest references, and what the referrers API reports about it."""
+
+    media_type: str
+    blobs: tuple[str, ...]
+    manifests: tuple[str, ...]
+    subject: str
+    artifact_type: str
+    annotations: Annotations
+
+
+def parse_manifest(content: bytes, media_type: str = "") -> ManifestInfo:
+    """Parse a manifest or index pushed as `media_type` (or as its own mediaType field).
+
+    The given and declared media types must agree, and an image manifest may not carry an
+    index's fields (or the reverse): otherwise one digest could be read two ways by
+    different clients.
+    """
+    doc = _load(content)
+    resolved = _resolve_media_type(doc, media_type)
+    _check_schema_version(doc, resolved)
+    subject = _optional_descriptor(doc, "subject")
+    artifact_type = _optional_string(doc, "artifactType")
+    annotations = _annotations(doc)
+    if resolved in IMAGE_MANIFEST_TYPES:
+        _forbid(doc, ("manifests",), "an image manifest")
+        config_type, config_digest = _descriptor(_required(doc, "config"), f"{_ROOT}.config")
+        layers = [
+            _descriptor(layer, f"{_ROOT}.layers[{i}]")[1]
+            for i, layer in enumerate(_list(doc, "layers"))
+        ]
+        return ManifestInfo(
+            media_type=resolved,
+            blobs=tuple(dict.fromkeys([config_digest, *layers])),
+            manifests=(),
+            subject=subject,
+            artifact_type=artifact_type or config_type,
+            annotations=annotations,
+        )
+    _forbid(doc, ("config", "layers"), "an index")
+    children = [
+        _descriptor(child, f"{_ROOT}.manifests[{i}]")[1]
+        for i, child in enumerate(_list(doc, "manifests"))
+    ]
+    return ManifestInfo(
+        media_type=resolved,
+        blobs=(),
+        manifests=tuple(dict.fromkeys(children)),
+        subject=subject,
+        artifact_type=artifact_type,
+        annotations=annotations,
+    )
+
+
+def descriptor_for(content: bytes, info: ManifestInfo, digest: str) -> Descriptor:
+    """Build the descriptor the referrers API lists for this manifest.
+
+    The digest is checked against the content, because a wrong digest here would be served
+    to every client asking for referrers and could not be noticed later.
+    """
+    computed = compute_digest(content, digest_algorithm(digest))
+    if computed != digest:
+        raise InvalidArgument(
+            "digest", f"{quote(digest)} does not match the content, whose digest is {computed}"
+        )
+    return Descriptor(
+        media_type=info.media_type,
+        digest=digest,
+        size=len(content),
+        artifact_type=info.artifact_type,
+        annotations=info.annotations,
+    )
+
+
+def _load(content: bytes) -> dict[str, Any]:
+    """Decode the raw bytes into a JSON object, enforcing the size limit before parsing."""
+    if not isinstance(content, bytes | bytearray):
+        raise InvalidArgument(_ROOT, f"must be bytes, got {type(content).__name__}")
+    if not content:
+        raise InvalidArgument(_ROOT, "must not be empty")
+    if len(content) > MAX_MANIFEST_BYTES:
+        raise InvalidArgument(
+            _ROOT,
+            f"manifest is {len(content)} bytes, over the limit of {MAX_MANIFEST_BYTES} bytes",
+        )
+    # Decode explicitly: json.loads(bytes) would also accept UTF-16 and UTF-32.
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InvalidArgument(_ROOT, f"is not valid UTF-8 (bad byte at offset {e.start})") from e
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InvalidArgument(
+            _ROOT, f"is not valid JSON: {e.msg} at line {e.lineno} column {e.colno} (char {e.pos})"
+        ) from e
+    except RecursionError as e:
+        raise InvalidArgument(_ROOT, "is nested too deeply to parse") from e
+    except ValueError as e:  # the only other ValueError: an integer past Python's digit limit
+        raise InvalidArgument(
+            _ROOT,
+            f"contains a number with more than {sys.get_int_max_str_digits()} digits",
+        ) from e
+    if not isinstance(doc, dict):
+        raise InvalidArgument(_ROOT, f"must be a JSON object, got {_json_type(doc)}")
+    return doc
+
+
+def _resolve_media_type(doc: dict[str, Any], given: str) -> str:
+    """Pick the media type from the argument or the document, refusing disagreement."""
+    if not isinstance(given, str):
+        raise InvalidArgument("media_type", f"must be a string, got {type(given).__name__}")
+    declared = _optional_string(doc, "mediaType")
+    if given and declared and given != declared:
+        raise InvalidArgument(
+            "media_type",
+            f"{quote(given)} does not match the document's mediaType {quote(declared)}",
+        )
+    resolved = given or declared
+    if not resolved:
+        raise InvalidArgument("media_type", "not given, and the document has no mediaType field")
+    if resolved not in SUPPORTED_MEDIA_TYPES:
+        raise InvalidArgument(
+            "media_type",
+            f"unsupported manifest media type {quote(resolved)}; "
+            f"supported: {', '.join(SUPPORTED_MEDIA_TYPES)}",
+        )
+    return resolved
+
+
+def _check_schema_version(doc: dict[str, Any], media_type: str) -> None:
+    """Docker schema 2 types must say schemaVersion 2; OCI types may omit it but not lie."""
+    field = f"{_ROOT}.schemaVersion"
+    if "schemaVersion" not in doc:
+        if media_type in (DOCKER_MANIFEST, DOCKER_MANIFEST_LIST):
+            raise InvalidArgument(field, f"is required (must be 2) for {media_type}")
+        return
+    version = doc["schemaVersion"]
+    if type(version) is not int or version != 2:
+        raise InvalidArgument(field, f"must be 2, got {_show_json(version)}")
+
+
+def _descriptor(value: object, path: str) -> tuple[str, str]:
+    """Validate a descriptor and return its (mediaType, digest)."""
+    if not isinstance(value, dict):
+        raise InvalidArgument(
+            path, f"must be a JSON object (a descriptor), got {_json_type(value)}"
+        )
+    media_type = _string(_required(value, "mediaType", path), f"{path}.mediaType")
+    digest = validate_digest(_required(value, "digest", path), f"{path}.digest")
+    size = _required(value, "size", path)
+    if type(size) is not int or size < 0:
+        raise InvalidArgument(
+            f"{path}.size", f"must be a non-negative integer, got {_show_json(size)}"
+        )
+    return media_type, digest
+
+
+def _optional_descriptor(doc: dict[str, Any], key: str) -> str:
+    """Return the digest of an optional descriptor field, or "" when it is absent."""
+    if key not in doc:
+        return ""
+    return _descriptor(doc[key], f"{_ROOT}.{key}")[1]
+
+
+def _required(obj: dict[str, Any], key: str, path: str = _ROOT) -> Any:
+    """Fetch a field that must be present."""
+    if key not in obj:
+        raise InvalidArgument(f"{path}.{key}", "is required")
+    return obj[key]
+
+
+def _list(doc: dict[str, Any], key: str) -> list[Any]:
+    """Fetch a required top-level array."""
+    value = _required(doc, key)
+    if not isinstance(value, list):
+        raise InvalidArgument(f"{_ROOT}.{key}", f"must be an array, got {_json_type(value)}")
+    return value
+
+
+def _forbid(doc: dict[str, Any], keys: tuple[str, ...], kind: str) -> None:
+    """Refuse fields of the other document kind, which would make the manifest ambiguous."""
+    for key in keys:
+        if key in doc:
+            raise InvalidArgument(f"{_ROOT}.{key}", f"is not allowed in {kind}")
+
+
+def _optional_string(doc: dict[str, Any], key: str) -> str:
+    """Fetch an optional top-level non-empty string, or "" when it is absent."""
+    if key not in doc:
+        return ""
+    return _string(doc[key], f"{_ROOT}.{key}")
+
+
+def _string(value: object, field: str, *, allow_empty: bool = False) -> str:
+    """Accept a string that can be stored and sent on as UTF-8.
+
+    JSON escapes can spell lone surrogates, which Python decodes but protobuf and LMDB
+    keys cannot carry, so they are refused here rather than failing later.
+    """
+    if not isinstance(value, str):
+        raise InvalidArgument(field, f"must be a string, got {_json_type(value)}")
+    if not value and not allow_empty:
+        raise InvalidArgument(field, "must not be empty")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InvalidArgument(
+            field, f"{quote(value)} is not valid Unicode (lone surrogate at index {e.start})"
+        ) from e
+    return value
+
+
+def _annotations(doc: dict[str, Any]) -> Annotations:
+    """Read the optional top-level annotations as sorted (key, value) pairs."""
+    if "annotations" not in doc:
+        return ()
+    field = f"{_ROOT}.annotations"
+    value = doc["annotations"]
+    if not isinstance(value, dict):
+        raise InvalidArgument(field, f"must be a JSON object, got {_json_type(value)}")
+    pairs = []
+    for key, item in value.items():
+        item_field = f"{field}[{quote(key)}]"
+        _string(key, item_field, allow_empty=True)
+        pairs.append((key, _string(item, item_field, allow_empty=True)))
+    return tuple(sorted(pairs))
+
+
+def _json_type(value: object) -> str:
+    """Name a decoded value's type the way the JSON document spells it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def _show_json(value: object) -> str:
+    """Show a value as JSON spells it, cut short, and only the type of a container."""
+    if isinstance(value, str):
+        return quote(value)
+    if isinstance(value, dict | list):
+        return _json_type(value)
+    text = json.dumps(value)
+    return text if len(text) <= 80 else f"{text[:80]}... ({len(text)} characters)"

@@ -1,0 +1,156 @@
+"""The OCI distribution-spec grammar for names, tags, digests and page sizes.
+
+Every request that reaches the store passes through here first, so the rules live in one
+place and every rejection is an InvalidArgument whose message shows the bad value and
+the rule it broke: the message is read by a human who typed the name.
+"""
+
+import hashlib
+import re
+
+from storage.errors import InvalidArgument
+
+MAX_REPOSITORY_LENGTH = 255
+MAX_TAG_LENGTH = 128
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+
+# Hex length of the encoded part for each supported digest algorithm.
+DIGEST_HEX_LENGTHS: dict[str, int] = {"sha256": 64, "sha512": 128}
+
+_COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
+_REPOSITORY_RE = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
+_TAG_RE = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}")
+_LOWER_HEX_RE = re.compile(r"[0-9a-f]+")
+
+_QUOTE_LIMIT = 80
+
+
+def quote(value: str) -> str:
+    """Quote a value for an error message, cut short so a huge value cannot flood a log.
+
+    Public so every module that reports a bad value shows it the same way.
+    """
+    if len(value) <= _QUOTE_LIMIT:
+        return repr(value)
+    return f"{value[:_QUOTE_LIMIT]!r}... ({len(value)} characters)"
+
+
+def _require_str(value: object, field: str) -> str:
+    """Reject non-strings up front, so callers that skip type checks get a clear error."""
+    if not isinstance(value, str):
+        raise InvalidArgument(field, f"must be a string, got {type(value).__name__}")
+    return value
+
+
+def validate_repository(name: str, field: str = "repository") -> str:
+    """Check a repository name (e.g. "library/nginx") against the distribution-spec grammar.
+
+    Returns the name unchanged. Length is checked before the regex so an over-long input
+    never reaches the matcher.
+    """
+    name = _require_str(name, field)
+    if not name:
+        raise InvalidArgument(field, "must not be empty")
+    if len(name) > MAX_REPOSITORY_LENGTH:
+        raise InvalidArgument(
+            field,
+            f"{quote(name)} is {len(name)} characters; at most {MAX_REPOSITORY_LENGTH} are allowed",
+        )
+    if _REPOSITORY_RE.fullmatch(name) is None:
+        raise InvalidArgument(
+            field,
+            f"{quote(name)} is not a valid repository name: use '/'-separated components "
+            "of lowercase letters and digits, joined inside a component by '.', '_', '__' "
+            "or one or more '-'",
+        )
+    return name
+
+
+def validate_tag(tag: str, field: str = "tag") -> str:
+    """Check a tag (e.g. "v1.2.3"); returns it unchanged."""
+    tag = _require_str(tag, field)
+    if not tag:
+        raise InvalidArgument(field, "must not be empty")
+    if _TAG_RE.fullmatch(tag) is None:
+        raise InvalidArgument(
+            field,
+            f"{quote(tag)} is not a valid tag: up to {MAX_TAG_LENGTH} characters of letters, "
+            "digits, '_', '.' and '-', not starting with '.' or '-'",
+        )
+    return tag
+
+
+def validate_digest(digest: str, field: str = "digest") -> str:
+    """Check a content digest ("sha256:<64 hex>" or "sha512:<128 hex>"); returns it unchanged.
+
+    Only algorithms the store can verify are accepted, and hex must be lowercase so each
+    blob has exactly one spelling of its digest.
+    """
+    digest = _require_str(digest, field)
+    if not digest:
+        raise InvalidArgument(field, "must not be empty")
+    algorithm, sep, encoded = digest.partition(":")
+    if not sep:
+        raise InvalidArgument(
+            field,
+            f"{quote(digest)} is not a digest: expected 'algorithm:hex', e.g. 'sha256:<64 hex>'",
+        )
+    if algorithm not in DIGEST_HEX_LENGTHS:
+        raise InvalidArgument(
+            field,
+            f"{quote(digest)} uses unsupported digest algorithm {quote(algorithm)}; "
+            f"supported: {', '.join(DIGEST_HEX_LENGTHS)}",
+        )
+    want = DIGEST_HEX_LENGTHS[algorithm]
+    if len(encoded) != want or _LOWER_HEX_RE.fullmatch(encoded) is None:
+        raise InvalidArgument(
+            field,
+            f"{quote(digest)} is not a valid {algorithm} digest: "
+            f"expected {want} lowercase hex characters after '{algorithm}:'",
+        )
+    return digest
+
+
+def is_digest_reference(reference: str) -> bool:
+    """Tell a digest reference from a tag: tags cannot contain ':', digests always do."""
+    return ":" in reference
+
+
+def validate_reference(reference: str, field: str = "reference") -> str:
+    """Check a manifest reference, which is either a digest or a tag; returns it unchanged."""
+    reference = _require_str(reference, field)
+    if is_digest_reference(reference):
+        return validate_digest(reference, field)
+    return validate_tag(reference, field)
+
+
+def digest_algorithm(digest: str) -> str:
+    """Return the algorithm of a digest ("sha256" or "sha512"), validating it first."""
+    return validate_digest(digest).partition(":")[0]
+
+
+def compute_digest(content: bytes, algorithm: str = "sha256") -> str:
+    """Digest content in the canonical "algorithm:lowercase-hex" form the store keys on."""
+    if algorithm not in DIGEST_HEX_LENGTHS:
+        raise InvalidArgument(
+            "algorithm",
+            f"unsupported digest algorithm {quote(str(algorithm))}; "
+            f"supported: {', '.join(DIGEST_HEX_LENGTHS)}",
+        )
+    return f"{algorithm}:{hashlib.new(algorithm, content).hexdigest()}"
+
+
+def validate_page_size(n: int, field: str = "n") -> int:
+    """Turn a requested page size into the one to use: 0 means the server default.
+
+    Sizes above MAX_PAGE_SIZE are refused rather than clamped, so a client that asks for
+    too much learns the limit instead of receiving a silently shorter page.
+    """
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise InvalidArgument(field, f"must be an integer, got {type(n).__name__}")
+    if n < 0:
+        raise InvalidArgument(field, f"must not be negative, got {n}")
+    if n > MAX_PAGE_SIZE:
+        raise InvalidArgument(field, f"{n} is over the maximum page size of {MAX_PAGE_SIZE}")
+    return n or DEFAULT_PAGE_SIZE

@@ -1,0 +1,388 @@
+"""Registry operations: what one command does to the state, and the reads.
+
+Writes run inside the apply thread's Batch and are deterministic: they read only the
+state and the command. Each checks every precondition before it writes, and reports a
+refusal by raising NotFound or FailedPrecondition (machine.py turns that into a
+result). Reads run on any View. Every change is also recorded as an Event, so that
+Watch can replay history in revision order.
+"""
+
+from dataclasses import dataclass, field
+
+from regraft.v1 import command_pb2, record_pb2, registry_pb2
+from storage import keys
+from storage.db import Batch, View
+from storage.errors import FailedPrecondition, NotFound
+
+_NEXT_REPO_ID = b"next_repo_id"
+_EVENTS_FLOOR = b"events_floor"
+
+# How much history is kept, in revisions. Pruning depends only on the revision being
+# applied, so every replica keeps exactly the same events.
+EVENT_RETENTION = 200_000
+_PRUNE_PER_APPLY = 64
+
+Kind = registry_pb2.EventKind
+
+
+@dataclass
+class Change:
+    """The context of one command being applied: where its events go."""
+
+    batch: Batch
+    revision: int
+    actor: str = ""
+    _sequence: int = field(default=0)
+
+    def emit(self, kind: int, repository: str, digest: str, tag: str = "") -> None:
+        event = registry_pb2.Event(
+            revision=self.revision,
+            kind=kind,
+            repository=repository,
+            digest=digest,
+            tag=tag,
+            actor=self.actor,
+        )
+        self.batch.put(
+            "events", keys.event(self.revision, self._sequence), event.SerializeToString()
+        )
+        self._sequence += 1
+
+
+# -- repositories -------------------------------------------------------------------
+
+
+def _repo(view: View, name: str) -> bytes | None:
+    return view.get("repos", keys.repository(name))
+
+
+def _existing_repo(view: View, name: str) -> bytes:
+    rid = _repo(view, name)
+    if rid is None:
+        raise NotFound("NAME_UNKNOWN", f"repository {name!r} does not exist")
+    return rid
+
+
+def _ensure_repo(batch: Batch, name: str) -> bytes:
+    """A repository springs into existence with its first blob or manifest."""
+    rid = _repo(batch, name)
+    if rid is not None:
+        return rid
+    raw = batch.txn.get(_NEXT_REPO_ID)
+    number = keys.read_u64(raw) if raw else 1
+    batch.txn.put(_NEXT_REPO_ID, keys.u64(number + 1))
+    rid = keys.repo_id(number)
+    batch.put("repos", keys.repository(name), rid)
+    return rid
+
+
+# -- manifests ----------------------------------------------------------------------
+
+
+def put_manifest(change: Change, op: command_pb2.PutManifestOp) -> command_pb2.Result:
+    batch = change.batch
+    rid = _repo(batch, op.repository)
+    for digest in op.blobs:
+        if rid is None or batch.get("blobs", keys.member(rid, digest)) is None:
+            raise FailedPrecondition(
+                "MANIFEST_BLOB_UNKNOWN",
+                f"blob {digest} referenced by the manifest is not linked to repository "
+                f"{op.repository!r}: link it first",
+            )
+    for digest in op.manifests:
+        if rid is None or batch.get("manifests", keys.member(rid, digest)) is None:
+            raise FailedPrecondition(
+                "MANIFEST_BLOB_UNKNOWN",
+                f"manifest {digest} listed by the index is not in repository "
+                f"{op.repository!r}: push it first",
+            )
+    rid = _ensure_repo(batch, op.repository)
+    key = keys.member(rid, op.digest)
+    if batch.get("manifests", key) is None:
+        record = record_pb2.ManifestRecord(
+            media_type=op.media_type,
+            content=op.content,
+            subject=op.subject,
+            artifact_type=op.artifact_type,
+            annotations=op.annotations,
+            blobs=op.blobs,
+            manifests=op.manifests,
+            revision=change.revision,
+        )
+        batch.put("manifests", key, record.SerializeToString())
+        if op.subject:
+            batch.put("referrers", keys.pair(rid, op.subject, op.digest), b"")
+        change.emit(Kind.MANIFEST_PUT, op.repository, op.digest)
+    previous = _set_tag(change, rid, op.repository, op.tag, op.digest) if op.tag else ""
+    return command_pb2.Result(digest=op.digest, previous_digest=previous)
+
+
+def delete_manifest(change: Change, op: command_pb2.DeleteManifestOp) -> command_pb2.Result:
+    """Delete a manifest and every tag that points at it."""
+    batch = change.batch
+    rid = _existing_repo(batch, op.repository)
+    key = keys.member(rid, op.digest)
+    raw = batch.get("manifests", key)
+    if raw is None:
+        raise NotFound(
+            "MANIFEST_UNKNOWN", f"manifest {op.digest} is not in repository {op.repository!r}"
+        )
+    record = record_pb2.ManifestRecord.FromString(raw)
+    prefix = keys.pair_prefix(rid, op.digest)
+    tags = [keys.pair_second(prefix, k) for k, _ in batch.scan("tag_index", prefix)]
+    for tag in tags:
+        batch.delete("tags", keys.member(rid, tag))
+        batch.delete("tag_index", keys.pair(rid, op.digest, tag))
+        change.emit(Kind.TAG_DELETE, op.repository, op.digest, tag)
+    if record.subject:
+        batch.delete("referrers", keys.pair(rid, record.subject, op.digest))
+    batch.delete("manifests", key)
+    change.emit(Kind.MANIFEST_DELETE, op.repository, op.digest)
+    return command_pb2.Result(digest=op.digest, deleted_tags=tags)
+
+
+# -- tags ---------------------------------------------------------------------------
+
+
+def _set_tag(change: Change, rid: bytes, repository: str, tag: str, digest: str) -> str:
+    batch = change.batch
+    key = keys.member(rid, tag)
+    previous = batch.get("tags", key)
+    previous_digest = previous.decode() if previous else ""
+    if previous_digest == digest:
+        return previous_digest
+    if previous_digest:
+        batch.delete("tag_index", keys.pair(rid, previous_digest, tag))
+    batch.put("tags", key, digest.encode())
+    batch.put("tag_index", keys.pair(rid, digest, tag), b"")
+    change.emit(Kind.TAG_SET, repository, digest, tag)
+    return previous_digest
+
+
+def _check_expected(repository: str, tag: str, current: str, expected: str) -> None:
+    if expected and current != expected:
+        now = f"points at {current}" if current else "does not exist"
+        raise FailedPrecondition(
+            "TAG_CONFLICT",
+            f"tag {tag!r} of repository {repository!r} {now}, expected {expected}",
+        )
+
+
+def put_tag(change: Change, op: command_pb2.PutTagOp) -> command_pb2.Result:
+    batch = change.batch
+    rid = _existing_repo(batch, op.repository)
+    if batch.get("manifests", keys.member(rid, op.digest)) is None:
+        raise NotFound(
+            "MANIFEST_UNKNOWN", f"manifest {op.digest} is not in repository {op.repository!r}"
+        )
+    raw = batch.get("tags", keys.member(rid, op.tag))
+    current = raw.decode() if raw else ""
+    if op.must_not_exist and current:
+        raise FailedPrecondition(
+            "TAG_CONFLICT",
+            f"tag {op.tag!r} of repository {op.repository!r} already exists (points at {current})",
+        )
+    _check_expected(op.repository, op.tag, current, op.expected_digest)
+    previous = _set_tag(change, rid, op.repository, op.tag, op.digest)
+    return command_pb2.Result(digest=op.digest, previous_digest=previous)
+
+
+def delete_tag(change: Change, op: command_pb2.DeleteTagOp) -> command_pb2.Result:
+    batch = change.batch
+    rid = _existing_repo(batch, op.repository)
+    key = keys.member(rid, op.tag)
+    raw = batch.get("tags", key)
+    if raw is None:
+        raise NotFound(
+            "MANIFEST_UNKNOWN", f"tag {op.tag!r} does not exist in repository {op.repository!r}"
+        )
+    current = raw.decode()
+    _check_expected(op.repository, op.tag, current, op.expected_digest)
+    batch.delete("tags", key)
+    batch.delete("tag_index", keys.pair(rid, current, op.tag))
+    change.emit(Kind.TAG_DELETE, op.repository, current, op.tag)
+    return command_pb2.Result(digest=current)
+
+
+# -- blobs --------------------------------------------------------------------------
+
+
+def _link(change: Change, repository: str, digest: str, size: int, media_type: str) -> None:
+    batch = change.batch
+    rid = _repo(batch, repository)
+    if rid is not None:
+        raw = batch.get("blobs", keys.member(rid, digest))
+        if raw is not None:
+            existing = record_pb2.BlobRecord.FromString(raw)
+            if existing.size != size:
+                raise FailedPrecondition(
+                    "SIZE_INVALID",
+                    f"blob {digest} is already linked to repository {repository!r} with size "
+                    f"{existing.size}, not {size}",
+                )
+            return
+    rid = _ensure_repo(batch, repository)
+    record = record_pb2.BlobRecord(size=size, media_type=media_type, revision=change.revision)
+    batch.put("blobs", keys.member(rid, digest), record.SerializeToString())
+    change.emit(Kind.BLOB_LINK, repository, digest)
+
+
+def link_blob(change: Change, op: command_pb2.LinkBlobOp) -> command_pb2.Result:
+    _link(change, op.repository, op.digest, op.size, op.media_type)
+    return command_pb2.Result(digest=op.digest, size=op.size, media_type=op.media_type)
+
+
+def unlink_blob(change: Change, op: command_pb2.UnlinkBlobOp) -> command_pb2.Result:
+    batch = change.batch
+    rid = _existing_repo(batch, op.repository)
+    if not batch.delete("blobs", keys.member(rid, op.digest)):
+        raise NotFound(
+            "BLOB_UNKNOWN", f"blob {op.digest} is not linked to repository {op.repository!r}"
+        )
+    change.emit(Kind.BLOB_UNLINK, op.repository, op.digest)
+    return command_pb2.Result(digest=op.digest)
+
+
+def mount_blob(change: Change, op: command_pb2.MountBlobOp) -> command_pb2.Result:
+    """Link a blob that another repository already has, without uploading it again."""
+    blob = stat_blob(change.batch, op.from_repository, op.digest)
+    _link(change, op.repository, op.digest, blob.size, blob.media_type)
+    return command_pb2.Result(digest=op.digest, size=blob.size, media_type=blob.media_type)
+
+
+# -- history ------------------------------------------------------------------------
+
+
+def prune_events(batch: Batch, revision: int) -> None:
+    """Forget events older than the retention window, a few per applied entry."""
+    floor = revision - EVENT_RETENTION
+    if floor <= events_floor(batch):
+        return
+    cursor = batch.cursor("events")
+    doomed = []
+    for key, _ in cursor:
+        if keys.event_revision(key) >= floor or len(doomed) >= _PRUNE_PER_APPLY:
+            break
+        doomed.append(key)
+    for key in doomed:
+        batch.delete("events", key)
+    first = batch.cursor("events")
+    lowest = keys.event_revision(first.key()) if first.first() else floor
+    batch.txn.put(_EVENTS_FLOOR, keys.u64(min(floor, lowest)))
+
+
+def events_floor(view: View) -> int:
+    """The oldest revision from which the event history is complete."""
+    raw = view.txn.get(_EVENTS_FLOOR)
+    return keys.read_u64(raw) if raw else 0
+
+
+def events(
+    view: View, from_revision: int, prefix: str, limit: int
+) -> tuple[list[registry_pb2.Event], int]:
+    """Events at or after from_revision (about `limit`, never splitting a revision).
+
+    Also returns the revision to continue from: everything before it was scanned.
+    """
+    found: list[registry_pb2.Event] = []
+    cursor = view.cursor("events")
+    if not cursor.set_range(keys.event(from_revision, 0)):
+        return found, view.revision + 1
+    current = from_revision
+    for key, value in cursor:
+        revision = keys.event_revision(key)
+        if revision != current and len(found) >= limit:
+            return found, revision
+        current = revision
+        event = registry_pb2.Event.FromString(value)
+        if event.repository.startswith(prefix):
+            found.append(event)
+    return found, view.revision + 1
+
+
+# -- reads --------------------------------------------------------------------------
+
+
+def get_manifest(
+    view: View, repository: str, reference: str, by_digest: bool
+) -> tuple[str, record_pb2.ManifestRecord]:
+    rid = _existing_repo(view, repository)
+    if by_digest:
+        digest = reference
+    else:
+        raw = view.get("tags", keys.member(rid, reference))
+        if raw is None:
+            raise NotFound(
+                "MANIFEST_UNKNOWN", f"tag {reference!r} does not exist in repository {repository!r}"
+            )
+        digest = raw.decode()
+    raw = view.get("manifests", keys.member(rid, digest))
+    if raw is None:
+        raise NotFound("MANIFEST_UNKNOWN", f"manifest {digest} is not in repository {repository!r}")
+    return digest, record_pb2.ManifestRecord.FromString(raw)
+
+
+def list_tags(view: View, repository: str, n: int, last: str) -> tuple[list[str], bool]:
+    """One page of tags in lexical order after `last`; cost follows the page size."""
+    rid = _existing_repo(view, repository)
+    return _page(view.scan("tags", rid, last.encode()), n, lambda k: keys.member_name(rid, k))
+
+
+def list_repositories(view: View, n: int, last: str) -> tuple[list[str], bool]:
+    return _page(view.scan("repos", b"", last.encode()), n, lambda k: k.decode())
+
+
+def _page(records, n: int, name) -> tuple[list[str], bool]:
+    page: list[str] = []
+    for key, _ in records:
+        if len(page) == n:
+            return page, True
+        page.append(name(key))
+    return page, False
+
+
+def get_referrers(
+    view: View, repository: str, subject: str, artifact_type: str
+) -> list[registry_pb2.Descriptor]:
+    """Manifests of the repository whose subject is `subject`, by digest."""
+    rid = _repo(view, repository)
+    if rid is None:
+        return []
+    found = []
+    prefix = keys.pair_prefix(rid, subject)
+    for key, _ in view.scan("referrers", prefix):
+        digest = keys.pair_second(prefix, key)
+        raw = view.get("manifests", keys.member(rid, digest))
+        if raw is None:
+            continue
+        record = record_pb2.ManifestRecord.FromString(raw)
+        if artifact_type and record.artifact_type != artifact_type:
+            continue
+        found.append(
+            registry_pb2.Descriptor(
+                media_type=record.media_type,
+                digest=digest,
+                size=len(record.content),
+                artifact_type=record.artifact_type,
+                annotations=record.annotations,
+            )
+        )
+    return found
+
+
+def stat_blob(view: View, repository: str, digest: str) -> record_pb2.BlobRecord:
+    rid = _repo(view, repository)
+    raw = view.get("blobs", keys.member(rid, digest)) if rid is not None else None
+    if raw is None:
+        raise NotFound("BLOB_UNKNOWN", f"blob {digest} is not linked to repository {repository!r}")
+    return record_pb2.BlobRecord.FromString(raw)
+
+
+def counts(view: View) -> dict[str, int]:
+    """Entries by kind, for metrics."""
+    return {
+        "repositories": view.count("repos"),
+        "manifests": view.count("manifests"),
+        "tags": view.count("tags"),
+        "blobs": view.count("blobs"),
+    }

@@ -123,6 +123,7 @@ class Raft(SyncObj):
         self._sequence = itertools.count()
         self._snapshot_state = SERIALIZER_STATE.NOT_SERIALIZING
         self._sent_upto = 0
+        self._commit_announced = 0
         self._status: dict = {}
         self._status_at = 0.0
         self.leader_changes = 0
@@ -264,12 +265,15 @@ class Raft(SyncObj):
         self._expire(now)
         if now - self._status_at > _STATUS_PERIOD:
             self._refresh_status(now)
-        last = self._last_log_index()
-        if self._isLeader() and last > self._sent_upto:
-            # New entries wait for replication: send them now, not at the next heartbeat.
-            self._sent_upto = last
-            self._SyncObj__newAppendEntriesTime = 0
-            self._wake()
+        if self._isLeader():
+            # Send new entries, and news of a higher commit index (followers apply and
+            # answer forwarded writes only when they hear of it), now rather than at
+            # the next heartbeat.
+            last, commit = self._last_log_index(), self.raftCommitIndex
+            if last > self._sent_upto or commit > self._commit_announced:
+                self._sent_upto, self._commit_announced = last, commit
+                self._SyncObj__newAppendEntriesTime = 0
+                self._wake()
 
     def _refresh_status(self, now: float) -> None:
         """Copy PySyncObj's status on its own thread: its dicts change under other threads."""

@@ -1,0 +1,220 @@
+"""Real replica processes on loopback, for tests that are about the cluster.
+
+Ports are chosen free at run time; every process is started by the harness and
+stopped by it, by PID, even when a test fails.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import replace
+
+import grpc
+
+from cluster import config as config_module
+from cluster.client import STALE, Client
+from cluster.config import Peer, ReplicaConfig
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ReplicaProcess:
+    def __init__(self, config: ReplicaConfig, directory: str, env: dict[str, str]) -> None:
+        self.config = config
+        self.id = config.id
+        self.endpoint = config.grpc_address
+        self._config_path = os.path.join(directory, f"{config.id}.toml")
+        self._log_path = os.path.join(directory, f"{config.id}.log")
+        self._env = env
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        with open(self._config_path, "w") as f:
+            f.write(config_module.dump(self.config))
+        with open(self._log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "cluster.cli", "serve", "--config", self._config_path],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                env=self._env,
+            )
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """kill -9: no shutdown code runs."""
+        if self.running:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def pause(self) -> None:
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.process.pid, signal.SIGCONT)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM, then SIGKILL if it does not exit in time."""
+        if not self.running:
+            return
+        os.kill(self.process.pid, signal.SIGCONT)
+        os.kill(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def wipe(self) -> None:
+        """Lose the disk: the data directory is gone."""
+        assert not self.running
+        shutil.rmtree(self.config.data_dir)
+
+    def log(self) -> str:
+        with open(self._log_path, errors="replace") as f:
+            return f.read()
+
+
+class LocalCluster:
+    def __init__(self, directory: str, size: int = 3, env: dict | None = None, **settings):
+        self.directory = directory
+        os.makedirs(directory, exist_ok=True)
+        secret_file = os.path.join(directory, "cluster.secret")
+        with open(secret_file, "w") as f:
+            f.write("test-secret-" + os.urandom(12).hex())
+        peers = [
+            Peer(f"r{i}", f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}")
+            for i in range(1, size + 1)
+        ]
+        environment = {**os.environ, "PYTHONPATH": ROOT, **(env or {})}
+        self.replicas = []
+        for me in peers:
+            config = ReplicaConfig(
+                id=me.id,
+                data_dir=os.path.join(directory, me.id),
+                raft_address=me.raft_address,
+                grpc_address=me.grpc_address,
+                metrics_address=f"127.0.0.1:{free_port()}",
+                secret_file=secret_file,
+                peers=[p for p in peers if p is not me],
+                log_level="INFO",
+            )
+            config = replace(config, **settings)
+            self.replicas.append(ReplicaProcess(config, directory, environment))
+        self.endpoints = [r.endpoint for r in self.replicas]
+
+    def start(self) -> None:
+        for replica in self.replicas:
+            replica.start()
+
+    def stop(self) -> None:
+        for replica in self.replicas:
+            replica.stop()
+
+    def client(self, replicas: list[ReplicaProcess] | None = None, **options) -> Client:
+        endpoints = [r.endpoint for r in replicas] if replicas else self.endpoints
+        return Client(endpoints, **options)
+
+    def status(self, replica: ReplicaProcess, timeout: float = 2.0):
+        with Client([replica.endpoint]) as client:
+            return client.status(replica.endpoint, timeout=timeout)
+
+    def wait_for_leader(self, among=None, timeout: float = 30.0) -> ReplicaProcess:
+        """The replica all live members agree leads; fails after `timeout`."""
+        among = among or [r for r in self.replicas if r.running]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            leaders = set()
+            for replica in among:
+                try:
+                    leaders.add(self.status(replica, timeout=1.0).leader_id)
+                except grpc.RpcError:
+                    leaders.add(None)
+            if len(leaders) == 1 and None not in leaders and "" not in leaders:
+                (leader_id,) = leaders
+                return next(r for r in self.replicas if r.id == leader_id)
+            time.sleep(0.1)
+        raise AssertionError(f"no agreed leader among {[r.id for r in among]} in {timeout}s")
+
+    def wait_converged(self, replicas=None, timeout: float = 60.0) -> str:
+        """Wait until the replicas report one revision and one state hash; returns it."""
+        replicas = replicas or [r for r in self.replicas if r.running]
+        deadline = time.monotonic() + timeout
+        seen = None
+        while time.monotonic() < deadline:
+            try:
+                seen = {(s.revision, s.state_hash) for s in map(self.status, replicas)}
+            except grpc.RpcError:
+                seen = None
+            if seen and len(seen) == 1:
+                return seen.pop()[1]
+            time.sleep(0.2)
+        raise AssertionError(f"replicas did not converge in {timeout}s: {seen}")
+
+    def tag_on(self, replica: ReplicaProcess, repository: str, tag: str, min_revision: int):
+        """The digest a tag has on one replica once it applied min_revision (STALE read)."""
+        with Client([replica.endpoint], timeout=30.0) as client:
+            return client.get_manifest(
+                repository, tag, consistency=STALE, min_revision=min_revision
+            ).digest
+
+    def metric(self, replica: ReplicaProcess, name: str) -> float:
+        """The sum of a metric's samples on one replica's /metrics."""
+        import urllib.request
+
+        url = f"http://{replica.config.metrics_address}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith(name) and line[len(name)] in " {":
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+
+def image(seed: str) -> tuple[list[tuple[str, int]], bytes]:
+    """Blobs (digest, size) and the OCI manifest that references them, unique per seed."""
+    import hashlib
+    import json
+
+    config = json.dumps({"architecture": "amd64", "os": "linux", "seed": seed}).encode()
+    layer = f"layer of {seed}".encode()
+    blobs = [("sha256:" + hashlib.sha256(b).hexdigest(), len(b)) for b in (config, layer)]
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": blobs[0][0],
+            "size": blobs[0][1],
+        },
+        "layers": [
+            {
+                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                "digest": blobs[1][0],
+                "size": blobs[1][1],
+            }
+        ],
+    }
+    return blobs, json.dumps(manifest).encode()
+
+
+def push(client: Client, repository: str, tag: str, seed: str):
+    """Link an image's blobs and put its manifest under `tag`; the PutManifest answer."""
+    blobs, manifest = image(seed)
+    for digest, size in blobs:
+        client.link_blob(repository, digest, size)
+    return client.put_manifest(repository, tag, manifest)

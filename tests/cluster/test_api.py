@@ -1,0 +1,182 @@
+"""The gRPC API as a front-end meets it: reflection, errors, referrers, Watch, the CLI."""
+
+import hashlib
+import json
+import subprocess
+import sys
+import threading
+
+import grpc
+import pytest
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from cluster.client import STALE
+from regraft.v1 import registry_pb2
+from tests.cluster.harness import ROOT, image, push
+
+
+def test_reflection_lists_the_services(cluster):
+    channel = grpc.insecure_channel(cluster.endpoints[0])
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    (response,) = list(stub.ServerReflectionInfo(iter([request])))
+    services = {s.name for s in response.list_services_response.service}
+    assert {"regraft.v1.Registry", "regraft.v1.Cluster", "grpc.health.v1.Health"} <= services
+    channel.close()
+
+
+def code_and_details(call):
+    with pytest.raises(grpc.RpcError) as failure:
+        call()
+    return failure.value.code(), failure.value.details()
+
+
+def test_bad_input_and_refusals_name_what_is_wrong(cluster):
+    with cluster.client() as client:
+        code, details = code_and_details(lambda: client.put_manifest("Bad/Name", "v1", b"{}"))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "repository" in details
+        assert "Bad/Name" in details
+        code, details = code_and_details(lambda: client.put_manifest("ok/app", "v1", b"{not json"))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "content" in details
+        too_big = b" " * (4 * 1024 * 1024 + 1)
+        code, details = code_and_details(lambda: client.put_manifest("ok/app", "v1", too_big))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "content" in details
+        blobs, manifest = image("refusals")
+        code, details = code_and_details(lambda: client.put_manifest("ok/app", "v1", manifest))
+        assert code == grpc.StatusCode.FAILED_PRECONDITION
+        assert blobs[0][0] in details or blobs[1][0] in details
+        code, _ = code_and_details(lambda: client.get_manifest("ok/app", "missing"))
+        assert code == grpc.StatusCode.NOT_FOUND
+        digest = push(client, "ok/app", "v1", seed="refusals").digest
+        other = push(client, "ok/app", "v2", seed="other").digest
+        code, details = code_and_details(
+            lambda: client.put_tag("ok/app", "v1", other, expected_digest=other)
+        )
+        assert code == grpc.StatusCode.FAILED_PRECONDITION and digest in details
+        code, _ = code_and_details(
+            lambda: client.put_tag("ok/app", "v1", other, must_not_exist=True)
+        )
+        assert code == grpc.StatusCode.FAILED_PRECONDITION
+        assert (
+            client.put_tag("ok/app", "v1", other, expected_digest=digest).previous_digest == digest
+        )
+        # Nothing was half-applied by the refusals.
+        assert client.list_tags("ok/app").tags == ["v1", "v2"]
+
+
+def test_a_retried_write_applies_once(cluster):
+    with cluster.client() as client:
+        digest = push(client, "retry/app", "v1", seed="retry").digest
+        first = client.put_tag("retry/app", "moving", digest, request_id="req-1")
+        client.delete_tag("retry/app", "moving")
+        again = client.put_tag("retry/app", "moving", digest, request_id="req-1")
+        assert again.revision == first.revision
+        assert "moving" not in client.list_tags("retry/app").tags
+
+
+def test_referrers(cluster):
+    with cluster.client() as client:
+        subject = push(client, "ref/app", "v1", seed="subject").digest
+        blobs, _ = image("sig")
+        for blob, size in blobs:
+            client.link_blob("ref/app", blob, size)
+        signature = {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "artifactType": "application/vnd.example.signature",
+            "config": {
+                "mediaType": "application/vnd.oci.empty.v1+json",
+                "digest": blobs[0][0],
+                "size": blobs[0][1],
+            },
+            "layers": [],
+            "subject": {
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": subject,
+                "size": 100,
+            },
+            "annotations": {"org.example.signer": "ci"},
+        }
+        content = json.dumps(signature).encode()
+        digest = client.put_manifest(
+            "ref/app", "sha256:" + hashlib.sha256(content).hexdigest(), content
+        ).digest
+        found = client.get_referrers("ref/app", subject).manifests
+        assert [d.digest for d in found] == [digest]
+        assert found[0].artifact_type == "application/vnd.example.signature"
+        assert found[0].size == len(content)
+        assert dict(found[0].annotations) == {"org.example.signer": "ci"}
+        assert not client.get_referrers("ref/app", subject, artifact_type="other/type").manifests
+
+
+def test_watch_streams_changes_in_order_and_resumes(cluster):
+    with cluster.client() as client:
+        start = client.list_repositories().revision + 1
+        revisions = [push(client, "watch/app", f"v{i}", seed=f"w{i}").revision for i in range(3)]
+        push(client, "elsewhere/app", "v1", seed="elsewhere")
+        stream = client.watch(from_revision=start, repository_prefix="watch/")
+        events = []
+
+        def read():
+            for event in stream:
+                events.append(event)
+                if event.kind == registry_pb2.TAG_SET and event.tag == "v2":
+                    return
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        reader.join(20)
+        stream.cancel()
+        assert not reader.is_alive()
+        assert all(e.repository == "watch/app" for e in events)
+        assert [e.revision for e in events] == sorted(e.revision for e in events)
+        tags = [(e.tag, e.revision) for e in events if e.kind == registry_pb2.TAG_SET]
+        assert tags == [(f"v{i}", revisions[i]) for i in range(3)]
+        # Resuming from a later revision, on another replica, gives the rest only.
+        resumed = client.watch(from_revision=revisions[2], endpoint=cluster.endpoints[2])
+        first = next(iter(resumed))
+        resumed.cancel()
+        assert first.revision == revisions[2]
+
+
+def test_stale_reads_and_read_your_writes_on_every_replica(cluster):
+    with cluster.client([cluster.replicas[0]]) as client:
+        written = push(client, "ryw/app", "v1", seed="ryw")
+    for replica in cluster.replicas:
+        with cluster.client([replica]) as client:
+            got = client.get_manifest(
+                "ryw/app", "v1", consistency=STALE, min_revision=written.revision
+            )
+            assert got.digest == written.digest and got.revision >= written.revision
+
+
+def test_status_cli(cluster):
+    cluster.wait_converged()
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cluster.cli",
+            "status",
+            "--json",
+            "--endpoints",
+            ",".join(cluster.endpoints),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)
+    assert len(rows) == 3
+    assert len({row["leaderId"] for row in rows}) == 1
+    assert len({row["stateHash"] for row in rows}) == 1
+    table = subprocess.run(
+        [sys.executable, "-m", "cluster.cli", "status", "--endpoints", ",".join(cluster.endpoints)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert "leader" in table.stdout and "healthy" in table.stdout

@@ -1,0 +1,135 @@
+"""Three real replicas on loopback: replication, failover, restarts, catch-up."""
+
+import threading
+import time
+
+import grpc
+import pytest
+
+from cluster.client import STALE
+from tests.cluster.harness import push
+
+
+def test_writes_through_any_replica_and_reads_agree(cluster):
+    leader = cluster.wait_for_leader()
+    followers = [r for r in cluster.replicas if r is not leader]
+    written = {}
+    for i, replica in enumerate([*followers, leader] * 2):
+        with cluster.client([replica]) as client:
+            answer = push(client, "team/app", f"v{i}", seed=f"s{i}")
+        written[f"v{i}"] = (answer.digest, answer.revision)
+    last = max(revision for _, revision in written.values())
+    for replica in cluster.replicas:
+        for tag, (digest, _) in written.items():
+            assert cluster.tag_on(replica, "team/app", tag, min_revision=last) == digest
+        with cluster.client([replica]) as client:
+            listed = client.list_tags("team/app", consistency=STALE, min_revision=last)
+        assert listed.tags == sorted(written)
+    cluster.wait_converged()
+
+
+class Writer(threading.Thread):
+    """Writes tags as fast as it can and records which writes were acknowledged."""
+
+    def __init__(self, cluster, replicas=None, prefix="w"):
+        super().__init__(daemon=True)
+        self.client = cluster.client(replicas, timeout=20.0)
+        with cluster.client(replicas) as client:
+            self.digest = push(client, "load/app", "base", seed=prefix).digest
+        self.prefix = prefix
+        self.acked: dict[str, int] = {}
+        self.failed = 0
+        self.stopping = threading.Event()
+
+    def run(self):
+        i = 0
+        while not self.stopping.is_set():
+            tag = f"{self.prefix}{i}"
+            try:
+                self.acked[tag] = self.client.put_tag("load/app", tag, self.digest).revision
+            except grpc.RpcError:
+                self.failed += 1
+            i += 1
+
+    def stop(self):
+        self.stopping.set()
+        self.join(60)
+        self.client.close()
+
+
+def assert_all_present(cluster, acked: dict[str, int], digest: str, replicas=None):
+    last = max(acked.values())
+    for replica in replicas or cluster.replicas:
+        with cluster.client([replica], timeout=60.0) as client:
+            tags, after = set(), ""
+            while True:
+                page = client.list_tags(
+                    "load/app", n=1000, last=after, consistency=STALE, min_revision=last
+                )
+                tags.update(page.tags)
+                if not page.more:
+                    break
+                after = page.tags[-1]
+        missing = sorted(set(acked) - tags)
+        assert not missing, f"{replica.id} lost acknowledged writes: {missing[:10]}"
+    assert (
+        cluster.tag_on(
+            replicas[0] if replicas else cluster.replicas[0], "load/app", next(iter(acked)), last
+        )
+        == digest
+    )
+
+
+def test_kill_leader_during_writes_loses_nothing(cluster):
+    writer = Writer(cluster)
+    writer.start()
+    while len(writer.acked) < 50:
+        time.sleep(0.05)
+    leader = cluster.wait_for_leader()
+    before = len(writer.acked)
+    leader.kill()
+    killed_at = time.monotonic()
+    survivors = [r for r in cluster.replicas if r is not leader]
+    while len(writer.acked) == before or max(writer.acked.values()) <= 0:
+        assert time.monotonic() - killed_at < 30, "no write succeeded after the leader died"
+        time.sleep(0.02)
+    recovered = time.monotonic() - killed_at
+    new_leader = cluster.wait_for_leader(survivors)
+    assert new_leader is not leader
+    time.sleep(0.5)
+    writer.stop()
+    # The bound the issue sets: a new leader accepts writes within 5 s.
+    assert recovered < 5.0, f"writes resumed only {recovered:.1f}s after the leader died"
+    leader.start()
+    assert_all_present(cluster, writer.acked, writer.digest)
+    cluster.wait_converged()
+
+
+def test_all_replicas_killed_and_restarted_keep_acknowledged_writes(cluster):
+    writer = Writer(cluster)
+    writer.start()
+    while len(writer.acked) < 200:
+        time.sleep(0.05)
+    for replica in cluster.replicas:
+        replica.kill()
+    writer.stop()
+    assert writer.acked
+    for replica in cluster.replicas:
+        replica.start()
+    cluster.wait_for_leader()
+    assert_all_present(cluster, writer.acked, writer.digest)
+    cluster.wait_converged()
+
+
+def test_write_without_quorum_fails_within_its_deadline(cluster):
+    leader = cluster.wait_for_leader()
+    followers = [r for r in cluster.replicas if r is not leader]
+    for follower in followers:
+        follower.kill()
+    with cluster.client([leader], timeout=3.0, attempt_timeout=3.0) as client:
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as failure:
+            push(client, "lonely/app", "v1", seed="alone")
+        took = time.monotonic() - started
+    assert failure.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    assert took < 10.0, f"a write without quorum hung for {took:.1f}s"

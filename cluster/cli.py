@@ -151,8 +151,9 @@ def _up(args) -> int:
     if args.replicas < 1:
         raise ConfigError(f"--replicas must be at least 1, got {args.replicas}")
     configs = local_cluster_configs(args.data_dir, args.base_port, args.replicas)
-    # Stop the replicas on SIGTERM and SIGHUP too, not only on Ctrl-C.
-    for signum in (signal.SIGTERM, signal.SIGHUP):
+    # Stop the replicas on SIGTERM and SIGHUP too, and on SIGINT even when the shell
+    # that started us in the background ignores it.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, signal.default_int_handler)
     for config in configs:
         for address in (config.grpc_address, config.raft_address, config.metrics_address):

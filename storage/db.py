@@ -175,6 +175,11 @@ class Batch(View):
         self.txn.commit()
         self.txn = parent
 
+    @property
+    def state_hash(self) -> str:
+        """The hash of the state this batch holds, including what is not yet committed."""
+        return (self._hash % _MODULUS).to_bytes(32, "big").hex()
+
     def set_revision(self, index: int) -> None:
         self.txn.put(_APPLIED, keys.u64(index))
 
@@ -197,15 +202,18 @@ class Store:
 
     def _open(self) -> None:
         os.makedirs(self.path, exist_ok=True)
-        # sync=True: a committed batch is on disk. The Raft journal is fsynced before
-        # the batch that applies its entries is committed, so LMDB is never ahead of it.
+        # One fsync per committed batch (sync=True); the meta page is not fsynced
+        # separately (metasync=False), so a power cut may undo the last batch but never
+        # corrupts the file. The undone batch is replayed from the Raft journal, which
+        # is fsynced before the batch commits and keeps every entry until a snapshot
+        # (copied from LMDB and fsynced itself) covers it.
         self.env = lmdb.open(
             self.path,
             map_size=self._map_size,
             max_dbs=len(DATABASES) + 1,
             max_readers=MAX_READERS,
             sync=True,
-            metasync=True,
+            metasync=False,
             readahead=False,
         )
         self._map_size = self.env.info()["map_size"]

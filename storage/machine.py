@@ -24,7 +24,10 @@ log = logging.getLogger(__name__)
 # Request ids are remembered for this many log entries: a client retrying later than
 # that gets its write applied again.
 REQUEST_RETENTION = 100_000
-_PRUNE_PER_APPLY = 64
+# Old request ids and events are forgotten every PRUNE_EVERY entries, at most
+# PRUNE_BATCH of each at a time: bounded work, and the same on every replica.
+PRUNE_EVERY = 32
+PRUNE_BATCH = 1024
 
 Result = command_pb2.Result
 
@@ -54,8 +57,9 @@ def apply(batch: Batch, index: int, data: bytes) -> Result:
         result = _remembered(batch, command.request_id) or _execute(batch, index, command)
     if not result.revision:
         result.revision = index
-    _forget_old_requests(batch, index)
-    registry.prune_events(batch, index)
+    if index % PRUNE_EVERY == 0:
+        _forget_old_requests(batch, index)
+        registry.prune_events(batch, index, PRUNE_BATCH)
     batch.set_revision(index)
     return result
 
@@ -99,7 +103,7 @@ def _forget_old_requests(batch: Batch, index: int) -> None:
     doomed = []
     for key, _ in cursor:
         applied_at, request_id = keys.request_log_id(key)
-        if applied_at > index - REQUEST_RETENTION or len(doomed) >= _PRUNE_PER_APPLY:
+        if applied_at > index - REQUEST_RETENTION or len(doomed) >= PRUNE_BATCH:
             break
         doomed.append((key, request_id))
     for key, request_id in doomed:

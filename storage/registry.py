@@ -20,7 +20,6 @@ _EVENTS_FLOOR = b"events_floor"
 # How much history is kept, in revisions. Pruning depends only on the revision being
 # applied, so every replica keeps exactly the same events.
 EVENT_RETENTION = 200_000
-_PRUNE_PER_APPLY = 64
 
 Kind = registry_pb2.EventKind
 
@@ -253,21 +252,24 @@ def mount_blob(change: Change, op: command_pb2.MountBlobOp) -> command_pb2.Resul
 # -- history ------------------------------------------------------------------------
 
 
-def prune_events(batch: Batch, revision: int) -> None:
-    """Forget events older than the retention window, a few per applied entry."""
+def prune_events(batch: Batch, revision: int, most: int) -> None:
+    """Forget up to `most` events older than the retention window."""
     floor = revision - EVENT_RETENTION
     if floor <= events_floor(batch):
         return
     cursor = batch.cursor("events")
     doomed = []
     for key, _ in cursor:
-        if keys.event_revision(key) >= floor or len(doomed) >= _PRUNE_PER_APPLY:
+        if keys.event_revision(key) >= floor or len(doomed) >= most:
             break
         doomed.append(key)
     for key in doomed:
         batch.delete("events", key)
     first = batch.cursor("events")
     lowest = keys.event_revision(first.key()) if first.first() else floor
+    if doomed and keys.event_revision(doomed[-1]) == lowest:
+        # The limit cut that revision in two: its history is no longer complete.
+        lowest += 1
     batch.txn.put(_EVENTS_FLOOR, keys.u64(min(floor, lowest)))
 
 

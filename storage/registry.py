@@ -288,8 +288,10 @@ def events(
     """
     found: list[registry_pb2.Event] = []
     cursor = view.cursor("events")
+    # Never behind from_revision: a caller asking for the future waits for it.
+    end = max(from_revision, view.revision + 1)
     if not cursor.set_range(keys.event(from_revision, 0)):
-        return found, view.revision + 1
+        return found, end
     current = from_revision
     for key, value in cursor:
         revision = keys.event_revision(key)
@@ -299,7 +301,7 @@ def events(
         event = registry_pb2.Event.FromString(value)
         if event.repository.startswith(prefix):
             found.append(event)
-    return found, view.revision + 1
+    return found, end
 
 
 # -- reads --------------------------------------------------------------------------

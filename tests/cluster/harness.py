@@ -143,9 +143,9 @@ class LocalCluster:
                     leaders.add(self.status(replica, timeout=1.0).leader_id)
                 except grpc.RpcError:
                     leaders.add(None)
-            if len(leaders) == 1 and None not in leaders and "" not in leaders:
+            if len(leaders) == 1 and leaders <= {r.id for r in among}:
                 (leader_id,) = leaders
-                return next(r for r in self.replicas if r.id == leader_id)
+                return next(r for r in among if r.id == leader_id)
             time.sleep(0.1)
         raise AssertionError(f"no agreed leader among {[r.id for r in among]} in {timeout}s")
 

@@ -25,7 +25,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import lmdb
 import pysyncobj.syncobj
@@ -80,7 +80,6 @@ class RaftSettings:
     leader_fallback: float = 3.0
     snapshot_entries: int = 20_000
     snapshot_seconds: float = 600.0
-    extra: dict = field(default_factory=dict)
 
 
 _journal_factory_lock = threading.Lock()
@@ -150,13 +149,13 @@ class Raft(SyncObj):
             appendEntriesBatchSizeBytes=1 << 20,
             dynamicMembershipChange=True,
             bindAddress=settings.address,
-            **settings.extra,
         )
         with _durable_journal(self):
             super().__init__(
                 settings.address, settings.peers, conf, transportClass=DurableTransport
             )
-        self._waker = PipeNotifier(self._poller)
+        self._wake_pending = False
+        self._waker = PipeNotifier(self._poller, callback=self._woken)
         self.addOnTickCallback(self._after_tick)
 
     # -- proposing --------------------------------------------------------------------
@@ -177,8 +176,17 @@ class Raft(SyncObj):
         return future
 
     def _wake(self) -> None:
+        """Make the tick loop's poll return now; one pipe write per tick at most."""
+        if self._wake_pending:
+            return
+        self._wake_pending = True
         with contextlib.suppress(BlockingIOError):
             self._waker.notify()
+
+    def _woken(self) -> None:
+        # Runs inside the poll, before the tick drains the command queue: a proposal
+        # queued before this point is drained, one queued after it writes again.
+        self._wake_pending = False
 
     def _on_result(self, future, result, error) -> None:
         if error == FAIL_REASON.SUCCESS:

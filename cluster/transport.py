@@ -10,13 +10,46 @@
   leader sends again entries the follower has; PySyncObj's follower then truncates its
   log (matching entries included) and appends the resent batch, which can be shorter
   than what it had acknowledged. A success reply never moves the next index back here.
+- Memory: PySyncObj buffers a frame of whatever length its 4-byte header claims,
+  from anyone who connects. Frames are capped: 64 KiB before the connection has
+  proven it knows the secret, 16 MiB after (entries and snapshot chunks travel in
+  1 MiB pieces).
 - Attack surface: PySyncObj accepts "utility" messages (add or remove a node, transfer
   leadership, status) from any connection that knows the cluster secret, bypassing
   everything regraft checks. Membership changes go through regraft's own API; here
   such a message only closes the connection.
 """
 
+import logging
+import struct
+
+from pysyncobj.tcp_connection import TcpConnection
 from pysyncobj.transport import TCPTransport
+
+log = logging.getLogger(__name__)
+
+MAX_FRAME_BYTES = 16 << 20
+MAX_UNAUTHENTICATED_FRAME_BYTES = 64 << 10
+_LENGTH = struct.Struct("i")
+_read = TcpConnection._TcpConnection__processRead
+
+
+def _bounded_read(connection: TcpConnection) -> bool:
+    """TcpConnection's read, refusing a frame longer than a peer can legitimately send."""
+    more = _read(connection)
+    buffer = connection._TcpConnection__readBuffer
+    if len(buffer) >= _LENGTH.size:
+        (length,) = _LENGTH.unpack_from(buffer)
+        authenticated = connection.encryptor is None or connection.recvRandKey is not None
+        limit = MAX_FRAME_BYTES if authenticated else MAX_UNAUTHENTICATED_FRAME_BYTES
+        if not 0 <= length <= limit or len(buffer) > 2 * MAX_FRAME_BYTES:
+            log.warning("peer connection announced a %d-byte frame: closing it", length)
+            connection.disconnect()
+            return False
+    return more
+
+
+TcpConnection._TcpConnection__processRead = _bounded_read
 
 _NO_DURABILITY_CLAIM = frozenset({"apply_command", "apply_command_response"})
 

@@ -4,6 +4,7 @@ import os
 import pickle
 import socket
 import struct
+import time
 import zlib
 
 from tests.cluster.harness import push
@@ -54,3 +55,24 @@ def test_a_crafted_payload_runs_nothing_and_changes_nothing(cluster, tmp_path):
         after = push(client, "safe/app", "v2", seed="after")
         assert client.get_manifest("safe/app", "v1").digest == before.digest
     assert after.revision > before.revision
+
+
+def test_a_huge_frame_from_a_stranger_is_refused_early(cluster):
+    leader = cluster.wait_for_leader()
+    host, port = leader.config.raft_address.rsplit(":", 1)
+    sent = 0
+    chunk = b"\0" * (1 << 20)
+    give_up = time.monotonic() + 20
+    closed_by_replica = False
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.sendall(struct.pack("i", 2**31 - 1))
+        try:
+            while time.monotonic() < give_up:
+                s.sendall(chunk)
+                sent += len(chunk)
+        except OSError:
+            closed_by_replica = True
+    assert closed_by_replica, f"the peer port kept reading one frame ({sent >> 20} MiB sent)"
+    assert sent < (64 << 20), f"the peer port read {sent >> 20} MiB of one frame"
+    with cluster.client() as client:
+        push(client, "safe/app", "after", seed="after-huge-frame")

@@ -45,3 +45,88 @@ grpc_seconds = Histogram(
     buckets=_FAST,
 )
 grpc_in_flight = Gauge("regraft_grpc_requests_in_flight", "gRPC requests being handled.")
+
+
+class ReplicaCollector:
+    """Raft and storage state, read when Prometheus scrapes (never stale, no thread)."""
+
+    def __init__(self, raft, store, members, version: str) -> None:
+        self._raft = raft
+        self._store = store
+        self._members = members
+        self._version = version
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        from storage import registry
+
+        info = GaugeMetricFamily("regraft_build_info", "regraft version.", labels=["version"])
+        info.add_metric([self._version], 1)
+        yield info
+        status = self._raft.status()
+        if status:
+            leader = status["leader"]
+            for name, help_text, value in [
+                ("has_leader", "1 when this replica knows a leader.", leader is not None),
+                ("is_leader", "1 when this replica is the leader.", status["state"] == 2),
+                ("term", "Current Raft term.", status["raft_term"]),
+                ("commit_index", "Raft commit index.", status["commit_idx"]),
+                ("applied_index", "Last Raft index applied here.", status["last_applied"]),
+                ("last_log_index", "Last Raft index in the local log.", status["last_log_index"]),
+                ("has_quorum", "1 when a majority of voters is reachable.", status["has_quorum"]),
+                (
+                    "snapshot_last_index",
+                    "Raft index of the last snapshot taken here.",
+                    self._raft.last_snapshot_index,
+                ),
+            ]:
+                yield GaugeMetricFamily(f"regraft_{name}", help_text, value=float(value))
+            yield CounterMetricFamily(
+                "regraft_leader_changes_seen",
+                "Leader changes this replica has seen.",
+                value=self._raft.leader_changes,
+            )
+            reachable = GaugeMetricFamily(
+                "regraft_peer_reachable", "1 when the peer's Raft link is up.", labels=["peer"]
+            )
+            match = GaugeMetricFamily(
+                "regraft_peer_match_index", "Leader only: last index a peer holds.", labels=["peer"]
+            )
+            lag = GaugeMetricFamily(
+                "regraft_peer_lag_entries",
+                "Leader only: entries a peer is behind.",
+                labels=["peer"],
+            )
+            for address, up in sorted(status["peers"].items()):
+                peer = self._members.by_raft_address(address).id
+                reachable.add_metric([peer], float(up))
+                if status["state"] == 2:
+                    index = status.get(f"match_idx_server_{address}", 0)
+                    match.add_metric([peer], index)
+                    lag.add_metric([peer], max(0, status["last_log_index"] - index))
+            yield from (reachable, match, lag)
+            yield GaugeMetricFamily(
+                "regraft_members",
+                "Voting members of the cluster, this one included.",
+                value=1 + len(status["peers"]),
+            )
+        sizes = self._store.stat()
+        for name, help_text in [
+            ("file_bytes", "Size of the LMDB data file."),
+            ("used_bytes", "LMDB pages in use."),
+            ("map_bytes", "LMDB map size: the most the file can grow to."),
+        ]:
+            yield GaugeMetricFamily(f"regraft_db_{name}", help_text, value=sizes[name])
+        with self._store.read() as view:
+            counts = registry.counts(view)
+            revision = view.revision
+        entries = GaugeMetricFamily(
+            "regraft_entries", "Records in the state, by kind.", labels=["kind"]
+        )
+        for kind, count in counts.items():
+            entries.add_metric([kind], count)
+        yield entries
+        yield GaugeMetricFamily(
+            "regraft_revision", "Revision of the state (last applied command).", value=revision
+        )

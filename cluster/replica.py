@@ -15,13 +15,15 @@ import threading
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import REGISTRY
 
+from cluster import metrics
 from cluster.config import ConfigError, ReplicaConfig
 from cluster.http import ProbeServer
 from cluster.membership import Members
 from cluster.raft import Raft, RaftSettings
 from cluster.reads import Reads
-from cluster.service_cluster import ClusterService
+from cluster.service_cluster import VERSION, ClusterService
 from cluster.service_registry import RegistryService
 from regraft.v1 import cluster_pb2, cluster_pb2_grpc, registry_pb2, registry_pb2_grpc
 from storage.db import Store
@@ -56,6 +58,7 @@ class Replica:
         )
         self.raft = Raft(settings, self.store)
         self.members = Members(config, self.raft)
+        REGISTRY.register(metrics.ReplicaCollector(self.raft, self.store, self.members, VERSION))
         self.reads = Reads(self.raft)
         self._stopping = threading.Event()
         self.health = health.HealthServicer()

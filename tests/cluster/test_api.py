@@ -180,3 +180,26 @@ def test_status_cli(cluster):
         timeout=60,
     )
     assert "leader" in table.stdout and "healthy" in table.stdout
+
+
+def test_metrics_and_probes_describe_the_cluster(cluster):
+    import urllib.request
+
+    leader = cluster.wait_for_leader()
+    with cluster.client() as client:
+        revision = push(client, "metrics/app", "v1", seed="metrics").revision
+    cluster.wait_converged()
+    for replica in cluster.replicas:
+        assert cluster.metric(replica, "regraft_has_leader") == 1
+        assert cluster.metric(replica, "regraft_is_leader") == (1 if replica is leader else 0)
+        assert cluster.metric(replica, "regraft_revision") >= revision
+        assert cluster.metric(replica, "regraft_members") == 3
+        base = f"http://{replica.config.metrics_address}"
+        with urllib.request.urlopen(base + "/readyz", timeout=5) as response:
+            assert response.status == 200
+        with urllib.request.urlopen(base + "/metrics", timeout=5) as response:
+            text = response.read().decode()
+        peers = {r.id for r in cluster.replicas if r is not replica}
+        for peer in peers:
+            assert f'regraft_peer_reachable{{peer="{peer}"}} 1.0' in text
+    assert cluster.metric(leader, "regraft_entries") >= 3  # a repository, two blobs, ...

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from storage.errors import InvalidArgument
-from storage.names import compute_digest, digest_algorithm, quote, validate_digest
+from storage.names import quote, validate_digest
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -28,17 +28,6 @@ MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 _ROOT = "content"
 
 Annotations = tuple[tuple[str, str], ...]
-
-
-@dataclass(frozen=True)
-class Descriptor:
-    """One entry of a referrers response: what a client needs to decide whether to fetch it."""
-
-    media_type: str
-    digest: str
-    size: int
-    artifact_type: str = ""
-    annotations: Annotations = ()
 
 
 @dataclass(frozen=True)
@@ -93,26 +82,6 @@ def parse_manifest(content: bytes, media_type: str = "") -> ManifestInfo:
         subject=subject,
         artifact_type=artifact_type,
         annotations=annotations,
-    )
-
-
-def descriptor_for(content: bytes, info: ManifestInfo, digest: str) -> Descriptor:
-    """Build the descriptor the referrers API lists for this manifest.
-
-    The digest is checked against the content, because a wrong digest here would be served
-    to every client asking for referrers and could not be noticed later.
-    """
-    computed = compute_digest(content, digest_algorithm(digest))
-    if computed != digest:
-        raise InvalidArgument(
-            "digest", f"{quote(digest)} does not match the content, whose digest is {computed}"
-        )
-    return Descriptor(
-        media_type=info.media_type,
-        digest=digest,
-        size=len(content),
-        artifact_type=info.artifact_type,
-        annotations=info.annotations,
     )
 
 

@@ -14,9 +14,7 @@ from storage.manifest import (
     MAX_MANIFEST_BYTES,
     OCI_INDEX,
     OCI_MANIFEST,
-    Descriptor,
     ManifestInfo,
-    descriptor_for,
     parse_manifest,
 )
 from storage.names import compute_digest
@@ -379,43 +377,6 @@ def test_one_byte_over_4_mib_rejected() -> None:
     err = reject(padded_to(MAX_MANIFEST_BYTES + 1), "content")
     assert str(MAX_MANIFEST_BYTES + 1) in err.message
     assert str(MAX_MANIFEST_BYTES) in err.message
-
-
-# --- descriptor_for ---------------------------------------------------------------------
-
-
-def test_descriptor_for_referrer() -> None:
-    content = encode(
-        oci_manifest(
-            artifactType="application/vnd.example.sbom",
-            subject=desc(OCI_MANIFEST, SUBJECT),
-            annotations={"b": "2", "a": "1"},
-        )
-    )
-    digest = compute_digest(content)
-    assert descriptor_for(content, parse_manifest(content), digest) == Descriptor(
-        media_type=OCI_MANIFEST,
-        digest=digest,
-        size=len(content),
-        artifact_type="application/vnd.example.sbom",
-        annotations=(("a", "1"), ("b", "2")),
-    )
-
-
-def test_descriptor_for_sha512() -> None:
-    content = encode(oci_index())
-    digest = compute_digest(content, "sha512")
-    descriptor = descriptor_for(content, parse_manifest(content), digest)
-    assert descriptor.digest == digest
-    assert descriptor.artifact_type == ""
-
-
-def test_descriptor_for_wrong_digest_rejected() -> None:
-    content = encode(oci_manifest())
-    with pytest.raises(InvalidArgument) as info:
-        descriptor_for(content, parse_manifest(content), compute_digest(content + b" "))
-    assert info.value.field == "digest"
-    assert compute_digest(content) in info.value.message
 
 
 # --- generated inputs -------------------------------------------------------------------

@@ -330,6 +330,11 @@ class Raft(SyncObj):
         """
         last, previous, nodes = data
         self._commit()
+        # The read transaction starts here, on the tick thread, so the copy holds
+        # exactly the entries up to `last`: a replica that installs it applies every
+        # later entry itself (and answers the proposals it forwarded).
+        reading = contextlib.ExitStack()
+        view = reading.enter_context(self.store.read())
         self._snapshot_state = SERIALIZER_STATE.SERIALIZING
         header = {
             "raft_index": last[1],
@@ -339,13 +344,13 @@ class Raft(SyncObj):
             "nodes": sorted(node.id for node in nodes),
         }
         threading.Thread(
-            target=self._write_snapshot, args=(header,), name="snapshot", daemon=True
+            target=self._write_snapshot, args=(reading, view, header), name="snapshot", daemon=True
         ).start()
 
-    def _write_snapshot(self, header: dict) -> None:
+    def _write_snapshot(self, reading: contextlib.ExitStack, view, header: dict) -> None:
         started = time.monotonic()
         try:
-            with self.store.read() as view:
+            with reading:
                 snapshot.write(self.store, view, self.snapshot_path, header)
         except Exception:
             log.exception("writing snapshot at index %d failed", header["raft_index"])

@@ -20,6 +20,8 @@ from regraft.v1 import registry_pb2
 from storage import commands
 from storage.db import View
 
+BARRIER_TIMEOUT = 10.0
+
 
 class ReadTimeout(Exception):
     """This replica did not reach the requested revision within the deadline."""
@@ -73,7 +75,9 @@ class Reads:
         return waiting
 
     def _propose(self, waiting: concurrent.futures.Future, timeout: float) -> None:
-        proposal = self._raft.propose(self._barrier, timeout)
+        # A fixed deadline: each read bounds its own wait, and one impatient caller must
+        # not pass a short deadline on to the barriers that follow.
+        proposal = self._raft.propose(self._barrier, BARRIER_TIMEOUT)
         proposal.add_done_callback(lambda done: self._landed(waiting, done, timeout))
 
     def _landed(self, waiting, proposal, timeout: float) -> None:

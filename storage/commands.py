@@ -6,11 +6,15 @@ Command to replicate. It raises InvalidArgument naming the first bad field, befo
 anything is proposed, so a bad request never reaches the log.
 """
 
+import re
+
 from regraft.v1 import command_pb2, registry_pb2
 from storage import manifest, names
 from storage.errors import InvalidArgument
 
 MAX_REQUEST_ID_LENGTH = 128
+# ASCII only: the id is part of an LMDB key, which must stay under 511 bytes.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/-]*")
 MAX_MEDIA_TYPE_LENGTH = 255
 
 Command = command_pb2.Command
@@ -22,8 +26,10 @@ def _envelope(request_id: str, actor: str) -> Command:
             "request_id",
             f"is {len(request_id)} characters; at most {MAX_REQUEST_ID_LENGTH} are allowed",
         )
-    if any(not ch.isprintable() for ch in request_id):
-        raise InvalidArgument("request_id", f"{names.quote(request_id)} has control characters")
+    if not _REQUEST_ID.fullmatch(request_id):
+        raise InvalidArgument(
+            "request_id", f"{names.quote(request_id)} may use only A-Z a-z 0-9 . _ : / -"
+        )
     return Command(request_id=request_id, actor=actor)
 
 

@@ -108,7 +108,8 @@ def put_manifest(change: Change, op: command_pb2.PutManifestOp) -> command_pb2.R
             manifests=op.manifests,
             revision=change.revision,
         )
-        batch.put("manifests", key, record.SerializeToString())
+        # deterministic: map fields (annotations) must serialize alike on every replica.
+        batch.put("manifests", key, record.SerializeToString(deterministic=True))
         if op.subject:
             batch.put("referrers", keys.pair(rid, op.subject, op.digest), b"")
         change.emit(Kind.MANIFEST_PUT, op.repository, op.digest)

@@ -96,7 +96,11 @@ def _serve(args) -> int:
     signal.signal(signal.SIGTERM, lambda *_: replica.stop())
     signal.signal(signal.SIGINT, lambda *_: replica.stop())
     replica.start()
-    replica.wait()
+    failure = replica.wait()
+    replica.stop()
+    if failure:
+        print(f"regraft: replica {config.id} stopped: {failure}", file=sys.stderr)
+        return 1
     return 0
 
 

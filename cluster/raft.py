@@ -40,6 +40,7 @@ from cluster.transport import DurableTransport
 from regraft.v1 import command_pb2
 from storage import machine, snapshot
 from storage.db import Store
+from storage.files import fsync_dir, fsync_file
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,9 @@ class Raft(SyncObj):
         self.store = store
         self.journal: DurableJournal | None = None
         self.snapshot_path = os.path.join(settings.data_dir, "raft.snapshot")
+        # Set when the replica cannot go on (its snapshot is unreadable at start-up).
+        self.fatal_error: str | None = None
+        self._loading_at_startup = os.path.isfile(self.snapshot_path)
         self.revision = store.revision
         self.applied = threading.Condition()
         self.last_snapshot_index = 0
@@ -121,6 +125,9 @@ class Raft(SyncObj):
         self._deadline_lock = threading.Lock()
         self._sequence = itertools.count()
         self._snapshot_state = SERIALIZER_STATE.NOT_SERIALIZING
+        self._snapshot_thread: threading.Thread | None = None
+        self._snapshot_written: dict | None = None
+        self._installed_index = 0
         self._sent_upto = 0
         self._commit_announced = 0
         self._status: dict = {}
@@ -237,7 +244,10 @@ class Raft(SyncObj):
             log.warning("LMDB map full: doubling it")
             self.store.grow()
         else:
+            # Nothing after this entry can be applied until it is: the tick thread
+            # waits here (a full disk, say), and health reports why.
             log.error("LMDB write failed (%s): retrying in 1 s", error)
+            self._status = {**self._status, "storage_error": str(error)}
             time.sleep(1.0)
 
     def _commit(self) -> None:
@@ -325,8 +335,9 @@ class Raft(SyncObj):
         """PySyncObj's serializer, on the tick thread: start a copy and return at once.
 
         PySyncObj then tries to rename a temporary file that is deliberately not
-        there; the copy thread renames its own file into place and reports through
-        _snapshot_progress.
+        there; the copy thread writes its own file, and _snapshot_progress (on the
+        tick thread) moves it into place, so that it never races a snapshot received
+        from the leader, which PySyncObj also writes to `fullDumpFile` on that thread.
         """
         last, previous, nodes = data
         self._commit()
@@ -343,50 +354,108 @@ class Raft(SyncObj):
             "previous_entry": _encode_entry(previous),
             "nodes": sorted(node.id for node in nodes),
         }
-        threading.Thread(
+        self._snapshot_thread = threading.Thread(
             target=self._write_snapshot, args=(reading, view, header), name="snapshot", daemon=True
-        ).start()
+        )
+        self._snapshot_thread.start()
 
     def _write_snapshot(self, reading: contextlib.ExitStack, view, header: dict) -> None:
         started = time.monotonic()
         try:
             with reading:
-                snapshot.write(self.store, view, self.snapshot_path, header)
+                snapshot.write(self.store, view, self.snapshot_path + ".new", header)
         except Exception:
             log.exception("writing snapshot at index %d failed", header["raft_index"])
             metrics.snapshots.labels("failed").inc()
             self._snapshot_state = SERIALIZER_STATE.FAILED
             return
         metrics.snapshot_seconds.observe(time.monotonic() - started)
-        metrics.snapshots.labels("taken").inc()
-        self.last_snapshot_index = header["raft_index"]
+        self._snapshot_written = header
         self._snapshot_state = SERIALIZER_STATE.SUCCESS
 
     def _snapshot_progress(self) -> int:
+        """PySyncObj's serializeChecker, on the tick thread: SUCCESS lets it trim the log.
+
+        The new file replaces `fullDumpFile` here, and durably, before PySyncObj trims
+        the journal: a crash in between leaves a snapshot whose entries the journal
+        still holds (see _align_journal). A snapshot received meanwhile is newer: then
+        ours is dropped.
+        """
         state = self._snapshot_state
+        if state == SERIALIZER_STATE.SUCCESS:
+            header, self._snapshot_written = self._snapshot_written, None
+            if header["raft_index"] > self._installed_index:
+                os.replace(self.snapshot_path + ".new", self.snapshot_path)
+                fsync_dir(os.path.dirname(os.path.abspath(self.snapshot_path)))
+                self.last_snapshot_index = header["raft_index"]
+                metrics.snapshots.labels("taken").inc()
+            else:
+                os.unlink(self.snapshot_path + ".new")
         if state in (SERIALIZER_STATE.SUCCESS, SERIALIZER_STATE.FAILED):
             self._snapshot_state = SERIALIZER_STATE.NOT_SERIALIZING
         return state
 
     def _install_snapshot(self, path: str):
         """PySyncObj's deserializer: at start-up, and when a leader sent a snapshot."""
+        at_startup, self._loading_at_startup = self._loading_at_startup, False
+        try:
+            loaded = self._load_snapshot(path)
+        except Exception as e:
+            if at_startup:
+                # PySyncObj would log this and go on with a log it cannot apply.
+                self.fatal_error = f"cannot load the Raft snapshot {path}: {e}"
+                log.critical("%s", self.fatal_error)
+            raise
+        finally:
+            # Installing may take longer than an election timeout: do not call one
+            # for the time spent here.
+            self._SyncObj__raftElectionDeadline = (
+                time.monotonic() + self._SyncObj__generateRaftTimeout()
+            )
+        return loaded
+
+    def _load_snapshot(self, path: str):
         self._commit()
+        fsync_file(path)  # PySyncObj writes a received snapshot without fsync
         header, replaced = snapshot.install(self.store, path)
+        self._installed_index = max(self._installed_index, header["raft_index"])
+        self.last_snapshot_index = max(self.last_snapshot_index, header["raft_index"])
         if replaced:
             metrics.snapshot_installs.inc()
             log.info("installed snapshot at revision %d", header["revision"])
             with self.applied:
                 self.revision = self.store.revision
                 self.applied.notify_all()
-        return (
+        last, previous = (
             _decode_entry(header["last_entry"]),
             _decode_entry(header["previous_entry"]),
-            [TCPNode(node) for node in header["nodes"]],
         )
+        self._align_journal(previous, last)
+        return last, previous, [TCPNode(node) for node in header["nodes"]]
+
+    def _align_journal(self, previous: tuple, last: tuple) -> None:
+        """Start the journal at the snapshot's entries when it holds them.
+
+        PySyncObj keeps the journal only if its first two entries are exactly the
+        snapshot's; otherwise it clears it, losing the entries after the snapshot,
+        which may be acknowledged. A crash between a snapshot and the journal's trim
+        leaves it longer at the front: drop that prefix instead.
+        """
+        journal = self.journal
+        if not len(journal):
+            return
+        position = previous[1] - journal[0][1]
+        if 0 < position < len(journal) - 1 and (
+            tuple(journal[position]) == previous and tuple(journal[position + 1]) == last
+        ):
+            journal.deleteEntriesTo(position)
 
     def close(self) -> None:
         self.destroy_synchronous()
         self._commit()
+        if self._snapshot_thread is not None:
+            # It reads from the store, which the caller closes next.
+            self._snapshot_thread.join()
 
 
 def _settle(future: concurrent.futures.Future, result=None, error=None) -> None:

@@ -109,8 +109,12 @@ class Replica:
             self.config.raft_address,
         )
 
-    def wait(self) -> None:
-        self._stopping.wait()
+    def wait(self) -> str | None:
+        """Block until stop() or a fatal error; returns the error, if any."""
+        while not self._stopping.wait(0.5):
+            if self.raft.fatal_error:
+                return self.raft.fatal_error
+        return None
 
     def stop(self, grace: float = 2.0) -> None:
         """Stop serving, drain, and close storage; safe to call more than once."""
@@ -142,6 +146,8 @@ class Replica:
         status = self.raft.status()
         if not status:
             return "starting"
+        if status.get("storage_error"):
+            return f"storage is failing: {status['storage_error']}"
         if status["leader"] is None:
             return "no leader known"
         if not status["has_quorum"]:

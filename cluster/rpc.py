@@ -9,8 +9,10 @@ and, where the registry has one, the OCI error code in trailing metadata `oci-co
     FailedPrecondition   -> FAILED_PRECONDITION
     ProposalError        -> UNAVAILABLE        (leader's gRPC address in `leader`)
     ReadTimeout          -> UNAVAILABLE
+    Exhausted            -> RESOURCE_EXHAUSTED
 """
 
+import concurrent.futures
 import contextlib
 import functools
 import inspect
@@ -52,6 +54,10 @@ class Unavailable(Exception):
     """This replica cannot serve the call now; the caller should try again or elsewhere."""
 
 
+class Exhausted(Exception):
+    """A per-replica limit is reached (e.g. Watch streams); try later or elsewhere."""
+
+
 def timeout(context: grpc.ServicerContext) -> float:
     """Seconds left to answer within the caller's deadline (a default when it set none)."""
     remaining = context.time_remaining()
@@ -66,6 +72,10 @@ def propose(raft: Raft, command: command_pb2.Command, context) -> command_pb2.Re
     future = raft.propose(command.SerializeToString(), wait)
     try:
         result = future.result(wait + 1.0)
+    except concurrent.futures.TimeoutError:
+        # Raft's own deadline (at `wait`) should have failed the future first.
+        metrics.proposals.labels("failed").inc()
+        raise ProposalError("no answer within the deadline: outcome unknown", False) from None
     except ProposalError:
         metrics.proposals.labels("failed").inc()
         raise
@@ -75,6 +85,8 @@ def propose(raft: Raft, command: command_pb2.Command, context) -> command_pb2.Re
     error = _RESULT_ERRORS.get(result.code)
     if error is not None:
         raise error(result.oci_code, result.message)
+    if result.code == command_pb2.Result.OUTCOME_UNKNOWN:
+        raise ProposalError(result.message, definite=False)
     if result.code == command_pb2.Result.INVALID_ARGUMENT:
         raise InvalidArgument("command", result.message)
     raise RuntimeError(result.message)
@@ -130,6 +142,8 @@ def _status(error: Exception, leader_hint: Callable[[], str]):
             else grpc.StatusCode.FAILED_PRECONDITION
         )
         return code, f"{error.oci_code}: {error.message}", (("oci-code", error.oci_code),)
+    if isinstance(error, Exhausted):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, str(error), ()
     if isinstance(error, OutOfRange):
         oldest = str(error.oldest)
         return grpc.StatusCode.OUT_OF_RANGE, str(error), (("oldest-revision", oldest),)

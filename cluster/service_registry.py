@@ -4,6 +4,7 @@ Writes: request -> storage.commands (validation) -> Raft -> storage.machine -> r
 Reads: a view as fresh as the request's ReadOptions ask -> storage.registry.
 """
 
+import threading
 from collections.abc import Callable, Iterator
 
 from cluster import rpc
@@ -17,6 +18,9 @@ pb = registry_pb2
 
 _WATCH_PAGE = 256
 _MAX_PREFIX = 255
+# Each Watch stream holds one of the server's worker threads for as long as it lasts:
+# at most this many, so that unary calls and health checks always find a worker.
+MAX_WATCHES = 32
 
 
 class RegistryService(registry_pb2_grpc.RegistryServicer):
@@ -24,6 +28,7 @@ class RegistryService(registry_pb2_grpc.RegistryServicer):
         self._raft = raft
         self._reads = reads
         self.leader_hint = leader_hint
+        self._watch_slots = threading.BoundedSemaphore(MAX_WATCHES)
 
     def _write(self, command, context):
         return rpc.propose(self._raft, command, context)
@@ -142,7 +147,18 @@ class RegistryService(registry_pb2_grpc.RegistryServicer):
             raise InvalidArgument(
                 "repository_prefix", f"{names.quote(prefix)} is not a repository name prefix"
             )
-        position = request.from_revision or self._raft.revision + 1
+        if not self._watch_slots.acquire(blocking=False):
+            raise rpc.Exhausted(
+                f"this replica already serves {MAX_WATCHES} Watch streams: "
+                "watch through another replica"
+            )
+        try:
+            yield from self._watch(request.from_revision, prefix, context)
+        finally:
+            self._watch_slots.release()
+
+    def _watch(self, position: int, prefix: str, context) -> Iterator[pb.Event]:
+        position = position or self._raft.revision + 1
         while context.is_active():
             with self._raft.store.read() as view:
                 oldest = registry.events_floor(view)

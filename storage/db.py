@@ -201,6 +201,7 @@ class Store:
         self._open()
 
     def _open(self) -> None:
+        self._finish_replace()
         os.makedirs(self.path, exist_ok=True)
         # One fsync per committed batch (sync=True); the meta page is not fsynced
         # separately (metasync=False), so a power cut may undo the last batch but never
@@ -256,27 +257,47 @@ class Store:
         self.env.copyfd(fd, compact=True, txn=view.txn)
 
     def replace(self, data_file: str) -> None:
-        """Swap in another environment's data.mdb (a snapshot), atomically for readers."""
+        """Swap in another environment's data.mdb (a snapshot), atomically for readers.
+
+        The new directory is staged first and the swap is two renames; a crash between
+        them is finished by _finish_replace when the store is opened again. If the swap
+        fails, the old environment is opened again.
+        """
+        staging = self.path + ".new"
+        shutil.rmtree(staging, ignore_errors=True)
+        os.makedirs(staging)
+        os.replace(data_file, os.path.join(staging, "data.mdb"))
+        fsync_dir(staging)
+        retired = self.path + ".old"
+        shutil.rmtree(retired, ignore_errors=True)
         with self._lock.exclusive():
             self.env.close()
-            staging = self.path + ".new"
-            shutil.rmtree(staging, ignore_errors=True)
-            os.makedirs(staging)
-            os.replace(data_file, os.path.join(staging, "data.mdb"))
-            retired = self.path + ".old"
-            shutil.rmtree(retired, ignore_errors=True)
-            os.replace(self.path, retired)
-            os.replace(staging, self.path)
-            fsync_dir(os.path.dirname(os.path.abspath(self.path)))
-            shutil.rmtree(retired, ignore_errors=True)
-            self._open()
+            try:
+                os.replace(self.path, retired)
+                os.replace(staging, self.path)
+                fsync_dir(os.path.dirname(os.path.abspath(self.path)))
+            finally:
+                self._finish_replace()
+                self._open()
+        shutil.rmtree(retired, ignore_errors=True)
+
+    def _finish_replace(self) -> None:
+        """After a crash or failure inside replace(): the new state if staged, else the old."""
+        if os.path.isdir(self.path):
+            return
+        for candidate in (self.path + ".new", self.path + ".old"):
+            if os.path.isfile(os.path.join(candidate, "data.mdb")):
+                os.replace(candidate, self.path)
+                fsync_dir(os.path.dirname(os.path.abspath(self.path)))
+                return
 
     def stat(self) -> dict[str, int]:
         """Sizes for metrics and status: file size, bytes in use, map size."""
-        info = self.env.info()
-        stat = self.env.stat()
+        with self._lock.shared():
+            info = self.env.info()
+            stat = self.env.stat()
+            size = os.path.getsize(os.path.join(self.path, "data.mdb"))
         used = (info["last_pgno"] + 1) * stat["psize"]
-        size = os.path.getsize(os.path.join(self.path, "data.mdb"))
         return {"file_bytes": size, "used_bytes": used, "map_bytes": info["map_size"]}
 
     def close(self) -> None:

@@ -5,6 +5,11 @@ import os
 
 def fsync_dir(path: str) -> None:
     """Make a rename or creation inside directory `path` durable."""
+    fsync_file(path)
+
+
+def fsync_file(path: str) -> None:
+    """Make what was written to `path` (a file or a directory) durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -9,6 +9,7 @@ which the caller answers by retrying the whole batch: PySyncObj retries an entry
 apply raised forever, so nothing else may escape.
 """
 
+import hashlib
 import logging
 
 import lmdb
@@ -48,13 +49,20 @@ _CODES = {NotFound: Result.NOT_FOUND, FailedPrecondition: Result.FAILED_PRECONDI
 def apply(batch: Batch, index: int, data: bytes) -> Result:
     """Apply log entry `index` (a serialized Command) inside `batch`."""
     if index <= batch.revision:
-        return Result(revision=batch.revision, message="already applied")
+        return Result(
+            code=Result.OUTCOME_UNKNOWN,
+            revision=batch.revision,
+            message=f"log entry {index} was applied before; its result was not kept",
+        )
     try:
         command = command_pb2.Command.FromString(data)
     except DecodeError as e:
         result = Result(code=Result.INVALID_ARGUMENT, message=f"undecodable command: {e}")
     else:
-        result = _remembered(batch, command.request_id) or _execute(batch, index, command)
+        fingerprint = _fingerprint(command)
+        result = _remembered(batch, command.request_id, fingerprint) or _execute(
+            batch, index, command, fingerprint
+        )
     if not result.revision:
         result.revision = index
     if index % PRUNE_EVERY == 0:
@@ -64,7 +72,7 @@ def apply(batch: Batch, index: int, data: bytes) -> Result:
     return result
 
 
-def _execute(batch: Batch, index: int, command: command_pb2.Command) -> Result:
+def _execute(batch: Batch, index: int, command: command_pb2.Command, fingerprint: bytes) -> Result:
     op_name = command.WhichOneof("op")
     operation = _OPERATIONS.get(op_name)
     if operation is None:
@@ -82,20 +90,41 @@ def _execute(batch: Batch, index: int, command: command_pb2.Command) -> Result:
         result = Result(code=Result.INTERNAL, message=f"internal error applying {op_name}")
     result.revision = index
     if command.request_id:
-        record = record_pb2.RequestRecord(index=index, result=result.SerializeToString())
+        record = record_pb2.RequestRecord(
+            index=index, result=result.SerializeToString(), fingerprint=fingerprint
+        )
         batch.put("requests", command.request_id.encode(), record.SerializeToString())
         batch.put("request_log", keys.request_log(index, command.request_id), b"")
     return result
 
 
-def _remembered(batch: Batch, request_id: str) -> Result | None:
-    """The first outcome of a request id seen before, if it is still remembered."""
+def _fingerprint(command: command_pb2.Command) -> bytes:
+    op_name = command.WhichOneof("op") or ""
+    op = getattr(command, op_name).SerializeToString(deterministic=True) if op_name else b""
+    return hashlib.sha256(op_name.encode() + b"\0" + op).digest()
+
+
+def _remembered(batch: Batch, request_id: str, fingerprint: bytes) -> Result | None:
+    """The first outcome of a request id seen before, if it is still remembered.
+
+    A request id reused for a different operation is a client bug: refusing it beats
+    answering with the outcome of another write.
+    """
     if not request_id:
         return None
     raw = batch.get("requests", request_id.encode())
     if raw is None:
         return None
-    return Result.FromString(record_pb2.RequestRecord.FromString(raw).result)
+    record = record_pb2.RequestRecord.FromString(raw)
+    if record.fingerprint != fingerprint:
+        return Result(
+            code=Result.INVALID_ARGUMENT,
+            message=(
+                f"request_id {request_id!r} was already used for a different request "
+                f"(applied at revision {record.index})"
+            ),
+        )
+    return Result.FromString(record.result)
 
 
 def _forget_old_requests(batch: Batch, index: int) -> None:

@@ -137,11 +137,13 @@ class Result(_message.Message):
         FAILED_PRECONDITION: _ClassVar[Result.Code]
         INVALID_ARGUMENT: _ClassVar[Result.Code]
         INTERNAL: _ClassVar[Result.Code]
+        OUTCOME_UNKNOWN: _ClassVar[Result.Code]
     OK: Result.Code
     NOT_FOUND: Result.Code
     FAILED_PRECONDITION: Result.Code
     INVALID_ARGUMENT: Result.Code
     INTERNAL: Result.Code
+    OUTCOME_UNKNOWN: Result.Code
     CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]

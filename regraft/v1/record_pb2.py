@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17regraft/v1/record.proto\x12\nregraft.v1\"\x87\x02\n\x0eManifestRecord\x12\x12\n\nmedia_type\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\x0c\x12\x0f\n\x07subject\x18\x03 \x01(\t\x12\x15\n\rartifact_type\x18\x04 \x01(\t\x12@\n\x0b\x61nnotations\x18\x05 \x03(\x0b\x32+.regraft.v1.ManifestRecord.AnnotationsEntry\x12\r\n\x05\x62lobs\x18\x06 \x03(\t\x12\x11\n\tmanifests\x18\x07 \x03(\t\x12\x10\n\x08revision\x18\x08 \x01(\x04\x1a\x32\n\x10\x41nnotationsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"@\n\nBlobRecord\x12\x0c\n\x04size\x18\x01 \x01(\x04\x12\x12\n\nmedia_type\x18\x02 \x01(\t\x12\x10\n\x08revision\x18\x03 \x01(\x04\".\n\rRequestRecord\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0e\n\x06result\x18\x02 \x01(\x0c\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17regraft/v1/record.proto\x12\nregraft.v1\"\x87\x02\n\x0eManifestRecord\x12\x12\n\nmedia_type\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\x0c\x12\x0f\n\x07subject\x18\x03 \x01(\t\x12\x15\n\rartifact_type\x18\x04 \x01(\t\x12@\n\x0b\x61nnotations\x18\x05 \x03(\x0b\x32+.regraft.v1.ManifestRecord.AnnotationsEntry\x12\r\n\x05\x62lobs\x18\x06 \x03(\t\x12\x11\n\tmanifests\x18\x07 \x03(\t\x12\x10\n\x08revision\x18\x08 \x01(\x04\x1a\x32\n\x10\x41nnotationsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"@\n\nBlobRecord\x12\x0c\n\x04size\x18\x01 \x01(\x04\x12\x12\n\nmedia_type\x18\x02 \x01(\t\x12\x10\n\x08revision\x18\x03 \x01(\x04\"C\n\rRequestRecord\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0e\n\x06result\x18\x02 \x01(\x0c\x12\x13\n\x0b\x66ingerprint\x18\x03 \x01(\x0c\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,5 +40,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BLOBRECORD']._serialized_start=305
   _globals['_BLOBRECORD']._serialized_end=369
   _globals['_REQUESTRECORD']._serialized_start=371
-  _globals['_REQUESTRECORD']._serialized_end=417
+  _globals['_REQUESTRECORD']._serialized_end=438
 # @@protoc_insertion_point(module_scope)

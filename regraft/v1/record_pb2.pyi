@@ -44,9 +44,11 @@ class BlobRecord(_message.Message):
     def __init__(self, size: _Optional[int] = ..., media_type: _Optional[str] = ..., revision: _Optional[int] = ...) -> None: ...
 
 class RequestRecord(_message.Message):
-    __slots__ = ("index", "result")
+    __slots__ = ("index", "result", "fingerprint")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     index: int
     result: bytes
-    def __init__(self, index: _Optional[int] = ..., result: _Optional[bytes] = ...) -> None: ...
+    fingerprint: bytes
+    def __init__(self, index: _Optional[int] = ..., result: _Optional[bytes] = ..., fingerprint: _Optional[bytes] = ...) -> None: ...

@@ -5,12 +5,14 @@ import json
 import subprocess
 import sys
 import threading
+import time
 
 import grpc
 import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from cluster.client import STALE
+from cluster.service_registry import MAX_WATCHES
 from regraft.v1 import registry_pb2
 from tests.cluster.harness import ROOT, image, push
 
@@ -72,6 +74,12 @@ def test_a_retried_write_applies_once(cluster):
         again = client.put_tag("retry/app", "moving", digest, request_id="req-1")
         assert again.revision == first.revision
         assert "moving" not in client.list_tags("retry/app").tags
+        # The same id for a different write is a client bug: refused, nothing applied.
+        with pytest.raises(grpc.RpcError) as refused:
+            client.put_tag("retry/app", "other", digest, request_id="req-1")
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "req-1" in refused.value.details()
+        assert "other" not in client.list_tags("retry/app").tags
 
 
 def test_referrers(cluster):
@@ -137,6 +145,28 @@ def test_watch_streams_changes_in_order_and_resumes(cluster):
         first = next(iter(resumed))
         resumed.cancel()
         assert first.revision == revisions[2]
+
+
+def test_watch_streams_are_capped_and_never_starve_unary_calls(cluster):
+    """Each stream holds a server thread: past the cap, RESOURCE_EXHAUSTED, not a hang."""
+    replica = cluster.replicas[0]
+    endpoint = replica.endpoint
+    with cluster.client() as client:
+        streams = [client.watch(endpoint=endpoint) for _ in range(MAX_WATCHES)]
+        try:
+            deadline = time.monotonic() + 30
+            while cluster.metric(replica, "regraft_grpc_requests_in_flight") < MAX_WATCHES:
+                assert time.monotonic() < deadline, "the Watch streams never all started"
+                time.sleep(0.1)
+            extra = client.watch(endpoint=endpoint)
+            with pytest.raises(grpc.RpcError) as refused:
+                next(iter(extra))
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert str(MAX_WATCHES) in refused.value.details()
+            assert client.status(endpoint).id
+        finally:
+            for stream in streams:
+                stream.cancel()
 
 
 def test_stale_reads_and_read_your_writes_on_every_replica(cluster):

@@ -55,6 +55,14 @@ BAD_DIGESTS = [
     "sha512:" + "0" * 64,
 ]
 REQUEST_IDS = [""] * 9 + [f"req-{i}" for i in range(6)]
+
+
+def _op(command: command_pb2.Command) -> tuple[str, bytes]:
+    """What a request id stands for: the same operation with the same arguments."""
+    name = command.WhichOneof("op")
+    return name, getattr(command, name).SerializeToString(deterministic=True)
+
+
 ACTORS = ["", "alice", "ci-bot"]
 SIZES = [10, 20]
 
@@ -86,7 +94,8 @@ class Model:
     def __init__(self) -> None:
         self.repos: dict[str, Repo] = {}
         self.events: list[tuple] = []  # (revision, kind, repository, digest, tag, actor)
-        self.requests: dict[str, Result] = {}  # request id -> first result
+        # request id -> its first result and operation
+        self.requests: dict[str, tuple[Result, tuple[str, bytes]]] = {}
 
     def fingerprint(self) -> str:
         """Everything replicated, in a canonical form: equal exactly when the state is."""
@@ -317,11 +326,15 @@ class RegistryMachine(RuleBasedStateMachine):
         before, hash_before = self.model.fingerprint(), self._hash_b()
         rid = command.request_id
         if rid and rid in self.model.requests:
-            first = self.model.requests[rid]
+            first, first_op = self.model.requests[rid]
             result = self._propose(command)
-            assert result == first, "a retried request must get its first result"
-            assert result.revision < self.index
-            assert self._hash_b() == hash_before, "a retried request changed the state"
+            if _op(command) == first_op:
+                assert result == first, "a retried request must get its first result"
+                assert result.revision < self.index
+            else:
+                assert result.code == command_pb2.Result.INVALID_ARGUMENT, result
+                assert rid in result.message and "different request" in result.message
+            assert self._hash_b() == hash_before, "a retried or reused request changed the state"
             return result
         want = expect(self.model, self.index + 1, command.actor)
         result = self._propose(command)
@@ -339,7 +352,7 @@ class RegistryMachine(RuleBasedStateMachine):
         else:
             assert result.message
         if rid:
-            self.model.requests[rid] = result
+            self.model.requests[rid] = (result, _op(command))
         changed = self.model.fingerprint() != before
         hash_after = self._hash_b()
         assert (hash_after != hash_before) == changed, (
@@ -637,10 +650,11 @@ class RegistryMachine(RuleBasedStateMachine):
                 command = command_pb2.Command.FromString(raw)
             except DecodeError:
                 continue
-            if command.request_id and command.WhichOneof("op"):
+            first = self.model.requests.get(command.request_id)
+            if first and command.WhichOneof("op") and first[1] == _op(command):
                 candidates.append(command)
         command = data.draw(st.sampled_from(candidates), label="retried")
-        first = self.model.requests[command.request_id]
+        first, _ = self.model.requests[command.request_id]
         before, hash_before = self.model.fingerprint(), self._hash_b()
         result = self._propose(command)
         assert result == first
@@ -658,7 +672,8 @@ class RegistryMachine(RuleBasedStateMachine):
         )
         before, hash_before = self.model.fingerprint(), self._hash_b()
         result = self._apply(payload, index)
-        assert result.code == OK
+        assert result.code == command_pb2.Result.OUTCOME_UNKNOWN
+        assert str(index) in result.message
         assert result.revision == self.index
         assert self.batch_a.revision == self.index
         assert self._hash_b() == hash_before

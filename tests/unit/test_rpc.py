@@ -86,6 +86,11 @@ def test_a_compacted_watch_revision_is_out_of_range_with_the_oldest_one():
     assert "5" in details and "120" in details
 
 
+def test_a_full_watch_limit_is_resource_exhausted():
+    code, details, _ = status_of(rpc.Exhausted("32 Watch streams"), streaming=True)
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "32 Watch streams" in details
+
+
 def test_a_bug_is_internal_not_a_crash():
     code, details, _ = status_of(KeyError("boom"))
     assert code == grpc.StatusCode.INTERNAL and "boom" in details

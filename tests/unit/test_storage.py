@@ -575,6 +575,28 @@ def test_an_older_snapshot_never_rolls_back(make_replica, tmp_path):
     assert after["revision"] == header["revision"] + 1
 
 
+@pytest.mark.parametrize("left", [".new", ".old"])
+def test_a_crash_inside_replace_is_finished_at_open(make_replica, tmp_path, left):
+    """replace() swaps directories with two renames; a crash between them loses nothing.
+
+    With the staged state left (".new") the install completes; with only the retired
+    one (".old") the previous state comes back.
+    """
+    kept = make_replica("kept")
+    _populate(kept)
+    expected = _dump(kept.store)
+    kept.store.close()
+    path = str(tmp_path / "kept")
+    os.replace(path, path + left)
+
+    reopened = Replica(path)
+    try:
+        assert _dump(reopened.store) == expected
+        assert not os.path.exists(path + left)
+    finally:
+        reopened.store.close()
+
+
 # -- format and growth --------------------------------------------------------------
 
 

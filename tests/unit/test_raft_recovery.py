@@ -1,0 +1,112 @@
+"""A replica restarting from what a crash left on disk: its journal, snapshot and LMDB.
+
+One Raft member in this process (a single-member cluster on a free loopback port):
+enough to see what start-up makes of the files, without a cluster.
+"""
+
+import os
+import time
+
+import pytest
+
+from cluster.raft import Raft, RaftSettings, _encode_entry
+from regraft.v1 import command_pb2
+from storage import snapshot
+from storage.db import Store
+from tests.cluster.harness import free_port
+
+BARRIER = command_pb2.Command(barrier=command_pb2.BarrierOp()).SerializeToString()
+
+
+def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Member:
+    """A single-member Raft over its own store in `directory`; close() stops both."""
+
+    def __init__(self, directory: str) -> None:
+        self.store = Store(os.path.join(directory, "db"), map_size=64 << 20)
+        settings = RaftSettings(
+            address=f"127.0.0.1:{free_port()}", peers=[], data_dir=directory, secret=None
+        )
+        self.raft = Raft(settings, self.store)
+
+    def write(self, count: int) -> None:
+        wait_for(self.raft._isLeader, what="leadership")
+        for _ in range(count):
+            self.raft.propose(BARRIER, timeout=10.0).result(15.0)
+
+    def close(self) -> None:
+        self.raft.close()
+        self.store.close()
+
+
+@pytest.fixture
+def member(tmp_path):
+    made = []
+
+    def make() -> Member:
+        m = Member(str(tmp_path))
+        made.append(m)
+        return m
+
+    yield make
+    for m in made:
+        m.close()
+
+
+def test_a_snapshot_newer_than_the_journal_start_keeps_the_later_entries(member, tmp_path):
+    """A crash between writing a snapshot and trimming the journal loses nothing.
+
+    PySyncObj clears a journal whose first entries are not the snapshot's: the entries
+    after the snapshot (acknowledged ones among them) would be gone.
+    """
+    first = member()
+    first.write(30)
+    entries = list(first.raft.journal)
+    last_index = entries[-1][1]
+    first.close()
+
+    # What the crash leaves: a snapshot at `cut`, the journal still from its start.
+    cut = next(i for i, entry in enumerate(entries) if entry[1] == last_index - 10)
+    header = {
+        "raft_index": entries[cut][1],
+        "raft_term": entries[cut][2],
+        "last_entry": _encode_entry(entries[cut]),
+        "previous_entry": _encode_entry(entries[cut - 1]),
+        "nodes": [],
+    }
+    store = Store(str(tmp_path / "db"), map_size=64 << 20)
+    with store.read() as view:
+        snapshot.write(store, view, str(tmp_path / "raft.snapshot"), header)
+    store.close()
+
+    second = member()
+    wait_for(lambda: second.raft.status().get("last_log_index"), what="a status")
+    indexes = [entry[1] for entry in second.raft.journal]
+    assert indexes[0] == entries[cut - 1][1], "the journal should start at the snapshot"
+    assert set(range(entries[cut][1], last_index + 1)) <= set(indexes), (
+        f"entries after the snapshot were dropped: the journal holds {indexes}"
+    )
+    second.write(1)
+    assert second.store.revision > last_index
+
+
+def test_an_unreadable_snapshot_at_start_up_is_fatal(member, tmp_path):
+    """Going on without it would leave a log that starts after what LMDB holds."""
+    first = member()
+    first.write(3)
+    first.close()
+    with open(tmp_path / "raft.snapshot", "wb") as f:
+        f.write(b"REGRAFT-SNAP-v1\n" + b"\0" * 100)
+
+    second = member()
+    error = wait_for(lambda: second.raft.fatal_error, what="the fatal error")
+    assert "raft.snapshot" in error and "checksum" in error

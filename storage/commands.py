@@ -8,7 +8,7 @@ anything is proposed, so a bad request never reaches the log.
 
 import re
 
-from regraft.v1 import command_pb2, registry_pb2
+from regraft.v1 import command_pb2, record_pb2, registry_pb2
 from storage import manifest, names
 from storage.errors import InvalidArgument
 
@@ -159,3 +159,31 @@ def mount_blob(request: registry_pb2.MountBlobRequest, actor: str = "") -> Comma
 def barrier() -> Command:
     """The no-op a linearizable read commits to prove this replica's state is current."""
     return Command(barrier=command_pb2.BarrierOp())
+
+
+# -- members ------------------------------------------------------------------------
+
+
+def add_member(member_id: str, raft_address: str, grpc_address: str) -> Command:
+    """A new member, recorded as a learner (storage/members.py)."""
+    member = record_pb2.MemberRecord(
+        id=names.validate_member_id(member_id),
+        raft_address=_address(raft_address, "raft_address"),
+        grpc_address=_address(grpc_address, "grpc_address"),
+    )
+    return Command(add_member=command_pb2.AddMemberOp(member=member))
+
+
+def seed_members(members: list[record_pb2.MemberRecord], cluster_id: str = "") -> Command:
+    return Command(seed_members=command_pb2.SeedMembersOp(members=members, cluster_id=cluster_id))
+
+
+def set_member_role(member_id: str, current: int, new: int) -> Command:
+    op = command_pb2.SetMemberRoleOp(id=names.validate_member_id(member_id), to=new)
+    setattr(op, "from", current)
+    return Command(set_member_role=op)
+
+
+def _address(address: str, field: str) -> str:
+    names.split_address(address, field)
+    return address

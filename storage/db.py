@@ -36,11 +36,14 @@ DATABASES = (
     "events",  # revision + sequence -> Event
     "requests",  # request id -> RequestRecord
     "request_log",  # index + request id -> b""
+    "members",  # member id -> MemberRecord
 )
 
 _APPLIED = b"applied_index"
 _HASH = b"state_hash"
 _FORMAT = b"format_version"
+# Which cluster this state belongs to: not registry state, so outside the state hash.
+_CLUSTER_ID = b"cluster_id"
 _MODULUS = 1 << 256
 
 
@@ -130,6 +133,25 @@ class View:
         raw = self.txn.get(_HASH)
         return raw.hex() if raw else "0" * 64
 
+    @property
+    def cluster_id(self) -> str:
+        """The identity of the cluster this state belongs to: set by the first leader
+        (storage/members.seed), and anew by a restore (cluster/backup.py)."""
+        raw = self.txn.get(_CLUSTER_ID)
+        return raw.decode() if raw else ""
+
+    @property
+    def format_version(self) -> int:
+        return keys.read_u64(self.txn.get(_FORMAT))
+
+    def recompute_state_hash(self) -> str:
+        """The state hash computed from every record: checks the stored one (a backup)."""
+        total = 0
+        for db in self._dbs:
+            for key, value in self.cursor(db):
+                total += _record_hash(db, key, value)
+        return (total % _MODULUS).to_bytes(32, "big").hex()
+
 
 class Batch(View):
     """The write transaction the apply thread fills with one or more log entries."""
@@ -182,6 +204,9 @@ class Batch(View):
 
     def set_revision(self, index: int) -> None:
         self.txn.put(_APPLIED, keys.u64(index))
+
+    def set_cluster_id(self, cluster_id: str) -> None:
+        self.txn.put(_CLUSTER_ID, cluster_id.encode())
 
     def commit(self) -> None:
         self.txn.put(_HASH, (self._hash % _MODULUS).to_bytes(32, "big"))

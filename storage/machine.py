@@ -16,7 +16,7 @@ import lmdb
 from google.protobuf.message import DecodeError
 
 from regraft.v1 import command_pb2, record_pb2
-from storage import keys, registry
+from storage import keys, members, registry
 from storage.db import Batch
 from storage.errors import FailedPrecondition, NotFound, RegistryError
 
@@ -41,6 +41,9 @@ _OPERATIONS = {
     "unlink_blob": registry.unlink_blob,
     "mount_blob": registry.mount_blob,
     "barrier": lambda change, op: Result(),
+    "seed_members": members.seed,
+    "add_member": members.add,
+    "set_member_role": members.set_role,
 }
 
 _CODES = {NotFound: Result.NOT_FOUND, FailedPrecondition: Result.FAILED_PRECONDITION}

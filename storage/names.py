@@ -141,6 +141,31 @@ def compute_digest(content: bytes, algorithm: str = "sha256") -> str:
     return f"{algorithm}:{hashlib.new(algorithm, content).hexdigest()}"
 
 
+_MEMBER_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+_HOST_RE = re.compile(r"\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]{1,253}")
+
+
+def validate_member_id(member_id: str, field: str = "id") -> str:
+    """A replica id: letters, digits, '.', '_', '-', at most 63, starting alphanumeric."""
+    _require_str(member_id, field)
+    if not _MEMBER_ID_RE.fullmatch(member_id):
+        raise InvalidArgument(
+            field,
+            f"{quote(member_id)} is not a replica id (letters, digits, '.', '_', '-', "
+            "at most 63 characters, starting with a letter or digit)",
+        )
+    return member_id
+
+
+def split_address(address: str, field: str = "address") -> tuple[str, int]:
+    """host:port (an IPv6 host in brackets) -> (host, port)."""
+    _require_str(address, field)
+    host, sep, port = address.rpartition(":")
+    if not (sep and _HOST_RE.fullmatch(host) and port.isdigit() and 0 < int(port) < 65536):
+        raise InvalidArgument(field, f"{quote(address)} is not host:port")
+    return host.strip("[]"), int(port)
+
+
 def validate_page_size(n: int, field: str = "n") -> int:
     """Turn a requested page size into the one to use: 0 means the server default.
 

@@ -20,7 +20,11 @@ from typing import Any
 from storage.db import Store, View
 from storage.files import fsync_dir
 
-MAGIC = b"REGRAFT-SNAP-v1\n"
+# The magic carries the file format's version: a file from a newer regraft is refused
+# by name rather than misread.
+FORMAT_VERSION = 1
+_MAGIC_PREFIX = b"REGRAFT-SNAP-v"
+MAGIC = _MAGIC_PREFIX + b"%d\n" % FORMAT_VERSION
 _LEN = struct.Struct("<I")
 _TRAILER = struct.Struct("<Q32s")
 _CHUNK = 1 << 20
@@ -59,10 +63,9 @@ def read_header(path: str) -> tuple[dict[str, Any], int, int]:
         raise SnapshotError(f"{path}: no such file") from None
     try:
         size = os.fstat(fd).st_size
+        _check_magic(path, os.pread(fd, 32, 0))
         if size < len(MAGIC) + _LEN.size + _TRAILER.size:
             raise SnapshotError(f"{path}: too short to be a snapshot ({size} bytes)")
-        if os.pread(fd, len(MAGIC), 0) != MAGIC:
-            raise SnapshotError(f"{path}: not a regraft snapshot (bad magic)")
         db_length, expected = _TRAILER.unpack(os.pread(fd, _TRAILER.size, size - _TRAILER.size))
         body = size - _TRAILER.size
         if _sha256(fd, body) != expected:
@@ -79,6 +82,19 @@ def read_header(path: str) -> tuple[dict[str, Any], int, int]:
         return header, db_start, db_length
     finally:
         os.close(fd)
+
+
+def _check_magic(path: str, head: bytes) -> None:
+    if head.startswith(MAGIC):
+        return
+    line = head.split(b"\n", 1)[0]
+    version = line[len(_MAGIC_PREFIX) :]
+    if line.startswith(_MAGIC_PREFIX) and version.isdigit() and int(version) > FORMAT_VERSION:
+        raise SnapshotError(
+            f"{path}: snapshot format version {int(version)} is newer than this regraft "
+            f"reads ({FORMAT_VERSION}): use a newer regraft"
+        )
+    raise SnapshotError(f"{path}: not a regraft snapshot or backup (bad magic)")
 
 
 def extract(path: str, db_start: int, db_length: int, out: str) -> None:

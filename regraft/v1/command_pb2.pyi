@@ -1,3 +1,4 @@
+from regraft.v1 import record_pb2 as _record_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -8,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Command(_message.Message):
-    __slots__ = ("request_id", "actor", "put_manifest", "delete_manifest", "put_tag", "delete_tag", "link_blob", "unlink_blob", "mount_blob", "barrier")
+    __slots__ = ("request_id", "actor", "put_manifest", "delete_manifest", "put_tag", "delete_tag", "link_blob", "unlink_blob", "mount_blob", "barrier", "seed_members", "add_member", "set_member_role")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     ACTOR_FIELD_NUMBER: _ClassVar[int]
     PUT_MANIFEST_FIELD_NUMBER: _ClassVar[int]
@@ -19,6 +20,9 @@ class Command(_message.Message):
     UNLINK_BLOB_FIELD_NUMBER: _ClassVar[int]
     MOUNT_BLOB_FIELD_NUMBER: _ClassVar[int]
     BARRIER_FIELD_NUMBER: _ClassVar[int]
+    SEED_MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    ADD_MEMBER_FIELD_NUMBER: _ClassVar[int]
+    SET_MEMBER_ROLE_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     actor: str
     put_manifest: PutManifestOp
@@ -29,7 +33,10 @@ class Command(_message.Message):
     unlink_blob: UnlinkBlobOp
     mount_blob: MountBlobOp
     barrier: BarrierOp
-    def __init__(self, request_id: _Optional[str] = ..., actor: _Optional[str] = ..., put_manifest: _Optional[_Union[PutManifestOp, _Mapping]] = ..., delete_manifest: _Optional[_Union[DeleteManifestOp, _Mapping]] = ..., put_tag: _Optional[_Union[PutTagOp, _Mapping]] = ..., delete_tag: _Optional[_Union[DeleteTagOp, _Mapping]] = ..., link_blob: _Optional[_Union[LinkBlobOp, _Mapping]] = ..., unlink_blob: _Optional[_Union[UnlinkBlobOp, _Mapping]] = ..., mount_blob: _Optional[_Union[MountBlobOp, _Mapping]] = ..., barrier: _Optional[_Union[BarrierOp, _Mapping]] = ...) -> None: ...
+    seed_members: SeedMembersOp
+    add_member: AddMemberOp
+    set_member_role: SetMemberRoleOp
+    def __init__(self, request_id: _Optional[str] = ..., actor: _Optional[str] = ..., put_manifest: _Optional[_Union[PutManifestOp, _Mapping]] = ..., delete_manifest: _Optional[_Union[DeleteManifestOp, _Mapping]] = ..., put_tag: _Optional[_Union[PutTagOp, _Mapping]] = ..., delete_tag: _Optional[_Union[DeleteTagOp, _Mapping]] = ..., link_blob: _Optional[_Union[LinkBlobOp, _Mapping]] = ..., unlink_blob: _Optional[_Union[UnlinkBlobOp, _Mapping]] = ..., mount_blob: _Optional[_Union[MountBlobOp, _Mapping]] = ..., barrier: _Optional[_Union[BarrierOp, _Mapping]] = ..., seed_members: _Optional[_Union[SeedMembersOp, _Mapping]] = ..., add_member: _Optional[_Union[AddMemberOp, _Mapping]] = ..., set_member_role: _Optional[_Union[SetMemberRoleOp, _Mapping]] = ...) -> None: ...
 
 class PutManifestOp(_message.Message):
     __slots__ = ("repository", "digest", "media_type", "content", "tag", "blobs", "manifests", "subject", "artifact_type", "annotations")
@@ -127,6 +134,29 @@ class MountBlobOp(_message.Message):
 class BarrierOp(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class SeedMembersOp(_message.Message):
+    __slots__ = ("members", "cluster_id")
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    members: _containers.RepeatedCompositeFieldContainer[_record_pb2.MemberRecord]
+    cluster_id: str
+    def __init__(self, members: _Optional[_Iterable[_Union[_record_pb2.MemberRecord, _Mapping]]] = ..., cluster_id: _Optional[str] = ...) -> None: ...
+
+class AddMemberOp(_message.Message):
+    __slots__ = ("member",)
+    MEMBER_FIELD_NUMBER: _ClassVar[int]
+    member: _record_pb2.MemberRecord
+    def __init__(self, member: _Optional[_Union[_record_pb2.MemberRecord, _Mapping]] = ...) -> None: ...
+
+class SetMemberRoleOp(_message.Message):
+    __slots__ = ("id", "to")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    FROM_FIELD_NUMBER: _ClassVar[int]
+    TO_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    to: _record_pb2.MemberRecord.Role
+    def __init__(self, id: _Optional[str] = ..., to: _Optional[_Union[_record_pb2.MemberRecord.Role, str]] = ..., **kwargs) -> None: ...
 
 class Result(_message.Message):
     __slots__ = ("code", "message", "revision", "digest", "previous_digest", "deleted_tags", "size", "media_type", "oci_code")

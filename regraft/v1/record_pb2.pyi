@@ -1,8 +1,9 @@
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
-from typing import ClassVar as _ClassVar, Optional as _Optional
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -52,3 +53,29 @@ class RequestRecord(_message.Message):
     result: bytes
     fingerprint: bytes
     def __init__(self, index: _Optional[int] = ..., result: _Optional[bytes] = ..., fingerprint: _Optional[bytes] = ...) -> None: ...
+
+class MemberRecord(_message.Message):
+    __slots__ = ("id", "raft_address", "grpc_address", "role", "added_at")
+    class Role(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        ROLE_UNSPECIFIED: _ClassVar[MemberRecord.Role]
+        LEARNER: _ClassVar[MemberRecord.Role]
+        PROMOTING: _ClassVar[MemberRecord.Role]
+        VOTER: _ClassVar[MemberRecord.Role]
+        REMOVING: _ClassVar[MemberRecord.Role]
+    ROLE_UNSPECIFIED: MemberRecord.Role
+    LEARNER: MemberRecord.Role
+    PROMOTING: MemberRecord.Role
+    VOTER: MemberRecord.Role
+    REMOVING: MemberRecord.Role
+    ID_FIELD_NUMBER: _ClassVar[int]
+    RAFT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    GRPC_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    ADDED_AT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    raft_address: str
+    grpc_address: str
+    role: MemberRecord.Role
+    added_at: int
+    def __init__(self, id: _Optional[str] = ..., raft_address: _Optional[str] = ..., grpc_address: _Optional[str] = ..., role: _Optional[_Union[MemberRecord.Role, str]] = ..., added_at: _Optional[int] = ...) -> None: ...

@@ -1,0 +1,98 @@
+"""The replicated member table: who is in the cluster, at which addresses, in which role.
+
+Raft (PySyncObj) knows its voters by Raft address only, and applies a voter change
+outside this state machine. The table adds what operators and front-ends need (ids,
+gRPC addresses, learners) and turns each change into compare-and-set steps on a
+member's role (LEARNER -> PROMOTING -> VOTER, VOTER -> REMOVING -> gone), so that a
+change interrupted half-way is visible, and a second change is refused meanwhile.
+"""
+
+from regraft.v1 import command_pb2, record_pb2
+from storage.db import View
+from storage.errors import FailedPrecondition, NotFound
+
+Member = record_pb2.MemberRecord
+Role = Member.Role
+PENDING = (Role.PROMOTING, Role.REMOVING)
+
+
+def role_name(role: int) -> str:
+    return Role.Name(role)
+
+
+def members(view: View) -> list[Member]:
+    """Every member, in id order."""
+    return [Member.FromString(value) for _, value in view.scan("members", b"")]
+
+
+def get(view: View, member_id: str) -> Member | None:
+    raw = view.get("members", member_id.encode())
+    return Member.FromString(raw) if raw is not None else None
+
+
+def pending(view: View) -> Member | None:
+    """The member whose change is in progress, if any."""
+    return next((m for m in members(view) if m.role in PENDING), None)
+
+
+def seed(change, op: command_pb2.SeedMembersOp) -> command_pb2.Result:
+    """Record the configured members once, and name the cluster: the first leader does."""
+    if op.cluster_id and not change.batch.cluster_id:
+        change.batch.set_cluster_id(op.cluster_id)
+    if members(change.batch):
+        return command_pb2.Result(message="members already recorded")
+    for member in op.members:
+        _put(change.batch, member)
+    return command_pb2.Result()
+
+
+def add(change, op: command_pb2.AddMemberOp) -> command_pb2.Result:
+    batch, new = change.batch, op.member
+    _refuse_while_pending(batch, f"add {new.id!r}")
+    for member in members(batch):
+        for what, mine, theirs in [
+            ("id", new.id, member.id),
+            ("raft_address", new.raft_address, member.raft_address),
+            ("grpc_address", new.grpc_address, member.grpc_address),
+        ]:
+            if mine == theirs:
+                raise FailedPrecondition(
+                    "MEMBER_EXISTS", f"member {member.id!r} already has {what} {mine!r}"
+                )
+    _put(batch, Member(id=new.id, raft_address=new.raft_address, grpc_address=new.grpc_address,
+                       role=Role.LEARNER, added_at=change.revision))  # fmt: skip
+    return command_pb2.Result()
+
+
+def set_role(change, op: command_pb2.SetMemberRoleOp) -> command_pb2.Result:
+    batch = change.batch
+    member = get(batch, op.id)
+    if member is None:
+        raise NotFound("MEMBER_UNKNOWN", f"no member {op.id!r}")
+    if member.role != getattr(op, "from"):
+        raise FailedPrecondition(
+            "MEMBER_ROLE_CHANGED",
+            f"member {op.id!r} is {role_name(member.role)}, not {role_name(getattr(op, 'from'))}",
+        )
+    if op.to in PENDING:
+        _refuse_while_pending(batch, f"start changing {op.id!r}")
+    if op.to == Role.ROLE_UNSPECIFIED:
+        batch.delete("members", op.id.encode())
+    else:
+        member.role = op.to
+        _put(batch, member)
+    return command_pb2.Result()
+
+
+def _refuse_while_pending(batch, what: str) -> None:
+    busy = pending(batch)
+    if busy is not None:
+        raise FailedPrecondition(
+            "MEMBER_CHANGE_IN_PROGRESS",
+            f"cannot {what}: member {busy.id!r} is {role_name(busy.role)}; one membership "
+            "change at a time (finish it by running the same promote or remove again)",
+        )
+
+
+def _put(batch, member: Member) -> None:
+    batch.put("members", member.id.encode(), member.SerializeToString(deterministic=True))

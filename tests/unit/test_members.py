@@ -1,0 +1,109 @@
+"""The replicated member table: one change at a time, compare-and-set roles, validation."""
+
+import pytest
+
+from regraft.v1 import command_pb2
+from storage import commands, members
+from storage.errors import InvalidArgument
+from storage.members import Member, Role
+from tests.unit.test_storage import Replica
+
+OK = command_pb2.Result.OK
+REFUSED = command_pb2.Result.FAILED_PRECONDITION
+
+
+@pytest.fixture
+def replica(tmp_path):
+    r = Replica(str(tmp_path / "db"))
+    r.ok(commands.seed_members([voter("r1", 1), voter("r2", 2), voter("r3", 3)]))
+    yield r
+    r.store.close()
+
+
+def voter(member_id: str, n: int) -> Member:
+    return Member(
+        id=member_id,
+        raft_address=f"10.0.0.{n}:7410",
+        grpc_address=f"10.0.0.{n}:7400",
+        role=Role.VOTER,
+    )
+
+
+def table(replica) -> dict[str, int]:
+    with replica.store.read() as view:
+        return {m.id: m.role for m in members.members(view)}
+
+
+def test_seeding_happens_once(replica):
+    [result] = replica.ok(commands.seed_members([voter("x", 9)]))
+    assert "already" in result.message
+    assert table(replica) == {"r1": Role.VOTER, "r2": Role.VOTER, "r3": Role.VOTER}
+
+
+def test_a_member_joins_as_a_learner_and_is_promoted_step_by_step(replica):
+    [added] = replica.ok(commands.add_member("r4", "10.0.0.4:7410", "10.0.0.4:7400"))
+    with replica.store.read() as view:
+        assert members.get(view, "r4").added_at == added.revision
+    assert table(replica)["r4"] == Role.LEARNER
+    replica.ok(commands.set_member_role("r4", Role.LEARNER, Role.PROMOTING))
+    replica.ok(commands.set_member_role("r4", Role.PROMOTING, Role.VOTER))
+    assert table(replica)["r4"] == Role.VOTER
+    replica.ok(commands.set_member_role("r4", Role.VOTER, Role.REMOVING))
+    replica.ok(commands.set_member_role("r4", Role.REMOVING, Role.ROLE_UNSPECIFIED))
+    assert "r4" not in table(replica)
+
+
+def test_one_change_at_a_time(replica):
+    replica.ok(commands.set_member_role("r3", Role.VOTER, Role.REMOVING))
+    before = replica.state_hash()
+    [add, promote] = replica.apply(
+        commands.add_member("r4", "10.0.0.4:7410", "10.0.0.4:7400"),
+        commands.set_member_role("r2", Role.VOTER, Role.REMOVING),
+    )
+    for result in (add, promote):
+        assert result.code == REFUSED
+        assert "MEMBER_CHANGE_IN_PROGRESS" in result.oci_code
+        assert "'r3' is REMOVING" in result.message
+    assert replica.state_hash() == before
+    # Finishing the change in progress is allowed, and then the next one may start.
+    replica.ok(commands.set_member_role("r3", Role.REMOVING, Role.ROLE_UNSPECIFIED))
+    replica.ok(commands.add_member("r4", "10.0.0.4:7410", "10.0.0.4:7400"))
+
+
+def test_roles_change_only_from_the_expected_one(replica):
+    [result] = replica.apply(commands.set_member_role("r1", Role.LEARNER, Role.PROMOTING))
+    assert result.code == REFUSED and "'r1' is VOTER, not LEARNER" in result.message
+    [result] = replica.apply(commands.set_member_role("r9", Role.VOTER, Role.REMOVING))
+    assert result.code == command_pb2.Result.NOT_FOUND and "r9" in result.message
+
+
+@pytest.mark.parametrize(
+    ("member_id", "raft", "grpc", "taken"),
+    [
+        ("r1", "10.0.0.9:7410", "10.0.0.9:7400", "id 'r1'"),
+        ("r9", "10.0.0.2:7410", "10.0.0.9:7400", "raft_address '10.0.0.2:7410'"),
+        ("r9", "10.0.0.9:7410", "10.0.0.3:7400", "grpc_address '10.0.0.3:7400'"),
+    ],
+)
+def test_ids_and_addresses_are_unique(replica, member_id, raft, grpc, taken):
+    [result] = replica.apply(commands.add_member(member_id, raft, grpc))
+    assert result.code == REFUSED and taken in result.message
+
+
+@pytest.mark.parametrize(
+    ("member_id", "raft", "grpc", "field"),
+    [
+        ("", "h:1", "h:2", "id"),
+        ("r 4", "h:1", "h:2", "id"),
+        ("-r4", "h:1", "h:2", "id"),
+        ("r" * 64, "h:1", "h:2", "id"),
+        ("r4", "h", "h:2", "raft_address"),
+        ("r4", "h:0", "h:2", "raft_address"),
+        ("r4", "h:1", "h:65536", "grpc_address"),
+        ("r4", "h:1", "bad host:2", "grpc_address"),
+    ],
+)
+def test_bad_members_name_the_field(member_id, raft, grpc, field):
+    with pytest.raises(InvalidArgument) as e:
+        commands.add_member(member_id, raft, grpc)
+    assert e.value.field == field

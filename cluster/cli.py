@@ -4,6 +4,8 @@ regraft serve --config r1.toml          one replica (or all settings as flags)
 regraft up                              a local 3-replica cluster on loopback
 regraft status --endpoints A,B,C        the cluster as a table (--json too)
 regraft bench --endpoints A,B,C         throughput and latency of a running cluster
+regraft backup | restore | emergency-repair   see cluster/cli_recovery.py
+regraft member | leader                 membership: see cluster/cli_members.py
 """
 
 import argparse
@@ -15,14 +17,16 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import grpc
 
+from cluster import cli_members, cli_recovery
 from cluster import config as config_module
-from cluster.config import ConfigError, Peer, ReplicaConfig
-
-DEFAULT_ENDPOINTS = "127.0.0.1:7401,127.0.0.1:7402,127.0.0.1:7403"
+from cluster.config import DEFAULT_ENDPOINTS, ConfigError, Peer, ReplicaConfig
+from cluster.tables import text_table
+from storage.db import FormatError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,10 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     _up_parser(commands)
     _status_parser(commands)
     _bench_parser(commands)
+    cli_recovery.add_parsers(commands)
+    cli_members.add_parsers(commands)
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except ConfigError as e:
+    except (ConfigError, FormatError) as e:
         print(f"regraft {args.command}: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -64,6 +70,11 @@ def _serve_parser(commands) -> None:
     p.add_argument("--insecure", action="store_true", help="no secret: loopback-only test clusters")
     p.add_argument("--snapshot-entries", type=int, help="snapshot after this many entries")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
+    p.add_argument(
+        "--join",
+        action="store_true",
+        help="a new member added with `regraft member add`: start as a learner",
+    )
     p.set_defaults(run=_serve)
 
 
@@ -84,6 +95,8 @@ def _serve(args) -> int:
             setattr(config, key, value)
     if args.insecure:
         config.insecure = True
+    if args.join:
+        config.join = True
     if args.peer:
         config.peers = [config_module.parse_peer(p) for p in args.peer]
     logging.basicConfig(
@@ -92,15 +105,30 @@ def _serve(args) -> int:
     )
     from cluster.replica import Replica  # heavy imports only when serving
 
-    replica = Replica(config)
-    signal.signal(signal.SIGTERM, lambda *_: replica.stop())
-    signal.signal(signal.SIGINT, lambda *_: replica.stop())
-    replica.start()
-    failure = replica.wait()
-    replica.stop()
-    if failure:
-        print(f"regraft: replica {config.id} stopped: {failure}", file=sys.stderr)
-        return 1
+    terminated = threading.Event()
+    running: list[Replica] = []
+
+    def terminate(*_) -> None:
+        terminated.set()
+        for replica in running:
+            replica.request_stop()
+
+    signal.signal(signal.SIGTERM, terminate)
+    signal.signal(signal.SIGINT, terminate)
+    # A learner that was promoted restarts here, as a voter, in the same process.
+    while not terminated.is_set():
+        running[:] = [Replica(config)]
+        replica = running[0]
+        replica.start()
+        if terminated.is_set():
+            replica.request_stop()
+        ending = replica.wait()
+        replica.stop()
+        if ending is None:
+            break
+        print(f"regraft: replica {config.id}: {ending.message}", file=sys.stderr)
+        if not ending.restart:
+            return ending.exit_code
     return 0
 
 
@@ -187,11 +215,20 @@ def _up(args) -> int:
         leader = _wait_for_leader(endpoints.split(","), processes, timeout=30.0)
         print(f"leader: {leader}. Try: regraft status --endpoints {endpoints}")
         print("Ctrl-C stops the cluster.", flush=True)
-        while all(p.poll() is None for p in processes):
+        # A replica removed with `regraft member remove` exits with status 0: the rest
+        # go on. One that fails stops the local cluster.
+        reported: set[str] = set()
+        while any(p.poll() is None for p in processes):
+            for config, process in zip(configs, processes, strict=True):
+                if process.poll() is None or config.id in reported:
+                    continue
+                if process.returncode != 0:
+                    print(f"regraft: replica {config.id} failed; see its log. Stopping.")
+                    return 1
+                print(f"regraft: replica {config.id} stopped (removed, or told to).", flush=True)
+                reported.add(config.id)
             time.sleep(0.5)
-        dead = [c.id for c, p in zip(configs, processes, strict=True) if p.poll() is not None]
-        print(f"regraft: replica {', '.join(dead)} exited; see its log. Stopping.")
-        return 1
+        return 0
     except KeyboardInterrupt:
         print("\nregraft: stopping replicas...")
         return 0
@@ -253,16 +290,8 @@ def _status_parser(commands) -> None:
 def _status(args) -> int:
     from google.protobuf.json_format import MessageToDict
 
-    from cluster.client import Client
-
     endpoints = [e.strip() for e in args.endpoints.split(",") if e.strip()]
-    rows = []
-    with Client(endpoints) as client:
-        for endpoint in endpoints:
-            try:
-                rows.append((endpoint, client.status(endpoint, timeout=args.timeout), None))
-            except grpc.RpcError as e:
-                rows.append((endpoint, None, e.details() or e.code().name))
+    rows = query_members(endpoints, args.timeout)
     if args.json:
         print(
             json.dumps(
@@ -279,7 +308,7 @@ def _status(args) -> int:
             )
         )
     else:
-        print(_status_table(rows))
+        print(status_table(rows))
     problems = status_problems(rows)
     if not args.json:
         for problem in problems:
@@ -289,57 +318,131 @@ def _status(args) -> int:
     return 1 if problems else 0
 
 
-def _status_table(rows) -> str:
-    header = ["ENDPOINT", "ID", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "REVISION", "HASH"]
+# Entries a replica may be behind before it counts as lagging: the same bound as
+# replica.READY_MAX_LAG and the RegraftReplicaLagging alert (deploy/prometheus).
+LAG_LIMIT = 1000
+# Share of the data directory's filesystem in use at which the disk is almost full,
+# as for the RegraftDatabaseNearSizeLimit alert (tests/deploy checks they agree).
+DISK_FULL_FRACTION = 0.9
+_LEADER = 3  # cluster_pb2.LEADER
+
+
+def query_members(endpoints: list[str], timeout: float) -> list[tuple]:
+    """(endpoint, StatusResponse or None, error or None) of the endpoints and every
+    member they name; a member reached under two addresses is listed once."""
+    from cluster.client import Client
+
+    rows, ids, tried, queued = [], set(), set(), list(endpoints)
+    with Client(endpoints) as client:
+        while queued:
+            endpoint = queued.pop(0)
+            if endpoint in tried:
+                continue
+            tried.add(endpoint)
+            try:
+                status = client.status(endpoint, timeout=timeout)
+            except grpc.RpcError as e:
+                rows.append((endpoint, None, e.details() or e.code().name))
+                continue
+            if status.id in ids:
+                continue
+            ids.add(status.id)
+            rows.append((endpoint, status, None))
+            queued += [m.grpc_address for m in status.members if m.id not in ids]
+    return rows
+
+
+def _leader_view(rows):
+    """The leader's StatusResponse, when a reachable replica is the leader."""
+    return next((s for _, s, _ in rows if s is not None and s.role == _LEADER), None)
+
+
+def status_table(rows) -> str:
+    """One line per member; LAG and RAFT (link up or down) are the leader's view."""
+    header = ["ENDPOINT", "ID", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "LAG", "RAFT"]
+    header += ["DISK", "HASH"]
+    leader = _leader_view(rows)
+    seen_by_leader = {m.id: m for m in leader.members} if leader else {}
     lines = [header]
     for endpoint, status, error in rows:
         if status is None:
-            lines.append([endpoint, "-", f"unreachable: {error}", "", "", "", "", "", ""])
+            lines.append([endpoint, "-", f"unreachable: {error}", *[""] * (len(header) - 3)])
             continue
+        member = seen_by_leader.get(status.id)
         lines.append(
             [
                 endpoint,
                 status.id,
-                _role_name(status.role),
+                _role_name(status.role, member),
                 str(status.term),
                 status.leader_id or "-",
                 str(status.commit_index),
                 str(status.applied_index),
-                str(status.revision),
+                str(member.lag) if member else "-",
+                ("up" if member.reachable else "down") if member else "-",
+                f"{_disk_used(status):.0%}" if status.disk_total_bytes else "-",
                 status.state_hash[:12],
             ]
         )
-    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in lines
-    )
+    return text_table(header, lines[1:])
 
 
-def _role_name(role: int) -> str:
-    from regraft.v1 import cluster_pb2
+def _role_name(role: int, member=None) -> str:
+    """Raft's role, or the membership step of a member that is not a plain voter."""
+    from regraft.v1 import cluster_pb2, record_pb2
 
+    voter = record_pb2.MemberRecord.VOTER
+    if member is not None and member.membership not in (voter, 0):
+        return record_pb2.MemberRecord.Role.Name(member.membership).lower()
     return cluster_pb2.Role.Name(role).lower()
+
+
+def _disk_used(status) -> float:
+    return 1 - status.disk_free_bytes / status.disk_total_bytes
+
+
+def _gib(size: int) -> str:
+    return f"{size / (1 << 30):.1f} GiB"
 
 
 def status_problems(rows) -> list[str]:
     """What an operator should know, in words."""
     problems = []
-    live = [(e, s) for e, s, _ in rows if s is not None]
+    live = [s for _, s, _ in rows if s is not None]
     for endpoint, status, error in rows:
         if status is None:
             problems.append(f"{endpoint} is unreachable ({error})")
-    leaders = {s.leader_id for _, s in live if s.leader_id}
+    leaders = {s.leader_id for s in live if s.leader_id}
     if not leaders:
         problems.append("no leader: writes and linearizable reads are unavailable")
     elif len(leaders) > 1:
         problems.append(f"replicas disagree on the leader: {sorted(leaders)}")
-    for _, status in live:
-        if status.role == 3:
-            for member in status.members:
-                if not member.reachable:
-                    problems.append(f"leader cannot reach {member.id} ({member.raft_address})")
-                elif member.lag > 1000:
-                    problems.append(f"{member.id} is {member.lag} entries behind the leader")
+    leader = _leader_view(rows)
+    if leader is not None:
+        if not leader.has_quorum:
+            problems.append(f"leader {leader.id} cannot reach a majority of the members")
+        for member in leader.members:
+            if member.is_self:
+                continue
+            if not member.reachable:
+                problems.append(
+                    f"unreachable member: leader {leader.id} cannot reach "
+                    f"{member.id} ({member.raft_address})"
+                )
+            elif member.lag > LAG_LIMIT:
+                problems.append(f"lagging replica: {member.id} is {member.lag} entries behind")
+    for status in live:
+        unapplied = status.commit_index - status.applied_index
+        if unapplied > LAG_LIMIT:
+            problems.append(
+                f"lagging replica: {status.id} has {unapplied} committed entries not applied"
+            )
+        if status.disk_total_bytes and _disk_used(status) >= DISK_FULL_FRACTION:
+            problems.append(
+                f"disk almost full on {status.id}: {_disk_used(status):.0%} of the "
+                f"filesystem used, {_gib(status.disk_free_bytes)} left for the database "
+                f"({_gib(status.db_used_bytes)} in use)"
+            )
     return problems
 
 

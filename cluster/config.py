@@ -18,6 +18,12 @@ import socket
 import tomllib
 from dataclasses import dataclass, field, fields
 
+from storage import names
+from storage.errors import InvalidArgument
+
+# The gRPC endpoints of `regraft up`'s local cluster: the CLI's default target.
+DEFAULT_ENDPOINTS = "127.0.0.1:7401,127.0.0.1:7402,127.0.0.1:7403"
+
 
 class ConfigError(ValueError):
     """The configuration is incomplete or contradicts itself."""
@@ -40,6 +46,9 @@ class ReplicaConfig:
     secret_file: str = ""
     insecure: bool = False
     peers: list[Peer] = field(default_factory=list)
+    # Added with `regraft member add`: start as a learner until promoted. `peers` then
+    # needs only enough existing members to reach the cluster.
+    join: bool = False
     # Raft timing, in seconds; the defaults suit a loaded 2-core machine.
     tick: float = 0.01
     heartbeat: float = 0.05
@@ -105,10 +114,10 @@ class ReplicaConfig:
 
 
 def split_address(address: str, name: str = "address") -> tuple[str, int]:
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"{name} {address!r} is not host:port")
-    return host.strip("[]"), int(port)
+    try:
+        return names.split_address(address, name)
+    except InvalidArgument as e:
+        raise ConfigError(f"{name} {address!r} is not host:port") from e
 
 
 def is_loopback(host: str) -> bool:

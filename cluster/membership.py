@@ -1,23 +1,345 @@
-"""Who is in the cluster: replica ids, Raft and gRPC addresses.
+"""Who is in the cluster, and changing it one member at a time.
 
-Raft knows members by their Raft address only; front-ends and operators need the id
-and the gRPC address, e.g. to follow an UNAVAILABLE error to the leader.
+Raft (PySyncObj) knows its voters by Raft address only; the replicated member table
+(storage/members.py) adds ids, gRPC addresses and learners. A change is a few steps,
+each a command in the log, so that a change interrupted half-way (a crash, a lost
+leader) is visible in the table and finished by running it again:
+
+    add:      record the member as LEARNER; it starts with `join = true` and receives
+              the log (a snapshot first if the log was compacted) without voting
+    promote:  LEARNER -> PROMOTING, Raft adds the voter, PROMOTING -> VOTER; the
+              learner then restarts its Raft as a voter (cluster/replica.py)
+    remove:   VOTER -> REMOVING, leadership moves away if it leads, Raft removes the
+              voter, the member is deleted; the removed replica stops itself
+
+Every change runs on the leader (elsewhere: UNAVAILABLE with the leader's address).
 """
+
+import contextlib
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import grpc
 
 from cluster.config import Peer, ReplicaConfig
 from cluster.raft import Raft
+from cluster.rpc import Unavailable, propose_within
+from regraft.v1 import cluster_pb2, cluster_pb2_grpc, command_pb2, registry_pb2
+from storage import commands, members
+from storage.db import View
+from storage.errors import FailedPrecondition, NotFound
+from storage.members import Member, Role
+
+log = logging.getLogger(__name__)
+
+# A learner this many entries behind the commit index is not promoted.
+PROMOTE_MAX_LAG = 1000
+_SEED_TIMEOUT = 10.0
+# Roles whose Raft address may be in Raft's voter set.
+MAYBE_VOTING = (Role.VOTER, Role.PROMOTING, Role.REMOVING)
 
 
 class Members:
+    """Addresses and roles of the members, as this replica knows them."""
+
     def __init__(self, config: ReplicaConfig, raft: Raft) -> None:
         self.self_id = config.id
         self._raft = raft
+        self._config = config
         me = Peer(config.id, config.raft_address, config.grpc_address)
-        self._by_raft = {p.raft_address: p for p in [me, *config.peers]}
+        # This replica's own view of addresses comes first (it may reach a peer
+        # through an address other than the one the peer announced).
+        self._configured = {p.raft_address: p for p in [me, *config.peers]}
+
+    def table(self, view: View | None = None) -> list[Member]:
+        """The replicated table (in `view`, else now); before it is seeded, the configuration."""
+        if view is None:
+            with self._raft.store.read() as view:
+                return self.table(view)
+        return members.members(view) or configured_members(self._config)
+
+    def get(self, member_id: str) -> Member | None:
+        return next((m for m in self.table() if m.id == member_id), None)
+
+    def local_raft_address(self, member: Member) -> str:
+        """Where this replica reaches `member` (its configuration may say otherwise)."""
+        for peer in self._configured.values():
+            if peer.id == member.id:
+                return peer.raft_address
+        return member.raft_address
 
     def by_raft_address(self, address: str) -> Peer:
-        return self._by_raft.get(address) or Peer(address, address, "")
+        found = self._configured.get(address)
+        if found is not None:
+            return found
+        for m in self.table():
+            if m.raft_address == address:
+                return Peer(m.id, m.raft_address, m.grpc_address)
+        return Peer(address, address, "")
+
+    def excluded_by_others(self) -> str | None:
+        """A member that knows a leader and whose table lacks this replica, if any."""
+        request = cluster_pb2.ListMembersRequest(
+            read=registry_pb2.ReadOptions(consistency=registry_pb2.STALE)
+        )
+        others = {p.grpc_address for p in self._configured.values()}
+        others |= {m.grpc_address for m in self.table()}
+        for address in sorted(others - {self._config.grpc_address}):
+            try:
+                with grpc.insecure_channel(address) as channel:
+                    listed = cluster_pb2_grpc.ClusterStub(channel).ListMembers(request, timeout=1.0)
+            except grpc.RpcError:
+                continue
+            ids = {m.id for m in listed.members}
+            if any(m.is_leader for m in listed.members) and self.self_id not in ids:
+                return next((m.id for m in listed.members if m.grpc_address == address), address)
+        return None
 
     def leader_grpc_address(self) -> str:
         leader = self._raft.status().get("leader")
         return self.by_raft_address(leader).grpc_address if leader else ""
+
+
+def configured_members(config: ReplicaConfig) -> list[Member]:
+    """The members a configuration names: itself and its peers, all voters."""
+    found = [
+        Member(id=p.id, raft_address=p.raft_address, grpc_address=p.grpc_address, role=Role.VOTER)
+        for p in [Peer(config.id, config.raft_address, config.grpc_address), *config.peers]
+    ]
+    return sorted(found, key=lambda m: m.id)
+
+
+def raft_peers(config: ReplicaConfig, table: list[Member]) -> list[str]:
+    """The Raft addresses to start with: recorded voters, else the configured peers.
+
+    A configured address wins for a member the configuration names, so that a
+    replica keeps reaching a peer the way it was told to.
+    """
+    if not table:
+        return [p.raft_address for p in config.peers]
+    configured = {p.id: p.raft_address for p in config.peers}
+    return [
+        configured.get(m.id, m.raft_address)
+        for m in table
+        if m.role in MAYBE_VOTING and m.id != config.id
+    ]
+
+
+def starts_as_learner(config: ReplicaConfig, table: list[Member]) -> bool:
+    me = next((m for m in table if m.id == config.id), None)
+    if me is None:
+        return config.join
+    return me.role in (Role.LEARNER, Role.PROMOTING)
+
+
+class Changes:
+    """The membership operations of the Cluster service; one at a time per replica."""
+
+    def __init__(self, raft: Raft, members_: Members) -> None:
+        self._raft = raft
+        self._members = members_
+        self._lock = threading.Lock()
+
+    def _propose(self, command: command_pb2.Command, timeout: float) -> command_pb2.Result:
+        return propose_within(self._raft, command, timeout)
+
+    @contextlib.contextmanager
+    def _one_at_a_time(self) -> Iterator[None]:
+        if not self._lock.acquire(blocking=False):
+            raise FailedPrecondition(
+                "MEMBER_CHANGE_IN_PROGRESS", "another membership change is running on this replica"
+            )
+        try:
+            self._require_leader()
+            self.seed(_SEED_TIMEOUT)
+            yield
+        finally:
+            self._lock.release()
+
+    def _require_leader(self) -> None:
+        if self._raft.status().get("state") != 2:
+            raise Unavailable("membership changes run on the leader")
+
+    def seed(self, timeout: float) -> None:
+        """The leader records the configured members, once (storage.members.seed)."""
+        if self._raft.status().get("state") != 2:
+            return
+        with self._raft.store.read() as view:
+            if members.members(view):
+                return
+        self._propose(commands.seed_members(self._members.table(), uuid.uuid4().hex), timeout)
+
+    def add(self, member_id: str, raft_address: str, grpc_address: str, force: bool,
+            timeout: float) -> list[str]:  # fmt: skip
+        command = commands.add_member(member_id, raft_address, grpc_address)
+        with self._one_at_a_time():
+            problem = self._health_problem()
+            if problem and not force:
+                raise FailedPrecondition(
+                    "CLUSTER_UNHEALTHY",
+                    f"refusing to add {member_id!r}: {problem}. A member joining an unhealthy "
+                    "cluster can split it; fix the cluster first, or pass --force",
+                )
+            self._propose(command, timeout)
+        return []
+
+    def promote(self, member_id: str, timeout: float) -> list[str]:
+        with self._one_at_a_time():
+            member = self._require(member_id)
+            if member.role == Role.VOTER:
+                return [f"{member_id!r} is already a voter"]
+            if member.role == Role.REMOVING:
+                raise FailedPrecondition(
+                    "MEMBER_ROLE_CHANGED", f"{member_id!r} is being removed; remove it again"
+                )
+            if member.role == Role.LEARNER:
+                self._require_caught_up(member)
+                self._set_role(member, Role.PROMOTING, timeout)
+            if member.raft_address not in self._voters():
+                self._raft.change_voters(True, member.raft_address, timeout).result(timeout + 1)
+            self._set_role(member, Role.VOTER, timeout)
+        return self._even_warning()
+
+    def remove(self, member_id: str, force: bool, timeout: float) -> list[str]:
+        with self._one_at_a_time():
+            member = self._require(member_id)
+            if member.role == Role.LEARNER:
+                self._set_role(member, Role.ROLE_UNSPECIFIED, timeout)
+                return []
+            if member.role == Role.PROMOTING:
+                raise FailedPrecondition(
+                    "MEMBER_ROLE_CHANGED", f"{member_id!r} is being promoted; promote it again"
+                )
+            if member.role == Role.VOTER:
+                problem = self._quorum_after_removing(member)
+                if problem and not force:
+                    raise FailedPrecondition(
+                        "QUORUM_AT_RISK",
+                        f"refusing to remove {member_id!r}: {problem}; pass --force to remove "
+                        "it anyway",
+                    )
+                self._set_role(member, Role.REMOVING, timeout)
+            if member.raft_address == self._raft.status().get("self"):
+                self._hand_over_leadership(timeout)
+            if member.raft_address in self._voters():
+                self._raft.change_voters(False, member.raft_address, timeout).result(timeout + 1)
+            self._set_role(member, Role.ROLE_UNSPECIFIED, timeout)
+        return self._even_warning()
+
+    def transfer(self, to_id: str, timeout: float) -> str:
+        """Hand leadership to `to_id` (or the most caught-up voter); the new leader's id."""
+        with self._one_at_a_time():
+            target = None
+            if to_id:
+                member = self._require(to_id)
+                if member.role != Role.VOTER:
+                    raise FailedPrecondition(
+                        "NOT_A_VOTER", f"{to_id!r} is {members.role_name(member.role)}, not a voter"
+                    )
+                target = member.raft_address
+            return self._transfer(target, timeout)
+
+    # -- steps --------------------------------------------------------------------------
+
+    def _require(self, member_id: str) -> Member:
+        with self._raft.store.read() as view:
+            member = members.get(view, member_id)
+        if member is None:
+            raise NotFound("MEMBER_UNKNOWN", f"no member {member_id!r} (see regraft member list)")
+        return member
+
+    def _set_role(self, member: Member, role: int, timeout: float) -> None:
+        self._propose(commands.set_member_role(member.id, member.role, role), timeout)
+        member.role = role
+
+    def _voters(self) -> set[str]:
+        status = self._raft.status()
+        return {status["self"], *status["peers"]}
+
+    def _health_problem(self) -> str | None:
+        status = self._raft.status()
+        if not status.get("has_quorum"):
+            return "the leader cannot reach a quorum"
+        down = sorted(self._members.by_raft_address(a).id for a, up in status["peers"].items()
+                      if not up)  # fmt: skip
+        if down:
+            return f"voter(s) {', '.join(down)} unreachable"
+        return None
+
+    def _quorum_after_removing(self, member: Member) -> str | None:
+        status = self._raft.status()
+        remaining = self._voters() - {member.raft_address}
+        if not remaining:
+            return "it is the last voter"
+        up = {status["self"], *(a for a, ok in status["peers"].items() if ok)}
+        reachable = len(remaining & up)
+        if reachable < len(remaining) // 2 + 1:
+            return (
+                f"only {reachable} of the {len(remaining)} voters left would be reachable, "
+                "fewer than a quorum"
+            )
+        return None
+
+    def _require_caught_up(self, member: Member) -> None:
+        commit = self._raft.status()["commit_idx"]
+        try:
+            with grpc.insecure_channel(member.grpc_address) as channel:
+                status = cluster_pb2_grpc.ClusterStub(channel).Status(
+                    cluster_pb2.StatusRequest(), timeout=3.0
+                )
+        except grpc.RpcError as e:
+            raise FailedPrecondition(
+                "LEARNER_UNREACHABLE",
+                f"cannot ask learner {member.id!r} at {member.grpc_address} how far it is: "
+                f"{e.code().name}",
+            ) from None
+        if status.applied_index < member.added_at:
+            raise FailedPrecondition(
+                "LEARNER_BEHIND",
+                f"learner {member.id!r} has applied index {status.applied_index}, not yet the "
+                f"entry that added it ({member.added_at}): it is not receiving the log. Check "
+                "that it runs with --join, the cluster secret, and a peer it can reach",
+            )
+        behind = commit - status.applied_index
+        if behind > PROMOTE_MAX_LAG:
+            raise FailedPrecondition(
+                "LEARNER_BEHIND",
+                f"learner {member.id!r} has applied index {status.applied_index}, {behind} "
+                f"entries behind the commit index {commit} (at most {PROMOTE_MAX_LAG}); "
+                "wait for it to catch up and promote it again",
+            )
+
+    def _hand_over_leadership(self, timeout: float) -> None:
+        """Called on the leader that is being removed: step aside, let the caller retry."""
+        new_leader = self._transfer(None, timeout)
+        raise Unavailable(f"leadership moved to {new_leader}: run the removal there to finish it")
+
+    def _transfer(self, target: str | None, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        status = self._raft.status()
+        if target is not None and target == status["self"]:
+            return self._members.self_id  # already leads
+        before = status["raft_term"]
+        while time.monotonic() < deadline:
+            status = self._raft.status()
+            if status["leader"] != status["self"] and status["raft_term"] > before:
+                if status["leader"] is not None:
+                    return self._members.by_raft_address(status["leader"]).id
+            elif status["state"] == 2 and not self._raft.transfer_leadership(target):
+                log.info("leadership transfer not possible yet: retrying")
+            time.sleep(0.3)
+        raise FailedPrecondition(
+            "TRANSFER_FAILED", f"leadership did not move within {timeout:.0f} s; try again"
+        )
+
+    def _even_warning(self) -> list[str]:
+        voters = sum(1 for m in self._members.table() if m.role == Role.VOTER)
+        if voters % 2 == 0:
+            return [
+                f"{voters} voters tolerate no more failed replicas than {voters - 1} do; "
+                "an odd number is recommended: add or remove one"
+            ]
+        return []

@@ -22,9 +22,10 @@ import heapq
 import itertools
 import logging
 import os
+import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import lmdb
@@ -70,7 +71,8 @@ class ProposalError(Exception):
 class RaftSettings:
     """Timing and storage of one Raft member; defaults suit a loaded 2-core machine."""
 
-    address: str
+    # None: a learner (PySyncObj's read-only node), which receives the log, never votes.
+    address: str | None
     peers: list[str]
     data_dir: str
     secret: str | None
@@ -124,6 +126,7 @@ class Raft(SyncObj):
         self._deadlines: list[tuple[float, int, concurrent.futures.Future]] = []
         self._deadline_lock = threading.Lock()
         self._sequence = itertools.count()
+        self._tick_calls: queue.SimpleQueue = queue.SimpleQueue()
         self._snapshot_state = SERIALIZER_STATE.NOT_SERIALIZING
         self._snapshot_thread: threading.Thread | None = None
         self._snapshot_written: dict | None = None
@@ -173,13 +176,52 @@ class Raft(SyncObj):
         Fails with ProposalError; at `timeout` the outcome is unknown (it may still
         commit), which is why writes carry request ids.
         """
+        future = self._future(timeout)
+        self._apply(data, callback=lambda result, error: self._on_result(future, result, error))
+        self._wake()
+        return future
+
+    def change_voters(self, add: bool, address: str, timeout: float) -> concurrent.futures.Future:
+        """Add or remove one Raft voter (PySyncObj's own log entry); done once committed.
+
+        PySyncObj refuses (ProposalError, definite) while an earlier change is
+        uncommitted; storage/members.py keeps changes one at a time before that.
+        """
+        future = self._future(timeout)
+        change = self.addNodeToCluster if add else self.removeNodeFromCluster
+        change(
+            TCPNode(address), callback=lambda result, error: self._on_result(future, result, error)
+        )
+        self._wake()
+        return future
+
+    def on_tick(self, call: Callable[[], object]) -> concurrent.futures.Future:
+        """Run `call` on the Raft thread (PySyncObj's state is not thread-safe)."""
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self._tick_calls.put((call, future))
+        self._wake()
+        return future
+
+    def transfer_leadership(self, address: str | None) -> bool:
+        """Send TimeoutNow to a caught-up voter (the most caught-up one if None).
+
+        True if it was sent; PySyncObj refuses when the target lags, and the new
+        leader shows in status() only after it won its election.
+        """
+
+        def attempt() -> bool:
+            outcome = []
+            self.transferLeadership(address, callback=lambda _, error: outcome.append(error))
+            return outcome == [FAIL_REASON.SUCCESS]
+
+        return self.on_tick(attempt).result(5.0)
+
+    def _future(self, timeout: float) -> concurrent.futures.Future:
         future: concurrent.futures.Future = concurrent.futures.Future()
         with self._deadline_lock:
             heapq.heappush(
                 self._deadlines, (time.monotonic() + timeout, next(self._sequence), future)
             )
-        self._apply(data, callback=lambda result, error: self._on_result(future, result, error))
-        self._wake()
         return future
 
     def _wake(self) -> None:
@@ -279,6 +321,12 @@ class Raft(SyncObj):
     def _after_tick(self) -> None:
         self.journal.sync()
         self._commit()
+        while not self._tick_calls.empty():
+            call, future = self._tick_calls.get()
+            try:
+                future.set_result(call())
+            except Exception as e:  # handed to the caller
+                future.set_exception(e)
         now = time.monotonic()
         self._expire(now)
         if now - self._status_at > _STATUS_PERIOD:
@@ -303,7 +351,8 @@ class Raft(SyncObj):
             self.leader_changes += 1
         self._last_leader = leader
         status["leader"] = leader
-        status["self"] = status["self"].id
+        status["self"] = status["self"].id if status["self"] is not None else None
+        status["learner"] = status["self"] is None
         status["peers"] = {node.id: self.isNodeConnected(node) for node in self.otherNodes}
         self._status = status
         self._status_at = now
@@ -347,13 +396,7 @@ class Raft(SyncObj):
         reading = contextlib.ExitStack()
         view = reading.enter_context(self.store.read())
         self._snapshot_state = SERIALIZER_STATE.SERIALIZING
-        header = {
-            "raft_index": last[1],
-            "raft_term": last[2],
-            "last_entry": _encode_entry(last),
-            "previous_entry": _encode_entry(previous),
-            "nodes": sorted(node.id for node in nodes),
-        }
+        header = snapshot_header(last, previous, [node.id for node in nodes])
         self._snapshot_thread = threading.Thread(
             target=self._write_snapshot, args=(reading, view, header), name="snapshot", daemon=True
         )
@@ -466,6 +509,22 @@ def _settle(future: concurrent.futures.Future, result=None, error=None) -> None:
             future.set_exception(error)
         else:
             future.set_result(result)
+
+
+def snapshot_header(last: tuple, previous: tuple, nodes: list[str]) -> dict:
+    """The header of a Raft snapshot covering log entries up to `last` (command, index,
+    term), with the cluster's members by Raft address: what _install_snapshot reads.
+
+    PySyncObj makes `nodes` the membership when it loads the snapshot, which is how
+    restore and emergency repair start a replica alone (cluster/datadir.py).
+    """
+    return {
+        "raft_index": last[1],
+        "raft_term": last[2],
+        "last_entry": _encode_entry(last),
+        "previous_entry": _encode_entry(previous),
+        "nodes": sorted(nodes),
+    }
 
 
 def _encode_entry(entry) -> list:

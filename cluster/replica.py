@@ -11,6 +11,8 @@ import fcntl
 import logging
 import os
 import threading
+import time
+from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -18,15 +20,19 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import REGISTRY
 
 from cluster import metrics
+from cluster.backup import BackupSource
 from cluster.config import ConfigError, ReplicaConfig
 from cluster.http import ProbeServer
-from cluster.membership import Members
+from cluster.membership import Changes, Members, raft_peers, starts_as_learner
 from cluster.raft import Raft, RaftSettings
 from cluster.reads import Reads
 from cluster.service_cluster import VERSION, ClusterService
 from cluster.service_registry import RegistryService
 from regraft.v1 import cluster_pb2, cluster_pb2_grpc, registry_pb2, registry_pb2_grpc
+from storage import members
 from storage.db import Store
+from storage.files import write_atomically
+from storage.members import Role
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +40,21 @@ MAX_MESSAGE_BYTES = 16 << 20  # manifests are up to 4 MiB; leave room for the en
 # A replica that is further behind its leader's commit index is not ready.
 READY_MAX_LAG = 1000
 _HEALTH_PERIOD = 0.5
+# In the data directory of a replica that joined as a learner and has been made a voter.
+VOTER_MARKER = "raft.voter"
+# A replica that has heard from no leader for this long asks the others whether it
+# is still a member.
+_REMOVED_AFTER = 5.0
 _HEALTH_SERVICES = ("", "regraft.v1.Registry", "regraft.v1.Cluster")
+
+
+@dataclass
+class Ending:
+    """Why a replica stopped by itself, and what its process should do."""
+
+    message: str
+    exit_code: int
+    restart: bool = False
 
 
 class Replica:
@@ -44,9 +64,15 @@ class Replica:
         os.makedirs(config.data_dir, exist_ok=True)
         self._lock_file = _lock_data_dir(config.data_dir)
         self.store = Store(os.path.join(config.data_dir, "state"))
+        with self.store.read() as view:
+            table = members.members(view)
+        # A replica added with `regraft member add` runs as a learner (PySyncObj's
+        # read-only node) until it is promoted; then it restarts its Raft as a voter.
+        self._voter_marker = os.path.join(config.data_dir, VOTER_MARKER)
+        self.learner = starts_as_learner(config, table) and not os.path.exists(self._voter_marker)
         settings = RaftSettings(
-            address=config.raft_address,
-            peers=[p.raft_address for p in config.peers],
+            address=None if self.learner else config.raft_address,
+            peers=raft_peers(config, table),
             data_dir=config.data_dir,
             secret=config.read_secret(),
             tick=config.tick,
@@ -58,7 +84,11 @@ class Replica:
         )
         self.raft = Raft(settings, self.store)
         self.members = Members(config, self.raft)
-        REGISTRY.register(metrics.ReplicaCollector(self.raft, self.store, self.members, VERSION))
+        self.changes = Changes(self.raft, self.members)
+        self._collector = metrics.ReplicaCollector(self.raft, self.store, self.members, VERSION)
+        REGISTRY.register(self._collector)
+        self._leaderless_since: float | None = None
+        self._stop_requested = threading.Event()
         self.reads = Reads(self.raft)
         self._stopping = threading.Event()
         self.health = health.HealthServicer()
@@ -73,7 +103,13 @@ class Replica:
             ],
             maximum_concurrent_rpcs=1024,
         )
-        cluster_service = ClusterService(self.raft, self.members)
+        cluster_service = ClusterService(
+            self.raft,
+            self.reads,
+            self.members,
+            BackupSource(self.raft, self.reads, config.id),
+            self.changes,
+        )
         registry_pb2_grpc.add_RegistryServicer_to_server(
             RegistryService(self.raft, self.reads, cluster_service.leader_hint), self.server
         )
@@ -109,11 +145,53 @@ class Replica:
             self.config.raft_address,
         )
 
-    def wait(self) -> str | None:
-        """Block until stop() or a fatal error; returns the error, if any."""
-        while not self._stopping.wait(0.5):
+    def request_stop(self) -> None:
+        """Make wait() return; safe in a signal handler (stop() is not)."""
+        self._stop_requested.set()
+
+    def wait(self) -> Ending | None:
+        """Run until request_stop() (None), or until this replica must stop or restart."""
+        while not self._stop_requested.wait(0.5):
             if self.raft.fatal_error:
-                return self.raft.fatal_error
+                return Ending(self.raft.fatal_error, exit_code=1)
+            ending = self._membership_duties()
+            if ending is not None:
+                return ending
+        return None
+
+    def _membership_duties(self) -> Ending | None:
+        """Seed the member table (as leader); notice a promotion or a removal of this one."""
+        try:
+            self.changes.seed(5.0)
+        except Exception as e:  # retried on the next round
+            log.warning("recording the configured members failed: %s", e)
+        me = self.members.get(self.config.id)
+        status = self.raft.status()
+        # Promoted: the table says so, or Raft's voter change reached this learner. The
+        # second can come first, and must be enough: with one voter before, the change
+        # commits only once this replica votes.
+        voting = self.config.raft_address in status.get("peers", {})
+        if self.learner and me is not None and (me.role == Role.VOTER or voting):
+            # Remembered: the table may still say PROMOTING when this replica restarts.
+            write_atomically(self._voter_marker, b"")
+            return Ending("promoted to voter: restarting Raft as a voter", 0, restart=True)
+        with self.store.read() as view:
+            recorded = bool(members.members(view))
+        caught_up = status and status["last_applied"] >= (status.get("leader_commit_idx") or 0)
+        if recorded and me is None and caught_up and status.get("leader") is not None:
+            return Ending("removed from the cluster", 0)
+        # A removed voter hears from no leader again (the others drop its connections),
+        # and may not have applied its own removal: after a while, ask the others.
+        if status.get("leader") is not None:
+            self._leaderless_since = None
+            return None
+        now = time.monotonic()
+        self._leaderless_since = self._leaderless_since or now
+        if now - self._leaderless_since > _REMOVED_AFTER:
+            self._leaderless_since = now
+            witness = self.members.excluded_by_others()
+            if witness:
+                return Ending(f"removed from the cluster (as {witness} sees it)", 0)
         return None
 
     def stop(self, grace: float = 2.0) -> None:
@@ -121,6 +199,7 @@ class Replica:
         if self._stopping.is_set():
             return
         self._stopping.set()
+        self._stop_requested.set()
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
         if self.probes:
@@ -129,6 +208,7 @@ class Replica:
             self._health_thread.join()
         self.raft.close()
         self.store.close()
+        REGISTRY.unregister(self._collector)
         self._lock_file.close()
         log.info("replica %s stopped", self.config.id)
 
@@ -140,22 +220,13 @@ class Replica:
         return None
 
     def not_ready(self) -> str | None:
-        """Why this replica cannot serve consistent reads and writes now, or None."""
+        """Why this replica cannot serve consistent reads and writes now, or None.
+
+        The answer of /readyz and of the gRPC health service.
+        """
         if self._stopping.is_set():
             return "shutting down"
-        status = self.raft.status()
-        if not status:
-            return "starting"
-        if status.get("storage_error"):
-            return f"storage is failing: {status['storage_error']}"
-        if status["leader"] is None:
-            return "no leader known"
-        if not status["has_quorum"]:
-            return "no quorum reachable"
-        behind = (status["leader_commit_idx"] or 0) - status["last_applied"]
-        if behind > READY_MAX_LAG:
-            return f"{behind} entries behind the leader's commit index"
-        return None
+        return self.not_live() or readiness_problem(self.raft.status())
 
     def _watch_health(self) -> None:
         serving = health_pb2.HealthCheckResponse.SERVING
@@ -164,6 +235,25 @@ class Replica:
             state = not_serving if self.not_ready() else serving
             for service in _HEALTH_SERVICES:
                 self.health.set(service, state)
+
+
+def readiness_problem(status: dict) -> str | None:
+    """What keeps a replica with this Raft status (Raft.status()) from being ready."""
+    if not status:
+        return "starting"
+    if status.get("storage_error"):
+        return f"storage is failing: {status['storage_error']}"
+    if status["leader"] is None:
+        return "no leader known"
+    if not status["has_quorum"]:
+        return "no quorum reachable"
+    behind = (status["leader_commit_idx"] or 0) - status["last_applied"]
+    if behind > READY_MAX_LAG:
+        return (
+            f"{behind} entries behind the leader's commit index "
+            f"{status['leader_commit_idx']} (at most {READY_MAX_LAG} allowed)"
+        )
+    return None
 
 
 def _lock_data_dir(path: str):

@@ -68,10 +68,15 @@ def timeout(context: grpc.ServicerContext) -> float:
 
 def propose(raft: Raft, command: command_pb2.Command, context) -> command_pb2.Result:
     """Replicate a command and wait for its result; refusals become exceptions."""
-    wait = timeout(context)
+    return propose_within(raft, command, timeout(context))
+
+
+def propose_within(raft: Raft, command: command_pb2.Command, wait: float) -> command_pb2.Result:
+    """propose() with a timeout in seconds rather than a gRPC deadline."""
     future = raft.propose(command.SerializeToString(), wait)
     try:
-        result = future.result(wait + 1.0)
+        with metrics.proposals_pending.track_inprogress():
+            result = future.result(wait + 1.0)
     except concurrent.futures.TimeoutError:
         # Raft's own deadline (at `wait`) should have failed the future first.
         metrics.proposals.labels("failed").inc()

@@ -1,8 +1,12 @@
 """The Cluster gRPC service: the Raft group as this replica sees it."""
 
+import os
+
 from cluster import rpc
-from cluster.membership import Members
+from cluster.backup import BackupSource
+from cluster.membership import Changes, Members
 from cluster.raft import Raft
+from cluster.reads import Reads
 from regraft.v1 import cluster_pb2, cluster_pb2_grpc
 
 _ROLES = {0: cluster_pb2.FOLLOWER, 1: cluster_pb2.CANDIDATE, 2: cluster_pb2.LEADER}
@@ -10,9 +14,14 @@ VERSION = "0.1.0"
 
 
 class ClusterService(cluster_pb2_grpc.ClusterServicer):
-    def __init__(self, raft: Raft, members: Members) -> None:
+    def __init__(
+        self, raft: Raft, reads: Reads, members: Members, backups: BackupSource, changes: Changes
+    ) -> None:
         self._raft = raft
+        self._reads = reads
         self._members = members
+        self._backups = backups
+        self._changes = changes
 
     def leader_hint(self) -> str:
         return self._members.leader_grpc_address()
@@ -23,27 +32,11 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
         if not status:
             raise rpc.Unavailable("the replica is still starting")
         leader = status["leader"]
-        is_leader = status["state"] == 2
         last = status["last_log_index"]
-        members = []
-        for address in [status["self"], *sorted(status["peers"])]:
-            peer = self._members.by_raft_address(address)
-            is_self = address == status["self"]
-            match = last if is_self else status.get(f"match_idx_server_{address}", 0)
-            members.append(
-                cluster_pb2.Member(
-                    id=peer.id,
-                    raft_address=address,
-                    grpc_address=peer.grpc_address,
-                    reachable=is_self or status["peers"][address],
-                    match_index=match if is_leader else 0,
-                    lag=max(0, last - match) if is_leader else 0,
-                    is_self=is_self,
-                    is_leader=address == leader,
-                )
-            )
         with self._raft.store.read() as view:
             revision, state_hash = view.revision, view.state_hash
+        sizes = self._raft.store.stat()
+        disk = os.statvfs(self._raft.store.path)
         leader_peer = self._members.by_raft_address(leader) if leader else None
         return cluster_pb2.StatusResponse(
             id=self._members.self_id,
@@ -55,9 +48,88 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
             commit_index=status["commit_idx"],
             applied_index=status["last_applied"],
             last_log_index=last,
-            members=members,
+            members=self._member_list(status),
             state_hash=state_hash,
             revision=revision,
             has_quorum=status["has_quorum"],
             version=VERSION,
+            db_used_bytes=sizes["used_bytes"],
+            db_map_bytes=sizes["map_bytes"],
+            disk_free_bytes=disk.f_bavail * disk.f_frsize,
+            disk_total_bytes=disk.f_blocks * disk.f_frsize,
+        )
+
+    @rpc.handler
+    def Backup(self, request, context):
+        # The wait for a linearizable view is bounded like a read's; the transfer is not.
+        yield from self._backups.stream(
+            request.read, min(rpc.timeout(context), rpc.DEFAULT_TIMEOUT)
+        )
+
+    # -- membership ---------------------------------------------------------------------
+
+    def _member_list(self, status: dict, view=None) -> list[cluster_pb2.Member]:
+        """Every member, with what this replica sees of it (lag: on the leader only)."""
+        is_leader, last = status["state"] == 2, status["last_log_index"]
+        found = []
+        for member in self._members.table(view):
+            address = self._members.local_raft_address(member)
+            is_self = member.id == self._members.self_id
+            match = last if is_self else status.get(f"match_idx_server_{address}", 0)
+            found.append(
+                cluster_pb2.Member(
+                    id=member.id,
+                    raft_address=member.raft_address,
+                    grpc_address=member.grpc_address,
+                    reachable=is_self or status["peers"].get(address, False),
+                    match_index=match if is_leader else 0,
+                    lag=max(0, last - match) if is_leader else 0,
+                    is_self=is_self,
+                    is_leader=address == status["leader"],
+                    membership=member.role,
+                )
+            )
+        return found
+
+    def _changed(self, warnings: list[str]) -> cluster_pb2.MemberChangeResponse:
+        return cluster_pb2.MemberChangeResponse(
+            members=self._member_list(self._raft.status()),
+            revision=self._raft.revision,
+            warnings=warnings,
+        )
+
+    @rpc.handler
+    def ListMembers(self, request, context):
+        status = self._raft.status()
+        if not status:
+            raise rpc.Unavailable("the replica is still starting")
+        with self._reads.view(request.read, rpc.timeout(context)) as view:
+            return cluster_pb2.ListMembersResponse(
+                members=self._member_list(status, view), revision=view.revision
+            )
+
+    @rpc.handler
+    def AddMember(self, request, context):
+        warnings = self._changes.add(
+            request.id,
+            request.raft_address,
+            request.grpc_address,
+            request.force,
+            rpc.timeout(context),
+        )
+        return self._changed(warnings)
+
+    @rpc.handler
+    def PromoteMember(self, request, context):
+        return self._changed(self._changes.promote(request.id, rpc.timeout(context)))
+
+    @rpc.handler
+    def RemoveMember(self, request, context):
+        return self._changed(self._changes.remove(request.id, request.force, rpc.timeout(context)))
+
+    @rpc.handler
+    def TransferLeadership(self, request, context):
+        leader = self._changes.transfer(request.to_id, rpc.timeout(context))
+        return cluster_pb2.TransferLeadershipResponse(
+            leader_id=leader, term=self._raft.status()["raft_term"]
         )

@@ -26,6 +26,8 @@ import struct
 from pysyncobj.tcp_connection import TcpConnection
 from pysyncobj.transport import TCPTransport
 
+from cluster import metrics
+
 log = logging.getLogger(__name__)
 
 MAX_FRAME_BYTES = 16 << 20
@@ -58,9 +60,13 @@ class DurableTransport(TCPTransport):
     def send(self, node, message) -> bool:
         if message.get("type") not in _NO_DURABILITY_CLAIM:
             self._syncObj.journal.sync()
-        return super().send(node, message)
+        sent = super().send(node, message)
+        if sent:
+            _count_snapshot_chunk(metrics.snapshot_sent_bytes, message)
+        return sent
 
     def _onMessageReceived(self, node, message) -> None:
+        _count_snapshot_chunk(metrics.snapshot_received_bytes, message)
         if (
             not isinstance(message, dict)
             or message.get("type") != "next_node_idx"
@@ -78,3 +84,10 @@ class DurableTransport(TCPTransport):
         conn.disconnect()
         self._unknownConnections.discard(conn)
         return True
+
+
+def _count_snapshot_chunk(counter, message) -> None:
+    """A snapshot travels as append_entries messages carrying (chunk, first, last)."""
+    chunk = message.get("serialized") if isinstance(message, dict) else None
+    if chunk:  # None between snapshots, False when PySyncObj could not read its file
+        counter.inc(len(chunk[0]))

@@ -39,6 +39,36 @@ class ClusterStub:
                 request_serializer=regraft_dot_v1_dot_cluster__pb2.StatusRequest.SerializeToString,
                 response_deserializer=regraft_dot_v1_dot_cluster__pb2.StatusResponse.FromString,
                 _registered_method=True)
+        self.ListMembers = channel.unary_unary(
+                '/regraft.v1.Cluster/ListMembers',
+                request_serializer=regraft_dot_v1_dot_cluster__pb2.ListMembersRequest.SerializeToString,
+                response_deserializer=regraft_dot_v1_dot_cluster__pb2.ListMembersResponse.FromString,
+                _registered_method=True)
+        self.AddMember = channel.unary_unary(
+                '/regraft.v1.Cluster/AddMember',
+                request_serializer=regraft_dot_v1_dot_cluster__pb2.AddMemberRequest.SerializeToString,
+                response_deserializer=regraft_dot_v1_dot_cluster__pb2.MemberChangeResponse.FromString,
+                _registered_method=True)
+        self.PromoteMember = channel.unary_unary(
+                '/regraft.v1.Cluster/PromoteMember',
+                request_serializer=regraft_dot_v1_dot_cluster__pb2.PromoteMemberRequest.SerializeToString,
+                response_deserializer=regraft_dot_v1_dot_cluster__pb2.MemberChangeResponse.FromString,
+                _registered_method=True)
+        self.RemoveMember = channel.unary_unary(
+                '/regraft.v1.Cluster/RemoveMember',
+                request_serializer=regraft_dot_v1_dot_cluster__pb2.RemoveMemberRequest.SerializeToString,
+                response_deserializer=regraft_dot_v1_dot_cluster__pb2.MemberChangeResponse.FromString,
+                _registered_method=True)
+        self.TransferLeadership = channel.unary_unary(
+                '/regraft.v1.Cluster/TransferLeadership',
+                request_serializer=regraft_dot_v1_dot_cluster__pb2.TransferLeadershipRequest.SerializeToString,
+                response_deserializer=regraft_dot_v1_dot_cluster__pb2.TransferLeadershipResponse.FromString,
+                _registered_method=True)
+        self.Backup = channel.unary_stream(
+                '/regraft.v1.Cluster/Backup',
+                request_serializer=regraft_dot_v1_dot_cluster__pb2.BackupRequest.SerializeToString,
+                response_deserializer=regraft_dot_v1_dot_cluster__pb2.BackupChunk.FromString,
+                _registered_method=True)
 
 
 class ClusterServicer:
@@ -50,6 +80,48 @@ class ClusterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListMembers(self, request, context):
+        """Members and their roles (voter, learner), with reachability and lag.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddMember(self, request, context):
+        """A new member joins as a learner: it receives the log but does not vote.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PromoteMember(self, request, context):
+        """A caught-up learner becomes a voter.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveMember(self, request, context):
+        """A voter (leadership is handed over first if it leads) or a learner leaves.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TransferLeadership(self, request, context):
+        """Runs on the leader; answers once another voter leads.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Backup(self, request, context):
+        """An online, consistent backup at one revision, taken while writes go on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClusterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -57,6 +129,36 @@ def add_ClusterServicer_to_server(servicer, server):
                     servicer.Status,
                     request_deserializer=regraft_dot_v1_dot_cluster__pb2.StatusRequest.FromString,
                     response_serializer=regraft_dot_v1_dot_cluster__pb2.StatusResponse.SerializeToString,
+            ),
+            'ListMembers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMembers,
+                    request_deserializer=regraft_dot_v1_dot_cluster__pb2.ListMembersRequest.FromString,
+                    response_serializer=regraft_dot_v1_dot_cluster__pb2.ListMembersResponse.SerializeToString,
+            ),
+            'AddMember': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddMember,
+                    request_deserializer=regraft_dot_v1_dot_cluster__pb2.AddMemberRequest.FromString,
+                    response_serializer=regraft_dot_v1_dot_cluster__pb2.MemberChangeResponse.SerializeToString,
+            ),
+            'PromoteMember': grpc.unary_unary_rpc_method_handler(
+                    servicer.PromoteMember,
+                    request_deserializer=regraft_dot_v1_dot_cluster__pb2.PromoteMemberRequest.FromString,
+                    response_serializer=regraft_dot_v1_dot_cluster__pb2.MemberChangeResponse.SerializeToString,
+            ),
+            'RemoveMember': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveMember,
+                    request_deserializer=regraft_dot_v1_dot_cluster__pb2.RemoveMemberRequest.FromString,
+                    response_serializer=regraft_dot_v1_dot_cluster__pb2.MemberChangeResponse.SerializeToString,
+            ),
+            'TransferLeadership': grpc.unary_unary_rpc_method_handler(
+                    servicer.TransferLeadership,
+                    request_deserializer=regraft_dot_v1_dot_cluster__pb2.TransferLeadershipRequest.FromString,
+                    response_serializer=regraft_dot_v1_dot_cluster__pb2.TransferLeadershipResponse.SerializeToString,
+            ),
+            'Backup': grpc.unary_stream_rpc_method_handler(
+                    servicer.Backup,
+                    request_deserializer=regraft_dot_v1_dot_cluster__pb2.BackupRequest.FromString,
+                    response_serializer=regraft_dot_v1_dot_cluster__pb2.BackupChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -86,6 +188,168 @@ class Cluster:
             '/regraft.v1.Cluster/Status',
             regraft_dot_v1_dot_cluster__pb2.StatusRequest.SerializeToString,
             regraft_dot_v1_dot_cluster__pb2.StatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMembers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/regraft.v1.Cluster/ListMembers',
+            regraft_dot_v1_dot_cluster__pb2.ListMembersRequest.SerializeToString,
+            regraft_dot_v1_dot_cluster__pb2.ListMembersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddMember(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/regraft.v1.Cluster/AddMember',
+            regraft_dot_v1_dot_cluster__pb2.AddMemberRequest.SerializeToString,
+            regraft_dot_v1_dot_cluster__pb2.MemberChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PromoteMember(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/regraft.v1.Cluster/PromoteMember',
+            regraft_dot_v1_dot_cluster__pb2.PromoteMemberRequest.SerializeToString,
+            regraft_dot_v1_dot_cluster__pb2.MemberChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveMember(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/regraft.v1.Cluster/RemoveMember',
+            regraft_dot_v1_dot_cluster__pb2.RemoveMemberRequest.SerializeToString,
+            regraft_dot_v1_dot_cluster__pb2.MemberChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TransferLeadership(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/regraft.v1.Cluster/TransferLeadership',
+            regraft_dot_v1_dot_cluster__pb2.TransferLeadershipRequest.SerializeToString,
+            regraft_dot_v1_dot_cluster__pb2.TransferLeadershipResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Backup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/regraft.v1.Cluster/Backup',
+            regraft_dot_v1_dot_cluster__pb2.BackupRequest.SerializeToString,
+            regraft_dot_v1_dot_cluster__pb2.BackupChunk.FromString,
             options,
             channel_credentials,
             insecure,

@@ -100,6 +100,7 @@ class LocalCluster:
             for i in range(1, size + 1)
         ]
         environment = {**os.environ, "PYTHONPATH": ROOT, **(env or {})}
+        self._env = environment
         self.replicas = []
         for me in peers:
             config = ReplicaConfig(
@@ -123,6 +124,25 @@ class LocalCluster:
     def stop(self) -> None:
         for replica in self.replicas:
             replica.stop()
+
+    def new_member(self, member_id: str, **settings) -> ReplicaProcess:
+        """A replica that is not started and not yet a member: for `member add` then `--join`.
+
+        Its peers are the members configured so far; stop() stops it with the rest.
+        """
+        config = replace(
+            self.replicas[0].config,
+            id=member_id,
+            data_dir=os.path.join(self.directory, member_id),
+            raft_address=f"127.0.0.1:{free_port()}",
+            grpc_address=f"127.0.0.1:{free_port()}",
+            metrics_address=f"127.0.0.1:{free_port()}",
+            peers=[Peer(r.id, r.config.raft_address, r.endpoint) for r in self.replicas],
+            join=True,
+        )
+        replica = ReplicaProcess(replace(config, **settings), self.directory, self._env)
+        self.replicas.append(replica)
+        return replica
 
     def client(self, replicas: list[ReplicaProcess] | None = None, **options) -> Client:
         endpoints = [r.endpoint for r in replicas] if replicas else self.endpoints

@@ -1,5 +1,6 @@
 """Three real replicas on loopback: replication, failover, restarts, catch-up."""
 
+import itertools
 import threading
 import time
 
@@ -40,6 +41,7 @@ class Writer(threading.Thread):
         self.acked: dict[str, int] = {}
         self.failed = 0
         self.last_started = 0.0  # when the last acknowledged write was sent
+        self.ack_times: list[float] = []
         self.stopping = threading.Event()
 
     def run(self):
@@ -50,6 +52,7 @@ class Writer(threading.Thread):
             try:
                 self.acked[tag] = self.client.put_tag("load/app", tag, self.digest).revision
                 self.last_started = started
+                self.ack_times.append(time.monotonic())
             except grpc.RpcError:
                 self.failed += 1
             i += 1
@@ -58,6 +61,11 @@ class Writer(threading.Thread):
         self.stopping.set()
         self.join(60)
         self.client.close()
+
+    def longest_gap(self, since: float) -> float:
+        """The longest time without an acknowledgement after `since` (seconds)."""
+        times = [since, *(t for t in self.ack_times if t > since)]
+        return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
 
 
 def assert_all_present(cluster, acked: dict[str, int], digest: str, replicas=None):

@@ -1,0 +1,179 @@
+"""`regraft member list | add | promote | remove` and `regraft leader transfer`.
+
+Membership changes run on the leader (cluster/membership.py); these commands send them
+to any endpoint and follow the leader's address in an UNAVAILABLE answer.
+"""
+
+import argparse
+import sys
+import time
+
+import grpc
+
+from cluster.config import DEFAULT_ENDPOINTS
+from cluster.tables import text_table
+from regraft.v1 import cluster_pb2, cluster_pb2_grpc, record_pb2
+
+# A change may wait for an election or a learner's catch-up: give it time.
+_CHANGE_TIMEOUT = 60.0
+
+
+def add_parsers(commands) -> None:
+    member = commands.add_parser("member", help="list, add, promote or remove members")
+    actions = member.add_subparsers(dest="action", required=True)
+
+    p = actions.add_parser("list", help="members, their roles, reachability and lag")
+    _endpoints(p)
+    p.set_defaults(run=_list)
+
+    p = actions.add_parser(
+        "add", help="record a new member as a learner (then start it with `serve --join`)"
+    )
+    p.add_argument("id")
+    p.add_argument("--raft-address", required=True, help="host:port of its Raft peer port")
+    p.add_argument("--grpc-address", required=True, help="host:port of its gRPC API")
+    p.add_argument("--force", action="store_true", help="add even if the cluster is unhealthy")
+    _endpoints(p)
+    p.set_defaults(run=_add)
+
+    p = actions.add_parser("promote", help="make a caught-up learner a voter")
+    p.add_argument("id")
+    _endpoints(p)
+    p.set_defaults(run=_promote)
+
+    p = actions.add_parser("remove", help="remove a voter or a learner")
+    p.add_argument("id")
+    p.add_argument(
+        "--force", action="store_true", help="remove even if the rest would lack a quorum"
+    )
+    _endpoints(p)
+    p.set_defaults(run=_remove)
+
+    leader = commands.add_parser("leader", help="leadership: transfer")
+    leader_actions = leader.add_subparsers(dest="action", required=True)
+    p = leader_actions.add_parser("transfer", help="hand leadership to another voter")
+    p.add_argument("--to", default="", help="the voter's id (default: the most caught-up)")
+    _endpoints(p)
+    p.set_defaults(run=_transfer)
+
+
+def _endpoints(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--endpoints", default=DEFAULT_ENDPOINTS, help="comma-separated gRPC addresses")
+
+
+def call_leader(endpoints: str, method: str, request, timeout: float = _CHANGE_TIMEOUT):
+    """Call a Cluster method on the leader: try each endpoint, follow `leader` hints."""
+    queue = [e.strip() for e in endpoints.split(",") if e.strip()]
+    deadline = time.monotonic() + timeout
+    last_error: grpc.RpcError | None = None
+    tried = 0
+    while time.monotonic() < deadline:
+        endpoint = queue[tried % len(queue)]
+        tried += 1
+        with grpc.insecure_channel(endpoint) as channel:
+            stub = cluster_pb2_grpc.ClusterStub(channel)
+            try:
+                return getattr(stub, method)(request, timeout=max(1.0, deadline - time.monotonic()))
+            except grpc.RpcError as e:
+                if e.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    raise
+                last_error = e
+                leader = dict(e.trailing_metadata() or ()).get("leader")
+                if leader and leader not in queue:
+                    queue.append(leader)
+                if leader:
+                    tried = queue.index(leader)
+                time.sleep(0.3)
+    raise last_error or TimeoutError("no endpoint answered")
+
+
+def _run(action):
+    def run(args) -> int:
+        try:
+            return action(args)
+        except grpc.RpcError as e:
+            print(f"regraft {args.command} {args.action}: {e.details()}", file=sys.stderr)
+            return 1
+
+    return run
+
+
+@_run
+def _list(args) -> int:
+    response = call_leader(args.endpoints, "ListMembers", cluster_pb2.ListMembersRequest(), 10.0)
+    print(members_table(response.members))
+    return 0
+
+
+@_run
+def _add(args) -> int:
+    request = cluster_pb2.AddMemberRequest(
+        id=args.id, raft_address=args.raft_address, grpc_address=args.grpc_address,
+        force=args.force,
+    )  # fmt: skip
+    response = call_leader(args.endpoints, "AddMember", request)
+    _print_change(response)
+    print(
+        f"\n{args.id} is a learner. Start it with the cluster secret and `--join`, e.g.\n"
+        f"  regraft serve --join --id {args.id} --raft-address {args.raft_address} "
+        f"--grpc-address {args.grpc_address} --data-dir DIR --secret-file FILE "
+        + " ".join(
+            f"--peer {m.id}={m.raft_address},{m.grpc_address}"
+            for m in response.members
+            if m.membership == record_pb2.MemberRecord.VOTER
+        )
+        + f"\nthen, once it has caught up: regraft member promote {args.id}"
+    )
+    return 0
+
+
+@_run
+def _promote(args) -> int:
+    request = cluster_pb2.PromoteMemberRequest(id=args.id)
+    _print_change(call_leader(args.endpoints, "PromoteMember", request))
+    return 0
+
+
+@_run
+def _remove(args) -> int:
+    request = cluster_pb2.RemoveMemberRequest(id=args.id, force=args.force)
+    _print_change(call_leader(args.endpoints, "RemoveMember", request))
+    return 0
+
+
+@_run
+def _transfer(args) -> int:
+    request = cluster_pb2.TransferLeadershipRequest(to_id=args.to)
+    response = call_leader(args.endpoints, "TransferLeadership", request)
+    print(f"leader is now {response.leader_id} (term {response.term})")
+    return 0
+
+
+def _print_change(response: cluster_pb2.MemberChangeResponse) -> None:
+    print(members_table(response.members))
+    for warning in response.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+
+
+def members_table(members) -> str:
+    header = ["ID", "ROLE", "RAFT", "GRPC", "REACHABLE", "LEADER", "LAG"]
+    rows = [
+        [
+            m.id,
+            record_pb2.MemberRecord.Role.Name(m.membership).lower(),
+            m.raft_address,
+            m.grpc_address,
+            _reachable(m),
+            "*" if m.is_leader else "",
+            str(m.lag) if m.membership != record_pb2.MemberRecord.LEARNER else "-",
+        ]
+        for m in members
+    ]
+    return text_table(header, rows)
+
+
+def _reachable(member) -> str:
+    """Raft links exist to voters only; a learner's own status tells how it is doing."""
+    if member.membership == record_pb2.MemberRecord.LEARNER:
+        return "-"
+    return "yes" if member.reachable else "no"

@@ -1,0 +1,95 @@
+"""gRPC health and the HTTP probes of real replicas: SERVING / ready only with a leader,
+a quorum and the log applied; NOT_SERVING when cut off from the quorum, and when
+shutting down. Bounds are generous: a partitioned leader keeps believing it leads for
+leader_fallback (3 s), and the machine is shared."""
+
+import contextlib
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+BOUND = 60.0  # seconds: a liveness bound only, far above the expected few seconds
+
+
+def health(replica, service: str = "") -> int:
+    with grpc.insecure_channel(replica.endpoint) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
+
+
+def probe(replica, path: str) -> tuple[int, str]:
+    url = f"http://{replica.config.metrics_address}{path}"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def wait_for(replica, status: int, timeout: float = BOUND) -> str:
+    """Until gRPC health says `status` for the server and both services and /readyz
+    agrees (200 or 503); returns /readyz's text. The gRPC status is refreshed every
+    half second, /readyz on each request, so both are polled together."""
+    deadline = time.monotonic() + timeout
+    ready_code = 200 if status == SERVING else 503
+    seen = None
+    while time.monotonic() < deadline:
+        seen = {s: health(replica, s) for s in ("", "regraft.v1.Registry", "regraft.v1.Cluster")}
+        code, text = probe(replica, "/readyz")
+        if set(seen.values()) == {status} and code == ready_code:
+            return text
+        time.sleep(0.2)
+    name = health_pb2.HealthCheckResponse.ServingStatus.Name
+    raise AssertionError(
+        f"{replica.id} did not report {name(status)} in {timeout}s: "
+        f"{ {s: name(v) for s, v in seen.items()} }, /readyz {code} {text!r}"
+    )
+
+
+def test_a_replica_cut_off_from_the_quorum_stops_serving_and_comes_back(cluster):
+    for replica in cluster.replicas:
+        assert wait_for(replica, SERVING) == "ok\n"
+    # Cut off the leader: the hardest case, since it believes it leads for a while.
+    isolated = cluster.wait_for_leader()
+    others = [r for r in cluster.replicas if r is not isolated]
+    for replica in others:
+        replica.pause()
+    try:
+        reason = wait_for(isolated, NOT_SERVING)
+        assert reason.strip() in {"no leader known", "no quorum reachable"}, reason
+        assert probe(isolated, "/livez") == (200, "ok\n")  # alive, just not ready
+    finally:
+        for replica in others:
+            replica.resume()
+    for replica in cluster.replicas:
+        assert wait_for(replica, SERVING) == "ok\n"
+
+
+def test_shutdown_reports_not_serving_before_the_server_goes(cluster):
+    replica = cluster.replicas[0]
+    wait_for(replica, SERVING)
+    seen: list[int] = []
+    with grpc.insecure_channel(replica.endpoint) as channel:
+        stream = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
+
+        def watch() -> None:
+            with contextlib.suppress(grpc.RpcError):  # the server went away
+                for response in stream:
+                    seen.append(response.status)
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        deadline = time.monotonic() + BOUND
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert seen == [SERVING]
+        replica.stop()
+        watcher.join(BOUND)
+        assert not watcher.is_alive(), "the Watch stream outlived the replica"
+    assert seen[-1] == NOT_SERVING, seen

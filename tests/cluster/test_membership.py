@@ -1,0 +1,199 @@
+"""Membership on real processes: learners, promotion, removal, refusals, leadership."""
+
+import subprocess
+import sys
+import time
+
+import grpc
+import pytest
+
+from cluster.cli_members import call_leader
+from regraft.v1 import cluster_pb2, record_pb2
+from tests.cluster.harness import ROOT
+from tests.cluster.test_replication import Writer, assert_all_present
+
+Role = record_pb2.MemberRecord.Role
+
+
+def members_of(cluster, among=None) -> dict[str, cluster_pb2.Member]:
+    endpoints = ",".join(r.endpoint for r in (among or cluster.replicas) if r.running)
+    listed = call_leader(endpoints, "ListMembers", cluster_pb2.ListMembersRequest(), 30.0)
+    return {m.id: m for m in listed.members}
+
+
+def change(cluster, method: str, request, among=None):
+    endpoints = ",".join(r.endpoint for r in (among or cluster.replicas) if r.running)
+    return call_leader(endpoints, method, request, 60.0)
+
+
+def refused(cluster, method: str, request) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as caught:
+        change(cluster, method, request)
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION, caught.value
+    return caught.value
+
+
+def wait_for(predicate, what: str, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def join(cluster, member_id: str, among=None):
+    """member add, start the replica with --join, promote it once it caught up."""
+    replica = cluster.new_member(member_id)
+    change(
+        cluster,
+        "AddMember",
+        cluster_pb2.AddMemberRequest(
+            id=member_id,
+            raft_address=replica.config.raft_address,
+            grpc_address=replica.endpoint,
+        ),
+        among,
+    )
+    assert members_of(cluster, among)[member_id].membership == Role.LEARNER
+    replica.start()
+
+    def promoted():
+        try:
+            change(cluster, "PromoteMember", cluster_pb2.PromoteMemberRequest(id=member_id), among)
+            return True
+        except grpc.RpcError as e:
+            # Still catching up, or not answering yet: both are reasons to wait.
+            assert e.code() == grpc.StatusCode.FAILED_PRECONDITION, e
+            assert "LEARNER_BEHIND" in e.details() or "LEARNER_UNREACHABLE" in e.details()
+            return False
+
+    wait_for(promoted, f"{member_id} to be promoted")
+    wait_for(
+        lambda: members_of(cluster, among)[member_id].reachable,
+        f"{member_id} to take part as a voter",
+    )
+    return replica
+
+
+def test_grow_to_five_and_shrink_to_three_under_writes(cluster):
+    writer = Writer(cluster)
+    writer.start()
+    try:
+        for member_id in ("r4", "r5"):
+            join(cluster, member_id)
+        listed = members_of(cluster)
+        assert sorted(listed) == ["r1", "r2", "r3", "r4", "r5"]
+        assert all(m.membership == Role.VOTER for m in listed.values())
+
+        # Remove the leader first (leadership moves away), then another original member.
+        leader = cluster.wait_for_leader()
+        removed = [leader, next(r for r in cluster.replicas[:3] if r is not leader)]
+        for replica in removed:
+            change(cluster, "RemoveMember", cluster_pb2.RemoveMemberRequest(id=replica.id))
+        remaining = [r for r in cluster.replicas if r not in removed]
+        assert sorted(members_of(cluster, remaining)) == sorted(r.id for r in remaining)
+    finally:
+        writer.stop()
+    assert len(writer.acked) > 20
+    # A removed replica stops by itself.
+    for replica in removed:
+        wait_for(lambda r=replica: not r.running, f"{replica.id} to stop after its removal")
+        assert replica.process.returncode == 0
+    new_leader = cluster.wait_for_leader(remaining)
+    assert new_leader not in removed
+    assert_all_present(cluster, writer.acked, writer.digest, remaining)
+    cluster.wait_converged(remaining)
+
+
+def test_refusals(cluster):
+    # A learner that cannot reach the cluster never catches up: not promoted.
+    stranded = cluster.new_member("r4", peers=[])
+    change(
+        cluster,
+        "AddMember",
+        cluster_pb2.AddMemberRequest(
+            id="r4", raft_address=stranded.config.raft_address, grpc_address=stranded.endpoint
+        ),
+    )
+    stranded.start()
+    error = wait_for(
+        lambda: _refusal_once_it_answers(cluster, "r4"), "the stranded learner to answer"
+    )
+    assert "LEARNER_BEHIND" in error.details() and "not receiving the log" in error.details()
+    assert members_of(cluster)["r4"].membership == Role.LEARNER
+    # An address already taken, and an unknown member.
+    taken = cluster.replicas[0]
+    error = refused(
+        cluster,
+        "AddMember",
+        cluster_pb2.AddMemberRequest(
+            id="r9", raft_address=taken.config.raft_address, grpc_address="127.0.0.1:1"
+        ),
+    )
+    assert taken.config.raft_address in error.details()
+    with pytest.raises(grpc.RpcError) as unknown:
+        change(cluster, "RemoveMember", cluster_pb2.RemoveMemberRequest(id="nobody"))
+    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+    # Bad input names the field.
+    with pytest.raises(grpc.RpcError) as bad:
+        change(
+            cluster,
+            "AddMember",
+            cluster_pb2.AddMemberRequest(id="r 5", raft_address="x", grpc_address="y"),
+        )
+    assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "id" in bad.value.details()
+    change(cluster, "RemoveMember", cluster_pb2.RemoveMemberRequest(id="r4"))
+    assert "r4" not in members_of(cluster)
+
+    # With one voter down: removing another would leave no quorum; adding is unsafe.
+    down = cluster.replicas[2]
+    down.kill()
+    live = cluster.replicas[:2]
+    victim = cluster.replicas[1]
+    wait_for(lambda: not members_of(cluster, live)[down.id].reachable, f"{down.id} to look down")
+    error = refused(cluster, "RemoveMember", cluster_pb2.RemoveMemberRequest(id=victim.id))
+    assert "quorum" in error.details() and "--force" in error.details()
+    error = refused(
+        cluster,
+        "AddMember",
+        cluster_pb2.AddMemberRequest(
+            id="r6", raft_address="127.0.0.1:9", grpc_address="127.0.0.1:8"
+        ),
+    )
+    assert down.id in error.details() and "--force" in error.details()
+    assert sorted(members_of(cluster, live)) == ["r1", "r2", "r3"]
+
+
+def _refusal_once_it_answers(cluster, member_id: str) -> grpc.RpcError | None:
+    error = refused(cluster, "PromoteMember", cluster_pb2.PromoteMemberRequest(id=member_id))
+    return None if "LEARNER_UNREACHABLE" in error.details() else error
+
+
+def test_member_cli_and_leadership_transfer(cluster):
+    endpoints = ",".join(cluster.endpoints)
+    before = cluster.wait_for_leader()
+    target = next(r for r in cluster.replicas if r is not before)
+    out = _cli("leader", "transfer", "--to", target.id, "--endpoints", endpoints)
+    assert f"leader is now {target.id}" in out
+    assert cluster.wait_for_leader() is target
+    listing = _cli("member", "list", "--endpoints", endpoints)
+    lines = listing.splitlines()
+    assert lines[0].split()[:2] == ["ID", "ROLE"]
+    assert [line.split()[0] for line in lines[1:]] == ["r1", "r2", "r3"]
+    assert all(line.split()[1] == "voter" for line in lines[1:])
+    leader_line = next(line for line in lines[1:] if line.startswith(target.id))
+    assert "*" in leader_line.split()
+
+
+def _cli(*args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "cluster.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout

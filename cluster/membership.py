@@ -15,6 +15,7 @@ leader) is visible in the table and finished by running it again:
 Every change runs on the leader (elsewhere: UNAVAILABLE with the leader's address).
 """
 
+import concurrent.futures
 import contextlib
 import logging
 import threading
@@ -25,10 +26,10 @@ from collections.abc import Iterator
 import grpc
 
 from cluster.config import Peer, ReplicaConfig
-from cluster.raft import Raft
+from cluster.raft import ProposalError, Raft
 from cluster.rpc import Unavailable, propose_within
 from regraft.v1 import cluster_pb2, cluster_pb2_grpc, command_pb2, registry_pb2
-from storage import commands, members
+from storage import commands, members, names
 from storage.db import View
 from storage.errors import FailedPrecondition, NotFound
 from storage.members import Member, Role
@@ -81,10 +82,17 @@ class Members:
         return Peer(address, address, "")
 
     def excluded_by_others(self) -> str | None:
-        """A member that knows a leader and whose table lacks this replica, if any."""
+        """The id of a leader whose member table lacks this replica, if one answers.
+
+        Only a leader's own answer counts, and only if its table is at least as new as
+        the entry that added this replica: a learner or a follower that is behind may
+        name a leader and a table of the past.
+        """
         request = cluster_pb2.ListMembersRequest(
             read=registry_pb2.ReadOptions(consistency=registry_pb2.STALE)
         )
+        me = self.get(self.self_id)
+        added_at = me.added_at if me is not None else 0
         others = {p.grpc_address for p in self._configured.values()}
         others |= {m.grpc_address for m in self.table()}
         for address in sorted(others - {self._config.grpc_address}):
@@ -93,9 +101,10 @@ class Members:
                     listed = cluster_pb2_grpc.ClusterStub(channel).ListMembers(request, timeout=1.0)
             except grpc.RpcError:
                 continue
+            leader = next((m for m in listed.members if m.is_self and m.is_leader), None)
             ids = {m.id for m in listed.members}
-            if any(m.is_leader for m in listed.members) and self.self_id not in ids:
-                return next((m.id for m in listed.members if m.grpc_address == address), address)
+            if leader and listed.revision >= added_at and self.self_id not in ids:
+                return leader.id
         return None
 
     def leader_grpc_address(self) -> str:
@@ -198,8 +207,8 @@ class Changes:
             if member.role == Role.LEARNER:
                 self._require_caught_up(member)
                 self._set_role(member, Role.PROMOTING, timeout)
-            if member.raft_address not in self._voters():
-                self._raft.change_voters(True, member.raft_address, timeout).result(timeout + 1)
+            if not self._is_voter(member):
+                self._change_voters(True, member, timeout)
             self._set_role(member, Role.VOTER, timeout)
         return self._even_warning()
 
@@ -209,10 +218,6 @@ class Changes:
             if member.role == Role.LEARNER:
                 self._set_role(member, Role.ROLE_UNSPECIFIED, timeout)
                 return []
-            if member.role == Role.PROMOTING:
-                raise FailedPrecondition(
-                    "MEMBER_ROLE_CHANGED", f"{member_id!r} is being promoted; promote it again"
-                )
             if member.role == Role.VOTER:
                 problem = self._quorum_after_removing(member)
                 if problem and not force:
@@ -222,10 +227,11 @@ class Changes:
                         "it anyway",
                     )
                 self._set_role(member, Role.REMOVING, timeout)
-            if member.raft_address == self._raft.status().get("self"):
+            # REMOVING, or PROMOTING: a promotion cut short is cancelled the same way.
+            if self._is_self(member):
                 self._hand_over_leadership(timeout)
-            if member.raft_address in self._voters():
-                self._raft.change_voters(False, member.raft_address, timeout).result(timeout + 1)
+            if self._is_voter(member):
+                self._change_voters(False, member, timeout)
             self._set_role(member, Role.ROLE_UNSPECIFIED, timeout)
         return self._even_warning()
 
@@ -245,6 +251,7 @@ class Changes:
     # -- steps --------------------------------------------------------------------------
 
     def _require(self, member_id: str) -> Member:
+        names.validate_member_id(member_id)
         with self._raft.store.read() as view:
             member = members.get(view, member_id)
         if member is None:
@@ -259,6 +266,26 @@ class Changes:
         status = self._raft.status()
         return {status["self"], *status["peers"]}
 
+    def _is_voter(self, member: Member) -> bool:
+        """In Raft's voter set, under its own address or the one configured here."""
+        voters = self._voters()
+        return bool({member.raft_address, self._members.local_raft_address(member)} & voters)
+
+    def _is_self(self, member: Member) -> bool:
+        return member.id == self._members.self_id
+
+    def _change_voters(self, add: bool, member: Member, timeout: float) -> None:
+        """Raft's own voter change; a timeout leaves its outcome unknown (run it again)."""
+        future = self._raft.change_voters(add, member.raft_address, timeout)
+        try:
+            future.result(timeout + 1)
+        except concurrent.futures.TimeoutError:
+            raise ProposalError(
+                f"the voter change for {member.id!r} was not confirmed in time: outcome "
+                "unknown; run the same command again",
+                definite=False,
+            ) from None
+
     def _health_problem(self) -> str | None:
         status = self._raft.status()
         if not status.get("has_quorum"):
@@ -271,7 +298,7 @@ class Changes:
 
     def _quorum_after_removing(self, member: Member) -> str | None:
         status = self._raft.status()
-        remaining = self._voters() - {member.raft_address}
+        remaining = self._voters() - {member.raft_address, self._members.local_raft_address(member)}
         if not remaining:
             return "it is the last voter"
         up = {status["self"], *(a for a, ok in status["peers"].items() if ok)}

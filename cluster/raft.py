@@ -34,6 +34,7 @@ from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 from pysyncobj.config import SERIALIZER_STATE
 from pysyncobj.node import TCPNode
 from pysyncobj.pipe_notifier import PipeNotifier
+from pysyncobj.syncobj import _COMMAND_TYPE
 
 from cluster import metrics
 from cluster.journal import DurableJournal
@@ -57,6 +58,14 @@ _UNKNOWN = {
     FAIL_REASON.LEADER_CHANGED: "the leader changed while the command was in flight",
     FAIL_REASON.UNKNOWN_OUTCOME: "the leader restarted while the command was in flight",
 }
+
+
+# PySyncObj's own log entries start with their type: a no-op, or a voter change.
+NO_OP_ENTRY = bytes([_COMMAND_TYPE.NO_OP])
+
+
+def is_voter_change(command: bytes) -> bool:
+    return command[:1] == bytes([_COMMAND_TYPE.MEMBERSHIP])
 
 
 class ProposalError(Exception):
@@ -130,7 +139,8 @@ class Raft(SyncObj):
         self._snapshot_state = SERIALIZER_STATE.NOT_SERIALIZING
         self._snapshot_thread: threading.Thread | None = None
         self._snapshot_written: dict | None = None
-        self._installed_index = 0
+        self._installs = 0
+        self._installs_before_snapshot = 0
         self._sent_upto = 0
         self._commit_announced = 0
         self._status: dict = {}
@@ -214,7 +224,10 @@ class Raft(SyncObj):
             self.transferLeadership(address, callback=lambda _, error: outcome.append(error))
             return outcome == [FAIL_REASON.SUCCESS]
 
-        return self.on_tick(attempt).result(5.0)
+        try:
+            return self.on_tick(attempt).result(5.0)
+        except concurrent.futures.TimeoutError:  # the Raft thread is busy: try again later
+            return False
 
     def _future(self, timeout: float) -> concurrent.futures.Future:
         future: concurrent.futures.Future = concurrent.futures.Future()
@@ -393,10 +406,12 @@ class Raft(SyncObj):
         # The read transaction starts here, on the tick thread, so the copy holds
         # exactly the entries up to `last`: a replica that installs it applies every
         # later entry itself (and answers the proposals it forwarded).
+        # A learner (PySyncObj's read-only node) counts itself as None among the nodes.
+        header = snapshot_header(last, previous, [node.id for node in nodes if node is not None])
         reading = contextlib.ExitStack()
         view = reading.enter_context(self.store.read())
         self._snapshot_state = SERIALIZER_STATE.SERIALIZING
-        header = snapshot_header(last, previous, [node.id for node in nodes])
+        self._installs_before_snapshot = self._installs
         self._snapshot_thread = threading.Thread(
             target=self._write_snapshot, args=(reading, view, header), name="snapshot", daemon=True
         )
@@ -421,19 +436,21 @@ class Raft(SyncObj):
 
         The new file replaces `fullDumpFile` here, and durably, before PySyncObj trims
         the journal: a crash in between leaves a snapshot whose entries the journal
-        still holds (see _align_journal). A snapshot received meanwhile is newer: then
-        ours is dropped.
+        still holds (see _align_journal). If a snapshot from the leader was installed
+        meanwhile, the log no longer holds what ours covers: ours is dropped, and
+        reported as failed so that PySyncObj trims nothing.
         """
         state = self._snapshot_state
         if state == SERIALIZER_STATE.SUCCESS:
             header, self._snapshot_written = self._snapshot_written, None
-            if header["raft_index"] > self._installed_index:
+            if self._installs == self._installs_before_snapshot:
                 os.replace(self.snapshot_path + ".new", self.snapshot_path)
                 fsync_dir(os.path.dirname(os.path.abspath(self.snapshot_path)))
                 self.last_snapshot_index = header["raft_index"]
                 metrics.snapshots.labels("taken").inc()
             else:
                 os.unlink(self.snapshot_path + ".new")
+                state = SERIALIZER_STATE.FAILED
         if state in (SERIALIZER_STATE.SUCCESS, SERIALIZER_STATE.FAILED):
             self._snapshot_state = SERIALIZER_STATE.NOT_SERIALIZING
         return state
@@ -442,7 +459,7 @@ class Raft(SyncObj):
         """PySyncObj's deserializer: at start-up, and when a leader sent a snapshot."""
         at_startup, self._loading_at_startup = self._loading_at_startup, False
         try:
-            loaded = self._load_snapshot(path)
+            loaded = self._load_snapshot(path, at_startup)
         except Exception as e:
             if at_startup:
                 # PySyncObj would log this and go on with a log it cannot apply.
@@ -457,11 +474,13 @@ class Raft(SyncObj):
             )
         return loaded
 
-    def _load_snapshot(self, path: str):
+    def _load_snapshot(self, path: str, at_startup: bool):
         self._commit()
-        fsync_file(path)  # PySyncObj writes a received snapshot without fsync
+        # PySyncObj writes and renames a received snapshot without fsync.
+        fsync_file(path)
+        fsync_dir(os.path.dirname(os.path.abspath(path)))
         header, replaced = snapshot.install(self.store, path)
-        self._installed_index = max(self._installed_index, header["raft_index"])
+        self._installs += 1
         self.last_snapshot_index = max(self.last_snapshot_index, header["raft_index"])
         if replaced:
             metrics.snapshot_installs.inc()
@@ -473,7 +492,8 @@ class Raft(SyncObj):
             _decode_entry(header["last_entry"]),
             _decode_entry(header["previous_entry"]),
         )
-        self._align_journal(previous, last)
+        if at_startup:  # one from the leader: PySyncObj clears the journal anyway
+            self._align_journal(previous, last)
         return last, previous, [TCPNode(node) for node in header["nodes"]]
 
     def _align_journal(self, previous: tuple, last: tuple) -> None:

@@ -20,7 +20,7 @@ from cluster import replica
 from cluster.config import ConfigError
 from cluster.datadir import JOURNAL, SNAPSHOT, STATE, set_sole_member, write_solo_snapshot
 from cluster.journal import DurableJournal
-from cluster.raft import _decode_entry
+from cluster.raft import NO_OP_ENTRY, _decode_entry, is_voter_change
 from storage import members, snapshot
 from storage.db import Store
 from storage.members import Member
@@ -132,7 +132,29 @@ class DataDir:
         # repair again finishes it.
         set_sole_member(self.store, me)
         nodes = [me.raft_address] if me else []
-        return write_solo_snapshot(self.store, self.path, entries[index], entries[index - 1], nodes)
+        last, previous = entries[index], entries[index - 1]
+        header = write_solo_snapshot(self.store, self.path, last, previous, nodes)
+        self._drop_voter_changes_after(index)
+        return header
+
+    def _drop_voter_changes_after(self, index: int) -> None:
+        """PySyncObj's voter changes in the kept log tail become no-ops.
+
+        Replayed after the repair, an "add voter" would bring back a member that the
+        repair removed (a promotion cut short when the quorum was lost), and the
+        single-replica cluster would need that dead voter's vote again.
+        """
+        kept = list(self.journal)
+        changes = [
+            i for i, (cmd, idx, _) in enumerate(kept) if idx > index and is_voter_change(cmd)
+        ]
+        first = changes[0] if changes else None
+        if first is None:
+            return
+        self.journal.deleteEntriesFrom(first)
+        for command, idx, term in kept[first:]:
+            self.journal.add(NO_OP_ENTRY if is_voter_change(command) else command, idx, term)
+        self.journal.sync()
 
     def close(self) -> None:
         self.journal._destroy()

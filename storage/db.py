@@ -284,9 +284,9 @@ class Store:
     def replace(self, data_file: str) -> None:
         """Swap in another environment's data.mdb (a snapshot), atomically for readers.
 
-        The new directory is staged first and the swap is two renames; a crash between
-        them is finished by _finish_replace when the store is opened again. If the swap
-        fails, the old environment is opened again.
+        The new directory is staged first and the swap is two renames; a crash or an
+        error between them is finished by _finish_replace (the staged state if it is
+        there, else the old one), and the environment is opened again either way.
         """
         staging = self.path + ".new"
         shutil.rmtree(staging, ignore_errors=True)

@@ -9,7 +9,7 @@ import pytest
 
 from cluster.cli_members import call_leader
 from regraft.v1 import cluster_pb2, record_pb2
-from tests.cluster.harness import ROOT
+from tests.cluster.harness import ROOT, push
 from tests.cluster.test_replication import Writer, assert_all_present
 
 Role = record_pb2.MemberRecord.Role
@@ -99,12 +99,22 @@ def test_grow_to_five_and_shrink_to_three_under_writes(cluster):
     assert len(writer.acked) > 20
     # A removed replica stops by itself.
     for replica in removed:
-        wait_for(lambda r=replica: not r.running, f"{replica.id} to stop after its removal")
+        wait_for(lambda r=replica: not r.running, _stopping(cluster, replica))
         assert replica.process.returncode == 0
     new_leader = cluster.wait_for_leader(remaining)
     assert new_leader not in removed
     assert_all_present(cluster, writer.acked, writer.digest, remaining)
     cluster.wait_converged(remaining)
+
+
+def _stopping(cluster, replica) -> str:
+    """What the test waits for, and how the replica looks now (for a failure message)."""
+    try:
+        status = cluster.status(replica)
+        seen = f"role {status.role}, leader {status.leader_id!r}, term {status.term}"
+    except grpc.RpcError as e:
+        seen = e.code().name
+    return f"{replica.id} to stop after its removal (it was: {seen})"
 
 
 def test_refusals(cluster):
@@ -144,6 +154,9 @@ def test_refusals(cluster):
             cluster_pb2.AddMemberRequest(id="r 5", raft_address="x", grpc_address="y"),
         )
     assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "id" in bad.value.details()
+    with pytest.raises(grpc.RpcError) as empty:
+        change(cluster, "PromoteMember", cluster_pb2.PromoteMemberRequest(id=""))
+    assert empty.value.code() == grpc.StatusCode.INVALID_ARGUMENT, empty.value
     change(cluster, "RemoveMember", cluster_pb2.RemoveMemberRequest(id="r4"))
     assert "r4" not in members_of(cluster)
 
@@ -197,3 +210,25 @@ def _cli(*args: str) -> str:
     )
     assert done.returncode == 0, done.stderr
     return done.stdout
+
+
+def test_a_learner_compacts_its_log(make_cluster):
+    """A learner takes snapshots too (PySyncObj counts it as a None node)."""
+    cluster = make_cluster(snapshot_entries=50)
+    learner = cluster.new_member("r4")
+    change(
+        cluster,
+        "AddMember",
+        cluster_pb2.AddMemberRequest(
+            id="r4", raft_address=learner.config.raft_address, grpc_address=learner.endpoint
+        ),
+    )
+    learner.start()
+    taken = 'regraft_snapshots_total{outcome="taken"}'
+    with cluster.client(cluster.replicas[:3]) as client:
+        digest = push(client, "compact/app", "base", seed="compact").digest
+        for i in range(300):
+            client.put_tag("compact/app", f"t{i}", digest)
+    wait_for(lambda: cluster.metric(learner, taken) >= 1, "a snapshot on the learner")
+    assert cluster.metric(learner, 'regraft_snapshots_total{outcome="failed"}') == 0
+    assert members_of(cluster)["r4"].membership == Role.LEARNER

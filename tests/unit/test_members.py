@@ -107,3 +107,10 @@ def test_bad_members_name_the_field(member_id, raft, grpc, field):
     with pytest.raises(InvalidArgument) as e:
         commands.add_member(member_id, raft, grpc)
     assert e.value.field == field
+
+
+def test_a_promotion_cut_short_can_be_cancelled(replica):
+    replica.ok(commands.add_member("r4", "10.0.0.4:7410", "10.0.0.4:7400"))
+    replica.ok(commands.set_member_role("r4", Role.LEARNER, Role.PROMOTING))
+    replica.ok(commands.set_member_role("r4", Role.PROMOTING, Role.ROLE_UNSPECIFIED))
+    assert "r4" not in table(replica)

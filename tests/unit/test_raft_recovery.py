@@ -9,7 +9,9 @@ import time
 
 import pytest
 
-from cluster.raft import Raft, RaftSettings, _encode_entry
+from cluster.datadir import STATE
+from cluster.raft import Raft, RaftSettings, _encode_entry, is_voter_change
+from cluster.repair import DataDir
 from regraft.v1 import command_pb2
 from storage import snapshot
 from storage.db import Store
@@ -32,7 +34,7 @@ class Member:
     """A single-member Raft over its own store in `directory`; close() stops both."""
 
     def __init__(self, directory: str) -> None:
-        self.store = Store(os.path.join(directory, "db"), map_size=64 << 20)
+        self.store = Store(os.path.join(directory, STATE), map_size=64 << 20)
         settings = RaftSettings(
             address=f"127.0.0.1:{free_port()}", peers=[], data_dir=directory, secret=None
         )
@@ -83,7 +85,7 @@ def test_a_snapshot_newer_than_the_journal_start_keeps_the_later_entries(member,
         "previous_entry": _encode_entry(entries[cut - 1]),
         "nodes": [],
     }
-    store = Store(str(tmp_path / "db"), map_size=64 << 20)
+    store = Store(str(tmp_path / STATE), map_size=64 << 20)
     with store.read() as view:
         snapshot.write(store, view, str(tmp_path / "raft.snapshot"), header)
     store.close()
@@ -110,3 +112,26 @@ def test_an_unreadable_snapshot_at_start_up_is_fatal(member, tmp_path):
     second = member()
     error = wait_for(lambda: second.raft.fatal_error, what="the fatal error")
     assert "raft.snapshot" in error and "checksum" in error
+
+
+def test_emergency_repair_drops_a_voter_change_it_could_not_commit(member, tmp_path):
+    """A promotion cut short by the loss of quorum must not come back after the repair."""
+    first = member()
+    first.write(5)
+    # A second voter that never comes: the entry adding it is logged, never committed.
+    adding = first.raft.change_voters(True, "127.0.0.1:1", timeout=1.0)
+    with pytest.raises(Exception, match="outcome unknown"):
+        adding.result(5.0)
+    assert any(is_voter_change(command) for command, _, _ in first.raft.journal)
+    first.close()
+
+    repaired = DataDir(str(tmp_path))
+    try:
+        repaired.make_single("r1")
+        assert not any(is_voter_change(command) for command, _, _ in repaired.journal)
+    finally:
+        repaired.close()
+
+    second = member()
+    second.write(1)  # alone, it commits: no dead voter to wait for
+    assert second.raft.status()["peers"] == {}

@@ -1,7 +1,9 @@
 """Membership on real processes: learners, promotion, removal, refusals, leadership."""
 
+import socket
 import subprocess
 import sys
+import threading
 import time
 
 import grpc
@@ -232,3 +234,42 @@ def test_a_learner_compacts_its_log(make_cluster):
     wait_for(lambda: cluster.metric(learner, taken) >= 1, "a snapshot on the learner")
     assert cluster.metric(learner, 'regraft_snapshots_total{outcome="failed"}') == 0
     assert members_of(cluster)["r4"].membership == Role.LEARNER
+
+
+def test_a_second_concurrent_change_is_refused(cluster):
+    """While one change runs (here: a promote waiting on a learner that never answers),
+    another is refused rather than interleaved."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # accepts connections, never answers: the Status call times out
+    try:
+        address = f"127.0.0.1:{silent.getsockname()[1]}"
+        request = cluster_pb2.AddMemberRequest(
+            id="r4", raft_address="127.0.0.1:9", grpc_address=address
+        )
+        change(cluster, "AddMember", request)
+        outcome: list[grpc.RpcError] = []
+
+        def promote():
+            with pytest.raises(grpc.RpcError) as first:
+                change(cluster, "PromoteMember", cluster_pb2.PromoteMemberRequest(id="r4"))
+            outcome.append(first.value)
+
+        slow = threading.Thread(target=promote)
+        slow.start()
+        silent.settimeout(30)
+        waiting, _ = silent.accept()  # the leader is now asking the learner (for 3 s)
+        second = refused(
+            cluster,
+            "AddMember",
+            cluster_pb2.AddMemberRequest(
+                id="r5", raft_address="127.0.0.1:10", grpc_address="127.0.0.1:11"
+            ),
+        )
+        slow.join(30)
+        waiting.close()
+        assert "MEMBER_CHANGE_IN_PROGRESS" in second.details()
+        assert "LEARNER_UNREACHABLE" in outcome[0].details()
+        assert sorted(members_of(cluster)) == ["r1", "r2", "r3", "r4"]
+    finally:
+        silent.close()

@@ -13,6 +13,7 @@ A torn record at the tail (a crash mid-append) fails its CRC and is cut off on o
 Record: length (4 bytes, of what follows the CRC) | crc32 (4) | index (8) | term (8) | command.
 """
 
+import contextlib
 import json
 import logging
 import os
@@ -48,6 +49,8 @@ class DurableJournal(Journal):
         self._offsets: list[int] = []  # file offset of each entry's record
         self._dirty = False
         self._lock = threading.Lock()
+        # Why the last write failed (a full disk), until one succeeds: for health.
+        self.write_error: str | None = None
         self._meta = self._load_meta()
         self._fd = self._open_log()
 
@@ -117,9 +120,20 @@ class DurableJournal(Journal):
         body = _ENTRY.pack(idx, term) + command
         record = _HEAD.pack(len(body), zlib.crc32(body)) + body
         with self._lock:
-            self._offsets.append(self._end())
-            os.write(self._fd, record)
+            offset = self._end()
+            try:
+                _write_all(self._fd, record)
+            except OSError as e:
+                # A full disk: leave no partial record, or the entries appended once
+                # there is room again would sit behind it and be cut off, as a torn
+                # tail, at the next start. The entry is not logged; PySyncObj retries.
+                with contextlib.suppress(OSError):
+                    self._truncate(offset)
+                self.write_error = f"appending to the Raft journal: {e.strerror}"
+                raise
+            self._offsets.append(offset)
             self._dirty = True
+            self.write_error = None
         self._entries.append((command, idx, term))
 
     def clear(self) -> None:
@@ -202,4 +216,15 @@ class DurableJournal(Journal):
             return {}
 
     def _store_meta(self) -> None:
-        write_atomically(self._meta_path, json.dumps(self._meta).encode())
+        try:
+            write_atomically(self._meta_path, json.dumps(self._meta).encode())
+        except OSError as e:
+            self.write_error = f"saving the Raft term and vote: {e.strerror}"
+            raise
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """os.write may write less than asked (a disk filling up): write the rest, or raise."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]

@@ -371,7 +371,14 @@ class Raft(SyncObj):
         self._status_at = now
 
     def status(self) -> dict:
-        """A recent copy (at most a fraction of a second old) of the Raft state."""
+        """A recent copy (at most a fraction of a second old) of the Raft state.
+
+        `storage_error` says why the journal or LMDB cannot be written (a full disk):
+        the Raft thread may then be stuck retrying, and the copy old.
+        """
+        problem = self.journal.write_error if self.journal is not None else None
+        if problem:
+            return {**self._status, "storage_error": problem}
         return self._status
 
     def _last_log_index(self) -> int:

@@ -10,6 +10,7 @@ def cluster(tmp_path):
     try:
         local.start()
         local.wait_for_leader()
+        local.wait_seeded()
         yield local
     finally:
         local.stop()
@@ -26,6 +27,7 @@ def make_cluster(tmp_path):
         if start:
             local.start()
             local.wait_for_leader()
+            local.wait_seeded()
         return local
 
     try:

@@ -169,6 +169,19 @@ class LocalCluster:
             time.sleep(0.1)
         raise AssertionError(f"no agreed leader among {[r.id for r in among]} in {timeout}s")
 
+    def wait_seeded(self, timeout: float = 30.0) -> None:
+        """Until the first leader has recorded the members (the first entry that changes
+        state) and every running replica applied it: later state hashes then agree."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if all(self.status(r).revision > 0 for r in self.replicas if r.running):
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"the member table was not recorded within {timeout}s")
+
     def wait_converged(self, replicas=None, timeout: float = 60.0) -> str:
         """Wait until the replicas report one revision and one state hash; returns it."""
         replicas = replicas or [r for r in self.replicas if r.running]

@@ -1,0 +1,220 @@
+"""A linearizability checker for tag registers: Wing & Gong's search, memoized as porcupine does.
+
+The history is split per key (one repository:tag register each; registers are
+independent, so the whole is linearizable exactly when every part is). For one key,
+call and return events are put in a doubly linked list in time order (a call before a
+return at the same instant: touching operations count as concurrent). The search
+walks the list: a call may be linearized next if the model accepts it in the current
+state; it is then lifted out of the list with its return. Reaching a return whose
+operation is not linearized yet means the choice so far is wrong: backtrack. The
+cache of (set of linearized operations, state) pairs already explored (porcupine's
+memoization) keeps the search from exploring the same configuration twice.
+
+An operation with an unknown outcome returns at +infinity: it may be linearized at
+any point after its call, with its deterministic effect in the state at that point,
+or after everything else (which is the same as never, since nothing observes it).
+When it wrote a value that no other operation writes and that some operation saw
+(a read, or the previous digest a write replaced), it must have taken effect before
+the first of those returned: its return time becomes that one, which prunes the
+search without changing the verdict. Unique values per write keep the search small:
+an unknown write nobody saw can only be followed by refusals and other unknowns.
+"""
+
+import itertools
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from tests.robustness.history import DELETE, FAIL, GET, OK, PUT, UNKNOWN, Operation
+
+State = str | None  # the digest a tag points at, or None when the tag does not exist
+
+
+def step(state: State, op: Operation) -> tuple[bool, State]:
+    """The register model: is `op` with its outcome possible in `state`, and what follows."""
+    if op.kind == GET:
+        # Unknown reads never reach the checker (check() drops them: no effect).
+        return op.result == state, state
+    if op.kind == PUT:
+        if op.must_not_exist:
+            allowed = state is None
+        elif op.expected is not None:
+            allowed = state == op.expected
+        else:
+            allowed = True
+        if op.outcome == OK:
+            return allowed and op.result == state, op.value
+        if op.outcome == FAIL:
+            return op.error == "FAILED_PRECONDITION" and not allowed, state
+        return True, op.value if allowed else state
+    if op.kind == DELETE:
+        if state is None:
+            refusal = "NOT_FOUND"
+        elif op.expected is not None and state != op.expected:
+            refusal = "FAILED_PRECONDITION"
+        else:
+            refusal = ""
+        if op.outcome == OK:
+            return not refusal and op.result == state, None
+        if op.outcome == FAIL:
+            return op.error == refusal != "", state
+        return True, state if refusal else None
+    raise ValueError(f"unknown operation kind {op.kind!r}")
+
+
+@dataclass
+class Verdict:
+    linearizable: bool
+    # Per key that failed: the operations no linearization could place (the longest
+    # partial linearization found leaves these out), earliest return first.
+    unplaced: dict[str, list[Operation]] = field(default_factory=dict)
+    operations: int = 0
+
+    def explain(self, limit: int = 8) -> str:
+        lines = []
+        for key, operations in self.unplaced.items():
+            lines.append(f"key {key}: {len(operations)} operations cannot be placed, first:")
+            lines += ["  " + op.describe() for op in operations[:limit]]
+        return "\n".join(lines)
+
+
+def check(history: list[Operation], initial: State = None) -> Verdict:
+    """Is the history linearizable, every key starting in `initial`?"""
+    by_key: dict[str, list[Operation]] = defaultdict(list)
+    for op in history:
+        if op.kind == GET and op.outcome == UNKNOWN:
+            continue  # a read that did not answer changed nothing and observed nothing
+        by_key[op.key].append(op)
+    verdict = Verdict(True, operations=sum(map(len, by_key.values())))
+    for key, operations in sorted(by_key.items()):
+        unplaced = check_register(operations, initial)
+        if unplaced:
+            verdict.linearizable = False
+            verdict.unplaced[key] = unplaced
+    return verdict
+
+
+def _return_times(operations: list[Operation]) -> list[float]:
+    """Return times for the search: unknown ones bounded by the first sight of their value."""
+    writers: dict[str, int] = defaultdict(int)
+    for op in operations:
+        if op.kind == PUT:
+            writers[op.value] += 1
+    first_seen: dict[str, float] = {}
+    for op in operations:
+        if op.outcome == OK and op.result is not None:
+            first_seen[op.result] = min(op.ret, first_seen.get(op.result, math.inf))
+    times = []
+    for op in operations:
+        if op.outcome != UNKNOWN:
+            times.append(op.ret)
+        elif op.kind == PUT and writers[op.value] == 1:
+            times.append(max(op.call, first_seen.get(op.value, math.inf)))
+        else:
+            times.append(math.inf)
+    return times
+
+
+def check_register(operations: list[Operation], initial: State = None) -> list[Operation]:
+    """Search for a linearization of one register's history.
+
+    Returns [] when there is one; otherwise the operations left out of the longest
+    partial linearization found, in return order (the first is usually the culprit).
+    """
+    count = len(operations)
+    if not count:
+        return []
+    returns = _return_times(operations)
+    events = []
+    for index, (op, ret) in enumerate(zip(operations, returns, strict=True)):
+        events.append((op.call, 0, index))
+        events.append((ret, 1, index))
+    events.sort()
+    # Nodes 0 .. 2*count-1 are events in time order; node `head` is the sentinel.
+    head = 2 * count
+    nil = -1
+    nxt = [nil] * (head + 1)
+    prv = [nil] * (head + 1)
+    op_of = [0] * head
+    is_call = [False] * head
+    match = [nil] * head
+    call_node = {}
+    for node, (_, kind, index) in enumerate(events):
+        op_of[node] = index
+        is_call[node] = kind == 0
+        if kind == 0:
+            call_node[index] = node
+        else:
+            match[call_node[index]] = node
+    order = [head, *range(head)]
+    for a, b in itertools.pairwise(order):
+        nxt[a], prv[b] = b, a
+
+    def lift(node: int) -> None:
+        for n in (node, match[node]):
+            nxt[prv[n]] = nxt[n]
+            if nxt[n] != nil:
+                prv[nxt[n]] = prv[n]
+
+    def unlift(node: int) -> None:
+        for n in (match[node], node):
+            nxt[prv[n]] = n
+            if nxt[n] != nil:
+                prv[nxt[n]] = n
+
+    # Operations that may stay unlinearized to the end (unknown, never seen). Having one
+    # of them still unplaced is never worse than having placed it, so a configuration
+    # is pruned when one with the same placed definite operations, the same state and
+    # a subset of its placed unknown ones was explored: porcupine's cache, made to see
+    # that placing an unknown write and then an unknown delete changed nothing.
+    open_ended = sum(1 << i for i, ret in enumerate(returns) if math.isinf(ret))
+    definite = ~open_ended
+    # Done once every other operation is placed: the open-ended ones may come after
+    # everything, where they change nothing anyone saw.
+    everything_definite = ((1 << count) - 1) & definite
+    unknown = [op.outcome == UNKNOWN for op in operations]
+
+    def options() -> list[int]:
+        """The calls before the first return: what may be linearized next. Known
+        outcomes first: an unknown write is tried only when they cannot go on."""
+        known, maybe = [], []
+        node = nxt[head]
+        while node != nil and is_call[node]:
+            (maybe if unknown[op_of[node]] else known).append(node)
+            node = nxt[node]
+        return known + maybe
+
+    state: State = initial
+    linearized = 0
+    best = 0
+    cache: dict[tuple[int, State], list[int]] = defaultdict(list)
+    stack: list[tuple[list[int], int, State, int, int]] = []
+    choices, position = options(), 0
+    while linearized & everything_definite != everything_definite:
+        while position < len(choices):
+            node = choices[position]
+            position += 1
+            index = op_of[node]
+            allowed, following = step(state, operations[index])
+            if not allowed:
+                continue
+            candidate = linearized | (1 << index)
+            seen = cache[(candidate & definite, following)]
+            placed = candidate & open_ended
+            if seen and (placed in seen or any(earlier & ~placed == 0 for earlier in seen)):
+                continue
+            seen.append(placed)
+            stack.append((choices, position, state, linearized, node))
+            state, linearized = following, candidate
+            if linearized.bit_count() > best.bit_count():
+                best = linearized
+            lift(node)
+            choices, position = options(), 0
+            break
+        else:
+            if not stack:
+                left = [op for i, op in enumerate(operations) if not best >> i & 1]
+                return sorted(left, key=lambda op: (op.ret, op.call))
+            choices, position, state, linearized, node = stack.pop()
+            unlift(node)
+    return []

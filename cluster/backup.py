@@ -28,6 +28,7 @@ import grpc
 from pysyncobj.syncobj import _COMMAND_TYPE
 
 from cluster import rpc
+from cluster.client import Credentials, dial
 from cluster.datadir import STATE, set_sole_member, write_solo_snapshot
 from cluster.raft import Raft
 from cluster.reads import Reads
@@ -118,6 +119,7 @@ def fetch(
     consistency: int = registry_pb2.LINEARIZABLE,
     timeout: float = 3600.0,
     progress: Callable[[int, int], None] = lambda done, total: None,
+    credentials: Credentials | None = None,
 ) -> tuple[cluster_pb2.BackupHeader, str]:
     """Take a backup from `endpoint` into `out`; returns its header and sha256.
 
@@ -132,7 +134,7 @@ def fetch(
         raise BackupError(f"--out {out}: directory {os.path.dirname(out)} does not exist")
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(out), prefix=os.path.basename(out) + ".")
     try:
-        with os.fdopen(fd, "wb") as f, grpc.insecure_channel(endpoint) as channel:
+        with os.fdopen(fd, "wb") as f, dial(endpoint, credentials) as channel:
             request = cluster_pb2.BackupRequest(
                 read=registry_pb2.ReadOptions(consistency=consistency)
             )

@@ -17,6 +17,7 @@ import uuid
 
 import grpc
 
+from cluster.client import Client, Credentials, dial
 from regraft.v1 import registry_pb2, registry_pb2_grpc
 
 REPOSITORY = "bench/app"
@@ -38,17 +39,15 @@ def _manifest(config_digest: str) -> bytes:
     ).encode()
 
 
-def prepare(endpoints: list[str]) -> str:
+def prepare(endpoints: list[str], credentials: Credentials | None = None) -> str:
     """Push the manifest that writes tag and reads fetch; returns its digest."""
-    from cluster.client import Client
-
     config_digest = "sha256:" + hashlib.sha256(_CONFIG).hexdigest()
-    with Client(endpoints) as client:
+    with Client(endpoints, credentials=credentials) as client:
         client.link_blob(REPOSITORY, config_digest, len(_CONFIG))
         return client.put_manifest(REPOSITORY, "latest", _manifest(config_digest)).digest
 
 
-def _worker(endpoints, op, threads, duration, digest, first, queue) -> None:
+def _worker(endpoints, op, threads, duration, digest, first, queue, credentials) -> None:
     latencies: list[float] = []
     errors = [0]
     lock = threading.Lock()
@@ -56,7 +55,7 @@ def _worker(endpoints, op, threads, duration, digest, first, queue) -> None:
 
     def caller(number: int) -> None:
         endpoint = endpoints[number % len(endpoints)]
-        channel = grpc.insecure_channel(endpoint)
+        channel = dial(endpoint, credentials)
         stub = registry_pb2_grpc.RegistryStub(channel)
         mine: list[float] = []
         failed = 0
@@ -99,10 +98,17 @@ def _worker(endpoints, op, threads, duration, digest, first, queue) -> None:
     queue.put((latencies, errors[0]))
 
 
-def run(endpoints: list[str], op: str, concurrency: int, duration: float, processes: int) -> dict:
+def run(
+    endpoints: list[str],
+    op: str,
+    concurrency: int,
+    duration: float,
+    processes: int,
+    credentials: Credentials | None = None,
+) -> dict:
     if op not in ("write", "read-stale", "read-linearizable"):
         raise ValueError(f"unknown op {op!r}: use write, read-stale or read-linearizable")
-    digest = prepare(endpoints)
+    digest = prepare(endpoints, credentials)
     processes = max(1, min(processes, concurrency))
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
@@ -112,7 +118,8 @@ def run(endpoints: list[str], op: str, concurrency: int, duration: float, proces
     for share in shares:
         workers.append(
             context.Process(
-                target=_worker, args=(endpoints, op, share, duration, digest, first, queue)
+                target=_worker,
+                args=(endpoints, op, share, duration, digest, first, queue, credentials),
             )
         )
         first += share

@@ -22,8 +22,9 @@ import time
 
 import grpc
 
-from cluster import cli_members, cli_recovery
+from cluster import cli_auth, cli_members, cli_recovery
 from cluster import config as config_module
+from cluster.client import CredentialError, Credentials
 from cluster.config import DEFAULT_ENDPOINTS, ConfigError, Peer, ReplicaConfig
 from cluster.tables import text_table
 from storage.db import FormatError
@@ -38,10 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     _bench_parser(commands)
     cli_recovery.add_parsers(commands)
     cli_members.add_parsers(commands)
+    cli_auth.add_parsers(commands)
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (ConfigError, FormatError) as e:
+    except (ConfigError, FormatError, CredentialError) as e:
         print(f"regraft {args.command}: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -67,6 +69,13 @@ def _serve_parser(commands) -> None:
         help="another replica: id=raft_host:port,grpc_host:port (repeat per peer)",
     )
     p.add_argument("--secret-file", help="file holding the cluster secret")
+    p.add_argument("--tls-cert-file", help="the gRPC API's certificate (PEM): TLS on")
+    p.add_argument("--tls-key-file", help="its private key (PEM)")
+    p.add_argument(
+        "--tls-client-ca-file", help="CA of client certificates: every caller needs one (mTLS)"
+    )
+    p.add_argument("--tls-ca-file", help="CA that verifies the other replicas' certificates")
+    p.add_argument("--callers-file", help="identities and roles: authorization on (TOML)")
     p.add_argument("--insecure", action="store_true", help="no secret: loopback-only test clusters")
     p.add_argument("--snapshot-entries", type=int, help="snapshot after this many entries")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
@@ -87,6 +96,11 @@ def _serve(args) -> int:
         "grpc_address": args.grpc_address,
         "metrics_address": args.metrics_address,
         "secret_file": args.secret_file,
+        "tls_cert_file": args.tls_cert_file,
+        "tls_key_file": args.tls_key_file,
+        "tls_client_ca_file": args.tls_client_ca_file,
+        "tls_ca_file": args.tls_ca_file,
+        "callers_file": args.callers_file,
         "snapshot_entries": args.snapshot_entries,
         "log_level": args.log_level,
     }
@@ -103,6 +117,9 @@ def _serve(args) -> int:
         level=config.log_level.upper(),
         format=f"%(asctime)s {config.id or '-'} %(levelname)s %(name)s: %(message)s",
     )
+    config.validate()
+    for warning in config.warnings():
+        logging.getLogger("regraft").warning("UNSAFE: %s", warning)
     from cluster.replica import Replica  # heavy imports only when serving
 
     terminated = threading.Event()
@@ -284,6 +301,7 @@ def _status_parser(commands) -> None:
     p.add_argument("--endpoints", default=DEFAULT_ENDPOINTS, help="comma-separated gRPC")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--timeout", type=float, default=3.0)
+    cli_auth.add_client_flags(p)
     p.set_defaults(run=_status)
 
 
@@ -291,7 +309,7 @@ def _status(args) -> int:
     from google.protobuf.json_format import MessageToDict
 
     endpoints = [e.strip() for e in args.endpoints.split(",") if e.strip()]
-    rows = query_members(endpoints, args.timeout)
+    rows = query_members(endpoints, args.timeout, cli_auth.client_credentials(args))
     if args.json:
         print(
             json.dumps(
@@ -327,13 +345,15 @@ DISK_FULL_FRACTION = 0.9
 _LEADER = 3  # cluster_pb2.LEADER
 
 
-def query_members(endpoints: list[str], timeout: float) -> list[tuple]:
+def query_members(
+    endpoints: list[str], timeout: float, credentials: Credentials | None = None
+) -> list[tuple]:
     """(endpoint, StatusResponse or None, error or None) of the endpoints and every
     member they name; a member reached under two addresses is listed once."""
     from cluster.client import Client
 
     rows, ids, tried, queued = [], set(), set(), list(endpoints)
-    with Client(endpoints) as client:
+    with Client(endpoints, credentials=credentials) as client:
         while queued:
             endpoint = queued.pop(0)
             if endpoint in tried:
@@ -460,6 +480,7 @@ def _bench_parser(commands) -> None:
         help="comma-separated: write, read-stale, read-linearizable",
     )
     p.add_argument("--processes", type=int, default=2, help="load generator processes")
+    cli_auth.add_client_flags(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_bench)
 
@@ -471,7 +492,14 @@ def _bench(args) -> int:
     results = []
     for op in args.ops.split(","):
         for concurrency in (int(c) for c in args.concurrency.split(",")):
-            result = bench.run(endpoints, op.strip(), concurrency, args.duration, args.processes)
+            result = bench.run(
+                endpoints,
+                op.strip(),
+                concurrency,
+                args.duration,
+                args.processes,
+                cli_auth.client_credentials(args),
+            )
             results.append(result)
             if not args.json:
                 print(bench.format_result(result), flush=True)

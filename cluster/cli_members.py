@@ -10,6 +10,8 @@ import time
 
 import grpc
 
+from cluster import cli_auth
+from cluster.client import Credentials, dial
 from cluster.config import DEFAULT_ENDPOINTS
 from cluster.tables import text_table
 from regraft.v1 import cluster_pb2, cluster_pb2_grpc, record_pb2
@@ -59,9 +61,16 @@ def add_parsers(commands) -> None:
 
 def _endpoints(p: argparse.ArgumentParser) -> None:
     p.add_argument("--endpoints", default=DEFAULT_ENDPOINTS, help="comma-separated gRPC addresses")
+    cli_auth.add_client_flags(p)
 
 
-def call_leader(endpoints: str, method: str, request, timeout: float = _CHANGE_TIMEOUT):
+def call_leader(
+    endpoints: str,
+    method: str,
+    request,
+    timeout: float = _CHANGE_TIMEOUT,
+    credentials: Credentials | None = None,
+):
     """Call a Cluster method on the leader: try each endpoint, follow `leader` hints."""
     queue = [e.strip() for e in endpoints.split(",") if e.strip()]
     deadline = time.monotonic() + timeout
@@ -70,7 +79,7 @@ def call_leader(endpoints: str, method: str, request, timeout: float = _CHANGE_T
     while time.monotonic() < deadline:
         endpoint = queue[tried % len(queue)]
         tried += 1
-        with grpc.insecure_channel(endpoint) as channel:
+        with dial(endpoint, credentials) as channel:
             stub = cluster_pb2_grpc.ClusterStub(channel)
             try:
                 return getattr(stub, method)(request, timeout=max(1.0, deadline - time.monotonic()))
@@ -87,6 +96,12 @@ def call_leader(endpoints: str, method: str, request, timeout: float = _CHANGE_T
     raise last_error or TimeoutError("no endpoint answered")
 
 
+def _call(args, method: str, request, timeout: float = _CHANGE_TIMEOUT):
+    """call_leader with the command line's endpoints and credentials."""
+    credentials = cli_auth.client_credentials(args)
+    return call_leader(args.endpoints, method, request, timeout, credentials)
+
+
 def _run(action):
     def run(args) -> int:
         try:
@@ -100,7 +115,7 @@ def _run(action):
 
 @_run
 def _list(args) -> int:
-    response = call_leader(args.endpoints, "ListMembers", cluster_pb2.ListMembersRequest(), 10.0)
+    response = _call(args, "ListMembers", cluster_pb2.ListMembersRequest(), 10.0)
     print(members_table(response.members))
     return 0
 
@@ -111,7 +126,7 @@ def _add(args) -> int:
         id=args.id, raft_address=args.raft_address, grpc_address=args.grpc_address,
         force=args.force,
     )  # fmt: skip
-    response = call_leader(args.endpoints, "AddMember", request)
+    response = _call(args, "AddMember", request)
     _print_change(response)
     print(
         f"\n{args.id} is a learner. Start it with the cluster secret and `--join`, e.g.\n"
@@ -130,21 +145,21 @@ def _add(args) -> int:
 @_run
 def _promote(args) -> int:
     request = cluster_pb2.PromoteMemberRequest(id=args.id)
-    _print_change(call_leader(args.endpoints, "PromoteMember", request))
+    _print_change(_call(args, "PromoteMember", request))
     return 0
 
 
 @_run
 def _remove(args) -> int:
     request = cluster_pb2.RemoveMemberRequest(id=args.id, force=args.force)
-    _print_change(call_leader(args.endpoints, "RemoveMember", request))
+    _print_change(_call(args, "RemoveMember", request))
     return 0
 
 
 @_run
 def _transfer(args) -> int:
     request = cluster_pb2.TransferLeadershipRequest(to_id=args.to)
-    response = call_leader(args.endpoints, "TransferLeadership", request)
+    response = _call(args, "TransferLeadership", request)
     print(f"leader is now {response.leader_id} (term {response.term})")
     return 0
 

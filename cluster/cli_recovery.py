@@ -7,6 +7,7 @@ import os
 import sys
 import time
 
+from cluster import cli_auth
 from cluster.config import ConfigError
 
 
@@ -61,6 +62,7 @@ def _backup_parser(commands) -> None:
         "(works without a quorum; default: reflect every acknowledged write)",
     )
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds for the whole transfer")
+    cli_auth.add_client_flags(p)
     p.set_defaults(run=_reporting(_backup))
 
 
@@ -103,7 +105,14 @@ def _backup(args) -> int:
     if not args.endpoint or not args.out:
         raise ConfigError("backup needs --endpoint (a replica's gRPC address) and --out FILE")
     consistency = registry_pb2.STALE if args.stale else registry_pb2.LINEARIZABLE
-    header, sha256 = backup.fetch(args.endpoint, args.out, consistency, args.timeout, _Progress())
+    header, sha256 = backup.fetch(
+        args.endpoint,
+        args.out,
+        consistency,
+        args.timeout,
+        _Progress(),
+        cli_auth.client_credentials(args),
+    )
     print(f"regraft backup: wrote {os.path.abspath(args.out)}")
     print(f"  revision    {header.revision}")
     print(f"  state hash  {header.state_hash}")

@@ -11,11 +11,18 @@ answer was lost is not applied twice.
     client.link_blob("library/app", digest, size=1234)
     client.put_manifest("library/app", "v1", manifest_bytes)
     client.get_manifest("library/app", "v1", consistency=STALE)
+
+With TLS (README, Security), give it Credentials: a CA that verifies the replicas,
+a client certificate for mutual TLS, a bearer token, or several of these.
+`dial` builds every channel regraft opens: the CLI's, the client's, a replica's to
+the others.
 """
 
+import os
 import random
 import time
 import uuid
+from dataclasses import dataclass
 
 import grpc
 
@@ -31,6 +38,111 @@ _OPTIONS = [
 ]
 
 
+# Where `regraft` looks for a bearer token when --token-file is not given.
+TOKEN_ENV = "REGRAFT_TOKEN"
+
+
+class CredentialError(ValueError):
+    """A credential file cannot be read or holds nothing usable."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """How to reach a replica that speaks TLS or wants a caller identity.
+
+    No CA file and no certificate: plaintext, as `regraft up`'s cluster speaks.
+    """
+
+    ca_file: str = ""  # verifies the replicas' certificates (with a client certificate
+    # but no CA file: the system's roots)
+    cert_file: str = ""  # client certificate and key, for mutual TLS
+    key_file: str = ""
+    token: str = ""  # sent as `authorization: Bearer <token>`
+    tls: bool = False  # TLS even without either file (verified with the system's roots)
+
+    @property
+    def secure(self) -> bool:
+        return self.tls or bool(self.ca_file or self.cert_file)
+
+    def channel_credentials(self) -> grpc.ChannelCredentials:
+        """The TLS credentials, read from the files now (new channels see new files)."""
+        if bool(self.cert_file) != bool(self.key_file):
+            raise CredentialError(
+                f"a client certificate needs both files: cert {self.cert_file!r}, "
+                f"key {self.key_file!r}"
+            )
+        return grpc.ssl_channel_credentials(
+            root_certificates=_read(self.ca_file, "CA file") if self.ca_file else None,
+            private_key=_read(self.key_file, "key file") if self.key_file else None,
+            certificate_chain=_read(self.cert_file, "certificate file") if self.cert_file else None,
+        )
+
+
+def read_token(path: str) -> str:
+    """A bearer token from a file (surrounding whitespace ignored)."""
+    token = _read(path, "token file").decode(errors="replace").strip()
+    if not token or any(ch.isspace() or not ch.isprintable() for ch in token):
+        raise CredentialError(f"token file {path!r} does not hold one token (printable, no spaces)")
+    return token
+
+
+def token_from_env() -> str:
+    return os.environ.get(TOKEN_ENV, "").strip()
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise CredentialError(f"{what} {path!r}: {e.strerror}") from None
+
+
+class _BearerToken(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    """Adds `authorization: Bearer <token>` to every call of a channel."""
+
+    def __init__(self, token: str) -> None:
+        self._header = ("authorization", f"Bearer {token}")
+
+    def _details(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+        return _CallDetails(
+            details.method,
+            details.timeout,
+            [*(details.metadata or ()), self._header],
+            details.credentials,
+            details.wait_for_ready,
+            details.compression,
+        )
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+
+@dataclass(frozen=True)
+class _CallDetails(grpc.ClientCallDetails):
+    method: str
+    timeout: float | None
+    metadata: list
+    credentials: grpc.CallCredentials | None
+    wait_for_ready: bool | None
+    compression: grpc.Compression | None
+
+
+def dial(endpoint: str, credentials: Credentials | None = None) -> grpc.Channel:
+    """A channel to one replica: plaintext, TLS or mutual TLS, with a token or not."""
+    credentials = credentials or Credentials()
+    if credentials.secure:
+        channel = grpc.secure_channel(endpoint, credentials.channel_credentials(), options=_OPTIONS)
+    else:
+        channel = grpc.insecure_channel(endpoint, options=_OPTIONS)
+    if credentials.token:
+        return grpc.intercept_channel(channel, _BearerToken(credentials.token))
+    return channel
+
+
 class Client:
     def __init__(
         self,
@@ -39,10 +151,12 @@ class Client:
         attempt_timeout: float = 5.0,
         backoff: float = 0.05,
         max_backoff: float = 1.0,
+        credentials: Credentials | None = None,
     ) -> None:
         if not endpoints:
             raise ValueError("at least one endpoint is required")
         self.endpoints = list(endpoints)
+        self.credentials = credentials
         self.timeout = timeout
         self.attempt_timeout = attempt_timeout
         self._backoff = backoff
@@ -63,7 +177,7 @@ class Client:
 
     def _channel(self, endpoint: str) -> grpc.Channel:
         if endpoint not in self._channels:
-            self._channels[endpoint] = grpc.insecure_channel(endpoint, options=_OPTIONS)
+            self._channels[endpoint] = dial(endpoint, self.credentials)
         return self._channels[endpoint]
 
     def registry(self, endpoint: str | None = None) -> registry_pb2_grpc.RegistryStub:

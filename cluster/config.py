@@ -59,6 +59,18 @@ class ReplicaConfig:
     snapshot_entries: int = 20_000
     snapshot_seconds: float = 600.0
     log_level: str = "INFO"
+    # The gRPC API's TLS (README "Security"). Certificate and key: TLS on. A client CA:
+    # every caller must present a certificate it signed (mutual TLS). The files are
+    # re-read when they change, for new connections.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_client_ca_file: str = ""
+    # Verifies the other replicas' certificates when this one calls them
+    # (default: tls_client_ca_file).
+    tls_ca_file: str = ""
+    # Identities (certificate names, hashed bearer tokens) and their roles; set, every
+    # call but health checks and reflection needs a caller with a role that allows it.
+    callers_file: str = ""
 
     def read_secret(self) -> str | None:
         """The cluster secret; None only for an --insecure replica."""
@@ -107,10 +119,55 @@ class ReplicaConfig:
                         f"--insecure binds loopback addresses only, but raft address "
                         f"{address!r} is not on loopback"
                     )
+        self._validate_tls()
         if self.election_timeout_min <= 3 * self.heartbeat:
             raise ConfigError("election_timeout_min must exceed three heartbeats")
         if self.election_timeout_max <= self.election_timeout_min:
             raise ConfigError("election_timeout_max must exceed election_timeout_min")
+
+    @property
+    def tls(self) -> bool:
+        """Whether the gRPC API speaks TLS."""
+        return bool(self.tls_cert_file)
+
+    def _validate_tls(self) -> None:
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            given, missing = (
+                ("tls_cert_file", "tls_key_file")
+                if self.tls_cert_file
+                else ("tls_key_file", "tls_cert_file")
+            )
+            raise ConfigError(
+                f"{given} {getattr(self, given)!r} is set but {missing} is not: "
+                "TLS needs both the certificate and its private key"
+            )
+        for name in ("tls_client_ca_file", "tls_ca_file"):
+            if getattr(self, name) and not self.tls:
+                raise ConfigError(
+                    f"{name} {getattr(self, name)!r} needs TLS on the gRPC API: "
+                    "set tls_cert_file and tls_key_file too"
+                )
+        if self.callers_file and not self.tls and not self.loopback_api:
+            raise ConfigError(
+                f"callers_file {self.callers_file!r} without TLS on grpc_address "
+                f"{self.grpc_address!r}, which is not loopback: bearer tokens would cross "
+                "the network in clear. Set tls_cert_file and tls_key_file."
+            )
+
+    @property
+    def loopback_api(self) -> bool:
+        return is_loopback(split_address(self.grpc_address, "grpc_address")[0])
+
+    def warnings(self) -> list[str]:
+        """What is allowed but unsafe: said loudly when a replica starts."""
+        if self.tls or self.loopback_api:
+            return []
+        return [
+            f"the gRPC API on {self.grpc_address} is neither encrypted nor authenticated: "
+            "anyone who reaches it can read and change the registry and the membership. "
+            "Set tls_cert_file, tls_key_file, tls_client_ca_file and callers_file "
+            "(README, Security)."
+        ]
 
 
 def split_address(address: str, name: str = "address") -> tuple[str, int]:

@@ -25,6 +25,8 @@ from collections.abc import Iterator
 
 import grpc
 
+from cluster import auth
+from cluster.client import dial
 from cluster.config import Peer, ReplicaConfig
 from cluster.raft import ProposalError, Raft
 from cluster.rpc import Unavailable, propose_within
@@ -50,10 +52,15 @@ class Members:
         self.self_id = config.id
         self._raft = raft
         self._config = config
+        self._credentials = auth.peer_credentials(config)
         me = Peer(config.id, config.raft_address, config.grpc_address)
         # This replica's own view of addresses comes first (it may reach a peer
         # through an address other than the one the peer announced).
         self._configured = {p.raft_address: p for p in [me, *config.peers]}
+
+    def dial(self, grpc_address: str) -> grpc.Channel:
+        """A channel to another member's gRPC API, with this replica's credentials."""
+        return dial(grpc_address, self._credentials)
 
     def table(self, view: View | None = None) -> list[Member]:
         """The replicated table (in `view`, else now); before it is seeded, the configuration."""
@@ -97,7 +104,7 @@ class Members:
         others |= {m.grpc_address for m in self.table()}
         for address in sorted(others - {self._config.grpc_address}):
             try:
-                with grpc.insecure_channel(address) as channel:
+                with self.dial(address) as channel:
                     listed = cluster_pb2_grpc.ClusterStub(channel).ListMembers(request, timeout=1.0)
             except grpc.RpcError:
                 continue
@@ -313,7 +320,7 @@ class Changes:
     def _require_caught_up(self, member: Member) -> None:
         commit = self._raft.status()["commit_idx"]
         try:
-            with grpc.insecure_channel(member.grpc_address) as channel:
+            with self._members.dial(member.grpc_address) as channel:
                 status = cluster_pb2_grpc.ClusterStub(channel).Status(
                     cluster_pb2.StatusRequest(), timeout=3.0
                 )

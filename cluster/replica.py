@@ -19,16 +19,24 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import REGISTRY
 
-from cluster import metrics
+from cluster import auth, metrics
 from cluster.backup import BackupSource
 from cluster.config import ConfigError, ReplicaConfig
 from cluster.http import ProbeServer
 from cluster.membership import Changes, Members, raft_peers, starts_as_learner
 from cluster.raft import Raft, RaftSettings
 from cluster.reads import Reads
+from cluster.service_access import AccessService
 from cluster.service_cluster import VERSION, ClusterService
 from cluster.service_registry import RegistryService
-from regraft.v1 import cluster_pb2, cluster_pb2_grpc, registry_pb2, registry_pb2_grpc
+from regraft.v1 import (
+    access_pb2,
+    access_pb2_grpc,
+    cluster_pb2,
+    cluster_pb2_grpc,
+    registry_pb2,
+    registry_pb2_grpc,
+)
 from storage import members
 from storage.db import Store
 from storage.files import write_atomically
@@ -45,7 +53,7 @@ VOTER_MARKER = "raft.voter"
 # A replica that has heard from no leader for this long asks the others whether it
 # is still a member.
 _REMOVED_AFTER = 5.0
-_HEALTH_SERVICES = ("", "regraft.v1.Registry", "regraft.v1.Cluster")
+_HEALTH_SERVICES = ("", "regraft.v1.Registry", "regraft.v1.Cluster", "regraft.v1.Access")
 
 
 @dataclass
@@ -61,6 +69,9 @@ class Replica:
     def __init__(self, config: ReplicaConfig) -> None:
         config.validate()
         self.config = config
+        # TLS files and the callers file are read before anything starts: errors first.
+        api_credentials = auth.server_credentials(config)
+        api_checks = auth.interceptors(config, config.read_secret())
         os.makedirs(config.data_dir, exist_ok=True)
         self._lock_file = _lock_data_dir(config.data_dir)
         self.store = Store(os.path.join(config.data_dir, "state"))
@@ -102,6 +113,7 @@ class Replica:
                 ("grpc.so_reuseport", 0),
             ],
             maximum_concurrent_rpcs=1024,
+            interceptors=api_checks,
         )
         cluster_service = ClusterService(
             self.raft,
@@ -113,18 +125,27 @@ class Replica:
         registry_pb2_grpc.add_RegistryServicer_to_server(
             RegistryService(self.raft, self.reads, cluster_service.leader_hint), self.server
         )
+        access_pb2_grpc.add_AccessServicer_to_server(
+            AccessService(self.raft, self.reads, cluster_service.leader_hint), self.server
+        )
         cluster_pb2_grpc.add_ClusterServicer_to_server(cluster_service, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             [
                 registry_pb2.DESCRIPTOR.services_by_name["Registry"].full_name,
+                access_pb2.DESCRIPTOR.services_by_name["Access"].full_name,
                 cluster_pb2.DESCRIPTOR.services_by_name["Cluster"].full_name,
                 health.SERVICE_NAME,
                 reflection.SERVICE_NAME,
             ],
             self.server,
         )
-        if self.server.add_insecure_port(config.grpc_address) == 0:
+        port = (
+            self.server.add_secure_port(config.grpc_address, api_credentials)
+            if api_credentials is not None
+            else self.server.add_insecure_port(config.grpc_address)
+        )
+        if port == 0:
             raise ConfigError(f"cannot listen on grpc_address {config.grpc_address!r}")
         self.probes = (
             ProbeServer(config.metrics_address, self.not_live, self.not_ready)
@@ -180,9 +201,12 @@ class Replica:
         caught_up = status and status["last_applied"] >= (status.get("leader_commit_idx") or 0)
         if recorded and me is None and caught_up and status.get("leader") is not None:
             return Ending("removed from the cluster", 0)
-        # A removed voter hears from no leader again (the others drop its connections),
-        # and may not have applied its own removal: after a while, ask the others.
-        if status.get("leader") is not None:
+        # A removed voter hears from no leader again: the others drop its connections,
+        # so it is connected to none of them (and PySyncObj, which starts an election
+        # only when connected to someone, may go on naming the old leader). It may not
+        # have applied its own removal: after a while, ask the others.
+        connected = any(status.get("peers", {}).values())
+        if status.get("leader") is not None and connected:
             self._leaderless_since = None
             return None
         now = time.monotonic()

@@ -72,11 +72,16 @@ def propose(raft: Raft, command: command_pb2.Command, context) -> command_pb2.Re
 
 
 def propose_within(raft: Raft, command: command_pb2.Command, wait: float) -> command_pb2.Result:
-    """propose() with a timeout in seconds rather than a gRPC deadline."""
+    """propose() with a timeout in seconds rather than a gRPC deadline.
+
+    The command is stamped with this replica's clock: its events' time, and "now"
+    for age-based event retention.
+    """
     problem = raft.status().get("storage_error")
     if problem:
         # Better a clear refusal now than a timeout: nothing is written until there is room.
         raise Exhausted(f"this replica cannot write to its disk ({problem}); retry later")
+    command.time_ms = command.time_ms or int(time.time() * 1000)
     future = raft.propose(command.SerializeToString(), wait)
     try:
         with metrics.proposals_pending.track_inprogress():

@@ -2,12 +2,13 @@
 
 import os
 
-from cluster import rpc
+from cluster import auth, rpc
 from cluster.backup import BackupSource
 from cluster.membership import Changes, Members
 from cluster.raft import Raft
 from cluster.reads import Reads
 from regraft.v1 import cluster_pb2, cluster_pb2_grpc
+from storage import commands, registry
 
 _ROLES = {0: cluster_pb2.FOLLOWER, 1: cluster_pb2.CANDIDATE, 2: cluster_pb2.LEADER}
 VERSION = "0.1.0"
@@ -35,6 +36,7 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
         last = status["last_log_index"]
         with self._raft.store.read() as view:
             revision, state_hash = view.revision, view.state_hash
+            retention = registry.event_retention(view)
         sizes = self._raft.store.stat()
         disk = os.statvfs(self._raft.store.path)
         leader_peer = self._members.by_raft_address(leader) if leader else None
@@ -57,6 +59,18 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
             db_map_bytes=sizes["map_bytes"],
             disk_free_bytes=disk.f_bavail * disk.f_frsize,
             disk_total_bytes=disk.f_blocks * disk.f_frsize,
+            event_retention=cluster_pb2.EventRetention(
+                revisions=retention.revisions, max_age_seconds=retention.max_age_seconds
+            ),
+        )
+
+    @rpc.handler
+    def SetEventRetention(self, request, context):
+        command = commands.set_event_retention(
+            request.revisions, request.max_age_seconds, auth.actor(context)
+        )
+        return cluster_pb2.SetEventRetentionResponse(
+            revision=rpc.propose(self._raft, command, context).revision
         )
 
     @rpc.handler

@@ -7,7 +7,7 @@ Reads: a view as fresh as the request's ReadOptions ask -> storage.registry.
 import threading
 from collections.abc import Callable, Iterator
 
-from cluster import rpc
+from cluster import auth, rpc
 from cluster.raft import Raft
 from cluster.reads import Reads
 from regraft.v1 import registry_pb2, registry_pb2_grpc
@@ -40,7 +40,7 @@ class RegistryService(registry_pb2_grpc.RegistryServicer):
 
     @rpc.handler
     def PutManifest(self, request, context):
-        result = self._write(commands.put_manifest(request), context)
+        result = self._write(commands.put_manifest(request, auth.actor(context)), context)
         return pb.PutManifestResponse(digest=result.digest, revision=result.revision)
 
     @rpc.handler
@@ -59,19 +59,19 @@ class RegistryService(registry_pb2_grpc.RegistryServicer):
 
     @rpc.handler
     def DeleteManifest(self, request, context):
-        result = self._write(commands.delete_manifest(request), context)
+        result = self._write(commands.delete_manifest(request, auth.actor(context)), context)
         return pb.DeleteManifestResponse(revision=result.revision, deleted_tags=result.deleted_tags)
 
     # -- tags ---------------------------------------------------------------------------
 
     @rpc.handler
     def PutTag(self, request, context):
-        result = self._write(commands.put_tag(request), context)
+        result = self._write(commands.put_tag(request, auth.actor(context)), context)
         return pb.PutTagResponse(revision=result.revision, previous_digest=result.previous_digest)
 
     @rpc.handler
     def DeleteTag(self, request, context):
-        result = self._write(commands.delete_tag(request), context)
+        result = self._write(commands.delete_tag(request, auth.actor(context)), context)
         return pb.DeleteTagResponse(revision=result.revision, digest=result.digest)
 
     @rpc.handler
@@ -109,7 +109,7 @@ class RegistryService(registry_pb2_grpc.RegistryServicer):
 
     @rpc.handler
     def LinkBlob(self, request, context):
-        result = self._write(commands.link_blob(request), context)
+        result = self._write(commands.link_blob(request, auth.actor(context)), context)
         return pb.LinkBlobResponse(revision=result.revision)
 
     @rpc.handler
@@ -127,12 +127,12 @@ class RegistryService(registry_pb2_grpc.RegistryServicer):
 
     @rpc.handler
     def UnlinkBlob(self, request, context):
-        result = self._write(commands.unlink_blob(request), context)
+        result = self._write(commands.unlink_blob(request, auth.actor(context)), context)
         return pb.UnlinkBlobResponse(revision=result.revision)
 
     @rpc.handler
     def MountBlob(self, request, context):
-        result = self._write(commands.mount_blob(request), context)
+        result = self._write(commands.mount_blob(request, auth.actor(context)), context)
         return pb.MountBlobResponse(
             size=result.size, media_type=result.media_type, revision=result.revision
         )

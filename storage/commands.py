@@ -6,16 +6,20 @@ Command to replicate. It raises InvalidArgument naming the first bad field, befo
 anything is proposed, so a bad request never reaches the log.
 """
 
+import hashlib
 import re
 
-from regraft.v1 import command_pb2, record_pb2, registry_pb2
-from storage import manifest, names
+from regraft.v1 import access_pb2, command_pb2, record_pb2, registry_pb2
+from storage import access, manifest, names
 from storage.errors import InvalidArgument
 
 MAX_REQUEST_ID_LENGTH = 128
 # ASCII only: the id is part of an LMDB key, which must stay under 511 bytes.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:/-]*")
 MAX_MEDIA_TYPE_LENGTH = 255
+MAX_DESCRIPTION_LENGTH = 255
+MIN_PASSWORD_LENGTH = 8
+MAX_PASSWORD_LENGTH = 256
 
 Command = command_pb2.Command
 
@@ -33,12 +37,16 @@ def _envelope(request_id: str, actor: str) -> Command:
     return Command(request_id=request_id, actor=actor)
 
 
-def _media_type(value: str, field: str = "media_type") -> str:
-    if len(value) > MAX_MEDIA_TYPE_LENGTH or any(not ch.isprintable() for ch in value):
+def _printable(value: str, field: str, what: str, limit: int) -> str:
+    if len(value) > limit or any(not ch.isprintable() for ch in value):
         raise InvalidArgument(
-            field, f"{names.quote(value)} is not a media type (printable, at most 255 characters)"
+            field, f"{names.quote(value)} is not {what} (printable, at most {limit} characters)"
         )
     return value
+
+
+def _media_type(value: str, field: str = "media_type") -> str:
+    return _printable(value, field, "a media type", MAX_MEDIA_TYPE_LENGTH)
 
 
 def put_manifest(request: registry_pb2.PutManifestRequest, actor: str = "") -> Command:
@@ -156,6 +164,12 @@ def mount_blob(request: registry_pb2.MountBlobRequest, actor: str = "") -> Comma
     return command
 
 
+def set_event_retention(revisions: int, max_age_seconds: int, actor: str = "") -> Command:
+    """How much change history every replica keeps; zeros restore the defaults."""
+    op = command_pb2.SetEventRetentionOp(revisions=revisions, max_age_seconds=max_age_seconds)
+    return Command(actor=actor, set_event_retention=op)
+
+
 def barrier() -> Command:
     """The no-op a linearizable read commits to prove this replica's state is current."""
     return Command(barrier=command_pb2.BarrierOp())
@@ -187,3 +201,202 @@ def set_member_role(member_id: str, current: int, new: int) -> Command:
 def _address(address: str, field: str) -> str:
     names.split_address(address, field)
     return address
+
+
+# -- access (storage/access.py) -----------------------------------------------------
+
+
+def _description(value: str) -> str:
+    return _printable(value, "description", "a description", MAX_DESCRIPTION_LENGTH)
+
+
+def _password_hash(password: str, name: str, request_id: str) -> str:
+    """Hash before proposing: the password itself never reaches the log or a message.
+
+    With a request id the salt is derived from it, so that a retry under the same id is
+    the same command (machine.py compares them) rather than a refused different one.
+    """
+    if not MIN_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_LENGTH:
+        raise InvalidArgument(
+            "password",
+            f"is {len(password)} characters; {MIN_PASSWORD_LENGTH} to "
+            f"{MAX_PASSWORD_LENGTH} are required",
+        )
+    salt = None
+    if request_id:
+        seed = b"\0".join([b"regraft password salt", name.encode(), request_id.encode()])
+        salt = hashlib.sha256(seed).digest()[:16]
+    return access.hash_password(password, salt)
+
+
+def create_user(request: access_pb2.CreateUserRequest, actor: str = "") -> Command:
+    command = _envelope(request.request_id, actor)
+    name = names.validate_account_name(request.name)
+    op = command_pb2.PutUserOp(name=name, create=True, admin=request.admin)
+    if request.password:
+        op.password_hash = _password_hash(request.password, name, request.request_id)
+    command.put_user.CopyFrom(op)
+    return command
+
+
+def update_user(request: access_pb2.UpdateUserRequest, actor: str = "") -> Command:
+    command = _envelope(request.request_id, actor)
+    name = names.validate_account_name(request.name)
+    op = command_pb2.PutUserOp(name=name)
+    for field in ("active", "admin"):
+        if request.HasField(field):
+            setattr(op, field, getattr(request, field))
+    if request.HasField("password"):
+        password = request.password
+        op.password_hash = password and _password_hash(password, name, request.request_id)
+    command.put_user.CopyFrom(op)
+    return command
+
+
+def delete_user(request: access_pb2.DeleteUserRequest, actor: str = "") -> Command:
+    command = _envelope(request.request_id, actor)
+    command.delete_user.name = names.validate_account_name(request.name)
+    return command
+
+
+def put_organization(
+    request: access_pb2.OrganizationRequest, create: bool, actor: str = ""
+) -> Command:
+    command = _envelope(request.request_id, actor)
+    command.put_organization.CopyFrom(
+        command_pb2.PutOrganizationOp(
+            name=names.validate_account_name(request.name),
+            create=create,
+            description=_description(request.description),
+        )
+    )
+    return command
+
+
+def delete_organization(request: access_pb2.DeleteOrganizationRequest, actor: str = "") -> Command:
+    command = _envelope(request.request_id, actor)
+    command.delete_organization.name = names.validate_account_name(request.name)
+    return command
+
+
+def put_team(request: access_pb2.TeamRequest, create: bool, actor: str = "") -> Command:
+    command = _envelope(request.request_id, actor)
+    command.put_team.CopyFrom(
+        command_pb2.PutTeamOp(
+            organization=names.validate_account_name(request.organization, "organization"),
+            name=names.validate_account_name(request.name),
+            create=create,
+            description=_description(request.description),
+        )
+    )
+    return command
+
+
+def delete_team(request: access_pb2.DeleteTeamRequest, actor: str = "") -> Command:
+    command = _envelope(request.request_id, actor)
+    command.delete_team.CopyFrom(
+        command_pb2.DeleteTeamOp(
+            organization=names.validate_account_name(request.organization, "organization"),
+            name=names.validate_account_name(request.name),
+        )
+    )
+    return command
+
+
+def set_team_member(
+    request: access_pb2.TeamMemberRequest, member: bool, actor: str = ""
+) -> Command:
+    """Add (member) or remove a user from a team."""
+    command = _envelope(request.request_id, actor)
+    command.set_team_member.CopyFrom(
+        command_pb2.SetTeamMemberOp(
+            organization=names.validate_account_name(request.organization, "organization"),
+            team=names.validate_account_name(request.team, "team"),
+            user=names.validate_account_name(request.user, "user"),
+            member=member,
+        )
+    )
+    return command
+
+
+def set_organization_owner(
+    request: access_pb2.OrganizationOwnerRequest, owner: bool, actor: str = ""
+) -> Command:
+    """Add (owner) or remove an owner of an organization."""
+    command = _envelope(request.request_id, actor)
+    command.set_organization_owner.CopyFrom(
+        command_pb2.SetOrganizationOwnerOp(
+            organization=names.validate_account_name(request.organization, "organization"),
+            user=names.validate_account_name(request.user, "user"),
+            owner=owner,
+        )
+    )
+    return command
+
+
+def subject(value: access_pb2.Subject, field: str = "subject") -> access_pb2.Subject:
+    """A user, or a team of an organization, with valid names."""
+    kind = value.WhichOneof("kind")
+    if kind == "user":
+        names.validate_account_name(value.user, f"{field}.user")
+    elif kind == "team":
+        names.validate_account_name(value.team.organization, f"{field}.team.organization")
+        names.validate_account_name(value.team.name, f"{field}.team.name")
+    else:
+        raise InvalidArgument(field, "must name a user or a team")
+    return value
+
+
+def scope(value: access_pb2.Scope, field: str = "scope") -> access_pb2.Scope:
+    """A repository, or every repository of an organization, with valid names."""
+    kind = value.WhichOneof("kind")
+    if kind == "repository":
+        names.validate_repository(value.repository, f"{field}.repository")
+    elif kind == "organization":
+        names.validate_account_name(value.organization, f"{field}.organization")
+    else:
+        raise InvalidArgument(field, "must name a repository or an organization")
+    return value
+
+
+def set_grant(request: access_pb2.SetGrantRequest, actor: str = "") -> Command:
+    command = _envelope(request.request_id, actor)
+    grant = request.grant
+    if grant.level not in access.LEVEL_NAMES:
+        raise InvalidArgument(
+            "grant.level", f"{grant.level} is not a level: READ_ONLY, READ_WRITE or ADMIN"
+        )
+    command.set_grant.CopyFrom(
+        command_pb2.SetGrantOp(
+            scope=scope(grant.scope, "grant.scope"),
+            subject=subject(grant.subject, "grant.subject"),
+            level=grant.level,
+        )
+    )
+    return command
+
+
+def delete_grant(request: access_pb2.DeleteGrantRequest, actor: str = "") -> Command:
+    command = _envelope(request.request_id, actor)
+    command.set_grant.CopyFrom(
+        command_pb2.SetGrantOp(scope=scope(request.scope), subject=subject(request.subject))
+    )
+    return command
+
+
+def set_repository_settings(
+    request: access_pb2.SetRepositorySettingsRequest, actor: str = ""
+) -> Command:
+    command = _envelope(request.request_id, actor)
+    if request.settings.visibility not in access_pb2.Visibility.values():
+        raise InvalidArgument(
+            "settings.visibility",
+            f"{request.settings.visibility} is not a visibility: PRIVATE or PUBLIC",
+        )
+    command.set_repository_settings.CopyFrom(
+        command_pb2.SetRepositorySettingsOp(
+            repository=names.validate_repository(request.repository),
+            settings=request.settings,
+        )
+    )
+    return command

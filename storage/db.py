@@ -37,6 +37,16 @@ DATABASES = (
     "requests",  # request id -> RequestRecord
     "request_log",  # index + request id -> b""
     "members",  # member id -> MemberRecord
+    # The access model (storage/access.py); SEP is keys.SEP.
+    "users",  # user -> UserRecord
+    "orgs",  # organization -> OrganizationRecord
+    "teams",  # organization + SEP + team -> TeamRecord
+    "team_members",  # organization + SEP + team + SEP + user -> b""
+    "org_owners",  # organization + SEP + user -> b""
+    "user_links",  # user + SEP + (b"t" org SEP team | b"o" org) -> b"" (reverse of the two above)
+    "grants",  # scope + SEP + subject -> GrantRecord
+    "grant_index",  # subject + SEP + scope -> b"" (the grants a subject holds)
+    "repo_settings",  # repository name -> RepositorySettingsRecord
 )
 
 _APPLIED = b"applied_index"

@@ -16,7 +16,7 @@ import lmdb
 from google.protobuf.message import DecodeError
 
 from regraft.v1 import command_pb2, record_pb2
-from storage import keys, members, registry
+from storage import access, keys, members, registry
 from storage.db import Batch
 from storage.errors import FailedPrecondition, NotFound, RegistryError
 
@@ -44,6 +44,17 @@ _OPERATIONS = {
     "seed_members": members.seed,
     "add_member": members.add,
     "set_member_role": members.set_role,
+    "set_event_retention": registry.set_event_retention,
+    "put_user": access.put_user,
+    "delete_user": access.delete_user,
+    "put_organization": access.put_organization,
+    "delete_organization": access.delete_organization,
+    "put_team": access.put_team,
+    "delete_team": access.delete_team,
+    "set_team_member": access.set_team_member,
+    "set_organization_owner": access.set_organization_owner,
+    "set_grant": access.set_grant,
+    "set_repository_settings": access.set_repository_settings,
 }
 
 _CODES = {NotFound: Result.NOT_FOUND, FailedPrecondition: Result.FAILED_PRECONDITION}
@@ -61,16 +72,18 @@ def apply(batch: Batch, index: int, data: bytes) -> Result:
         command = command_pb2.Command.FromString(data)
     except DecodeError as e:
         result = Result(code=Result.INVALID_ARGUMENT, message=f"undecodable command: {e}")
+        now_ms = 0
     else:
         fingerprint = _fingerprint(command)
         result = _remembered(batch, command.request_id, fingerprint) or _execute(
             batch, index, command, fingerprint
         )
+        now_ms = command.time_ms
     if not result.revision:
         result.revision = index
     if index % PRUNE_EVERY == 0:
         _forget_old_requests(batch, index)
-        registry.prune_events(batch, index, PRUNE_BATCH)
+        registry.prune_events(batch, index, PRUNE_BATCH, now_ms)
     batch.set_revision(index)
     return result
 
@@ -82,7 +95,7 @@ def _execute(batch: Batch, index: int, command: command_pb2.Command, fingerprint
         return Result(code=Result.INVALID_ARGUMENT, message="command names no operation")
     try:
         with batch.entry():
-            change = registry.Change(batch, index, command.actor)
+            change = registry.Change(batch, index, command.actor, command.time_ms)
             result = operation(change, getattr(command, op_name))
     except RegistryError as e:
         result = Result(code=_CODES[type(e)], message=e.message, oci_code=e.oci_code)

@@ -141,6 +141,42 @@ def compute_digest(content: bytes, algorithm: str = "sha256") -> str:
     return f"{algorithm}:{hashlib.new(algorithm, content).hexdigest()}"
 
 
+# Users, organizations and teams: a repository path component (users and organizations
+# are namespaces, the first component of their repositories'), 2 to 63 characters.
+MIN_ACCOUNT_LENGTH = 2
+MAX_ACCOUNT_LENGTH = 63
+_ACCOUNT_RE = re.compile(_COMPONENT)
+# What CheckAccess answers about (storage/access.py gives each its access level).
+ACTIONS = ("pull", "push", "delete", "admin")
+
+
+def validate_account_name(name: str, field: str = "name") -> str:
+    """A user, organization or team name; returns it unchanged."""
+    name = _require_str(name, field)
+    length_ok = MIN_ACCOUNT_LENGTH <= len(name) <= MAX_ACCOUNT_LENGTH
+    if not length_ok or _ACCOUNT_RE.fullmatch(name) is None:
+        raise InvalidArgument(
+            field,
+            f"{quote(name)} is not a valid name: {MIN_ACCOUNT_LENGTH} to {MAX_ACCOUNT_LENGTH} "
+            "lowercase letters and digits, joined inside by '.', '_', '__' or one or more '-'",
+        )
+    return name
+
+
+def validate_action(action: str, field: str = "actions") -> str:
+    """An action CheckAccess knows; returns it unchanged."""
+    if _require_str(action, field) not in ACTIONS:
+        raise InvalidArgument(
+            field, f"{quote(action)} is not an action; known: {', '.join(ACTIONS)}"
+        )
+    return action
+
+
+def namespace(repository: str) -> str:
+    """The user or organization a repository belongs to: its first path component."""
+    return repository.partition("/")[0]
+
+
 _MEMBER_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 _HOST_RE = re.compile(r"\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]{1,253}")
 

@@ -9,16 +9,19 @@ Watch can replay history in revision order.
 
 from dataclasses import dataclass, field
 
-from regraft.v1 import command_pb2, record_pb2, registry_pb2
+from regraft.v1 import access_pb2, command_pb2, record_pb2, registry_pb2
 from storage import keys
 from storage.db import Batch, View
 from storage.errors import FailedPrecondition, NotFound
 
 _NEXT_REPO_ID = b"next_repo_id"
 _EVENTS_FLOOR = b"events_floor"
+_EVENT_RETENTION = b"event_retention"
 
-# How much history is kept, in revisions. Pruning depends only on the revision being
-# applied, so every replica keeps exactly the same events.
+# How much history is kept, in revisions, unless the cluster was told otherwise
+# (SetEventRetentionOp, stored in the state). Pruning depends only on the state and
+# the entry being applied (its revision and time), so every replica keeps exactly the
+# same events.
 EVENT_RETENTION = 200_000
 
 Kind = registry_pb2.EventKind
@@ -31,6 +34,7 @@ class Change:
     batch: Batch
     revision: int
     actor: str = ""
+    time_ms: int = 0
     _sequence: int = field(default=0)
 
     def emit(self, kind: int, repository: str, digest: str, tag: str = "") -> None:
@@ -41,6 +45,7 @@ class Change:
             digest=digest,
             tag=tag,
             actor=self.actor,
+            time_ms=self.time_ms,
         )
         self.batch.put(
             "events", keys.event(self.revision, self._sequence), event.SerializeToString()
@@ -53,6 +58,30 @@ class Change:
 
 def _repo(view: View, name: str) -> bytes | None:
     return view.get("repos", keys.repository(name))
+
+
+def exists(view: View, name: str) -> bool:
+    """Whether the repository has been created (by its first blob or manifest)."""
+    return _repo(view, name) is not None
+
+
+def settings(view: View, name: str) -> access_pb2.RepositorySettings:
+    """A repository's settings (storage/access.py sets them), or the defaults."""
+    raw = view.get("repo_settings", keys.repository(name))
+    if raw is None:
+        return access_pb2.RepositorySettings(create_on_push=True)
+    return record_pb2.RepositorySettingsRecord.FromString(raw).settings
+
+
+def _refuse_moving_immutable(view: View, rid: bytes, repository: str, tag: str, digest: str):
+    raw = view.get("tags", keys.member(rid, tag))
+    if raw is None or raw.decode() == digest or not settings(view, repository).immutable_tags:
+        return
+    raise FailedPrecondition(
+        "DENIED",
+        f"tag {tag!r} of repository {repository!r} is immutable: it points at "
+        f"{raw.decode()} and cannot be moved to {digest}",
+    )
 
 
 def _existing_repo(view: View, name: str) -> bytes:
@@ -95,6 +124,8 @@ def put_manifest(change: Change, op: command_pb2.PutManifestOp) -> command_pb2.R
                 f"manifest {digest} listed by the index is not in repository "
                 f"{op.repository!r}: push it first",
             )
+    if rid is not None and op.tag:
+        _refuse_moving_immutable(batch, rid, op.repository, op.tag, op.digest)
     rid = _ensure_repo(batch, op.repository)
     key = keys.member(rid, op.digest)
     if batch.get("manifests", key) is None:
@@ -183,6 +214,7 @@ def put_tag(change: Change, op: command_pb2.PutTagOp) -> command_pb2.Result:
             f"tag {op.tag!r} of repository {op.repository!r} already exists (points at {current})",
         )
     _check_expected(op.repository, op.tag, current, op.expected_digest)
+    _refuse_moving_immutable(batch, rid, op.repository, op.tag, op.digest)
     previous = _set_tag(change, rid, op.repository, op.tag, op.digest)
     return command_pb2.Result(digest=op.digest, previous_digest=previous)
 
@@ -253,16 +285,38 @@ def mount_blob(change: Change, op: command_pb2.MountBlobOp) -> command_pb2.Resul
 # -- history ------------------------------------------------------------------------
 
 
-def prune_events(batch: Batch, revision: int, most: int) -> None:
-    """Forget up to `most` events older than the retention window."""
-    floor = revision - EVENT_RETENTION
-    if floor <= events_floor(batch):
+def set_event_retention(change: Change, op: command_pb2.SetEventRetentionOp):
+    change.batch.txn.put(_EVENT_RETENTION, op.SerializeToString(deterministic=True))
+    return command_pb2.Result()
+
+
+def event_retention(view: View) -> command_pb2.SetEventRetentionOp:
+    """The cluster's event retention (zeros: the defaults)."""
+    raw = view.txn.get(_EVENT_RETENTION)
+    return command_pb2.SetEventRetentionOp.FromString(raw or b"")
+
+
+def prune_events(batch: Batch, revision: int, most: int, now_ms: int = 0) -> None:
+    """Forget up to `most` events beyond the retention: older than its number of
+    revisions, or (with an age limit, and `now_ms` the time of the entry being
+    applied) written longer ago than its age. An event without a time is kept until
+    it falls out by revisions."""
+    retention = event_retention(batch)
+    floor = revision - (retention.revisions or EVENT_RETENTION)
+    age_ms = retention.max_age_seconds * 1000
+    cutoff = now_ms - age_ms if age_ms and now_ms > age_ms else 0
+    previous = events_floor(batch)
+    if floor <= previous and not cutoff:
         return
     cursor = batch.cursor("events")
     doomed = []
-    for key, _ in cursor:
-        if keys.event_revision(key) >= floor or len(doomed) >= most:
+    for key, value in cursor:
+        if len(doomed) >= most:
             break
+        if keys.event_revision(key) >= floor:
+            event_time = registry_pb2.Event.FromString(value).time_ms if cutoff else 0
+            if not event_time or event_time >= cutoff:
+                break
         doomed.append(key)
     for key in doomed:
         batch.delete("events", key)
@@ -271,7 +325,10 @@ def prune_events(batch: Batch, revision: int, most: int) -> None:
     if doomed and keys.event_revision(doomed[-1]) == lowest:
         # The limit cut that revision in two: its history is no longer complete.
         lowest += 1
-    batch.txn.put(_EVENTS_FLOOR, keys.u64(min(floor, lowest)))
+    # Complete from here on; never lower than before (a longer retention set later
+    # does not bring back what was forgotten).
+    complete = max(min(floor, lowest), keys.event_revision(doomed[-1]) + 1 if doomed else 0)
+    batch.txn.put(_EVENTS_FLOOR, keys.u64(max(previous, complete)))
 
 
 def events_floor(view: View) -> int:
@@ -330,20 +387,21 @@ def get_manifest(
 def list_tags(view: View, repository: str, n: int, last: str) -> tuple[list[str], bool]:
     """One page of tags in lexical order after `last`; cost follows the page size."""
     rid = _existing_repo(view, repository)
-    return _page(view.scan("tags", rid, last.encode()), n, lambda k: keys.member_name(rid, k))
+    return page(view.scan("tags", rid, last.encode()), n, lambda k: keys.member_name(rid, k))
 
 
 def list_repositories(view: View, n: int, last: str) -> tuple[list[str], bool]:
-    return _page(view.scan("repos", b"", last.encode()), n, lambda k: k.decode())
+    return page(view.scan("repos", b"", last.encode()), n, lambda k: k.decode())
 
 
-def _page(records, n: int, name) -> tuple[list[str], bool]:
-    page: list[str] = []
+def page(records, n: int, name) -> tuple[list, bool]:
+    """The first n of (key, value) records as name(key), and whether more follow."""
+    found: list = []
     for key, _ in records:
-        if len(page) == n:
-            return page, True
-        page.append(name(key))
-    return page, False
+        if len(found) == n:
+            return found, True
+        found.append(name(key))
+    return found, False
 
 
 def get_referrers(

@@ -47,7 +47,7 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatusResponse(_message.Message):
-    __slots__ = ("id", "role", "term", "leader_id", "leader_address", "leader_grpc_address", "commit_index", "applied_index", "last_log_index", "members", "state_hash", "revision", "has_quorum", "version", "db_used_bytes", "db_map_bytes", "disk_free_bytes", "disk_total_bytes")
+    __slots__ = ("id", "role", "term", "leader_id", "leader_address", "leader_grpc_address", "commit_index", "applied_index", "last_log_index", "members", "state_hash", "revision", "has_quorum", "version", "db_used_bytes", "db_map_bytes", "disk_free_bytes", "disk_total_bytes", "event_retention")
     ID_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     TERM_FIELD_NUMBER: _ClassVar[int]
@@ -66,6 +66,7 @@ class StatusResponse(_message.Message):
     DB_MAP_BYTES_FIELD_NUMBER: _ClassVar[int]
     DISK_FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
     DISK_TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    EVENT_RETENTION_FIELD_NUMBER: _ClassVar[int]
     id: str
     role: Role
     term: int
@@ -84,7 +85,22 @@ class StatusResponse(_message.Message):
     db_map_bytes: int
     disk_free_bytes: int
     disk_total_bytes: int
-    def __init__(self, id: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., term: _Optional[int] = ..., leader_id: _Optional[str] = ..., leader_address: _Optional[str] = ..., leader_grpc_address: _Optional[str] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., last_log_index: _Optional[int] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., state_hash: _Optional[str] = ..., revision: _Optional[int] = ..., has_quorum: _Optional[bool] = ..., version: _Optional[str] = ..., db_used_bytes: _Optional[int] = ..., db_map_bytes: _Optional[int] = ..., disk_free_bytes: _Optional[int] = ..., disk_total_bytes: _Optional[int] = ...) -> None: ...
+    event_retention: EventRetention
+    def __init__(self, id: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., term: _Optional[int] = ..., leader_id: _Optional[str] = ..., leader_address: _Optional[str] = ..., leader_grpc_address: _Optional[str] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., last_log_index: _Optional[int] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., state_hash: _Optional[str] = ..., revision: _Optional[int] = ..., has_quorum: _Optional[bool] = ..., version: _Optional[str] = ..., db_used_bytes: _Optional[int] = ..., db_map_bytes: _Optional[int] = ..., disk_free_bytes: _Optional[int] = ..., disk_total_bytes: _Optional[int] = ..., event_retention: _Optional[_Union[EventRetention, _Mapping]] = ...) -> None: ...
+
+class EventRetention(_message.Message):
+    __slots__ = ("revisions", "max_age_seconds")
+    REVISIONS_FIELD_NUMBER: _ClassVar[int]
+    MAX_AGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    revisions: int
+    max_age_seconds: int
+    def __init__(self, revisions: _Optional[int] = ..., max_age_seconds: _Optional[int] = ...) -> None: ...
+
+class SetEventRetentionResponse(_message.Message):
+    __slots__ = ("revision",)
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    revision: int
+    def __init__(self, revision: _Optional[int] = ...) -> None: ...
 
 class BackupRequest(_message.Message):
     __slots__ = ("read",)

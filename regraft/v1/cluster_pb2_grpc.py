@@ -64,6 +64,11 @@ class ClusterStub:
                 request_serializer=regraft_dot_v1_dot_cluster__pb2.TransferLeadershipRequest.SerializeToString,
                 response_deserializer=regraft_dot_v1_dot_cluster__pb2.TransferLeadershipResponse.FromString,
                 _registered_method=True)
+        self.SetEventRetention = channel.unary_unary(
+                '/regraft.v1.Cluster/SetEventRetention',
+                request_serializer=regraft_dot_v1_dot_cluster__pb2.EventRetention.SerializeToString,
+                response_deserializer=regraft_dot_v1_dot_cluster__pb2.SetEventRetentionResponse.FromString,
+                _registered_method=True)
         self.Backup = channel.unary_stream(
                 '/regraft.v1.Cluster/Backup',
                 request_serializer=regraft_dot_v1_dot_cluster__pb2.BackupRequest.SerializeToString,
@@ -115,6 +120,13 @@ class ClusterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetEventRetention(self, request, context):
+        """How long Watch events (the audit log) are kept.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Backup(self, request, context):
         """An online, consistent backup at one revision, taken while writes go on.
         """
@@ -154,6 +166,11 @@ def add_ClusterServicer_to_server(servicer, server):
                     servicer.TransferLeadership,
                     request_deserializer=regraft_dot_v1_dot_cluster__pb2.TransferLeadershipRequest.FromString,
                     response_serializer=regraft_dot_v1_dot_cluster__pb2.TransferLeadershipResponse.SerializeToString,
+            ),
+            'SetEventRetention': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetEventRetention,
+                    request_deserializer=regraft_dot_v1_dot_cluster__pb2.EventRetention.FromString,
+                    response_serializer=regraft_dot_v1_dot_cluster__pb2.SetEventRetentionResponse.SerializeToString,
             ),
             'Backup': grpc.unary_stream_rpc_method_handler(
                     servicer.Backup,
@@ -323,6 +340,33 @@ class Cluster:
             '/regraft.v1.Cluster/TransferLeadership',
             regraft_dot_v1_dot_cluster__pb2.TransferLeadershipRequest.SerializeToString,
             regraft_dot_v1_dot_cluster__pb2.TransferLeadershipResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetEventRetention(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/regraft.v1.Cluster/SetEventRetention',
+            regraft_dot_v1_dot_cluster__pb2.EventRetention.SerializeToString,
+            regraft_dot_v1_dot_cluster__pb2.SetEventRetentionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -22,10 +22,11 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from regraft.v1 import access_pb2 as regraft_dot_v1_dot_access__pb2
 from regraft.v1 import record_pb2 as regraft_dot_v1_dot_record__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18regraft/v1/command.proto\x12\nregraft.v1\x1a\x17regraft/v1/record.proto\"\xc7\x04\n\x07\x43ommand\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x02 \x01(\t\x12\x31\n\x0cput_manifest\x18\n \x01(\x0b\x32\x19.regraft.v1.PutManifestOpH\x00\x12\x37\n\x0f\x64\x65lete_manifest\x18\x0b \x01(\x0b\x32\x1c.regraft.v1.DeleteManifestOpH\x00\x12\'\n\x07put_tag\x18\x0c \x01(\x0b\x32\x14.regraft.v1.PutTagOpH\x00\x12-\n\ndelete_tag\x18\r \x01(\x0b\x32\x17.regraft.v1.DeleteTagOpH\x00\x12+\n\tlink_blob\x18\x0e \x01(\x0b\x32\x16.regraft.v1.LinkBlobOpH\x00\x12/\n\x0bunlink_blob\x18\x0f \x01(\x0b\x32\x18.regraft.v1.UnlinkBlobOpH\x00\x12-\n\nmount_blob\x18\x10 \x01(\x0b\x32\x17.regraft.v1.MountBlobOpH\x00\x12(\n\x07\x62\x61rrier\x18\x11 \x01(\x0b\x32\x15.regraft.v1.BarrierOpH\x00\x12\x31\n\x0cseed_members\x18\x12 \x01(\x0b\x32\x19.regraft.v1.SeedMembersOpH\x00\x12-\n\nadd_member\x18\x13 \x01(\x0b\x32\x17.regraft.v1.AddMemberOpH\x00\x12\x36\n\x0fset_member_role\x18\x14 \x01(\x0b\x32\x1b.regraft.v1.SetMemberRoleOpH\x00\x42\x04\n\x02op\"\xa4\x02\n\rPutManifestOp\x12\x12\n\nrepository\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\x12\n\nmedia_type\x18\x03 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x04 \x01(\x0c\x12\x0b\n\x03tag\x18\x05 \x01(\t\x12\r\n\x05\x62lobs\x18\x06 \x03(\t\x12\x11\n\tmanifests\x18\x07 \x03(\t\x12\x0f\n\x07subject\x18\x08 \x01(\t\x12\x15\n\rartifact_type\x18\t \x01(\t\x12?\n\x0b\x61nnotations\x18\n \x03(\x0b\x32*.regraft.v1.PutManifestOp.AnnotationsEntry\x1a\x32\n\x10\x41nnotationsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"6\n\x10\x44\x65leteManifestOp\x12\x12\n\nrepository\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\"l\n\x08PutTagOp\x12\x12\n\nrepository\x18\x01 \x01(\t\x12\x0b\n\x03tag\x18\x02 \x01(\t\x12\x0e\n\x06\x64igest\x18\x03 \x01(\t\x12\x17\n\x0f\x65xpected_digest\x18\x04 \x01(\t\x12\x16\n\x0emust_not_exist\x18\x05 \x01(\x08\"G\n\x0b\x44\x65leteTagOp\x12\x12\n\nrepository\x18\x01 \x01(\t\x12\x0b\n\x03tag\x18\x02 \x01(\t\x12\x17\n\x0f\x65xpected_digest\x18\x03 \x01(\t\"R\n\nLinkBlobOp\x12\x12\n\nrepository\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x04\x12\x12\n\nmedia_type\x18\x04 \x01(\t\"2\n\x0cUnlinkBlobOp\x12\x12\n\nrepository\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\"J\n\x0bMountBlobOp\x12\x17\n\x0f\x66rom_repository\x18\x01 \x01(\t\x12\x12\n\nrepository\x18\x02 \x01(\t\x12\x0e\n\x06\x64igest\x18\x03 \x01(\t\"\x0b\n\tBarrierOp\"N\n\rSeedMembersOp\x12)\n\x07members\x18\x01 \x03(\x0b\x32\x18.regraft.v1.MemberRecord\x12\x12\n\ncluster_id\x18\x02 \x01(\t\"7\n\x0b\x41\x64\x64MemberOp\x12(\n\x06member\x18\x01 \x01(\x0b\x32\x18.regraft.v1.MemberRecord\"u\n\x0fSetMemberRoleOp\x12\n\n\x02id\x18\x01 \x01(\t\x12+\n\x04\x66rom\x18\x02 \x01(\x0e\x32\x1d.regraft.v1.MemberRecord.Role\x12)\n\x02to\x18\x03 \x01(\x0e\x32\x1d.regraft.v1.MemberRecord.Role\"\xb6\x02\n\x06Result\x12%\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x17.regraft.v1.Result.Code\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x10\n\x08revision\x18\x03 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x04 \x01(\t\x12\x17\n\x0fprevious_digest\x18\x05 \x01(\t\x12\x14\n\x0c\x64\x65leted_tags\x18\x06 \x03(\t\x12\x0c\n\x04size\x18\x07 \x01(\x04\x12\x12\n\nmedia_type\x18\x08 \x01(\t\x12\x10\n\x08oci_code\x18\t \x01(\t\"o\n\x04\x43ode\x12\x06\n\x02OK\x10\x00\x12\r\n\tNOT_FOUND\x10\x01\x12\x17\n\x13\x46\x41ILED_PRECONDITION\x10\x02\x12\x14\n\x10INVALID_ARGUMENT\x10\x03\x12\x0c\n\x08INTERNAL\x10\x04\x12\x13\n\x0fOUTCOME_UNKNOWN\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18regraft/v1/command.proto\x12\nregraft.v1\x1a\x17regraft/v1/access.proto\x1a\x17regraft/v1/record.proto\"\xbf\t\n\x07\x43ommand\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x02 \x01(\t\x12\x0f\n\x07time_ms\x18\x03 \x01(\x04\x12\x31\n\x0cput_manifest\x18\n \x01(\x0b\x32\x19.regraft.v1.PutManifestOpH\x00\x12\x37\n\x0f\x64\x65lete_manifest\x18\x0b \x01(\x0b\x32\x1c.regraft.v1.DeleteManifestOpH\x00\x12\'\n\x07put_tag\x18\x0c \x01(\x0b\x32\x14.regraft.v1.PutTagOpH\x00\x12-\n\ndelete_tag\x18\r \x01(\x0b\x32\x17.regraft.v1.DeleteTagOpH\x00\x12+\n\tlink_blob\x18\x0e \x01(\x0b\x32\x16.regraft.v1.LinkBlobOpH\x00\x12/\n\x0bunlink_blob\x18\x0f \x01(\x0b\x32\x18.regraft.v1.UnlinkBlobOpH\x00\x12-\n\nmount_blob\x18\x10 \x01(\x0b\x32\x17.regraft.v1.MountBlobOpH\x00\x12(\n\x07\x62\x61rrier\x18\x11 \x01(\x0b\x32\x15.regraft.v1.BarrierOpH\x00\x12\x31\n\x0cseed_members\x18\x12 \x01(\x0b\x32\x19.regraft.v1.SeedMembersOpH\x00\x12-\n\nadd_member\x18\x13 \x01(\x0b\x32\x17.regraft.v1.AddMemberOpH\x00\x12\x36\n\x0fset_member_role\x18\x14 \x01(\x0b\x32\x1b.regraft.v1.SetMemberRoleOpH\x00\x12>\n\x13set_event_retention\x18( \x01(\x0b\x32\x1f.regraft.v1.SetEventRetentionOpH\x00\x12)\n\x08put_user\x18\x15 \x01(\x0b\x32\x15.regraft.v1.PutUserOpH\x00\x12/\n\x0b\x64\x65lete_user\x18\x16 \x01(\x0b\x32\x18.regraft.v1.DeleteUserOpH\x00\x12\x39\n\x10put_organization\x18\x17 \x01(\x0b\x32\x1d.regraft.v1.PutOrganizationOpH\x00\x12?\n\x13\x64\x65lete_organization\x18\x18 \x01(\x0b\x32 .regraft.v1.DeleteOrganizationOpH\x00\x12)\n\x08put_team\x18\x19 \x01(\x0b\x32\x15.regraft.v1.PutTeamOpH\x00\x12/\n\x0b\x64\x65lete_team\x18\x1a \x01(\x0b\x32\x18.regraft.v1.DeleteTeamOpH\x00\x12\x36\n\x0fset_team_member\x18\x1b \x01(\x0b\x32\x1b.regraft.v1.SetTeamMemberOpH\x00\x12\x44\n\x16set_organization_owner\x18\x1c \x01(\x0b\x32\".regraft.v1.SetOrganizationOwnerOpH\x00\x12+\n\tset_grant\x18\x1d \x01(\x0b\x32\x16.regraft.v1.SetGrantOpH\x00\x12\x46\n\x17set_repository_settings\x18\x1e \x01(\x0b\x32#.regraft.v1.SetRepositorySettingsOpH\x00\x42\x04\n\x02op\"\xa4\x02\n\rPutManifestOp\x12\x12\n\nrepository\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\x12\n\nmedia_type\x18\x03 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x04 \x01(\x0c\x12\x0b\n\x03tag\x18\x05 \x01(\t\x12\r\n\x05\x62lobs\x18\x06 \x03(\t\x12\x11\n\tmanifests\x18\x07 \x03(\t\x12\x0f\n\x07subject\x18\x08 \x01(\t\x12\x15\n\rartifact_type\x18\t \x01(\t\x12?\n\x0b\x61nnotations\x18\n \x03(\x0b\x32*.regraft.v1.PutManifestOp.AnnotationsEntry\x1a\x32\n\x10\x41nnotationsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"6\n\x10\x44\x65leteManifestOp\x12\x12\n\nrepository\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\"l\n\x08PutTagOp\x12\x12\n\nrepository\x18\x01 \x01(\t\x12\x0b\n\x03tag\x18\x02 \x01(\t\x12\x0e\n\x06\x64igest\x18\x03 \x01(\t\x12\x17\n\x0f\x65xpected_digest\x18\x04 \x01(\t\x12\x16\n\x0emust_not_exist\x18\x05 \x01(\x08\"G\n\x0b\x44\x65leteTagOp\x12\x12\n\nrepository\x18\x01 \x01(\t\x12\x0b\n\x03tag\x18\x02 \x01(\t\x12\x17\n\x0f\x65xpected_digest\x18\x03 \x01(\t\"R\n\nLinkBlobOp\x12\x12\n\nrepository\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x04\x12\x12\n\nmedia_type\x18\x04 \x01(\t\"2\n\x0cUnlinkBlobOp\x12\x12\n\nrepository\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\"J\n\x0bMountBlobOp\x12\x17\n\x0f\x66rom_repository\x18\x01 \x01(\t\x12\x12\n\nrepository\x18\x02 \x01(\t\x12\x0e\n\x06\x64igest\x18\x03 \x01(\t\"\x0b\n\tBarrierOp\"N\n\rSeedMembersOp\x12)\n\x07members\x18\x01 \x03(\x0b\x32\x18.regraft.v1.MemberRecord\x12\x12\n\ncluster_id\x18\x02 \x01(\t\"7\n\x0b\x41\x64\x64MemberOp\x12(\n\x06member\x18\x01 \x01(\x0b\x32\x18.regraft.v1.MemberRecord\"u\n\x0fSetMemberRoleOp\x12\n\n\x02id\x18\x01 \x01(\t\x12+\n\x04\x66rom\x18\x02 \x01(\x0e\x32\x1d.regraft.v1.MemberRecord.Role\x12)\n\x02to\x18\x03 \x01(\x0e\x32\x1d.regraft.v1.MemberRecord.Role\"\x95\x01\n\tPutUserOp\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x63reate\x18\x02 \x01(\x08\x12\x13\n\x06\x61\x63tive\x18\x03 \x01(\x08H\x00\x88\x01\x01\x12\x12\n\x05\x61\x64min\x18\x04 \x01(\x08H\x01\x88\x01\x01\x12\x1a\n\rpassword_hash\x18\x05 \x01(\tH\x02\x88\x01\x01\x42\t\n\x07_activeB\x08\n\x06_adminB\x10\n\x0e_password_hash\"\x1c\n\x0c\x44\x65leteUserOp\x12\x0c\n\x04name\x18\x01 \x01(\t\"F\n\x11PutOrganizationOp\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x63reate\x18\x02 \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\"$\n\x14\x44\x65leteOrganizationOp\x12\x0c\n\x04name\x18\x01 \x01(\t\"T\n\tPutTeamOp\x12\x14\n\x0corganization\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06\x63reate\x18\x03 \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\"2\n\x0c\x44\x65leteTeamOp\x12\x14\n\x0corganization\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"S\n\x0fSetTeamMemberOp\x12\x14\n\x0corganization\x18\x01 \x01(\t\x12\x0c\n\x04team\x18\x02 \x01(\t\x12\x0c\n\x04user\x18\x03 \x01(\t\x12\x0e\n\x06member\x18\x04 \x01(\x08\"K\n\x16SetOrganizationOwnerOp\x12\x14\n\x0corganization\x18\x01 \x01(\t\x12\x0c\n\x04user\x18\x02 \x01(\t\x12\r\n\x05owner\x18\x03 \x01(\x08\"|\n\nSetGrantOp\x12 \n\x05scope\x18\x01 \x01(\x0b\x32\x11.regraft.v1.Scope\x12$\n\x07subject\x18\x02 \x01(\x0b\x32\x13.regraft.v1.Subject\x12&\n\x05level\x18\x03 \x01(\x0e\x32\x17.regraft.v1.AccessLevel\"_\n\x17SetRepositorySettingsOp\x12\x12\n\nrepository\x18\x01 \x01(\t\x12\x30\n\x08settings\x18\x02 \x01(\x0b\x32\x1e.regraft.v1.RepositorySettings\"A\n\x13SetEventRetentionOp\x12\x11\n\trevisions\x18\x01 \x01(\x04\x12\x17\n\x0fmax_age_seconds\x18\x02 \x01(\x04\"\xb6\x02\n\x06Result\x12%\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x17.regraft.v1.Result.Code\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x10\n\x08revision\x18\x03 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x04 \x01(\t\x12\x17\n\x0fprevious_digest\x18\x05 \x01(\t\x12\x14\n\x0c\x64\x65leted_tags\x18\x06 \x03(\t\x12\x0c\n\x04size\x18\x07 \x01(\x04\x12\x12\n\nmedia_type\x18\x08 \x01(\t\x12\x10\n\x08oci_code\x18\t \x01(\t\"o\n\x04\x43ode\x12\x06\n\x02OK\x10\x00\x12\r\n\tNOT_FOUND\x10\x01\x12\x17\n\x13\x46\x41ILED_PRECONDITION\x10\x02\x12\x14\n\x10INVALID_ARGUMENT\x10\x03\x12\x0c\n\x08INTERNAL\x10\x04\x12\x13\n\x0fOUTCOME_UNKNOWN\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,34 +35,56 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PUTMANIFESTOP_ANNOTATIONSENTRY']._loaded_options = None
   _globals['_PUTMANIFESTOP_ANNOTATIONSENTRY']._serialized_options = b'8\001'
-  _globals['_COMMAND']._serialized_start=66
-  _globals['_COMMAND']._serialized_end=649
-  _globals['_PUTMANIFESTOP']._serialized_start=652
-  _globals['_PUTMANIFESTOP']._serialized_end=944
-  _globals['_PUTMANIFESTOP_ANNOTATIONSENTRY']._serialized_start=894
-  _globals['_PUTMANIFESTOP_ANNOTATIONSENTRY']._serialized_end=944
-  _globals['_DELETEMANIFESTOP']._serialized_start=946
-  _globals['_DELETEMANIFESTOP']._serialized_end=1000
-  _globals['_PUTTAGOP']._serialized_start=1002
-  _globals['_PUTTAGOP']._serialized_end=1110
-  _globals['_DELETETAGOP']._serialized_start=1112
-  _globals['_DELETETAGOP']._serialized_end=1183
-  _globals['_LINKBLOBOP']._serialized_start=1185
-  _globals['_LINKBLOBOP']._serialized_end=1267
-  _globals['_UNLINKBLOBOP']._serialized_start=1269
-  _globals['_UNLINKBLOBOP']._serialized_end=1319
-  _globals['_MOUNTBLOBOP']._serialized_start=1321
-  _globals['_MOUNTBLOBOP']._serialized_end=1395
-  _globals['_BARRIEROP']._serialized_start=1397
-  _globals['_BARRIEROP']._serialized_end=1408
-  _globals['_SEEDMEMBERSOP']._serialized_start=1410
-  _globals['_SEEDMEMBERSOP']._serialized_end=1488
-  _globals['_ADDMEMBEROP']._serialized_start=1490
-  _globals['_ADDMEMBEROP']._serialized_end=1545
-  _globals['_SETMEMBERROLEOP']._serialized_start=1547
-  _globals['_SETMEMBERROLEOP']._serialized_end=1664
-  _globals['_RESULT']._serialized_start=1667
-  _globals['_RESULT']._serialized_end=1977
-  _globals['_RESULT_CODE']._serialized_start=1866
-  _globals['_RESULT_CODE']._serialized_end=1977
+  _globals['_COMMAND']._serialized_start=91
+  _globals['_COMMAND']._serialized_end=1306
+  _globals['_PUTMANIFESTOP']._serialized_start=1309
+  _globals['_PUTMANIFESTOP']._serialized_end=1601
+  _globals['_PUTMANIFESTOP_ANNOTATIONSENTRY']._serialized_start=1551
+  _globals['_PUTMANIFESTOP_ANNOTATIONSENTRY']._serialized_end=1601
+  _globals['_DELETEMANIFESTOP']._serialized_start=1603
+  _globals['_DELETEMANIFESTOP']._serialized_end=1657
+  _globals['_PUTTAGOP']._serialized_start=1659
+  _globals['_PUTTAGOP']._serialized_end=1767
+  _globals['_DELETETAGOP']._serialized_start=1769
+  _globals['_DELETETAGOP']._serialized_end=1840
+  _globals['_LINKBLOBOP']._serialized_start=1842
+  _globals['_LINKBLOBOP']._serialized_end=1924
+  _globals['_UNLINKBLOBOP']._serialized_start=1926
+  _globals['_UNLINKBLOBOP']._serialized_end=1976
+  _globals['_MOUNTBLOBOP']._serialized_start=1978
+  _globals['_MOUNTBLOBOP']._serialized_end=2052
+  _globals['_BARRIEROP']._serialized_start=2054
+  _globals['_BARRIEROP']._serialized_end=2065
+  _globals['_SEEDMEMBERSOP']._serialized_start=2067
+  _globals['_SEEDMEMBERSOP']._serialized_end=2145
+  _globals['_ADDMEMBEROP']._serialized_start=2147
+  _globals['_ADDMEMBEROP']._serialized_end=2202
+  _globals['_SETMEMBERROLEOP']._serialized_start=2204
+  _globals['_SETMEMBERROLEOP']._serialized_end=2321
+  _globals['_PUTUSEROP']._serialized_start=2324
+  _globals['_PUTUSEROP']._serialized_end=2473
+  _globals['_DELETEUSEROP']._serialized_start=2475
+  _globals['_DELETEUSEROP']._serialized_end=2503
+  _globals['_PUTORGANIZATIONOP']._serialized_start=2505
+  _globals['_PUTORGANIZATIONOP']._serialized_end=2575
+  _globals['_DELETEORGANIZATIONOP']._serialized_start=2577
+  _globals['_DELETEORGANIZATIONOP']._serialized_end=2613
+  _globals['_PUTTEAMOP']._serialized_start=2615
+  _globals['_PUTTEAMOP']._serialized_end=2699
+  _globals['_DELETETEAMOP']._serialized_start=2701
+  _globals['_DELETETEAMOP']._serialized_end=2751
+  _globals['_SETTEAMMEMBEROP']._serialized_start=2753
+  _globals['_SETTEAMMEMBEROP']._serialized_end=2836
+  _globals['_SETORGANIZATIONOWNEROP']._serialized_start=2838
+  _globals['_SETORGANIZATIONOWNEROP']._serialized_end=2913
+  _globals['_SETGRANTOP']._serialized_start=2915
+  _globals['_SETGRANTOP']._serialized_end=3039
+  _globals['_SETREPOSITORYSETTINGSOP']._serialized_start=3041
+  _globals['_SETREPOSITORYSETTINGSOP']._serialized_end=3136
+  _globals['_SETEVENTRETENTIONOP']._serialized_start=3138
+  _globals['_SETEVENTRETENTIONOP']._serialized_end=3203
+  _globals['_RESULT']._serialized_start=3206
+  _globals['_RESULT']._serialized_end=3516
+  _globals['_RESULT_CODE']._serialized_start=3405
+  _globals['_RESULT_CODE']._serialized_end=3516
 # @@protoc_insertion_point(module_scope)

@@ -1,3 +1,4 @@
+from regraft.v1 import access_pb2 as _access_pb2
 from regraft.v1 import record_pb2 as _record_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -9,9 +10,10 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Command(_message.Message):
-    __slots__ = ("request_id", "actor", "put_manifest", "delete_manifest", "put_tag", "delete_tag", "link_blob", "unlink_blob", "mount_blob", "barrier", "seed_members", "add_member", "set_member_role")
+    __slots__ = ("request_id", "actor", "time_ms", "put_manifest", "delete_manifest", "put_tag", "delete_tag", "link_blob", "unlink_blob", "mount_blob", "barrier", "seed_members", "add_member", "set_member_role", "set_event_retention", "put_user", "delete_user", "put_organization", "delete_organization", "put_team", "delete_team", "set_team_member", "set_organization_owner", "set_grant", "set_repository_settings")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     ACTOR_FIELD_NUMBER: _ClassVar[int]
+    TIME_MS_FIELD_NUMBER: _ClassVar[int]
     PUT_MANIFEST_FIELD_NUMBER: _ClassVar[int]
     DELETE_MANIFEST_FIELD_NUMBER: _ClassVar[int]
     PUT_TAG_FIELD_NUMBER: _ClassVar[int]
@@ -23,8 +25,20 @@ class Command(_message.Message):
     SEED_MEMBERS_FIELD_NUMBER: _ClassVar[int]
     ADD_MEMBER_FIELD_NUMBER: _ClassVar[int]
     SET_MEMBER_ROLE_FIELD_NUMBER: _ClassVar[int]
+    SET_EVENT_RETENTION_FIELD_NUMBER: _ClassVar[int]
+    PUT_USER_FIELD_NUMBER: _ClassVar[int]
+    DELETE_USER_FIELD_NUMBER: _ClassVar[int]
+    PUT_ORGANIZATION_FIELD_NUMBER: _ClassVar[int]
+    DELETE_ORGANIZATION_FIELD_NUMBER: _ClassVar[int]
+    PUT_TEAM_FIELD_NUMBER: _ClassVar[int]
+    DELETE_TEAM_FIELD_NUMBER: _ClassVar[int]
+    SET_TEAM_MEMBER_FIELD_NUMBER: _ClassVar[int]
+    SET_ORGANIZATION_OWNER_FIELD_NUMBER: _ClassVar[int]
+    SET_GRANT_FIELD_NUMBER: _ClassVar[int]
+    SET_REPOSITORY_SETTINGS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     actor: str
+    time_ms: int
     put_manifest: PutManifestOp
     delete_manifest: DeleteManifestOp
     put_tag: PutTagOp
@@ -36,7 +50,18 @@ class Command(_message.Message):
     seed_members: SeedMembersOp
     add_member: AddMemberOp
     set_member_role: SetMemberRoleOp
-    def __init__(self, request_id: _Optional[str] = ..., actor: _Optional[str] = ..., put_manifest: _Optional[_Union[PutManifestOp, _Mapping]] = ..., delete_manifest: _Optional[_Union[DeleteManifestOp, _Mapping]] = ..., put_tag: _Optional[_Union[PutTagOp, _Mapping]] = ..., delete_tag: _Optional[_Union[DeleteTagOp, _Mapping]] = ..., link_blob: _Optional[_Union[LinkBlobOp, _Mapping]] = ..., unlink_blob: _Optional[_Union[UnlinkBlobOp, _Mapping]] = ..., mount_blob: _Optional[_Union[MountBlobOp, _Mapping]] = ..., barrier: _Optional[_Union[BarrierOp, _Mapping]] = ..., seed_members: _Optional[_Union[SeedMembersOp, _Mapping]] = ..., add_member: _Optional[_Union[AddMemberOp, _Mapping]] = ..., set_member_role: _Optional[_Union[SetMemberRoleOp, _Mapping]] = ...) -> None: ...
+    set_event_retention: SetEventRetentionOp
+    put_user: PutUserOp
+    delete_user: DeleteUserOp
+    put_organization: PutOrganizationOp
+    delete_organization: DeleteOrganizationOp
+    put_team: PutTeamOp
+    delete_team: DeleteTeamOp
+    set_team_member: SetTeamMemberOp
+    set_organization_owner: SetOrganizationOwnerOp
+    set_grant: SetGrantOp
+    set_repository_settings: SetRepositorySettingsOp
+    def __init__(self, request_id: _Optional[str] = ..., actor: _Optional[str] = ..., time_ms: _Optional[int] = ..., put_manifest: _Optional[_Union[PutManifestOp, _Mapping]] = ..., delete_manifest: _Optional[_Union[DeleteManifestOp, _Mapping]] = ..., put_tag: _Optional[_Union[PutTagOp, _Mapping]] = ..., delete_tag: _Optional[_Union[DeleteTagOp, _Mapping]] = ..., link_blob: _Optional[_Union[LinkBlobOp, _Mapping]] = ..., unlink_blob: _Optional[_Union[UnlinkBlobOp, _Mapping]] = ..., mount_blob: _Optional[_Union[MountBlobOp, _Mapping]] = ..., barrier: _Optional[_Union[BarrierOp, _Mapping]] = ..., seed_members: _Optional[_Union[SeedMembersOp, _Mapping]] = ..., add_member: _Optional[_Union[AddMemberOp, _Mapping]] = ..., set_member_role: _Optional[_Union[SetMemberRoleOp, _Mapping]] = ..., set_event_retention: _Optional[_Union[SetEventRetentionOp, _Mapping]] = ..., put_user: _Optional[_Union[PutUserOp, _Mapping]] = ..., delete_user: _Optional[_Union[DeleteUserOp, _Mapping]] = ..., put_organization: _Optional[_Union[PutOrganizationOp, _Mapping]] = ..., delete_organization: _Optional[_Union[DeleteOrganizationOp, _Mapping]] = ..., put_team: _Optional[_Union[PutTeamOp, _Mapping]] = ..., delete_team: _Optional[_Union[DeleteTeamOp, _Mapping]] = ..., set_team_member: _Optional[_Union[SetTeamMemberOp, _Mapping]] = ..., set_organization_owner: _Optional[_Union[SetOrganizationOwnerOp, _Mapping]] = ..., set_grant: _Optional[_Union[SetGrantOp, _Mapping]] = ..., set_repository_settings: _Optional[_Union[SetRepositorySettingsOp, _Mapping]] = ...) -> None: ...
 
 class PutManifestOp(_message.Message):
     __slots__ = ("repository", "digest", "media_type", "content", "tag", "blobs", "manifests", "subject", "artifact_type", "annotations")
@@ -157,6 +182,110 @@ class SetMemberRoleOp(_message.Message):
     id: str
     to: _record_pb2.MemberRecord.Role
     def __init__(self, id: _Optional[str] = ..., to: _Optional[_Union[_record_pb2.MemberRecord.Role, str]] = ..., **kwargs) -> None: ...
+
+class PutUserOp(_message.Message):
+    __slots__ = ("name", "create", "active", "admin", "password_hash")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CREATE_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    ADMIN_FIELD_NUMBER: _ClassVar[int]
+    PASSWORD_HASH_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    create: bool
+    active: bool
+    admin: bool
+    password_hash: str
+    def __init__(self, name: _Optional[str] = ..., create: _Optional[bool] = ..., active: _Optional[bool] = ..., admin: _Optional[bool] = ..., password_hash: _Optional[str] = ...) -> None: ...
+
+class DeleteUserOp(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class PutOrganizationOp(_message.Message):
+    __slots__ = ("name", "create", "description")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CREATE_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    create: bool
+    description: str
+    def __init__(self, name: _Optional[str] = ..., create: _Optional[bool] = ..., description: _Optional[str] = ...) -> None: ...
+
+class DeleteOrganizationOp(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class PutTeamOp(_message.Message):
+    __slots__ = ("organization", "name", "create", "description")
+    ORGANIZATION_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CREATE_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    organization: str
+    name: str
+    create: bool
+    description: str
+    def __init__(self, organization: _Optional[str] = ..., name: _Optional[str] = ..., create: _Optional[bool] = ..., description: _Optional[str] = ...) -> None: ...
+
+class DeleteTeamOp(_message.Message):
+    __slots__ = ("organization", "name")
+    ORGANIZATION_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    organization: str
+    name: str
+    def __init__(self, organization: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class SetTeamMemberOp(_message.Message):
+    __slots__ = ("organization", "team", "user", "member")
+    ORGANIZATION_FIELD_NUMBER: _ClassVar[int]
+    TEAM_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_FIELD_NUMBER: _ClassVar[int]
+    organization: str
+    team: str
+    user: str
+    member: bool
+    def __init__(self, organization: _Optional[str] = ..., team: _Optional[str] = ..., user: _Optional[str] = ..., member: _Optional[bool] = ...) -> None: ...
+
+class SetOrganizationOwnerOp(_message.Message):
+    __slots__ = ("organization", "user", "owner")
+    ORGANIZATION_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    organization: str
+    user: str
+    owner: bool
+    def __init__(self, organization: _Optional[str] = ..., user: _Optional[str] = ..., owner: _Optional[bool] = ...) -> None: ...
+
+class SetGrantOp(_message.Message):
+    __slots__ = ("scope", "subject", "level")
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    scope: _access_pb2.Scope
+    subject: _access_pb2.Subject
+    level: _access_pb2.AccessLevel
+    def __init__(self, scope: _Optional[_Union[_access_pb2.Scope, _Mapping]] = ..., subject: _Optional[_Union[_access_pb2.Subject, _Mapping]] = ..., level: _Optional[_Union[_access_pb2.AccessLevel, str]] = ...) -> None: ...
+
+class SetRepositorySettingsOp(_message.Message):
+    __slots__ = ("repository", "settings")
+    REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    repository: str
+    settings: _access_pb2.RepositorySettings
+    def __init__(self, repository: _Optional[str] = ..., settings: _Optional[_Union[_access_pb2.RepositorySettings, _Mapping]] = ...) -> None: ...
+
+class SetEventRetentionOp(_message.Message):
+    __slots__ = ("revisions", "max_age_seconds")
+    REVISIONS_FIELD_NUMBER: _ClassVar[int]
+    MAX_AGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    revisions: int
+    max_age_seconds: int
+    def __init__(self, revisions: _Optional[int] = ..., max_age_seconds: _Optional[int] = ...) -> None: ...
 
 class Result(_message.Message):
     __slots__ = ("code", "message", "revision", "digest", "previous_digest", "deleted_tags", "size", "media_type", "oci_code")

@@ -1,3 +1,4 @@
+from regraft.v1 import access_pb2 as _access_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -79,3 +80,47 @@ class MemberRecord(_message.Message):
     role: MemberRecord.Role
     added_at: int
     def __init__(self, id: _Optional[str] = ..., raft_address: _Optional[str] = ..., grpc_address: _Optional[str] = ..., role: _Optional[_Union[MemberRecord.Role, str]] = ..., added_at: _Optional[int] = ...) -> None: ...
+
+class UserRecord(_message.Message):
+    __slots__ = ("active", "admin", "password_hash", "revision")
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    ADMIN_FIELD_NUMBER: _ClassVar[int]
+    PASSWORD_HASH_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    active: bool
+    admin: bool
+    password_hash: str
+    revision: int
+    def __init__(self, active: _Optional[bool] = ..., admin: _Optional[bool] = ..., password_hash: _Optional[str] = ..., revision: _Optional[int] = ...) -> None: ...
+
+class OrganizationRecord(_message.Message):
+    __slots__ = ("description", "revision")
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    description: str
+    revision: int
+    def __init__(self, description: _Optional[str] = ..., revision: _Optional[int] = ...) -> None: ...
+
+class TeamRecord(_message.Message):
+    __slots__ = ("description", "revision")
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    description: str
+    revision: int
+    def __init__(self, description: _Optional[str] = ..., revision: _Optional[int] = ...) -> None: ...
+
+class GrantRecord(_message.Message):
+    __slots__ = ("level", "revision")
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    level: _access_pb2.AccessLevel
+    revision: int
+    def __init__(self, level: _Optional[_Union[_access_pb2.AccessLevel, str]] = ..., revision: _Optional[int] = ...) -> None: ...
+
+class RepositorySettingsRecord(_message.Message):
+    __slots__ = ("settings", "revision")
+    SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    settings: _access_pb2.RepositorySettings
+    revision: int
+    def __init__(self, settings: _Optional[_Union[_access_pb2.RepositorySettings, _Mapping]] = ..., revision: _Optional[int] = ...) -> None: ...

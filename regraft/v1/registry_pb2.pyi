@@ -317,17 +317,19 @@ class WatchRequest(_message.Message):
     def __init__(self, from_revision: _Optional[int] = ..., repository_prefix: _Optional[str] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("revision", "kind", "repository", "digest", "tag", "actor")
+    __slots__ = ("revision", "kind", "repository", "digest", "tag", "actor", "time_ms")
     REVISION_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     REPOSITORY_FIELD_NUMBER: _ClassVar[int]
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     TAG_FIELD_NUMBER: _ClassVar[int]
     ACTOR_FIELD_NUMBER: _ClassVar[int]
+    TIME_MS_FIELD_NUMBER: _ClassVar[int]
     revision: int
     kind: EventKind
     repository: str
     digest: str
     tag: str
     actor: str
-    def __init__(self, revision: _Optional[int] = ..., kind: _Optional[_Union[EventKind, str]] = ..., repository: _Optional[str] = ..., digest: _Optional[str] = ..., tag: _Optional[str] = ..., actor: _Optional[str] = ...) -> None: ...
+    time_ms: int
+    def __init__(self, revision: _Optional[int] = ..., kind: _Optional[_Union[EventKind, str]] = ..., repository: _Optional[str] = ..., digest: _Optional[str] = ..., tag: _Optional[str] = ..., actor: _Optional[str] = ..., time_ms: _Optional[int] = ...) -> None: ...

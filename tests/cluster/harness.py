@@ -16,7 +16,7 @@ from dataclasses import replace
 import grpc
 
 from cluster import config as config_module
-from cluster.client import STALE, Client
+from cluster.client import STALE, Client, Credentials
 from cluster.config import Peer, ReplicaConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -116,6 +116,8 @@ class LocalCluster:
             config = replace(config, **settings)
             self.replicas.append(ReplicaProcess(config, directory, environment))
         self.endpoints = [r.endpoint for r in self.replicas]
+        # How the harness's own calls reach a cluster that requires TLS or a caller.
+        self.credentials: Credentials | None = None
 
     def start(self) -> None:
         for replica in self.replicas:
@@ -146,10 +148,10 @@ class LocalCluster:
 
     def client(self, replicas: list[ReplicaProcess] | None = None, **options) -> Client:
         endpoints = [r.endpoint for r in replicas] if replicas else self.endpoints
-        return Client(endpoints, **options)
+        return Client(endpoints, **{"credentials": self.credentials, **options})
 
     def status(self, replica: ReplicaProcess, timeout: float = 2.0):
-        with Client([replica.endpoint]) as client:
+        with Client([replica.endpoint], credentials=self.credentials) as client:
             return client.status(replica.endpoint, timeout=timeout)
 
     def wait_for_leader(self, among=None, timeout: float = 30.0) -> ReplicaProcess:
@@ -199,7 +201,7 @@ class LocalCluster:
 
     def tag_on(self, replica: ReplicaProcess, repository: str, tag: str, min_revision: int):
         """The digest a tag has on one replica once it applied min_revision (STALE read)."""
-        with Client([replica.endpoint], timeout=30.0) as client:
+        with Client([replica.endpoint], timeout=30.0, credentials=self.credentials) as client:
             return client.get_manifest(
                 repository, tag, consistency=STALE, min_revision=min_revision
             ).digest

@@ -1,0 +1,110 @@
+"""The CLI's side of who may call the cluster and what it records (README, Security):
+the credential flags of every command that calls a replica, `regraft token create`
+(a bearer token for the callers file) and `regraft audit retention` (how long the
+change history, which records every write's actor, is kept).
+"""
+
+import argparse
+import json
+import re
+import secrets
+import sys
+
+from cluster.auth import ROLES, token_hash
+from cluster.client import Client, Credentials, read_token, token_from_env
+from cluster.config import DEFAULT_ENDPOINTS, ConfigError
+from regraft.v1 import cluster_pb2
+from storage.registry import EVENT_RETENTION
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def add_client_flags(p: argparse.ArgumentParser) -> None:
+    """--ca-file, --cert-file, --key-file, --token-file: how to reach a secured cluster."""
+    group = p.add_argument_group("TLS and identity (when the cluster requires them)")
+    group.add_argument("--ca-file", default="", help="CA certificates that verify the replicas")
+    group.add_argument("--cert-file", default="", help="client certificate, for mutual TLS")
+    group.add_argument("--key-file", default="", help="the client certificate's private key")
+    group.add_argument(
+        "--token-file",
+        default="",
+        help="file holding a bearer token (default: the REGRAFT_TOKEN environment variable)",
+    )
+
+
+def client_credentials(args: argparse.Namespace) -> Credentials:
+    token = read_token(args.token_file) if args.token_file else token_from_env()
+    return Credentials(
+        ca_file=args.ca_file, cert_file=args.cert_file, key_file=args.key_file, token=token
+    )
+
+
+def add_parsers(commands) -> None:
+    token = commands.add_parser("token", help="bearer tokens for the callers file")
+    actions = token.add_subparsers(dest="action", required=True)
+    p = actions.add_parser(
+        "create",
+        help="print a new random token (stdout) and its [[token]] entry for the callers "
+        "file (stderr)",
+    )
+    p.add_argument("name", help="the caller's name, recorded as the actor of its writes")
+    p.add_argument("--role", required=True, choices=ROLES)
+    p.set_defaults(run=_create)
+
+    audit = commands.add_parser("audit", help="the change history: Watch events and their actors")
+    actions = audit.add_subparsers(dest="action", required=True)
+    p = actions.add_parser(
+        "retention", help="show, or set cluster-wide, how much change history is kept"
+    )
+    p.add_argument("--revisions", type=int, help="keep the events of this many last revisions")
+    p.add_argument(
+        "--max-age", type=duration, help="and only those younger than this: 3600, 90m, 12h, 30d"
+    )
+    p.add_argument("--endpoints", default=DEFAULT_ENDPOINTS, help="comma-separated gRPC")
+    add_client_flags(p)
+    p.set_defaults(run=_retention)
+
+
+def _create(args) -> int:
+    token = secrets.token_urlsafe(32)
+    print(token)
+    print(
+        f"[[token]]\nname = {json.dumps(args.name)}\nrole = {json.dumps(args.role)}\n"
+        f"sha256 = {json.dumps(token_hash(token))}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def duration(text: str) -> int:
+    """Seconds from `90`, `90s`, `15m`, `12h` or `30d`."""
+    found = re.fullmatch(r"(\d+)([smhd]?)", text.strip())
+    if not found:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 3600, 90m, 12h, 30d")
+    return int(found[1]) * _UNITS[found[2] or "s"]
+
+
+def _retention(args) -> int:
+    from cluster.cli_members import call_leader  # cli_members imports this module
+
+    credentials = client_credentials(args)
+    if args.revisions is None and args.max_age is None:
+        endpoints = [e.strip() for e in args.endpoints.split(",") if e.strip()]
+        with Client(endpoints, credentials=credentials) as client:
+            retention = client.status().event_retention
+        print(_describe(retention))
+        return 0
+    if (args.revisions or 0) < 0:
+        raise ConfigError(f"--revisions must be 0 (the default) or more, got {args.revisions}")
+    request = cluster_pb2.EventRetention(
+        revisions=args.revisions or 0, max_age_seconds=args.max_age or 0
+    )
+    done = call_leader(args.endpoints, "SetEventRetention", request, 30.0, credentials)
+    print(f"{_describe(request)} (from revision {done.revision})")
+    return 0
+
+
+def _describe(retention: cluster_pb2.EventRetention) -> str:
+    revisions = retention.revisions or f"{EVENT_RETENTION} (the default)"
+    age = f"{retention.max_age_seconds} s" if retention.max_age_seconds else "no limit"
+    return f"events kept: those of the last {revisions} revisions; age limit: {age}"

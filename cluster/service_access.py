@@ -1,0 +1,215 @@
+"""The Access gRPC service: thin handlers over storage.commands, Raft and storage.access.
+
+Writes: request -> storage.commands (validation, password hashing) -> Raft ->
+storage.machine -> revision. Reads: a view as fresh as the request's ReadOptions ask
+(cluster/reads.py) -> storage.access.
+"""
+
+from collections.abc import Callable
+
+from cluster import auth, rpc
+from cluster.raft import Raft
+from cluster.reads import Reads
+from regraft.v1 import access_pb2, access_pb2_grpc, command_pb2
+from storage import access, commands, names, registry
+
+pb = access_pb2
+
+
+def _account(value: str, field: str) -> str:
+    return names.validate_account_name(value, field)
+
+
+def _last(value: str) -> str:
+    return _account(value, "last") if value else ""
+
+
+class AccessService(access_pb2_grpc.AccessServicer):
+    def __init__(self, raft: Raft, reads: Reads, leader_hint: Callable[[], str]) -> None:
+        self._raft = raft
+        self._reads = reads
+        self.leader_hint = leader_hint
+
+    def _write(self, command: command_pb2.Command, context) -> pb.AccessWriteResponse:
+        command.actor = auth.actor(context)  # who changed access, for the record
+        result = rpc.propose(self._raft, command, context)
+        return pb.AccessWriteResponse(revision=result.revision)
+
+    def _view(self, read, context):
+        return self._reads.view(read, rpc.timeout(context))
+
+    # -- users --------------------------------------------------------------------------
+
+    @rpc.handler
+    def CreateUser(self, request, context):
+        return self._write(commands.create_user(request), context)
+
+    @rpc.handler
+    def UpdateUser(self, request, context):
+        return self._write(commands.update_user(request), context)
+
+    @rpc.handler
+    def DeleteUser(self, request, context):
+        return self._write(commands.delete_user(request), context)
+
+    @rpc.handler
+    def GetUser(self, request, context):
+        name = _account(request.name, "name")
+        with self._view(request.read, context) as view:
+            return pb.GetUserResponse(user=access.user_message(view, name), revision=view.revision)
+
+    @rpc.handler
+    def ListUsers(self, request, context):
+        n, last = names.validate_page_size(request.n), _last(request.last)
+        with self._view(request.read, context) as view:
+            users, more = access.list_users(view, n, last)
+            return pb.ListUsersResponse(users=users, revision=view.revision, more=more)
+
+    @rpc.handler
+    def VerifyPassword(self, request, context):
+        name = _account(request.name, "name")
+        with self._view(request.read, context) as view:
+            ok = access.verify_password(view, name, request.password)
+            return pb.VerifyPasswordResponse(ok=ok, revision=view.revision)
+
+    # -- organizations ------------------------------------------------------------------
+
+    @rpc.handler
+    def CreateOrganization(self, request, context):
+        return self._write(commands.put_organization(request, create=True), context)
+
+    @rpc.handler
+    def UpdateOrganization(self, request, context):
+        return self._write(commands.put_organization(request, create=False), context)
+
+    @rpc.handler
+    def DeleteOrganization(self, request, context):
+        return self._write(commands.delete_organization(request), context)
+
+    @rpc.handler
+    def GetOrganization(self, request, context):
+        name = _account(request.name, "name")
+        with self._view(request.read, context) as view:
+            organization = access.organization_message(view, name)
+            return pb.GetOrganizationResponse(organization=organization, revision=view.revision)
+
+    @rpc.handler
+    def ListOrganizations(self, request, context):
+        n, last = names.validate_page_size(request.n), _last(request.last)
+        with self._view(request.read, context) as view:
+            found, more = access.list_organizations(view, n, last)
+            return pb.ListOrganizationsResponse(
+                organizations=found, revision=view.revision, more=more
+            )
+
+    # -- teams and memberships ----------------------------------------------------------
+
+    @rpc.handler
+    def CreateTeam(self, request, context):
+        return self._write(commands.put_team(request, create=True), context)
+
+    @rpc.handler
+    def UpdateTeam(self, request, context):
+        return self._write(commands.put_team(request, create=False), context)
+
+    @rpc.handler
+    def DeleteTeam(self, request, context):
+        return self._write(commands.delete_team(request), context)
+
+    @rpc.handler
+    def GetTeam(self, request, context):
+        organization = _account(request.organization, "organization")
+        name = _account(request.name, "name")
+        with self._view(request.read, context) as view:
+            team = access.team_message(view, organization, name)
+            return pb.GetTeamResponse(team=team, revision=view.revision)
+
+    @rpc.handler
+    def ListTeams(self, request, context):
+        organization = _account(request.organization, "organization")
+        n, last = names.validate_page_size(request.n), _last(request.last)
+        with self._view(request.read, context) as view:
+            teams, more = access.list_teams(view, organization, n, last)
+            return pb.ListTeamsResponse(teams=teams, revision=view.revision, more=more)
+
+    @rpc.handler
+    def AddTeamMember(self, request, context):
+        return self._write(commands.set_team_member(request, member=True), context)
+
+    @rpc.handler
+    def RemoveTeamMember(self, request, context):
+        return self._write(commands.set_team_member(request, member=False), context)
+
+    @rpc.handler
+    def ListTeamMembers(self, request, context):
+        organization = _account(request.organization, "organization")
+        team = _account(request.team, "team")
+        n, last = names.validate_page_size(request.n), _last(request.last)
+        with self._view(request.read, context) as view:
+            users, more = access.list_team_members(view, organization, team, n, last)
+            return pb.ListUserNamesResponse(users=users, revision=view.revision, more=more)
+
+    @rpc.handler
+    def AddOrganizationOwner(self, request, context):
+        return self._write(commands.set_organization_owner(request, owner=True), context)
+
+    @rpc.handler
+    def RemoveOrganizationOwner(self, request, context):
+        return self._write(commands.set_organization_owner(request, owner=False), context)
+
+    @rpc.handler
+    def ListOrganizationOwners(self, request, context):
+        organization = _account(request.organization, "organization")
+        n, last = names.validate_page_size(request.n), _last(request.last)
+        with self._view(request.read, context) as view:
+            users, more = access.list_organization_owners(view, organization, n, last)
+            return pb.ListUserNamesResponse(users=users, revision=view.revision, more=more)
+
+    # -- grants and settings ------------------------------------------------------------
+
+    @rpc.handler
+    def SetGrant(self, request, context):
+        return self._write(commands.set_grant(request), context)
+
+    @rpc.handler
+    def DeleteGrant(self, request, context):
+        return self._write(commands.delete_grant(request), context)
+
+    @rpc.handler
+    def ListGrants(self, request, context):
+        if request.WhichOneof("filter") == "scope":
+            target = commands.scope(request.scope)
+        else:
+            target = commands.subject(request.subject)
+        n = names.validate_page_size(request.n)
+        last = request.last if request.HasField("last") else None
+        with self._view(request.read, context) as view:
+            grants, more = access.list_grants(view, target, n, last)
+            return pb.ListGrantsResponse(grants=grants, revision=view.revision, more=more)
+
+    @rpc.handler
+    def GetRepositorySettings(self, request, context):
+        repository = names.validate_repository(request.repository)
+        with self._view(request.read, context) as view:
+            settings = registry.settings(view, repository)
+            return pb.GetRepositorySettingsResponse(settings=settings, revision=view.revision)
+
+    @rpc.handler
+    def SetRepositorySettings(self, request, context):
+        return self._write(commands.set_repository_settings(request), context)
+
+    # -- decisions ----------------------------------------------------------------------
+
+    @rpc.handler
+    def CheckAccess(self, request, context):
+        subject = _account(request.subject, "subject") if request.subject else ""
+        repository = names.validate_repository(request.repository)
+        actions = [names.validate_action(action) for action in request.actions]
+        with self._view(request.read, context) as view:
+            level, decisions = access.check_access(view, subject, repository, actions)
+            return pb.CheckAccessResponse(
+                allowed=[d.action for d in decisions if d.allowed],
+                decisions=decisions,
+                level=level,
+                revision=view.revision,
+            )

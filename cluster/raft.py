@@ -365,7 +365,6 @@ class Raft(SyncObj):
         self._last_leader = leader
         status["leader"] = leader
         status["self"] = status["self"].id if status["self"] is not None else None
-        status["learner"] = status["self"] is None
         status["peers"] = {node.id: self.isNodeConnected(node) for node in self.otherNodes}
         self._status = status
         self._status_at = now

@@ -190,6 +190,7 @@ class Changes:
 
     def add(self, member_id: str, raft_address: str, grpc_address: str, force: bool,
             timeout: float) -> list[str]:  # fmt: skip
+        """Record a new member as a learner; refused while the cluster is unhealthy."""
         command = commands.add_member(member_id, raft_address, grpc_address)
         with self._one_at_a_time():
             problem = self._health_problem()
@@ -203,6 +204,7 @@ class Changes:
         return []
 
     def promote(self, member_id: str, timeout: float) -> list[str]:
+        """Make a caught-up learner a voter (or finish a promotion cut short)."""
         with self._one_at_a_time():
             member = self._require(member_id)
             if member.role == Role.VOTER:
@@ -220,6 +222,7 @@ class Changes:
         return self._even_warning()
 
     def remove(self, member_id: str, force: bool, timeout: float) -> list[str]:
+        """Remove a learner or a voter (or cancel a promotion, or finish a removal)."""
         with self._one_at_a_time():
             member = self._require(member_id)
             if member.role == Role.LEARNER:

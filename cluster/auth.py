@@ -474,7 +474,8 @@ def peer_credentials(config: ReplicaConfig) -> Credentials:
         ca_file=config.tls_ca_file or config.tls_client_ca_file,
         cert_file=config.tls_cert_file if mutual else "",
         key_file=config.tls_key_file if mutual else "",
-        token=peer_token(secret) if secret else "",
+        # Never in clear over a network (dial() refuses that): with TLS, or on loopback.
+        token=peer_token(secret) if secret and (config.tls or config.loopback_api) else "",
         tls=config.tls,
     )
 

@@ -26,6 +26,9 @@ def add_client_flags(p: argparse.ArgumentParser) -> None:
     group.add_argument("--cert-file", default="", help="client certificate, for mutual TLS")
     group.add_argument("--key-file", default="", help="the client certificate's private key")
     group.add_argument(
+        "--tls", action="store_true", help="TLS verified with the system's roots (no --ca-file)"
+    )
+    group.add_argument(
         "--token-file",
         default="",
         help="file holding a bearer token (default: the REGRAFT_TOKEN environment variable)",
@@ -35,7 +38,11 @@ def add_client_flags(p: argparse.ArgumentParser) -> None:
 def client_credentials(args: argparse.Namespace) -> Credentials:
     token = read_token(args.token_file) if args.token_file else token_from_env()
     return Credentials(
-        ca_file=args.ca_file, cert_file=args.cert_file, key_file=args.key_file, token=token
+        ca_file=args.ca_file,
+        cert_file=args.cert_file,
+        key_file=args.key_file,
+        token=token,
+        tls=args.tls,
     )
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from cluster.config import ConfigError, is_loopback, split_address
 from regraft.v1 import cluster_pb2, cluster_pb2_grpc, registry_pb2, registry_pb2_grpc
 
 LINEARIZABLE = registry_pb2.LINEARIZABLE
@@ -131,9 +132,21 @@ class _CallDetails(grpc.ClientCallDetails):
     compression: grpc.Compression | None
 
 
+def _is_loopback(endpoint: str) -> bool:
+    try:
+        return is_loopback(split_address(endpoint, "endpoint")[0])
+    except ConfigError:
+        return False
+
+
 def dial(endpoint: str, credentials: Credentials | None = None) -> grpc.Channel:
     """A channel to one replica: plaintext, TLS or mutual TLS, with a token or not."""
     credentials = credentials or Credentials()
+    if credentials.token and not credentials.secure and not _is_loopback(endpoint):
+        raise CredentialError(
+            f"refusing to send a bearer token in clear text to {endpoint}: "
+            "use TLS (--ca-file, or --tls for a publicly trusted certificate)"
+        )
     if credentials.secure:
         channel = grpc.secure_channel(endpoint, credentials.channel_credentials(), options=_OPTIONS)
     else:

@@ -205,7 +205,8 @@ class Replica:
         # so it is connected to none of them (and PySyncObj, which starts an election
         # only when connected to someone, may go on naming the old leader). It may not
         # have applied its own removal: after a while, ask the others.
-        connected = any(status.get("peers", {}).values())
+        peers = status.get("peers", {})
+        connected = any(peers.values()) or not peers  # alone: nobody to be cut off from
         if status.get("leader") is not None and connected:
             self._leaderless_since = None
             return None

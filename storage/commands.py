@@ -17,6 +17,8 @@ MAX_REQUEST_ID_LENGTH = 128
 # ASCII only: the id is part of an LMDB key, which must stay under 511 bytes.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:/-]*")
 MAX_MEDIA_TYPE_LENGTH = 255
+MIN_EVENT_REVISIONS = 1000
+MIN_EVENT_AGE_SECONDS = 86_400
 MAX_DESCRIPTION_LENGTH = 255
 MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_LENGTH = 256
@@ -165,7 +167,20 @@ def mount_blob(request: registry_pb2.MountBlobRequest, actor: str = "") -> Comma
 
 
 def set_event_retention(revisions: int, max_age_seconds: int, actor: str = "") -> Command:
-    """How much change history every replica keeps; zeros restore the defaults."""
+    """How much change history every replica keeps; zeros restore the defaults.
+
+    Bounded below: the history is also the audit log, and a stolen admin credential
+    must not be able to erase it with one call.
+    """
+    if revisions and revisions < MIN_EVENT_REVISIONS:
+        raise InvalidArgument(
+            "revisions", f"{revisions} is too few: keep at least {MIN_EVENT_REVISIONS}"
+        )
+    if max_age_seconds and max_age_seconds < MIN_EVENT_AGE_SECONDS:
+        raise InvalidArgument(
+            "max_age_seconds",
+            f"{max_age_seconds} is too short: keep at least {MIN_EVENT_AGE_SECONDS} (a day)",
+        )
     op = command_pb2.SetEventRetentionOp(revisions=revisions, max_age_seconds=max_age_seconds)
     return Command(actor=actor, set_event_retention=op)
 

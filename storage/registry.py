@@ -84,6 +84,16 @@ def _refuse_moving_immutable(view: View, rid: bytes, repository: str, tag: str, 
     )
 
 
+def _refuse_deleting_immutable(view: View, repository: str, tags: list[str]) -> None:
+    """Deleting a tag then pushing it again would move it: refused like a move."""
+    if tags and settings(view, repository).immutable_tags:
+        raise FailedPrecondition(
+            "DENIED",
+            f"repository {repository!r} has immutable tags: tag(s) {', '.join(map(repr, tags))} "
+            "cannot be deleted",
+        )
+
+
 def _existing_repo(view: View, name: str) -> bytes:
     rid = _repo(view, name)
     if rid is None:
@@ -161,6 +171,7 @@ def delete_manifest(change: Change, op: command_pb2.DeleteManifestOp) -> command
     record = record_pb2.ManifestRecord.FromString(raw)
     prefix = keys.pair_prefix(rid, op.digest)
     tags = [keys.pair_second(prefix, k) for k, _ in batch.scan("tag_index", prefix)]
+    _refuse_deleting_immutable(batch, op.repository, tags)
     for tag in tags:
         batch.delete("tags", keys.member(rid, tag))
         batch.delete("tag_index", keys.pair(rid, op.digest, tag))
@@ -230,6 +241,7 @@ def delete_tag(change: Change, op: command_pb2.DeleteTagOp) -> command_pb2.Resul
         )
     current = raw.decode()
     _check_expected(op.repository, op.tag, current, op.expected_digest)
+    _refuse_deleting_immutable(batch, op.repository, [op.tag])
     batch.delete("tags", key)
     batch.delete("tag_index", keys.pair(rid, current, op.tag))
     change.emit(Kind.TAG_DELETE, op.repository, current, op.tag)

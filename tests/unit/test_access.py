@@ -3,7 +3,7 @@ immutable tags, validation, refusals, listing, passwords."""
 
 import pytest
 
-from regraft.v1 import access_pb2, command_pb2
+from regraft.v1 import access_pb2, command_pb2, registry_pb2
 from storage import access, commands, keys, names, registry
 from storage.errors import InvalidArgument
 from storage.names import compute_digest
@@ -282,7 +282,18 @@ def test_immutable_tags_cannot_move(replica):
         put_tag("acme/app", "v1", d1),
         put_manifest("acme/app", "v2", second),
     )
+    # Deleting a tag (then pushing it again) would move it too: refused.
+    before = replica.state_hash()
+    untag = commands.delete_tag(registry_pb2.DeleteTagRequest(repository="acme/app", tag="v1"))
+    unpush = commands.delete_manifest(
+        registry_pb2.DeleteManifestRequest(repository="acme/app", digest=d2)
+    )
+    for result in replica.apply(untag, unpush):
+        assert result.code == FAILED and result.oci_code == "DENIED"
+        assert "'acme/app'" in result.message and "immutable" in result.message
+    assert replica.state_hash() == before
     replica.ok(settings("acme/app", immutable=False), put_tag("acme/app", "v1", d2))
+    replica.ok(untag)
 
 
 # -- validation ---------------------------------------------------------------------

@@ -8,10 +8,11 @@ import pytest
 
 from cluster import auth
 from cluster.auth import ADMIN, READER, REGISTRY, Caller, Callers
-from cluster.client import CredentialError, Credentials, read_token
+from cluster.client import CredentialError, Credentials, dial, read_token
 from cluster.config import ConfigError, ReplicaConfig
 from regraft.v1 import cluster_pb2, registry_pb2
 from storage import commands, machine, registry
+from storage.errors import InvalidArgument
 from storage.names import compute_digest
 from tests.certs import Authority
 from tests.unit.test_storage import Replica, all_events, link
@@ -408,8 +409,25 @@ def stores(tmp_path):
         store.store.close()
 
 
+def small_retention_allowed(monkeypatch) -> None:
+    """Apply-level tests use tiny retentions; the API refuses them (see below)."""
+    monkeypatch.setattr(commands, "MIN_EVENT_REVISIONS", 1)
+    monkeypatch.setattr(commands, "MIN_EVENT_AGE_SECONDS", 1)
+
+
+def test_retention_too_small_to_audit_is_refused():
+    with pytest.raises(InvalidArgument) as few:
+        commands.set_event_retention(revisions=5, max_age_seconds=0)
+    assert few.value.field == "revisions" and "5" in few.value.message
+    with pytest.raises(InvalidArgument) as short:
+        commands.set_event_retention(revisions=0, max_age_seconds=3600)
+    assert short.value.field == "max_age_seconds" and "3600" in short.value.message
+    commands.set_event_retention(revisions=0, max_age_seconds=0)  # the defaults
+
+
 def test_event_retention_by_revisions_is_replicated_state(stores, monkeypatch):
     monkeypatch.setattr(machine, "PRUNE_EVERY", 1)
+    small_retention_allowed(monkeypatch)
     for store in stores:
         store.ok(commands.set_event_retention(revisions=5, max_age_seconds=0, actor="cert:ops"))
         links(store, 20, 0, "blob")
@@ -427,6 +445,7 @@ def test_event_retention_by_revisions_is_replicated_state(stores, monkeypatch):
 
 def test_event_retention_by_age_uses_the_times_in_the_log(stores, monkeypatch):
     monkeypatch.setattr(machine, "PRUNE_EVERY", 1)
+    small_retention_allowed(monkeypatch)
     store = stores[0]
     start = 1_800_000_000_000
     links(store, 4, 0, "untimed")  # written before entries carried a time: kept
@@ -444,3 +463,11 @@ def test_event_retention_by_age_uses_the_times_in_the_log(stores, monkeypatch):
     assert revisions[0] == floor + 1  # the retention command itself has no event
     with store.store.read() as view:
         assert {e.time_ms for e in all_events(view)} == {start + HOUR_MS // 2, late}
+
+
+def test_a_token_is_never_sent_in_clear_over_a_network():
+    token = Credentials(token="s3cret")
+    with pytest.raises(CredentialError, match=r"in clear text to 10\.0\.0\.5:7401"):
+        dial("10.0.0.5:7401", token)
+    dial("127.0.0.1:7401", token).close()  # loopback: no network to cross
+    dial("10.0.0.5:7401", Credentials(token="s3cret", tls=True)).close()

@@ -186,7 +186,11 @@ class Replica:
             self.changes.seed(5.0)
         except Exception as e:  # retried on the next round
             log.warning("recording the configured members failed: %s", e)
-        me = self.members.get(self.config.id)
+        # The recorded table only: before it reaches this replica, the configured
+        # members (this one a voter among them) say nothing about its role.
+        with self.store.read() as view:
+            recorded = members.members(view)
+        me = next((m for m in recorded if m.id == self.config.id), None)
         status = self.raft.status()
         # Promoted: the table says so, or Raft's voter change reached this learner. The
         # second can come first, and must be enough: with one voter before, the change
@@ -196,8 +200,6 @@ class Replica:
             # Remembered: the table may still say PROMOTING when this replica restarts.
             write_atomically(self._voter_marker, b"")
             return Ending("promoted to voter: restarting Raft as a voter", 0, restart=True)
-        with self.store.read() as view:
-            recorded = bool(members.members(view))
         caught_up = status and status["last_applied"] >= (status.get("leader_commit_idx") or 0)
         if recorded and me is None and caught_up and status.get("leader") is not None:
             return Ending("removed from the cluster", 0)

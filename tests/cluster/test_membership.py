@@ -1,5 +1,6 @@
 """Membership on real processes: learners, promotion, removal, refusals, leadership."""
 
+import os
 import socket
 import subprocess
 import sys
@@ -10,11 +11,14 @@ import grpc
 import pytest
 
 from cluster.cli_members import call_leader
+from cluster.config import ReplicaConfig
+from cluster.replica import VOTER_MARKER
 from regraft.v1 import cluster_pb2, record_pb2
 from tests.cluster.harness import ROOT, push
 from tests.cluster.test_replication import Writer, assert_all_present
 
 Role = record_pb2.MemberRecord.Role
+ELECTION_TIMEOUT_MAX = ReplicaConfig().election_timeout_max
 
 
 def members_of(cluster, among=None) -> dict[str, cluster_pb2.Member]:
@@ -135,6 +139,11 @@ def test_refusals(cluster):
     )
     assert "LEARNER_BEHIND" in error.details() and "not receiving the log" in error.details()
     assert members_of(cluster)["r4"].membership == Role.LEARNER
+    # Its own table is empty: it must not take the configured members (itself a voter
+    # among them) for the cluster's and promote itself. Alone as a voter, it would lead.
+    time.sleep(2 * ELECTION_TIMEOUT_MAX)
+    assert not os.path.exists(os.path.join(stranded.config.data_dir, VOTER_MARKER))
+    assert cluster.status(stranded).role != cluster_pb2.LEADER
     # An address already taken, and an unknown member.
     taken = cluster.replicas[0]
     error = refused(

@@ -34,9 +34,10 @@ from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 from pysyncobj.config import SERIALIZER_STATE
 from pysyncobj.node import TCPNode
 from pysyncobj.pipe_notifier import PipeNotifier
-from pysyncobj.syncobj import _COMMAND_TYPE
+from pysyncobj.syncobj import _COMMAND_TYPE, SyncObjException
 
 from cluster import metrics
+from cluster.config import ConfigError
 from cluster.journal import DurableJournal
 from cluster.transport import DurableTransport
 from regraft.v1 import command_pb2
@@ -96,6 +97,8 @@ class RaftSettings:
 
 _journal_factory_lock = threading.Lock()
 _STATUS_PERIOD = 0.2
+# Attempts, one second apart, to bind the peer port before the replica gives up.
+BIND_ATTEMPTS = 5
 
 
 @contextlib.contextmanager
@@ -169,11 +172,24 @@ class Raft(SyncObj):
             appendEntriesBatchSizeBytes=1 << 20,
             dynamicMembershipChange=True,
             bindAddress=settings.address,
+            # Give up on a peer port in use after a few seconds instead of retrying
+            # forever: a replica that cannot be reached must not look alive.
+            bindRetryTime=1.0,
+            maxBindRetries=BIND_ATTEMPTS,
         )
         with _durable_journal(self):
             super().__init__(
                 settings.address, settings.peers, conf, transportClass=DurableTransport
             )
+        if settings.address is not None:
+            try:
+                self.waitBinded()
+            except SyncObjException:
+                self._doDestroy()
+                raise ConfigError(
+                    f"cannot listen on raft_address {settings.address!r}: the port is in "
+                    "use or the host is not an address of this machine"
+                ) from None
         self._wake_pending = False
         self._waker = PipeNotifier(self._poller, callback=self._woken)
         self.addOnTickCallback(self._after_tick)

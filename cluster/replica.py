@@ -93,7 +93,12 @@ class Replica:
             snapshot_entries=config.snapshot_entries,
             snapshot_seconds=config.snapshot_seconds,
         )
-        self.raft = Raft(settings, self.store)
+        try:
+            self.raft = Raft(settings, self.store)
+        except ConfigError:  # the peer port is taken
+            self.store.close()
+            self._lock_file.close()
+            raise
         self.members = Members(config, self.raft)
         self.changes = Changes(self.raft, self.members)
         self._collector = metrics.ReplicaCollector(self.raft, self.store, self.members, VERSION)
@@ -140,19 +145,39 @@ class Replica:
             ],
             self.server,
         )
-        port = (
-            self.server.add_secure_port(config.grpc_address, api_credentials)
-            if api_credentials is not None
-            else self.server.add_insecure_port(config.grpc_address)
-        )
-        if port == 0:
-            raise ConfigError(f"cannot listen on grpc_address {config.grpc_address!r}")
-        self.probes = (
-            ProbeServer(config.metrics_address, self.not_live, self.not_ready)
-            if config.metrics_address
-            else None
-        )
+        try:
+            self._listen(api_credentials)
+        except ConfigError:
+            self.raft.close()
+            self.store.close()
+            REGISTRY.unregister(self._collector)
+            self._lock_file.close()
+            raise
         self._health_thread = threading.Thread(target=self._watch_health, name="health")
+
+    def _listen(self, api_credentials: grpc.ServerCredentials | None) -> None:
+        """Bind the API and probe ports; one in use is said in words, not a traceback."""
+        address = self.config.grpc_address
+        reason = "the port is in use or the host is not an address of this machine"
+        try:
+            if api_credentials is not None:
+                self.server.add_secure_port(address, api_credentials)
+            else:
+                self.server.add_insecure_port(address)
+        except RuntimeError:  # grpcio's "Failed to bind": it gives no errno
+            raise ConfigError(f"cannot listen on grpc_address {address!r}: {reason}") from None
+        self.probes = None
+        if self.config.metrics_address:
+            try:
+                self.probes = ProbeServer(
+                    self.config.metrics_address, self.not_live, self.not_ready
+                )
+            except OSError as e:
+                self.server.stop(None)
+                raise ConfigError(
+                    f"cannot listen on metrics_address {self.config.metrics_address!r}: "
+                    f"{e.strerror}"
+                ) from None
 
     def start(self) -> None:
         self.server.start()

@@ -5,6 +5,7 @@ stopped by it, by PID, even when a test fails.
 """
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -22,10 +23,40 @@ from cluster.config import Peer, ReplicaConfig
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+_handed_out: set[int] = set()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = map(int, f.read().split())
+            return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port that is free now and was not handed out before in this run.
+
+    Chosen below the kernel's ephemeral range: a port from bind(0) can be handed
+    out twice in a row, or taken as the source port of some outgoing connection
+    (even a self-connection to the very port) before the replica binds it.
+    """
+    low, high = _ephemeral_range()
+    candidates = range(10000, low) if low > 11000 else range(high + 1, 65536)
+    rng = random.Random()
+    for _ in range(1000):
+        port = rng.choice(candidates)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free loopback port in {candidates}")
 
 
 class ReplicaProcess:
@@ -86,6 +117,14 @@ class ReplicaProcess:
     def log(self) -> str:
         with open(self._log_path, errors="replace") as f:
             return f.read()
+
+    def describe(self, lines: int = 15) -> str:
+        """Whether it runs and the end of its log: what a failing test should print."""
+        if self.process is None:
+            return f"--- {self.id} (not started)"
+        state = "running" if self.running else f"exited with {self.process.returncode}"
+        tail = "\n    ".join(self.log().splitlines()[-lines:])
+        return f"--- {self.id} ({state}), log ends:\n    {tail}"
 
 
 class LocalCluster:
@@ -169,7 +208,10 @@ class LocalCluster:
                 (leader_id,) = leaders
                 return next(r for r in among if r.id == leader_id)
             time.sleep(0.1)
-        raise AssertionError(f"no agreed leader among {[r.id for r in among]} in {timeout}s")
+        raise AssertionError(
+            f"no agreed leader among {[r.id for r in among]} in {timeout}s\n"
+            + "\n".join(r.describe() for r in among)
+        )
 
     def wait_seeded(self, timeout: float = 30.0) -> None:
         """Until the first leader has recorded the members (the first entry that changes

@@ -35,6 +35,7 @@ import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from cluster import streams
 from cluster.client import Credentials
 from cluster.config import ConfigError, ReplicaConfig
 
@@ -368,15 +369,17 @@ class AuthInterceptor(grpc.ServerInterceptor):
 
             return checked
 
-        return _wrap(handler, admit)
+        return streams.wrap(handler, admit)
 
     def _admit(self, method: str, metadata, context: grpc.ServicerContext) -> Caller:
         try:
             caller = self.identify(metadata, context.auth_context())
         except _Unauthenticated as e:
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, f"{method}: {e}")
+            streams.refuse(context, method, grpc.StatusCode.UNAUTHENTICATED, f"{method}: {e}")
         if self._callers is not None and not allows(caller.role, method):
-            context.abort(
+            streams.refuse(
+                context,
+                method,
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"{method} needs role {required_role(method)} (or above); "
                 f"{caller.actor} has {f'role {caller.role}' if caller.role else 'no role'}",
@@ -417,24 +420,6 @@ def _bearer_token(metadata) -> str:
                 raise _Unauthenticated("authorization metadata is not `Bearer <token>`")
             return token.strip()
     return ""
-
-
-def _wrap(handler: grpc.RpcMethodHandler, admit: Callable) -> grpc.RpcMethodHandler:
-    """The same handler with each behavior passed through `admit`."""
-    for kind, make in (
-        ("unary_unary", grpc.unary_unary_rpc_method_handler),
-        ("unary_stream", grpc.unary_stream_rpc_method_handler),
-        ("stream_unary", grpc.stream_unary_rpc_method_handler),
-        ("stream_stream", grpc.stream_stream_rpc_method_handler),
-    ):
-        behavior = getattr(handler, kind)
-        if behavior is not None:
-            return make(
-                admit(behavior),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-    return handler
 
 
 class _CallerContext:

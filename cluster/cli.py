@@ -41,11 +41,18 @@ def main(argv: list[str] | None = None) -> int:
     cli_members.add_parsers(commands)
     cli_auth.add_parsers(commands)
     args = parser.parse_args(argv)
+    name = " ".join(filter(None, ["regraft", args.command, getattr(args, "action", None)]))
     try:
         return args.run(args)
     except (ConfigError, FormatError, CredentialError) as e:
-        print(f"regraft {args.command}: {e}", file=sys.stderr)
+        print(f"{name}: {e}", file=sys.stderr)
         return 2
+    except grpc.RpcError as e:  # the cluster refused or could not be reached
+        print(f"{name}: {e.details() or e.code().name}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # `regraft audit log | head`: the reader is gone
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except KeyboardInterrupt:
         return 130
 

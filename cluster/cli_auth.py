@@ -1,19 +1,23 @@
 """The CLI's side of who may call the cluster and what it records (README, Security):
 the credential flags of every command that calls a replica, `regraft token create`
-(a bearer token for the callers file) and `regraft audit retention` (how long the
-change history, which records every write's actor, is kept).
+(a bearer token for the callers file), `regraft audit log` (the change history:
+who changed what, when) and `regraft audit retention` (how long it is kept).
 """
 
 import argparse
+import datetime
 import json
 import re
 import secrets
 import sys
 
+import grpc
+from google.protobuf import json_format
+
 from cluster.auth import ROLES, token_hash
 from cluster.client import Client, Credentials, read_token, token_from_env
 from cluster.config import DEFAULT_ENDPOINTS, ConfigError
-from regraft.v1 import cluster_pb2
+from regraft.v1 import cluster_pb2, registry_pb2
 from storage.registry import EVENT_RETENTION
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -61,6 +65,19 @@ def add_parsers(commands) -> None:
     audit = commands.add_parser("audit", help="the change history: Watch events and their actors")
     actions = audit.add_subparsers(dest="action", required=True)
     p = actions.add_parser(
+        "log",
+        help="print the retained change history (every write: revision, time, actor, change)",
+    )
+    p.add_argument(
+        "--from-revision", type=int, default=0, help="first revision (default: the oldest kept)"
+    )
+    p.add_argument("--repository-prefix", default="", help="only changes of these repositories")
+    p.add_argument("--follow", action="store_true", help="keep printing new changes until Ctrl-C")
+    p.add_argument("--json", action="store_true", help="one JSON object per event")
+    p.add_argument("--endpoints", default=DEFAULT_ENDPOINTS, help="comma-separated gRPC")
+    add_client_flags(p)
+    p.set_defaults(run=_log)
+    p = actions.add_parser(
         "retention", help="show, or set cluster-wide, how much change history is kept"
     )
     p.add_argument("--revisions", type=int, help="keep the events of this many last revisions")
@@ -91,20 +108,64 @@ def duration(text: str) -> int:
     return int(found[1]) * _UNITS[found[2] or "s"]
 
 
+def _log(args) -> int:
+    """Stream events from the oldest retained (or --from-revision) to the revision
+    current at the start, or on with --follow."""
+    if args.from_revision < 0:
+        raise ConfigError(f"--from-revision must be 0 or more, got {args.from_revision}")
+    endpoints = [e.strip() for e in args.endpoints.split(",") if e.strip()]
+    with Client(endpoints, credentials=client_credentials(args)) as client:
+        endpoint = client.endpoint
+        last = 0 if args.follow else client.status(endpoint).revision
+        first = max(args.from_revision, 1)
+        if last and first > last:
+            return 0
+        while True:
+            stream = client.watch(first, args.repository_prefix, endpoint, to_revision=last)
+            try:
+                for event in stream:
+                    print(_event_line(event, args.json), flush=True)
+                return 0
+            except grpc.RpcError as e:
+                oldest = dict(e.trailing_metadata() or ()).get("oldest-revision")
+                if e.code() != grpc.StatusCode.OUT_OF_RANGE or args.from_revision or not oldest:
+                    raise
+                first = int(oldest)  # the older history was pruned: start where it is kept
+            finally:
+                stream.cancel()
+
+
+def _event_line(event: registry_pb2.Event, as_json: bool) -> str:
+    if as_json:
+        return json.dumps(json_format.MessageToDict(event), sort_keys=True)
+    when = datetime.datetime.fromtimestamp(event.time_ms / 1000, datetime.UTC)
+    time = when.isoformat(timespec="milliseconds")[:-6] + "Z" if event.time_ms else "-"
+    kind = registry_pb2.EventKind.Name(event.kind)
+    if event.operation:
+        change = f"{event.operation} {event.target}"
+    elif event.tag:
+        change = f"{kind} {event.repository}:{event.tag} {event.digest}"
+    else:
+        change = f"{kind} {event.repository} {event.digest}"
+    return f"{event.revision:>8}  {time:<24}  {event.actor or '-':<24}  {change}"
+
+
 def _retention(args) -> int:
     from cluster.cli_members import call_leader  # cli_members imports this module
 
     credentials = client_credentials(args)
+    endpoints = [e.strip() for e in args.endpoints.split(",") if e.strip()]
+    with Client(endpoints, credentials=credentials) as client:
+        current = client.status().event_retention
     if args.revisions is None and args.max_age is None:
-        endpoints = [e.strip() for e in args.endpoints.split(",") if e.strip()]
-        with Client(endpoints, credentials=credentials) as client:
-            retention = client.status().event_retention
-        print(_describe(retention))
+        print(_describe(current))
         return 0
     if (args.revisions or 0) < 0:
         raise ConfigError(f"--revisions must be 0 (the default) or more, got {args.revisions}")
+    # What is not given stays as it is (read just before; the last writer wins).
     request = cluster_pb2.EventRetention(
-        revisions=args.revisions or 0, max_age_seconds=args.max_age or 0
+        revisions=current.revisions if args.revisions is None else args.revisions,
+        max_age_seconds=current.max_age_seconds if args.max_age is None else args.max_age,
     )
     done = call_leader(args.endpoints, "SetEventRetention", request, 30.0, credentials)
     print(f"{_describe(request)} (from revision {done.revision})")

@@ -102,25 +102,12 @@ def _call(args, method: str, request, timeout: float = _CHANGE_TIMEOUT):
     return call_leader(args.endpoints, method, request, timeout, credentials)
 
 
-def _run(action):
-    def run(args) -> int:
-        try:
-            return action(args)
-        except grpc.RpcError as e:
-            print(f"regraft {args.command} {args.action}: {e.details()}", file=sys.stderr)
-            return 1
-
-    return run
-
-
-@_run
 def _list(args) -> int:
     response = _call(args, "ListMembers", cluster_pb2.ListMembersRequest(), 10.0)
     print(members_table(response.members))
     return 0
 
 
-@_run
 def _add(args) -> int:
     request = cluster_pb2.AddMemberRequest(
         id=args.id, raft_address=args.raft_address, grpc_address=args.grpc_address,
@@ -142,21 +129,18 @@ def _add(args) -> int:
     return 0
 
 
-@_run
 def _promote(args) -> int:
     request = cluster_pb2.PromoteMemberRequest(id=args.id)
     _print_change(_call(args, "PromoteMember", request))
     return 0
 
 
-@_run
 def _remove(args) -> int:
     request = cluster_pb2.RemoveMemberRequest(id=args.id, force=args.force)
     _print_change(_call(args, "RemoveMember", request))
     return 0
 
 
-@_run
 def _transfer(args) -> int:
     request = cluster_pb2.TransferLeadershipRequest(to_id=args.to)
     response = _call(args, "TransferLeadership", request)

@@ -11,6 +11,7 @@ answer was lost is not applied twice.
     client.link_blob("library/app", digest, size=1234)
     client.put_manifest("library/app", "v1", manifest_bytes)
     client.get_manifest("library/app", "v1", consistency=STALE)
+    client.call("CheckAccess", access_pb2.CheckAccessRequest(...))  # any Registry or Access RPC
 
 With TLS (README, Security), give it Credentials: a CA that verifies the replicas,
 a client certificate for mutual TLS, a bearer token, or several of these.
@@ -27,7 +28,14 @@ from dataclasses import dataclass
 import grpc
 
 from cluster.config import ConfigError, is_loopback, split_address
-from regraft.v1 import cluster_pb2, cluster_pb2_grpc, registry_pb2, registry_pb2_grpc
+from regraft.v1 import (
+    access_pb2,
+    access_pb2_grpc,
+    cluster_pb2,
+    cluster_pb2_grpc,
+    registry_pb2,
+    registry_pb2_grpc,
+)
 
 LINEARIZABLE = registry_pb2.LINEARIZABLE
 STALE = registry_pb2.STALE
@@ -199,17 +207,24 @@ class Client:
     def cluster(self, endpoint: str | None = None) -> cluster_pb2_grpc.ClusterStub:
         return cluster_pb2_grpc.ClusterStub(self._channel(endpoint or self.endpoint))
 
+    def access(self, endpoint: str | None = None) -> access_pb2_grpc.AccessStub:
+        return access_pb2_grpc.AccessStub(self._channel(endpoint or self.endpoint))
+
     @property
     def endpoint(self) -> str:
         return self.endpoints[self._current]
 
     def call(self, method: str, request, timeout: float | None = None):
-        """Call a Registry method, retrying where that is safe, until `timeout`."""
+        """Call a Registry or Access method, retrying where that is safe, until `timeout`.
+
+        Give writes a request_id: a retried write is then applied once.
+        """
+        stub_of = self.access if method in _ACCESS_METHODS else self.registry
         deadline = time.monotonic() + (timeout or self.timeout)
         delay = self._backoff
         while True:
             remaining = deadline - time.monotonic()
-            stub = self.registry()
+            stub = stub_of()
             try:
                 return getattr(stub, method)(
                     request, timeout=max(0.01, min(self.attempt_timeout, remaining))
@@ -390,16 +405,28 @@ class Client:
             ),
         )
 
-    def watch(self, from_revision: int = 0, repository_prefix: str = "", endpoint: str = ""):
-        """A stream of events; iterate it, and cancel() it when done."""
+    def watch(
+        self,
+        from_revision: int = 0,
+        repository_prefix: str = "",
+        endpoint: str = "",
+        to_revision: int = 0,
+    ):
+        """A stream of events (until to_revision, if given); iterate it, and cancel() it
+        when done."""
         return self.registry(endpoint or None).Watch(
             registry_pb2.WatchRequest(
-                from_revision=from_revision, repository_prefix=repository_prefix
+                from_revision=from_revision,
+                repository_prefix=repository_prefix,
+                to_revision=to_revision,
             )
         )
 
     def status(self, endpoint: str = "", timeout: float = 3.0) -> cluster_pb2.StatusResponse:
         return self.cluster(endpoint or None).Status(cluster_pb2.StatusRequest(), timeout=timeout)
+
+
+_ACCESS_METHODS = frozenset(access_pb2.DESCRIPTOR.services_by_name["Access"].methods_by_name)
 
 
 def _new_id() -> str:

@@ -160,8 +160,15 @@ class ReplicaConfig:
 
     def warnings(self) -> list[str]:
         """What is allowed but unsafe: said loudly when a replica starts."""
-        if self.tls or self.loopback_api:
+        if self.loopback_api or self.tls_client_ca_file or self.callers_file:
             return []
+        if self.tls:
+            return [
+                f"the gRPC API on {self.grpc_address} is encrypted but does not authenticate "
+                "its callers: anyone who reaches it is an admin and can change the registry, "
+                "the accounts and the membership. Set tls_client_ca_file and callers_file "
+                "(README, Security)."
+            ]
         return [
             f"the gRPC API on {self.grpc_address} is neither encrypted nor authenticated: "
             "anyone who reaches it can read and change the registry and the membership. "

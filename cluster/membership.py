@@ -189,9 +189,9 @@ class Changes:
         self._propose(commands.seed_members(self._members.table(), uuid.uuid4().hex), timeout)
 
     def add(self, member_id: str, raft_address: str, grpc_address: str, force: bool,
-            timeout: float) -> list[str]:  # fmt: skip
+            timeout: float, actor: str = "") -> list[str]:  # fmt: skip
         """Record a new member as a learner; refused while the cluster is unhealthy."""
-        command = commands.add_member(member_id, raft_address, grpc_address)
+        command = commands.add_member(member_id, raft_address, grpc_address, actor)
         with self._one_at_a_time():
             problem = self._health_problem()
             if problem and not force:
@@ -203,7 +203,7 @@ class Changes:
             self._propose(command, timeout)
         return []
 
-    def promote(self, member_id: str, timeout: float) -> list[str]:
+    def promote(self, member_id: str, timeout: float, actor: str = "") -> list[str]:
         """Make a caught-up learner a voter (or finish a promotion cut short)."""
         with self._one_at_a_time():
             member = self._require(member_id)
@@ -215,18 +215,18 @@ class Changes:
                 )
             if member.role == Role.LEARNER:
                 self._require_caught_up(member)
-                self._set_role(member, Role.PROMOTING, timeout)
+                self._set_role(member, Role.PROMOTING, timeout, actor)
             if not self._is_voter(member):
                 self._change_voters(True, member, timeout)
-            self._set_role(member, Role.VOTER, timeout)
+            self._set_role(member, Role.VOTER, timeout, actor)
         return self._even_warning()
 
-    def remove(self, member_id: str, force: bool, timeout: float) -> list[str]:
+    def remove(self, member_id: str, force: bool, timeout: float, actor: str = "") -> list[str]:
         """Remove a learner or a voter (or cancel a promotion, or finish a removal)."""
         with self._one_at_a_time():
             member = self._require(member_id)
             if member.role == Role.LEARNER:
-                self._set_role(member, Role.ROLE_UNSPECIFIED, timeout)
+                self._set_role(member, Role.ROLE_UNSPECIFIED, timeout, actor)
                 return []
             if member.role == Role.VOTER:
                 problem = self._quorum_after_removing(member)
@@ -236,13 +236,13 @@ class Changes:
                         f"refusing to remove {member_id!r}: {problem}; pass --force to remove "
                         "it anyway",
                     )
-                self._set_role(member, Role.REMOVING, timeout)
+                self._set_role(member, Role.REMOVING, timeout, actor)
             # REMOVING, or PROMOTING: a promotion cut short is cancelled the same way.
             if self._is_self(member):
                 self._hand_over_leadership(timeout)
             if self._is_voter(member):
                 self._change_voters(False, member, timeout)
-            self._set_role(member, Role.ROLE_UNSPECIFIED, timeout)
+            self._set_role(member, Role.ROLE_UNSPECIFIED, timeout, actor)
         return self._even_warning()
 
     def transfer(self, to_id: str, timeout: float) -> str:
@@ -268,8 +268,8 @@ class Changes:
             raise NotFound("MEMBER_UNKNOWN", f"no member {member_id!r} (see regraft member list)")
         return member
 
-    def _set_role(self, member: Member, role: int, timeout: float) -> None:
-        self._propose(commands.set_member_role(member.id, member.role, role), timeout)
+    def _set_role(self, member: Member, role: int, timeout: float, actor: str) -> None:
+        self._propose(commands.set_member_role(member.id, member.role, role, actor), timeout)
         member.role = role
 
     def _voters(self) -> set[str]:

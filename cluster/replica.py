@@ -19,7 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import REGISTRY
 
-from cluster import auth, metrics
+from cluster import auth, metrics, streams
 from cluster.backup import BackupSource
 from cluster.config import ConfigError, ReplicaConfig
 from cluster.http import ProbeServer
@@ -111,14 +111,16 @@ class Replica:
         for service in _HEALTH_SERVICES:
             self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
         self.server = grpc.server(
-            concurrent.futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="grpc"),
+            concurrent.futures.ThreadPoolExecutor(
+                max_workers=streams.WORKERS, thread_name_prefix="grpc"
+            ),
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.so_reuseport", 0),
             ],
             maximum_concurrent_rpcs=1024,
-            interceptors=api_checks,
+            interceptors=[*api_checks, streams.StreamCaps()],
         )
         cluster_service = ClusterService(
             self.raft,

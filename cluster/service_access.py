@@ -5,6 +5,7 @@ storage.machine -> revision. Reads: a view as fresh as the request's ReadOptions
 (cluster/reads.py) -> storage.access.
 """
 
+import threading
 from collections.abc import Callable
 
 from cluster import auth, rpc
@@ -14,6 +15,9 @@ from regraft.v1 import access_pb2, access_pb2_grpc, command_pb2
 from storage import access, commands, names, registry
 
 pb = access_pb2
+# Password checks at once per replica: each takes argon2id's 64 MiB and a core for tens
+# of milliseconds, so unbounded they would let callers exhaust memory and CPU.
+PASSWORD_CHECKS = 2
 
 
 def _account(value: str, field: str) -> str:
@@ -29,6 +33,7 @@ class AccessService(access_pb2_grpc.AccessServicer):
         self._raft = raft
         self._reads = reads
         self.leader_hint = leader_hint
+        self._password_checks = threading.BoundedSemaphore(PASSWORD_CHECKS)
 
     def _write(self, command: command_pb2.Command, context) -> pb.AccessWriteResponse:
         command.actor = auth.actor(context)  # who changed access, for the record
@@ -67,10 +72,22 @@ class AccessService(access_pb2_grpc.AccessServicer):
 
     @rpc.handler
     def VerifyPassword(self, request, context):
+        """ok=false alike for a wrong password and an unknown or inactive user."""
         name = _account(request.name, "name")
         with self._view(request.read, context) as view:
-            ok = access.verify_password(view, name, request.password)
-            return pb.VerifyPasswordResponse(ok=ok, revision=view.revision)
+            stored, revision = access.password_hash_of(view, name), view.revision
+        if len(request.password) > commands.MAX_PASSWORD_LENGTH:  # never set: no match
+            return pb.VerifyPasswordResponse(ok=False, revision=revision)
+        if not self._password_checks.acquire(timeout=rpc.timeout(context)):
+            raise rpc.Exhausted(
+                f"{PASSWORD_CHECKS} password checks are already running on this replica and "
+                "none finished in time: retry, or spread front-ends over the replicas"
+            )
+        try:
+            ok = access.verify_password(stored, request.password)
+        finally:
+            self._password_checks.release()
+        return pb.VerifyPasswordResponse(ok=ok, revision=revision)
 
     # -- organizations ------------------------------------------------------------------
 

@@ -130,16 +130,21 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
             request.grpc_address,
             request.force,
             rpc.timeout(context),
+            auth.actor(context),
         )
         return self._changed(warnings)
 
     @rpc.handler
     def PromoteMember(self, request, context):
-        return self._changed(self._changes.promote(request.id, rpc.timeout(context)))
+        promoted = self._changes.promote(request.id, rpc.timeout(context), auth.actor(context))
+        return self._changed(promoted)
 
     @rpc.handler
     def RemoveMember(self, request, context):
-        return self._changed(self._changes.remove(request.id, request.force, rpc.timeout(context)))
+        removed = self._changes.remove(
+            request.id, request.force, rpc.timeout(context), auth.actor(context)
+        )
+        return self._changed(removed)
 
     @rpc.handler
     def TransferLeadership(self, request, context):

@@ -4,7 +4,6 @@ Writes: request -> storage.commands (validation) -> Raft -> storage.machine -> r
 Reads: a view as fresh as the request's ReadOptions ask -> storage.registry.
 """
 
-import threading
 from collections.abc import Callable, Iterator
 
 from cluster import auth, rpc
@@ -18,9 +17,6 @@ pb = registry_pb2
 
 _WATCH_PAGE = 256
 _MAX_PREFIX = 255
-# Each Watch stream holds one of the server's worker threads for as long as it lasts:
-# at most this many, so that unary calls and health checks always find a worker.
-MAX_WATCHES = 32
 
 
 class RegistryService(registry_pb2_grpc.RegistryServicer):
@@ -28,7 +24,6 @@ class RegistryService(registry_pb2_grpc.RegistryServicer):
         self._raft = raft
         self._reads = reads
         self.leader_hint = leader_hint
-        self._watch_slots = threading.BoundedSemaphore(MAX_WATCHES)
 
     def _write(self, command, context):
         return rpc.propose(self._raft, command, context)
@@ -147,24 +142,20 @@ class RegistryService(registry_pb2_grpc.RegistryServicer):
             raise InvalidArgument(
                 "repository_prefix", f"{names.quote(prefix)} is not a repository name prefix"
             )
-        if not self._watch_slots.acquire(blocking=False):
-            raise rpc.Exhausted(
-                f"this replica already serves {MAX_WATCHES} Watch streams: "
-                "watch through another replica"
+        position = request.from_revision or self._raft.revision + 1
+        last = request.to_revision
+        if last and last < position:
+            raise InvalidArgument(
+                "to_revision", f"{last} is before from_revision {position}: an empty range"
             )
-        try:
-            yield from self._watch(request.from_revision, prefix, context)
-        finally:
-            self._watch_slots.release()
-
-    def _watch(self, position: int, prefix: str, context) -> Iterator[pb.Event]:
-        position = position or self._raft.revision + 1
         while context.is_active():
             with self._raft.store.read() as view:
                 oldest = registry.events_floor(view)
                 if position < oldest:
                     raise rpc.OutOfRange(position, oldest)
                 found, position = registry.events(view, position, prefix, _WATCH_PAGE)
-            yield from found
+            yield from (event for event in found if not last or event.revision <= last)
+            if last and position > last:
+                return
             if not found:
                 self._raft.wait_applied(position, 1.0)

@@ -16,6 +16,7 @@ Keys (the databases are listed in storage/db.py; SEP never occurs in a name):
     user_links      user SEP (b"t" organization SEP team | b"o" organization), their reverse
 """
 
+import functools
 from typing import TYPE_CHECKING
 
 import argon2
@@ -168,12 +169,30 @@ def put_user(change: "Change", op: command_pb2.PutUserOp) -> command_pb2.Result:
         record = record_pb2.UserRecord(active=True)
     else:
         record = get_user(batch, op.name)
+    changed = []
     for field in ("active", "admin", "password_hash"):
         if op.HasField(field):
             setattr(record, field, getattr(op, field))
+            changed.append(_user_change(field, getattr(op, field)))
     record.revision = change.revision
     batch.put("users", op.name.encode(), record.SerializeToString())
+    target = _describe(_USER + op.name.encode())
+    _audit(change, "CreateUser" if op.create else "UpdateUser", target, *changed)
     return _ok()
+
+
+def _user_change(field: str, value: bool | str) -> str:
+    """One changed field of a user, in words; never the password hash itself."""
+    if field == "password_hash":
+        return "password set" if value else "password removed"
+    return f"{field}: {'yes' if value else 'no'}"
+
+
+def _audit(change: "Change", operation: str, target: str, *details: str, repository=""):
+    """The audit event of an Access write (Watch's ACCESS_CHANGE)."""
+    if details:
+        target = f"{target}: {', '.join(details)}"
+    change.record(registry.Kind.ACCESS_CHANGE, operation, target, repository)
 
 
 def put_organization(change: "Change", op: command_pb2.PutOrganizationOp) -> command_pb2.Result:
@@ -184,6 +203,8 @@ def put_organization(change: "Change", op: command_pb2.PutOrganizationOp) -> com
         get_organization(batch, op.name)
     record = record_pb2.OrganizationRecord(description=op.description, revision=change.revision)
     batch.put("orgs", op.name.encode(), record.SerializeToString())
+    operation = "CreateOrganization" if op.create else "UpdateOrganization"
+    _audit(change, operation, _describe(_ORG + op.name.encode()))
     return _ok()
 
 
@@ -201,6 +222,7 @@ def put_team(change: "Change", op: command_pb2.PutTeamOp) -> command_pb2.Result:
         get_team(batch, op.organization, op.name)
     record = record_pb2.TeamRecord(description=op.description, revision=change.revision)
     batch.put("teams", key, record.SerializeToString())
+    _audit(change, "CreateTeam" if op.create else "UpdateTeam", _describe(_TEAM + key))
     return _ok()
 
 
@@ -216,13 +238,16 @@ def delete_user(change: "Change", op: command_pb2.DeleteUserOp) -> command_pb2.R
     _drop_grants_of(batch, _USER + op.name.encode())
     _drop_namespace(batch, op.name)
     batch.delete("users", op.name.encode())
+    _audit(change, "DeleteUser", _describe(_USER + op.name.encode()))
     return _ok()
 
 
 def delete_team(change: "Change", op: command_pb2.DeleteTeamOp) -> command_pb2.Result:
     """The team, its memberships and its grants."""
     get_team(change.batch, op.organization, op.name)
-    _drop_team(change.batch, _join(op.organization, op.name))
+    team = _join(op.organization, op.name)
+    _drop_team(change.batch, team)
+    _audit(change, "DeleteTeam", _describe(_TEAM + team))
     return _ok()
 
 
@@ -239,6 +264,7 @@ def delete_organization(
     _drop_grants_on(batch, _ORG + name + SEP)
     _drop_namespace(batch, op.name)
     batch.delete("orgs", name)
+    _audit(change, "DeleteOrganization", _describe(_ORG + name))
     return _ok()
 
 
@@ -287,7 +313,10 @@ def _drop_namespace(batch: Batch, namespace: str) -> None:
 
 def set_team_member(change: "Change", op: command_pb2.SetTeamMemberOp) -> command_pb2.Result:
     get_team(change.batch, op.organization, op.team)
-    _set_link(change.batch, _TEAM, _join(op.organization, op.team), op.user, op.member)
+    team = _join(op.organization, op.team)
+    _set_link(change.batch, _TEAM, team, op.user, op.member)
+    operation = "AddTeamMember" if op.member else "RemoveTeamMember"
+    _audit(change, operation, _describe(_TEAM + team), _describe(_USER + op.user.encode()))
     return _ok()
 
 
@@ -295,7 +324,10 @@ def set_organization_owner(
     change: "Change", op: command_pb2.SetOrganizationOwnerOp
 ) -> command_pb2.Result:
     get_organization(change.batch, op.organization)
-    _set_link(change.batch, _ORG, op.organization.encode(), op.user, op.owner)
+    organization = op.organization.encode()
+    _set_link(change.batch, _ORG, organization, op.user, op.owner)
+    operation = "AddOrganizationOwner" if op.owner else "RemoveOrganizationOwner"
+    _audit(change, operation, _describe(_ORG + organization), _describe(_USER + op.user.encode()))
     return _ok()
 
 
@@ -335,16 +367,21 @@ def set_grant(change: "Change", op: command_pb2.SetGrantOp) -> command_pb2.Resul
                 f"{organization!r}, not on {_describe(scope)}",
             )
     key = scope + SEP + subject
+    target = f"{_describe(subject)} on {_describe(scope)}"
+    repository = op.scope.repository
     if op.level == Level.ACCESS_LEVEL_UNSPECIFIED:
         if not batch.delete("grants", key):
             raise NotFound(
                 "GRANT_UNKNOWN", f"{_describe(subject)} has no grant on {_describe(scope)}"
             )
         batch.delete("grant_index", subject + SEP + scope)
+        _audit(change, "DeleteGrant", target, repository=repository)
         return _ok()
     record = record_pb2.GrantRecord(level=op.level, revision=change.revision)
     batch.put("grants", key, record.SerializeToString())
     batch.put("grant_index", subject + SEP + scope, b"")
+    level = LEVEL_NAMES.get(op.level, f"level {op.level}")
+    _audit(change, "SetGrant", target, level, repository=repository)
     return _ok()
 
 
@@ -354,6 +391,16 @@ def set_repository_settings(
     _require_namespace(change.batch, op.repository)
     record = record_pb2.RepositorySettingsRecord(settings=op.settings, revision=change.revision)
     change.batch.put("repo_settings", op.repository.encode(), record.SerializeToString())
+    settings = op.settings
+    _audit(
+        change,
+        "SetRepositorySettings",
+        _describe(_REPO + op.repository.encode()),
+        pb.Visibility.Name(settings.visibility).lower(),
+        f"immutable tags: {'yes' if settings.immutable_tags else 'no'}",
+        f"create on push: {'yes' if settings.create_on_push else 'no'}",
+        repository=op.repository,
+    )
     return _ok()
 
 
@@ -372,14 +419,31 @@ def list_users(view: View, n: int, last: str) -> tuple[list[pb.User], bool]:
     return [user_message(view, name) for name in found], more
 
 
-def verify_password(view: View, name: str, password: str) -> bool:
-    """True only for an active user with a password that this one matches."""
-    record = get_user(view, name)
-    if not (record.active and record.password_hash):
-        return False
+def password_hash_of(view: View, name: str) -> str:
+    """The hash a password is checked against: empty when the user is unknown, inactive
+    or has no password (verify_password then says no, after the same work)."""
+    raw = view.get("users", name.encode())
+    if raw is None:
+        return ""
+    record = record_pb2.UserRecord.FromString(raw)
+    return record.password_hash if record.active else ""
+
+
+@functools.cache
+def _no_such_user() -> str:
+    return hash_password("regraft: no password here", salt=b"regraft-no-salt!")
+
+
+def verify_password(password_hash: str, password: str) -> bool:
+    """Whether the password matches the hash (argon2id, about 64 MiB and tens of ms).
+
+    Without a hash it verifies against a dummy one, so that neither the answer nor its
+    time tells a caller whether the user exists. Not under a read transaction: that
+    would pin LMDB pages for the length of the hashing.
+    """
     try:
-        return _PASSWORDS.verify(record.password_hash, password)
-    except argon2.exceptions.VerificationError:
+        return _PASSWORDS.verify(password_hash or _no_such_user(), password) and bool(password_hash)
+    except (argon2.exceptions.VerificationError, argon2.exceptions.InvalidHashError):
         return False
 
 

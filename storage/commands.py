@@ -10,14 +10,13 @@ import hashlib
 import re
 
 from regraft.v1 import access_pb2, command_pb2, record_pb2, registry_pb2
-from storage import access, manifest, names
+from storage import access, manifest, names, registry
 from storage.errors import InvalidArgument
 
 MAX_REQUEST_ID_LENGTH = 128
 # ASCII only: the id is part of an LMDB key, which must stay under 511 bytes.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:/-]*")
 MAX_MEDIA_TYPE_LENGTH = 255
-MIN_EVENT_REVISIONS = 1000
 MIN_EVENT_AGE_SECONDS = 86_400
 MAX_DESCRIPTION_LENGTH = 255
 MIN_PASSWORD_LENGTH = 8
@@ -172,9 +171,9 @@ def set_event_retention(revisions: int, max_age_seconds: int, actor: str = "") -
     Bounded below: the history is also the audit log, and a stolen admin credential
     must not be able to erase it with one call.
     """
-    if revisions and revisions < MIN_EVENT_REVISIONS:
+    if revisions and revisions < registry.MIN_EVENT_REVISIONS:
         raise InvalidArgument(
-            "revisions", f"{revisions} is too few: keep at least {MIN_EVENT_REVISIONS}"
+            "revisions", f"{revisions} is too few: keep at least {registry.MIN_EVENT_REVISIONS}"
         )
     if max_age_seconds and max_age_seconds < MIN_EVENT_AGE_SECONDS:
         raise InvalidArgument(
@@ -193,24 +192,24 @@ def barrier() -> Command:
 # -- members ------------------------------------------------------------------------
 
 
-def add_member(member_id: str, raft_address: str, grpc_address: str) -> Command:
+def add_member(member_id: str, raft_address: str, grpc_address: str, actor: str = "") -> Command:
     """A new member, recorded as a learner (storage/members.py)."""
     member = record_pb2.MemberRecord(
         id=names.validate_member_id(member_id),
         raft_address=_address(raft_address, "raft_address"),
         grpc_address=_address(grpc_address, "grpc_address"),
     )
-    return Command(add_member=command_pb2.AddMemberOp(member=member))
+    return Command(actor=actor, add_member=command_pb2.AddMemberOp(member=member))
 
 
 def seed_members(members: list[record_pb2.MemberRecord], cluster_id: str = "") -> Command:
     return Command(seed_members=command_pb2.SeedMembersOp(members=members, cluster_id=cluster_id))
 
 
-def set_member_role(member_id: str, current: int, new: int) -> Command:
+def set_member_role(member_id: str, current: int, new: int, actor: str = "") -> Command:
     op = command_pb2.SetMemberRoleOp(id=names.validate_member_id(member_id), to=new)
     setattr(op, "from", current)
-    return Command(set_member_role=op)
+    return Command(actor=actor, set_member_role=op)
 
 
 def _address(address: str, field: str) -> str:

@@ -7,13 +7,14 @@ member's role (LEARNER -> PROMOTING -> VOTER, VOTER -> REMOVING -> gone), so tha
 change interrupted half-way is visible, and a second change is refused meanwhile.
 """
 
-from regraft.v1 import command_pb2, record_pb2
+from regraft.v1 import command_pb2, record_pb2, registry_pb2
 from storage.db import View
 from storage.errors import FailedPrecondition, NotFound
 
 Member = record_pb2.MemberRecord
 Role = Member.Role
 PENDING = (Role.PROMOTING, Role.REMOVING)
+_CHANGED = registry_pb2.EventKind.CLUSTER_CHANGE
 
 
 def role_name(role: int) -> str:
@@ -43,6 +44,10 @@ def seed(change, op: command_pb2.SeedMembersOp) -> command_pb2.Result:
         return command_pb2.Result(message="members already recorded")
     for member in op.members:
         _put(change.batch, member)
+    target = "voters " + ", ".join(m.id for m in op.members)
+    if change.batch.cluster_id:
+        target += f" of cluster {change.batch.cluster_id}"
+    change.record(_CHANGED, "SeedMembers", target)
     return command_pb2.Result()
 
 
@@ -61,6 +66,11 @@ def add(change, op: command_pb2.AddMemberOp) -> command_pb2.Result:
                 )
     _put(batch, Member(id=new.id, raft_address=new.raft_address, grpc_address=new.grpc_address,
                        role=Role.LEARNER, added_at=change.revision))  # fmt: skip
+    change.record(
+        _CHANGED,
+        "AddMember",
+        f"member {new.id!r} as LEARNER, raft {new.raft_address}, grpc {new.grpc_address}",
+    )
     return command_pb2.Result()
 
 
@@ -81,6 +91,10 @@ def set_role(change, op: command_pb2.SetMemberRoleOp) -> command_pb2.Result:
     else:
         member.role = op.to
         _put(batch, member)
+    after = role_name(op.to) if op.to != Role.ROLE_UNSPECIFIED else "removed"
+    change.record(
+        _CHANGED, "SetMemberRole", f"member {op.id!r}: {role_name(getattr(op, 'from'))} -> {after}"
+    )
     return command_pb2.Result()
 
 

@@ -23,6 +23,9 @@ _EVENT_RETENTION = b"event_retention"
 # the entry being applied (its revision and time), so every replica keeps exactly the
 # same events.
 EVENT_RETENTION = 200_000
+# The events of this many last revisions are never pruned by age: entries carry the
+# proposing replica's clock, and one clock far ahead must not erase the audit log.
+MIN_EVENT_REVISIONS = 1000
 
 Kind = registry_pb2.EventKind
 
@@ -38,15 +41,18 @@ class Change:
     _sequence: int = field(default=0)
 
     def emit(self, kind: int, repository: str, digest: str, tag: str = "") -> None:
-        event = registry_pb2.Event(
-            revision=self.revision,
-            kind=kind,
-            repository=repository,
-            digest=digest,
-            tag=tag,
-            actor=self.actor,
-            time_ms=self.time_ms,
+        self._put(registry_pb2.Event(kind=kind, repository=repository, digest=digest, tag=tag))
+
+    def record(self, kind: int, operation: str, target: str, repository: str = "") -> None:
+        """An audit event for a change of access or of the cluster: what was done to what."""
+        self._put(
+            registry_pb2.Event(kind=kind, operation=operation, target=target, repository=repository)
         )
+
+    def _put(self, event: registry_pb2.Event) -> None:
+        event.revision = self.revision
+        event.actor = self.actor
+        event.time_ms = self.time_ms
         self.batch.put(
             "events", keys.event(self.revision, self._sequence), event.SerializeToString()
         )
@@ -299,6 +305,12 @@ def mount_blob(change: Change, op: command_pb2.MountBlobOp) -> command_pb2.Resul
 
 def set_event_retention(change: Change, op: command_pb2.SetEventRetentionOp):
     change.batch.txn.put(_EVENT_RETENTION, op.SerializeToString(deterministic=True))
+    age = f"{op.max_age_seconds} s" if op.max_age_seconds else "no limit"
+    change.record(
+        Kind.CLUSTER_CHANGE,
+        "SetEventRetention",
+        f"events of the last {op.revisions or EVENT_RETENTION} revisions, age limit {age}",
+    )
     return command_pb2.Result()
 
 
@@ -326,6 +338,8 @@ def prune_events(batch: Batch, revision: int, most: int, now_ms: int = 0) -> Non
         if len(doomed) >= most:
             break
         if keys.event_revision(key) >= floor:
+            if keys.event_revision(key) > revision - MIN_EVENT_REVISIONS:
+                break
             event_time = registry_pb2.Event.FromString(value).time_ms if cutoff else 0
             if not event_time or event_time >= cutoff:
                 break

@@ -21,6 +21,8 @@ class EventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TAG_DELETE: _ClassVar[EventKind]
     BLOB_LINK: _ClassVar[EventKind]
     BLOB_UNLINK: _ClassVar[EventKind]
+    ACCESS_CHANGE: _ClassVar[EventKind]
+    CLUSTER_CHANGE: _ClassVar[EventKind]
 LINEARIZABLE: Consistency
 STALE: Consistency
 EVENT_KIND_UNSPECIFIED: EventKind
@@ -30,6 +32,8 @@ TAG_SET: EventKind
 TAG_DELETE: EventKind
 BLOB_LINK: EventKind
 BLOB_UNLINK: EventKind
+ACCESS_CHANGE: EventKind
+CLUSTER_CHANGE: EventKind
 
 class ReadOptions(_message.Message):
     __slots__ = ("consistency", "min_revision")
@@ -309,15 +313,17 @@ class MountBlobResponse(_message.Message):
     def __init__(self, size: _Optional[int] = ..., media_type: _Optional[str] = ..., revision: _Optional[int] = ...) -> None: ...
 
 class WatchRequest(_message.Message):
-    __slots__ = ("from_revision", "repository_prefix")
+    __slots__ = ("from_revision", "repository_prefix", "to_revision")
     FROM_REVISION_FIELD_NUMBER: _ClassVar[int]
     REPOSITORY_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    TO_REVISION_FIELD_NUMBER: _ClassVar[int]
     from_revision: int
     repository_prefix: str
-    def __init__(self, from_revision: _Optional[int] = ..., repository_prefix: _Optional[str] = ...) -> None: ...
+    to_revision: int
+    def __init__(self, from_revision: _Optional[int] = ..., repository_prefix: _Optional[str] = ..., to_revision: _Optional[int] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("revision", "kind", "repository", "digest", "tag", "actor", "time_ms")
+    __slots__ = ("revision", "kind", "repository", "digest", "tag", "actor", "time_ms", "operation", "target")
     REVISION_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     REPOSITORY_FIELD_NUMBER: _ClassVar[int]
@@ -325,6 +331,8 @@ class Event(_message.Message):
     TAG_FIELD_NUMBER: _ClassVar[int]
     ACTOR_FIELD_NUMBER: _ClassVar[int]
     TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    OPERATION_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
     revision: int
     kind: EventKind
     repository: str
@@ -332,4 +340,6 @@ class Event(_message.Message):
     tag: str
     actor: str
     time_ms: int
-    def __init__(self, revision: _Optional[int] = ..., kind: _Optional[_Union[EventKind, str]] = ..., repository: _Optional[str] = ..., digest: _Optional[str] = ..., tag: _Optional[str] = ..., actor: _Optional[str] = ..., time_ms: _Optional[int] = ...) -> None: ...
+    operation: str
+    target: str
+    def __init__(self, revision: _Optional[int] = ..., kind: _Optional[_Union[EventKind, str]] = ..., repository: _Optional[str] = ..., digest: _Optional[str] = ..., tag: _Optional[str] = ..., actor: _Optional[str] = ..., time_ms: _Optional[int] = ..., operation: _Optional[str] = ..., target: _Optional[str] = ...) -> None: ...

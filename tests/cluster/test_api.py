@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import queue
 import subprocess
 import sys
 import threading
@@ -9,11 +10,12 @@ import time
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from cluster import streams
 from cluster.client import STALE
-from cluster.service_registry import MAX_WATCHES
-from regraft.v1 import registry_pb2
+from regraft.v1 import registry_pb2, registry_pb2_grpc
 from tests.cluster.harness import ROOT, image, push
 
 
@@ -145,27 +147,72 @@ def test_watch_streams_changes_in_order_and_resumes(cluster):
         first = next(iter(resumed))
         resumed.cancel()
         assert first.revision == revisions[2]
+        # A closed range ends by itself; an empty one is refused, naming the field.
+        ranged = client.watch(start, "watch/", cluster.endpoints[1], to_revision=revisions[1])
+        assert [(e.tag, e.revision) for e in ranged if e.kind == registry_pb2.TAG_SET] == [
+            (f"v{i}", revisions[i]) for i in range(2)
+        ]
+        with pytest.raises(grpc.RpcError) as empty:
+            list(client.watch(revisions[1], to_revision=revisions[0]))
+        assert empty.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert f"to_revision: {revisions[0]} is before from_revision" in empty.value.details()
 
 
-def test_watch_streams_are_capped_and_never_starve_unary_calls(cluster):
-    """Each stream holds a server thread: past the cap, RESOURCE_EXHAUSTED, not a hang."""
+def open_watch(channel):
+    """A Registry.Watch stream; it is running once the replica counts it in flight."""
+    return registry_pb2_grpc.RegistryStub(channel).Watch(registry_pb2.WatchRequest()), None
+
+
+def open_health_watch(channel):
+    """A Health.Watch stream (no credentials needed); running once it said the status."""
+    stream = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
+    return stream, stream
+
+
+def open_reflection(channel):
+    """A reflection stream left open after one answer (no credentials needed)."""
+    requests = queue.Queue()
+    requests.put(reflection_pb2.ServerReflectionRequest(list_services=""))
+    stream = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+        iter(requests.get, None)
+    )
+    return stream, stream
+
+
+@pytest.mark.parametrize(
+    ("method", "open_stream"),
+    [
+        ("/regraft.v1.Registry/Watch", open_watch),
+        ("/grpc.health.v1.Health/Watch", open_health_watch),
+        ("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", open_reflection),
+    ],
+    ids=["watch", "health-watch", "reflection"],
+)
+def test_streams_are_capped_and_never_starve_unary_calls(cluster, method, open_stream):
+    """Each stream holds a server thread: past its cap, RESOURCE_EXHAUSTED, not a hang,
+    and the streams that idle on a replica never take the threads of unary calls."""
     replica = cluster.replicas[0]
-    endpoint = replica.endpoint
-    with cluster.client() as client:
-        streams = [client.watch(endpoint=endpoint) for _ in range(MAX_WATCHES)]
+    cap = streams.CAPS[method]
+    with grpc.insecure_channel(replica.endpoint) as channel, cluster.client() as client:
+        opened = [open_stream(channel) for _ in range(cap)]
         try:
+            for _, first in opened:
+                if first is not None:
+                    next(first)  # the server answered: the stream holds its thread
             deadline = time.monotonic() + 30
-            while cluster.metric(replica, "regraft_grpc_requests_in_flight") < MAX_WATCHES:
+            while method.endswith("Registry/Watch") and (
+                cluster.metric(replica, "regraft_grpc_requests_in_flight") < cap
+            ):
                 assert time.monotonic() < deadline, "the Watch streams never all started"
                 time.sleep(0.1)
-            extra = client.watch(endpoint=endpoint)
+            extra, _ = open_stream(channel)
             with pytest.raises(grpc.RpcError) as refused:
                 next(iter(extra))
             assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            assert str(MAX_WATCHES) in refused.value.details()
-            assert client.status(endpoint).id
+            assert f"already serves {cap} {method} streams" in refused.value.details()
+            assert client.status(replica.endpoint).id
         finally:
-            for stream in streams:
+            for stream, _ in opened:
                 stream.cancel()
 
 

@@ -1,5 +1,6 @@
 """The gRPC API behind TLS, mutual TLS and bearer tokens, on real replica processes."""
 
+import json
 import os
 import subprocess
 import sys
@@ -12,7 +13,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from cluster import auth
 from cluster.cli_members import call_leader
 from cluster.client import Client, Credentials, dial
-from regraft.v1 import cluster_pb2, cluster_pb2_grpc, record_pb2, registry_pb2
+from regraft.v1 import (
+    access_pb2,
+    cluster_pb2,
+    cluster_pb2_grpc,
+    record_pb2,
+    registry_pb2,
+)
 from tests.certs import Authority
 from tests.cluster.harness import ROOT, LocalCluster, push
 
@@ -169,23 +176,33 @@ def test_watch_events_carry_the_actor_of_each_write(mtls):
     assert all(abs(time_ms / 1000 - time.time()) < 120 for time_ms in times)
 
 
-def test_admins_set_the_event_retention_for_every_replica(mtls):
-    ops = mtls.credentials
+def audit(cluster: LocalCluster, *arguments: str) -> str:
+    """`regraft audit ...` as the cluster's admin (cert:ops); its standard output."""
+    ops = cluster.credentials
     flags = ["--ca-file", ops.ca_file, "--cert-file", ops.cert_file, "--key-file", ops.key_file]
-    setting = ["--revisions", "5000", "--max-age", "30d", "--endpoints", ",".join(mtls.endpoints)]
     done = subprocess.run(
-        [sys.executable, "-m", "cluster.cli", "audit", "retention", *setting, *flags],
+        [sys.executable, "-m", "cluster.cli", "audit", *arguments, *flags],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "last 5000 revisions; age limit: 2592000 s" in done.stdout
+    return done.stdout
+
+
+def test_admins_set_the_event_retention_for_every_replica(mtls):
+    endpoints = ["--endpoints", ",".join(mtls.endpoints)]
+    shown = audit(mtls, "retention", "--revisions", "5000", "--max-age", "30d", *endpoints)
+    assert "last 5000 revisions; age limit: 2592000 s" in shown
     mtls.wait_converged()
     for replica in mtls.replicas:
         retention = mtls.status(replica).event_retention
         assert (retention.revisions, retention.max_age_seconds) == (5000, 30 * 86400)
+    # Setting one of the two leaves the other as it was.
+    assert "last 5000 revisions; age limit: 5184000 s" in audit(
+        mtls, "retention", "--max-age", "60d", *endpoints
+    )
     with Client(mtls.endpoints, credentials=as_caller(mtls.ca, "frontend")) as frontend:
         denied = refused(
             lambda: frontend.cluster().SetEventRetention(
@@ -193,6 +210,46 @@ def test_admins_set_the_event_retention_for_every_replica(mtls):
             )
         )
     assert denied.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_the_audit_log_names_who_changed_accounts_and_when(mtls):
+    ops = mtls.credentials
+    with Client(mtls.endpoints, credentials=as_caller(mtls.ca, "unlisted", ADMIN_TOKEN)) as c:
+        created = c.call(
+            "CreateUser",
+            access_pb2.CreateUserRequest(name="auditee", password="a long enough password"),
+        )
+    with Client(mtls.endpoints, credentials=ops) as client:
+        granted = client.call(
+            "SetGrant",
+            access_pb2.SetGrantRequest(
+                grant=access_pb2.Grant(
+                    scope=access_pb2.Scope(repository="auditee/app"),
+                    subject=access_pb2.Subject(user="auditee"),
+                    level=access_pb2.READ_ONLY,
+                )
+            ),
+        )
+    endpoint = mtls.replicas[2].endpoint  # any replica: each keeps the same history
+    mtls.wait_converged()
+    span = ["--from-revision", str(created.revision), "--endpoints", endpoint]
+    lines = audit(mtls, "log", *span).splitlines()
+    assert lines[0].split() == [
+        str(created.revision), lines[0].split()[1], "token:ci", "CreateUser", "user",
+        "'auditee':", "admin:", "no,", "password", "set",
+    ]  # fmt: skip
+    assert lines[-1].split()[2:] == [
+        "cert:ops", "SetGrant", "user", "'auditee'", "on", "repository", "'auditee/app':",
+        "read-only",
+    ]  # fmt: skip
+    assert int(lines[-1].split()[0]) == granted.revision
+    assert "argon2" not in "".join(lines)
+    # JSON lines, the repository filter, and the range's end: the log ends, it does not wait.
+    as_json = audit(mtls, "log", "--json", "--repository-prefix", "auditee/", *span)
+    events = [json.loads(line) for line in as_json.splitlines()]
+    assert [(e["operation"], e["actor"], e["repository"]) for e in events] == [
+        ("SetGrant", "cert:ops", "auditee/app")
+    ]
 
 
 def test_replicas_reach_each_other_with_the_peer_token(mtls):
@@ -314,3 +371,8 @@ def test_a_learner_is_promoted_under_mutual_tls(make_cluster, tmp_path):
         endpoints, "ListMembers", cluster_pb2.ListMembersRequest(), 30.0, local.credentials
     )
     assert {m.id: m.membership for m in listed.members}["r2"] == record_pb2.MemberRecord.VOTER
+    # Each step is in the audit log, with the admin who asked for it.
+    logged = audit(local, "log", "--endpoints", endpoints).splitlines()
+    changes = [line.split(None, 3)[2:] for line in logged]
+    assert ["cert:ops", "SetMemberRole member 'r2': PROMOTING -> VOTER"] in changes
+    assert ["cert:ops", "SetMemberRole member 'r2': LEARNER -> PROMOTING"] in changes

@@ -7,7 +7,7 @@ from regraft.v1 import access_pb2, command_pb2, registry_pb2
 from storage import access, commands, keys, names, registry
 from storage.errors import InvalidArgument
 from storage.names import compute_digest
-from tests.unit.test_storage import Replica, image, link, put_manifest, put_tag
+from tests.unit.test_storage import Replica, all_events, image, link, put_manifest, put_tag
 
 pb = access_pb2
 Result = command_pb2.Result
@@ -354,14 +354,22 @@ def test_passwords_are_hashed_and_never_shown(replica):
     assert user("alice", password=secret, request_id="create-alice") == command
     assert user("alice", password=secret) != user("alice", password=secret)
     replica.ok(command, command, user("bob"))
+
+    def verify(name: str, password: str) -> bool:
+        with replica.store.read() as view:
+            stored = access.password_hash_of(view, name)
+        return access.verify_password(stored, password)
+
+    assert verify("alice", secret)
+    assert not verify("alice", secret + "!")
+    assert not verify("bob", "")  # no password set
+    # An unknown user is not an error: the same "no" as a wrong password.
+    assert not verify("nobody", secret)
+    assert not access.verify_password("not a hash", secret)
     with replica.store.read() as view:
-        assert access.verify_password(view, "alice", secret)
-        assert not access.verify_password(view, "alice", secret + "!")
-        assert not access.verify_password(view, "bob", "")
         assert access.user_message(view, "alice").has_password
     replica.ok(update_user("alice", active=False))
-    with replica.store.read() as view:
-        assert not access.verify_password(view, "alice", secret)
+    assert not verify("alice", secret)
     replica.ok(update_user("alice", active=True, password=""))
     with replica.store.read() as view:
         assert access.user_message(view, "alice") == pb.User(name="alice", active=True)
@@ -429,3 +437,49 @@ def test_check_access_explains_itself(replica):
     replica.ok(link("acme/new", compute_digest(b"layer")))
     with replica.store.read() as view:
         assert access.check_access(view, "alice", "acme/new", ["push"])[1][0].allowed
+
+
+def test_every_access_write_is_an_audit_event(replica):
+    """Watch doubles as the audit log: who changed which account, team, grant or
+    setting, in words; never the password hash."""
+    writes = [
+        (user("alice", password="correct horse battery"), "CreateUser",
+         "user 'alice': admin: no, password set", ""),
+        (org("acme"), "CreateOrganization", "organization 'acme'", ""),
+        (team("acme", "dev"), "CreateTeam", "team 'acme/dev'", ""),
+        (member("acme", "dev", "alice"), "AddTeamMember", "team 'acme/dev': user 'alice'", ""),
+        (owner("acme", "alice"), "AddOrganizationOwner", "organization 'acme': user 'alice'", ""),
+        (grant(on_repo("acme/app"), to_team("acme", "dev"), RW), "SetGrant",
+         "team 'acme/dev' on repository 'acme/app': read-write", "acme/app"),
+        (settings("acme/app", pb.PUBLIC, immutable=True), "SetRepositorySettings",
+         "repository 'acme/app': public, immutable tags: yes, create on push: yes", "acme/app"),
+        (update_user("alice", admin=True, password=""), "UpdateUser",
+         "user 'alice': admin: yes, password removed", ""),
+        (revoke(on_repo("acme/app"), to_team("acme", "dev")), "DeleteGrant",
+         "team 'acme/dev' on repository 'acme/app'", "acme/app"),
+        (member("acme", "dev", "alice", False), "RemoveTeamMember",
+         "team 'acme/dev': user 'alice'", ""),
+        (delete_team("acme", "dev"), "DeleteTeam", "team 'acme/dev'", ""),
+        (delete_org("acme"), "DeleteOrganization", "organization 'acme'", ""),
+        (delete_user("alice"), "DeleteUser", "user 'alice'", ""),
+    ]  # fmt: skip
+    for i, (command, *_) in enumerate(writes):
+        command.actor = f"cert:admin-{i}"
+        command.time_ms = 1_800_000_000_000 + i
+        replica.ok(command)
+    # A refused write changes nothing, so it is no event.
+    assert replica.apply(delete_user("alice"))[0].code == NOT_FOUND
+    with replica.store.read() as view:
+        found = all_events(view)
+    assert [(e.operation, e.target, e.repository) for e in found] == [
+        (operation, target, repository) for _, operation, target, repository in writes
+    ]
+    assert {e.kind for e in found} == {registry_pb2.ACCESS_CHANGE}
+    assert [(e.actor, e.time_ms) for e in found] == [
+        (f"cert:admin-{i}", 1_800_000_000_000 + i) for i in range(len(writes))
+    ]
+    assert not any(b"argon2" in e.SerializeToString() for e in found)
+    # Watch's repository filter sees the events about its repositories only.
+    with replica.store.read() as view:
+        about_app, _ = registry.events(view, 0, "acme/app", 100)
+    assert [e.operation for e in about_app] == ["SetGrant", "SetRepositorySettings", "DeleteGrant"]

@@ -4,6 +4,7 @@ import contextlib
 import os
 
 import grpc
+import prometheus_client
 import pytest
 
 from cluster import auth
@@ -253,7 +254,18 @@ def call_through(method: str, metadata: tuple, peer: dict):
     return seen, context.aborted
 
 
+def refusals(method: str, code: str) -> float:
+    return (
+        prometheus_client.REGISTRY.get_sample_value(
+            "regraft_grpc_requests_total", {"method": method, "code": code}
+        )
+        or 0.0
+    )
+
+
 def test_the_interceptor_denies_naming_method_and_role_and_passes_the_actor():
+    denied_before = refusals("Backup", "PERMISSION_DENIED")
+    anonymous_before = refusals("GetManifest", "UNAUTHENTICATED")
     seen, aborted = call_through("/regraft.v1.Registry/PutTag", (), cert("frontend-1"))
     assert (seen, aborted) == (["cert:frontend-1"], None)
     seen, aborted = call_through("/regraft.v1.Cluster/Backup", (), cert("frontend-1"))
@@ -270,6 +282,9 @@ def test_the_interceptor_denies_naming_method_and_role_and_passes_the_actor():
     assert aborted[1].startswith("/regraft.v1.Registry/GetManifest: no credentials")
     seen, aborted = call_through("/grpc.health.v1.Health/Check", (), {})
     assert (seen, aborted) == ([""], None)
+    # Refusals are counted as requests, by the code they got.
+    assert refusals("Backup", "PERMISSION_DENIED") == denied_before + 1
+    assert refusals("GetManifest", "UNAUTHENTICATED") == anonymous_before + 1
 
 
 # -- TLS files --------------------------------------------------------------------------
@@ -342,9 +357,14 @@ def test_plaintext_api_off_loopback_is_allowed_but_warned_about(tmp_path):
     exposed.validate()
     assert "neither encrypted nor authenticated" in exposed.warnings()[0]
     assert config(tmp_path).warnings() == []
-    secured = config(tmp_path, grpc_address="10.0.0.1:7401", tls_cert_file="c", tls_key_file="k")
-    secured.validate()
-    assert secured.warnings() == []
+    tls = {"grpc_address": "10.0.0.1:7401", "tls_cert_file": "c", "tls_key_file": "k"}
+    encrypted = config(tmp_path, **tls)
+    encrypted.validate()
+    [warning] = encrypted.warnings()
+    assert "encrypted but does not authenticate its callers" in warning
+    assert "10.0.0.1:7401" in warning
+    for authenticated in ({"tls_client_ca_file": "ca"}, {"callers_file": "callers.toml"}):
+        assert config(tmp_path, **tls, **authenticated).warnings() == []
 
 
 def test_peer_credentials_follow_the_servers_tls(tmp_path):
@@ -411,7 +431,7 @@ def stores(tmp_path):
 
 def small_retention_allowed(monkeypatch) -> None:
     """Apply-level tests use tiny retentions; the API refuses them (see below)."""
-    monkeypatch.setattr(commands, "MIN_EVENT_REVISIONS", 1)
+    monkeypatch.setattr(registry, "MIN_EVENT_REVISIONS", 1)
     monkeypatch.setattr(commands, "MIN_EVENT_AGE_SECONDS", 1)
 
 
@@ -458,11 +478,27 @@ def test_event_retention_by_age_uses_the_times_in_the_log(stores, monkeypatch):
     late = start + HOUR_MS + HOUR_MS // 4
     links(store, 2, late, "late")
     floor, revisions = history(store)
-    # Untimed ones fell out by revisions, the old ones by age; the recent ones stay.
-    assert floor == untimed_and_old + 1
-    assert revisions[0] == floor + 1  # the retention command itself has no event
+    # Untimed ones fell out by revisions, the old ones by age (the retention change,
+    # written at `start`, among them); the recent ones stay.
+    assert floor == untimed_and_old + 2
+    assert revisions[0] == floor
     with store.store.read() as view:
         assert {e.time_ms for e in all_events(view)} == {start + HOUR_MS // 2, late}
+
+
+def test_a_clock_far_ahead_cannot_erase_the_recent_history(stores, monkeypatch):
+    monkeypatch.setattr(machine, "PRUNE_EVERY", 1)
+    small_retention_allowed(monkeypatch)
+    monkeypatch.setattr(registry, "MIN_EVENT_REVISIONS", 5)
+    store = stores[0]
+    start = 1_800_000_000_000
+    store.ok(timed(commands.set_event_retention(0, max_age_seconds=3600), start))
+    links(store, 10, start, "now")
+    links(store, 1, start + 100 * 365 * 86400 * 1000, "future")  # a clock a century ahead
+    # Everything older than "an hour before the future entry" may go, but not the last 5.
+    floor, revisions = history(store)
+    assert revisions == list(range(store.index - 4, store.index + 1))
+    assert floor == store.index - 4
 
 
 def test_a_token_is_never_sent_in_clear_over_a_network():

@@ -2,11 +2,11 @@
 
 import pytest
 
-from regraft.v1 import command_pb2
+from regraft.v1 import command_pb2, registry_pb2
 from storage import commands, members
 from storage.errors import InvalidArgument
 from storage.members import Member, Role
-from tests.unit.test_storage import Replica
+from tests.unit.test_storage import Replica, all_events
 
 OK = command_pb2.Result.OK
 REFUSED = command_pb2.Result.FAILED_PRECONDITION
@@ -114,3 +114,22 @@ def test_a_promotion_cut_short_can_be_cancelled(replica):
     replica.ok(commands.set_member_role("r4", Role.LEARNER, Role.PROMOTING))
     replica.ok(commands.set_member_role("r4", Role.PROMOTING, Role.ROLE_UNSPECIFIED))
     assert "r4" not in table(replica)
+
+
+def test_membership_changes_are_audit_events(replica):
+    replica.ok(commands.add_member("r4", "10.0.0.4:7410", "10.0.0.4:7400", actor="cert:ops"))
+    replica.ok(commands.set_member_role("r4", Role.LEARNER, Role.PROMOTING, actor="cert:ops"))
+    replica.ok(commands.set_member_role("r4", Role.PROMOTING, Role.VOTER, actor="cert:ops"))
+    replica.ok(commands.set_member_role("r1", Role.VOTER, Role.REMOVING, actor="token:bot"))
+    replica.ok(commands.set_member_role("r1", Role.REMOVING, Role.ROLE_UNSPECIFIED))
+    with replica.store.read() as view:
+        found = all_events(view)
+    assert {e.kind for e in found} == {registry_pb2.CLUSTER_CHANGE}
+    assert [(e.operation, e.target, e.actor) for e in found] == [
+        ("SeedMembers", "voters r1, r2, r3", ""),
+        ("AddMember", "member 'r4' as LEARNER, raft 10.0.0.4:7410, grpc 10.0.0.4:7400", "cert:ops"),
+        ("SetMemberRole", "member 'r4': LEARNER -> PROMOTING", "cert:ops"),
+        ("SetMemberRole", "member 'r4': PROMOTING -> VOTER", "cert:ops"),
+        ("SetMemberRole", "member 'r1': VOTER -> REMOVING", "token:bot"),
+        ("SetMemberRole", "member 'r1': REMOVING -> removed", ""),
+    ]

@@ -1,0 +1,97 @@
+"""Caps on the streaming calls one replica serves at once.
+
+grpcio's synchronous server runs each call on a thread of a fixed pool (64), and a
+stream keeps its thread until it ends: a few dozen idle streams, from a client bug or
+an attacker (health watches and reflection need no credentials), would leave no
+thread for the unary calls that front-ends depend on. Each streaming method gets a
+cap, the caps add up to well under the pool, and a call over its cap is refused at
+once with RESOURCE_EXHAUSTED rather than left waiting.
+
+Also what the server's interceptors share (cluster/auth.py is the other one): wrapping
+a method's handler, and refusing a call so that the refusal is counted.
+"""
+
+import threading
+from collections.abc import Callable
+
+import grpc
+
+from cluster import metrics
+
+WORKERS = 64
+# Streams at once, by method; a streaming method not listed gets DEFAULT_CAP.
+CAPS = {
+    "/regraft.v1.Registry/Watch": 32,
+    "/grpc.health.v1.Health/Watch": 8,
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": 4,
+    "/regraft.v1.Cluster/Backup": 2,
+}
+DEFAULT_CAP = 2
+# Threads no stream can take: unary calls always find one.
+assert WORKERS - sum(CAPS.values()) >= 16
+
+
+def wrap(handler: grpc.RpcMethodHandler, admit: Callable) -> grpc.RpcMethodHandler:
+    """The same handler with each behavior passed through `admit` (interceptors)."""
+    for kind, make in (
+        ("unary_unary", grpc.unary_unary_rpc_method_handler),
+        ("unary_stream", grpc.unary_stream_rpc_method_handler),
+        ("stream_unary", grpc.stream_unary_rpc_method_handler),
+        ("stream_stream", grpc.stream_stream_rpc_method_handler),
+    ):
+        behavior = getattr(handler, kind)
+        if behavior is not None:
+            return make(
+                admit(behavior),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+    return handler
+
+
+def refuse(context: grpc.ServicerContext, method: str, code: grpc.StatusCode, message: str):
+    """Abort an intercepted call, counted like the calls that reach a handler: refusals
+    show on dashboards (an attack, a misconfigured front-end)."""
+    metrics.grpc_requests.labels(method.rsplit("/", 1)[-1], code.name).inc()
+    context.abort(code, message)
+
+
+class StreamCaps(grpc.ServerInterceptor):
+    """Refuses a streaming call once its method has its cap of streams open here."""
+
+    def __init__(self) -> None:
+        self._slots: dict[str, threading.BoundedSemaphore] = {}
+        self._lock = threading.Lock()
+
+    def _semaphore(self, method: str) -> tuple[threading.BoundedSemaphore, int]:
+        cap = CAPS.get(method, DEFAULT_CAP)
+        with self._lock:
+            if method not in self._slots:
+                self._slots[method] = threading.BoundedSemaphore(cap)
+            return self._slots[method], cap
+
+    def intercept_service(self, continuation, details: grpc.HandlerCallDetails):
+        handler = continuation(details)
+        if handler is None or not handler.response_streaming:
+            return handler
+        method = details.method
+        slots, cap = self._semaphore(method)
+
+        def admit(behavior: Callable) -> Callable:
+            def capped(request, context):
+                if not slots.acquire(blocking=False):
+                    refuse(
+                        context,
+                        method,
+                        grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        f"this replica already serves {cap} {method} streams: "
+                        "end one, or use another replica",
+                    )
+                try:
+                    yield from behavior(request, context)
+                finally:
+                    slots.release()
+
+            return capped
+
+        return wrap(handler, admit)

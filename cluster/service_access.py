@@ -13,6 +13,7 @@ from cluster.raft import Raft
 from cluster.reads import Reads
 from regraft.v1 import access_pb2, access_pb2_grpc, command_pb2
 from storage import access, commands, names, registry
+from storage.errors import InvalidArgument
 
 pb = access_pb2
 # Password checks at once per replica: each takes argon2id's 64 MiB and a core for tens
@@ -194,7 +195,12 @@ class AccessService(access_pb2_grpc.AccessServicer):
 
     @rpc.handler
     def ListGrants(self, request, context):
-        if request.WhichOneof("filter") == "scope":
+        chosen = request.WhichOneof("filter")
+        if chosen is None:
+            raise InvalidArgument(
+                "filter", "set scope (a repository or an organization) or subject (a team or user)"
+            )
+        if chosen == "scope":
             target = commands.scope(request.scope)
         else:
             target = commands.subject(request.subject)

@@ -74,6 +74,10 @@ def test_errors_immutable_tags_reflection_and_health(cluster):
             stub.CreateUser(pb.CreateUserRequest(name="Bad Name"))
         assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "name" in bad.value.details() and "'Bad Name'" in bad.value.details()
+        with pytest.raises(grpc.RpcError) as unfiltered:
+            stub.ListGrants(pb.ListGrantsRequest())
+        assert unfiltered.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert unfiltered.value.details().startswith("filter: set scope")
         with pytest.raises(grpc.RpcError) as unknown:
             stub.CheckAccess(pb.CheckAccessRequest(subject="nobody", repository="a/b"))
         assert unknown.value.code() == grpc.StatusCode.NOT_FOUND

@@ -6,6 +6,7 @@ regraft status --endpoints A,B,C        the cluster as a table (--json too)
 regraft bench --endpoints A,B,C         throughput and latency of a running cluster
 regraft backup | restore | emergency-repair   see cluster/cli_recovery.py
 regraft member | leader                 membership: see cluster/cli_members.py
+regraft call METHOD JSON                any API method, e.g. CreateUser: cluster/cli_call.py
 """
 
 import argparse
@@ -22,7 +23,7 @@ import time
 
 import grpc
 
-from cluster import cli_auth, cli_members, cli_recovery
+from cluster import cli_auth, cli_call, cli_members, cli_recovery
 from cluster import config as config_module
 from cluster.client import CredentialError, Credentials
 from cluster.config import DEFAULT_ENDPOINTS, ConfigError, Peer, ReplicaConfig
@@ -40,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     cli_recovery.add_parsers(commands)
     cli_members.add_parsers(commands)
     cli_auth.add_parsers(commands)
+    cli_call.add_parsers(commands)
     args = parser.parse_args(argv)
     name = " ".join(filter(None, ["regraft", args.command, getattr(args, "action", None)]))
     try:

@@ -7,6 +7,7 @@ to any endpoint and follow the leader's address in an UNAVAILABLE answer.
 import argparse
 import sys
 import time
+from collections.abc import Callable
 
 import grpc
 
@@ -72,6 +73,21 @@ def call_leader(
     credentials: Credentials | None = None,
 ):
     """Call a Cluster method on the leader: try each endpoint, follow `leader` hints."""
+
+    def invoke(channel: grpc.Channel, seconds: float):
+        return getattr(cluster_pb2_grpc.ClusterStub(channel), method)(request, timeout=seconds)
+
+    return follow_leader(endpoints, invoke, timeout, credentials)
+
+
+def follow_leader(
+    endpoints: str,
+    invoke: Callable[[grpc.Channel, float], object],
+    timeout: float,
+    credentials: Credentials | None = None,
+):
+    """invoke(channel, seconds left) on each endpoint in turn, and on the leader an
+    UNAVAILABLE answer names, until one answers or `timeout` passes."""
     queue = [e.strip() for e in endpoints.split(",") if e.strip()]
     deadline = time.monotonic() + timeout
     last_error: grpc.RpcError | None = None
@@ -80,9 +96,8 @@ def call_leader(
         endpoint = queue[tried % len(queue)]
         tried += 1
         with dial(endpoint, credentials) as channel:
-            stub = cluster_pb2_grpc.ClusterStub(channel)
             try:
-                return getattr(stub, method)(request, timeout=max(1.0, deadline - time.monotonic()))
+                return invoke(channel, max(1.0, deadline - time.monotonic()))
             except grpc.RpcError as e:
                 if e.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                     raise

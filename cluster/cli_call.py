@@ -113,5 +113,10 @@ def _request(method: MethodDescriptor, text: str):
 
 
 def _json(message, indent: int | None) -> str:
-    as_dict = json_format.MessageToDict(message, preserving_proto_field_name=True)
+    as_dict = json_format.MessageToDict(
+        message,
+        always_print_fields_with_no_presence=True,  # "allowed": false, not nothing
+        preserving_proto_field_name=True,
+        unquote_int64_if_possible=True,  # revisions as numbers, for jq
+    )
     return json.dumps(as_dict, indent=indent, sort_keys=True)

@@ -13,6 +13,37 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from cluster.config import split_address
 
+# Connections served at once, and how long one may take to send its request: idle or
+# slow connections (anyone can open them) must not pile up threads in the replica.
+MAX_CONNECTIONS = 32
+REQUEST_TIMEOUT = 10.0
+
+
+class _BoundedServer(ThreadingHTTPServer):
+    """A thread per connection, at most MAX_CONNECTIONS: past that, closed at once."""
+
+    daemon_threads = True
+
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request, client_address) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except Exception:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
 
 class ProbeServer:
     def __init__(
@@ -22,6 +53,8 @@ class ProbeServer:
         probes = {"/livez": live, "/readyz": ready}
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = REQUEST_TIMEOUT
+
             def do_GET(self):
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
@@ -43,8 +76,7 @@ class ProbeServer:
             def log_message(self, *args) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(split_address(address), Handler)
-        self._server.daemon_threads = True
+        self._server = _BoundedServer(split_address(address), Handler)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name="http", daemon=True)
 

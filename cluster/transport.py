@@ -18,12 +18,22 @@
   leadership, status) from any connection that knows the cluster secret, bypassing
   everything regraft checks. Membership changes go through regraft's own API; here
   such a message only closes the connection.
+- Connection floods: PySyncObj keeps an incoming connection that never says who it is
+  for ever, and when accept() then fails for lack of file descriptors it closes its
+  listening socket for good: the replica could no longer be reached by its peers. A
+  connection must identify itself within IDENTIFY_WITHIN seconds, at most
+  MAX_UNIDENTIFIED wait at once (more are closed on arrival), and a failed accept()
+  leaves the port open.
 """
 
+import errno
 import logging
+import socket
 import struct
+import time
 
 from pysyncobj.tcp_connection import TcpConnection
+from pysyncobj.tcp_server import TcpServer
 from pysyncobj.transport import TCPTransport
 
 from cluster import metrics
@@ -53,10 +63,75 @@ def _bounded_read(connection: TcpConnection) -> bool:
 
 TcpConnection._TcpConnection__processRead = _bounded_read
 
+IDENTIFY_WITHIN = 5.0
+MAX_UNIDENTIFIED = 64
+# accept() errors that say "not now", not "this socket is broken".
+_TRANSIENT_ACCEPT = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.ECONNABORTED}
+_bind = TcpServer.bind
+
+
+class _ListeningSocket:
+    """The peer port's socket: a failed accept() for lack of descriptors or memory reads
+    as "nothing to accept now", where TcpServer would otherwise close the port."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._socket = sock
+
+    def accept(self):
+        try:
+            return self._socket.accept()
+        except OSError as e:
+            if e.errno not in _TRANSIENT_ACCEPT:
+                raise
+            log.warning("peer port: accept failed (%s); the port stays open", e)
+            time.sleep(0.05)  # the connection stays queued: do not spin on it
+            raise BlockingIOError(errno.EAGAIN, "try again later") from e
+
+    def __getattr__(self, name: str):
+        return getattr(self._socket, name)
+
+
+def _bind_keeping_the_port(server: TcpServer) -> None:
+    _bind(server)
+    server._TcpServer__socket = _ListeningSocket(server._TcpServer__socket)
+
+
+TcpServer.bind = _bind_keeping_the_port
+
 _NO_DURABILITY_CLAIM = frozenset({"apply_command", "apply_command_response"})
 
 
 class DurableTransport(TCPTransport):
+    def __init__(self, *args, **kwargs) -> None:
+        # Incoming connections that have not said who they are, by arrival time.
+        self._arrivals: dict[TcpConnection, float] = {}
+        self._swept_at = 0.0
+        super().__init__(*args, **kwargs)
+
+    def _onNewIncomingConnection(self, conn: TcpConnection) -> None:
+        if len(self._unknownConnections) >= MAX_UNIDENTIFIED:
+            conn.disconnect()
+            return
+        self._arrivals[conn] = time.monotonic()
+        super()._onNewIncomingConnection(conn)
+
+    def _onTick(self) -> None:
+        super()._onTick()
+        now = time.monotonic()
+        if now - self._swept_at >= 0.5:
+            self._swept_at = now
+            self.drop_unidentified(now)
+
+    def drop_unidentified(self, now: float) -> None:
+        """Close the incoming connections that took too long to say who they are."""
+        for conn in list(self._arrivals):
+            if conn not in self._unknownConnections:
+                del self._arrivals[conn]  # identified, or gone
+            elif now - self._arrivals[conn] > IDENTIFY_WITHIN:
+                del self._arrivals[conn]
+                self._unknownConnections.discard(conn)
+                conn.disconnect()
+
     def send(self, node, message) -> bool:
         if message.get("type") not in _NO_DURABILITY_CLAIM:
             self._syncObj.journal.sync()

@@ -1,12 +1,16 @@
-"""The Raft peer port, attacked: a crafted pickle from someone without the secret."""
+"""The Raft peer port, attacked: a crafted pickle from someone without the secret, huge
+frames, and floods of connections that never say who they are."""
 
+import contextlib
 import os
 import pickle
+import resource
 import socket
 import struct
 import time
 import zlib
 
+from cluster.transport import IDENTIFY_WITHIN, MAX_UNIDENTIFIED
 from tests.cluster.harness import push
 
 
@@ -76,3 +80,71 @@ def test_a_huge_frame_from_a_stranger_is_refused_early(cluster):
     assert sent < (64 << 20), f"the peer port read {sent >> 20} MiB of one frame"
     with cluster.client() as client:
         push(client, "safe/app", "after", seed="after-huge-frame")
+
+
+def strangers(address: str, count: int) -> list[socket.socket]:
+    """Connections to the peer port that never send a byte (those that connect)."""
+    host, port = address.rsplit(":", 1)
+    opened = []
+    for _ in range(count):
+        with contextlib.suppress(OSError):
+            opened.append(socket.create_connection((host, int(port)), timeout=2))
+    return opened
+
+
+def closed_by_replica(connection: socket.socket, within: float) -> bool:
+    connection.settimeout(within)
+    try:
+        return connection.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def accepts(address: str) -> bool:
+    host, port = address.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=2).close()
+        return True
+    except OSError:
+        return False
+
+
+def test_connections_that_never_identify_are_dropped(cluster):
+    leader = cluster.wait_for_leader()
+    flood = strangers(leader.config.raft_address, MAX_UNIDENTIFIED + 16)
+    try:
+        assert len(flood) == MAX_UNIDENTIFIED + 16
+        # Past the cap, closed on arrival; the others once their time to identify is up.
+        assert all(closed_by_replica(c, IDENTIFY_WITHIN + 10) for c in flood)
+    finally:
+        for connection in flood:
+            connection.close()
+    with cluster.client() as client:
+        push(client, "safe/app", "after", seed="after-flood")
+    cluster.wait_converged()
+
+
+def test_running_out_of_descriptors_does_not_close_the_peer_port(cluster):
+    """PySyncObj closed its listening socket for good when accept() failed (EMFILE)."""
+    follower = next(r for r in cluster.replicas if r is not cluster.wait_for_leader())
+    pid = follower.process.pid
+    address = follower.config.raft_address
+    before = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    in_use = len(os.listdir(f"/proc/{pid}/fd"))
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (in_use + 10, before[1]))
+    try:
+        flood = strangers(address, 40)
+        time.sleep(2)  # accept() has failed with EMFILE by now
+        for connection in flood:
+            connection.close()
+    finally:
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, before)
+    deadline = time.monotonic() + IDENTIFY_WITHIN + 20
+    while not accepts(address):
+        assert time.monotonic() < deadline, f"the peer port {address} stayed closed"
+        time.sleep(0.5)
+    with cluster.client() as client:
+        push(client, "safe/app", "after", seed="after-emfile")
+    cluster.wait_converged()

@@ -1,9 +1,12 @@
 """DurableTransport: what it adds to PySyncObj's TCP transport, without sockets."""
 
+import errno
 from types import SimpleNamespace
 
+import pytest
 from pysyncobj.transport import TCPTransport
 
+from cluster import transport as transport_module
 from cluster.transport import DurableTransport
 
 
@@ -83,3 +86,63 @@ def test_utility_messages_are_refused():
     assert transport._onUtilityMessage(conn, ["add", "127.0.0.1:1"]) is True
     assert closed == [True]
     assert conn not in transport._unknownConnections
+
+
+class Stranger:
+    """An incoming connection that never says who it is."""
+
+    def __init__(self):
+        self.closed = False
+
+    def disconnect(self):
+        self.closed = True
+
+    def setOnMessageReceivedCallback(self, callback):
+        pass
+
+    def setOnDisconnectedCallback(self, callback):
+        pass
+
+
+def test_incoming_connections_past_the_cap_are_closed_on_arrival(monkeypatch):
+    monkeypatch.setattr(transport_module, "MAX_UNIDENTIFIED", 3)
+    transport = make_transport(Recorder())
+    transport._unknownConnections, transport._arrivals = set(), {}
+    transport._syncObj.encryptor = None
+    waiting = [Stranger() for _ in range(3)]
+    for conn in waiting:
+        transport._onNewIncomingConnection(conn)
+    surplus = Stranger()
+    transport._onNewIncomingConnection(surplus)
+    assert surplus.closed and surplus not in transport._unknownConnections
+    assert not any(conn.closed for conn in waiting)
+
+
+def test_connections_that_never_identify_are_closed_after_a_while():
+    transport = make_transport(Recorder())
+    transport._unknownConnections, transport._arrivals = set(), {}
+    old, young, identified = Stranger(), Stranger(), Stranger()
+    transport._unknownConnections |= {old, young}
+    transport._arrivals = {old: 100.0, young: 104.0, identified: 100.0}
+    transport.drop_unidentified(100.0 + transport_module.IDENTIFY_WITHIN + 1)
+    assert old.closed and old not in transport._unknownConnections
+    assert not young.closed and young in transport._unknownConnections
+    assert not identified.closed  # it said who it is: no longer watched
+    assert set(transport._arrivals) == {young}
+
+
+def test_a_failed_accept_for_lack_of_descriptors_keeps_the_port():
+    class Exhausted:
+        def accept(self):
+            raise OSError(errno.EMFILE, "Too many open files")
+
+    class Broken:
+        def accept(self):
+            raise OSError(errno.EBADF, "Bad file descriptor")
+
+    with pytest.raises(BlockingIOError) as later:  # TcpServer ignores EAGAIN
+        transport_module._ListeningSocket(Exhausted()).accept()
+    assert later.value.errno == errno.EAGAIN
+    with pytest.raises(OSError) as broken:  # TcpServer unbinds: the socket is unusable
+        transport_module._ListeningSocket(Broken()).accept()
+    assert broken.value.errno == errno.EBADF

@@ -97,6 +97,10 @@ class RaftSettings:
 
 _journal_factory_lock = threading.Lock()
 _STATUS_PERIOD = 0.2
+# A leadership transfer may hold new proposals back this long, for a target at most
+# TRANSFER_MAX_LAG entries behind, to let it catch up (transfer_leadership).
+TRANSFER_HOLD = 1.0
+TRANSFER_MAX_LAG = 2000
 # Attempts, one second apart, to bind the peer port before the replica gives up.
 BIND_ATTEMPTS = 5
 
@@ -150,6 +154,8 @@ class Raft(SyncObj):
         self._status_at = 0.0
         self.leader_changes = 0
         self._last_leader = None
+        # (target node, hold until, TimeoutNow sent) while leadership is handed over.
+        self._transfer_pending: tuple | None = None
         conf = SyncObjConf(
             password=settings.secret,
             autoTick=True,
@@ -185,7 +191,7 @@ class Raft(SyncObj):
             try:
                 self.waitBinded()
             except SyncObjException:
-                self._doDestroy()
+                self.destroy_synchronous()  # the tick thread would retry the bind
                 raise ConfigError(
                     f"cannot listen on raft_address {settings.address!r}: the port is in "
                     "use or the host is not an address of this machine"
@@ -231,19 +237,61 @@ class Raft(SyncObj):
     def transfer_leadership(self, address: str | None) -> bool:
         """Send TimeoutNow to a caught-up voter (the most caught-up one if None).
 
-        True if it was sent; PySyncObj refuses when the target lags, and the new
-        leader shows in status() only after it won its election.
+        True if it was sent. PySyncObj refuses while the target's log is behind the
+        leader's last entry, which under continuous writes it almost always is: then,
+        if the target is connected and close behind, the leader stops appending new
+        proposals (they wait in the queue) for up to TRANSFER_HOLD and sends TimeoutNow
+        the moment the target has caught up (see _checkCommandsToApply). The new leader
+        shows in status() once it won its election; the caller polls it.
         """
 
         def attempt() -> bool:
-            outcome = []
-            self.transferLeadership(address, callback=lambda _, error: outcome.append(error))
-            return outcome == [FAIL_REASON.SUCCESS]
+            if self._send_timeout_now(address):
+                return True
+            target = self._transfer_candidate(address)
+            if target is not None:
+                self._transfer_pending = (target, time.monotonic() + TRANSFER_HOLD, False)
+            return False
 
         try:
             return self.on_tick(attempt).result(5.0)
         except concurrent.futures.TimeoutError:  # the Raft thread is busy: try again later
             return False
+
+    def _send_timeout_now(self, target) -> bool:
+        outcome = []
+        self.transferLeadership(target, callback=lambda _, error: outcome.append(error))
+        return outcome == [FAIL_REASON.SUCCESS]
+
+    def _transfer_candidate(self, address: str | None):
+        """The voter to hand leadership to, if it is connected and can catch up soon."""
+        connected = self._SyncObj__connectedNodes
+        voters = [n for n in self._SyncObj__otherNodes if n in connected]
+        if address is not None:
+            voters = [n for n in voters if n.id == address]
+        if not voters:
+            return None
+        match = self._SyncObj__raftMatchIndex
+        best = max(voters, key=lambda n: (match.get(n, 0), n.id))
+        behind = self._last_log_index() - match.get(best, 0)
+        return best if behind <= TRANSFER_MAX_LAG else None
+
+    def _checkCommandsToApply(self) -> None:
+        """PySyncObj's: append the queued proposals, except while leadership is being
+        handed over (transfer_leadership): then TimeoutNow goes out as soon as the
+        target caught up, and nothing new is appended in this term until the hold ends
+        (entries of the old term that the new leader lacks would be discarded); the
+        proposals held go to the new leader once it is known."""
+        if self._transfer_pending is not None:
+            target, until, sent = self._transfer_pending
+            leading = self._isLeader()
+            # Held on until the new leader is known, to be forwarded there.
+            if time.monotonic() < until and (leading or self._getLeader() is None):
+                if leading and not sent and self._send_timeout_now(target):
+                    self._transfer_pending = (target, until, True)
+                return
+            self._transfer_pending = None
+        super()._checkCommandsToApply()
 
     def _future(self, timeout: float) -> concurrent.futures.Future:
         future: concurrent.futures.Future = concurrent.futures.Future()

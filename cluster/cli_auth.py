@@ -12,7 +12,6 @@ import secrets
 import sys
 
 import grpc
-from google.protobuf import json_format
 
 from cluster.auth import ROLES, token_hash
 from cluster.client import Client, Credentials, read_token, token_from_env
@@ -115,29 +114,51 @@ def _log(args) -> int:
         raise ConfigError(f"--from-revision must be 0 or more, got {args.from_revision}")
     endpoints = [e.strip() for e in args.endpoints.split(",") if e.strip()]
     with Client(endpoints, credentials=client_credentials(args)) as client:
-        endpoint = client.endpoint
-        last = 0 if args.follow else client.status(endpoint).revision
+        endpoint, status = _answering(client)
+        last = 0 if args.follow else status.revision
         first = max(args.from_revision, 1)
         if last and first > last:
             return 0
+        printed = False
         while True:
             stream = client.watch(first, args.repository_prefix, endpoint, to_revision=last)
             try:
                 for event in stream:
                     print(_event_line(event, args.json), flush=True)
+                    printed = True
                 return 0
             except grpc.RpcError as e:
                 oldest = dict(e.trailing_metadata() or ()).get("oldest-revision")
-                if e.code() != grpc.StatusCode.OUT_OF_RANGE or args.from_revision or not oldest:
+                # Only before anything was printed: a gap in the middle must be an error.
+                if (
+                    e.code() != grpc.StatusCode.OUT_OF_RANGE
+                    or args.from_revision
+                    or printed
+                    or not oldest
+                ):
                     raise
                 first = int(oldest)  # the older history was pruned: start where it is kept
             finally:
                 stream.cancel()
 
 
+def _answering(client: Client) -> tuple[str, cluster_pb2.StatusResponse]:
+    """The first endpoint that answers Status, and its answer."""
+    failure: grpc.RpcError | None = None
+    for endpoint in client.endpoints:
+        try:
+            return endpoint, client.status(endpoint)
+        except grpc.RpcError as e:
+            failure = e
+    assert failure is not None
+    raise failure
+
+
 def _event_line(event: registry_pb2.Event, as_json: bool) -> str:
     if as_json:
-        return json.dumps(json_format.MessageToDict(event), sort_keys=True)
+        from cluster.cli_call import message_json  # cli_call imports this module
+
+        return message_json(event)
     when = datetime.datetime.fromtimestamp(event.time_ms / 1000, datetime.UTC)
     time = when.isoformat(timespec="milliseconds")[:-6] + "Z" if event.time_ms else "-"
     kind = registry_pb2.EventKind.Name(event.kind)
@@ -156,7 +177,7 @@ def _retention(args) -> int:
     credentials = client_credentials(args)
     endpoints = [e.strip() for e in args.endpoints.split(",") if e.strip()]
     with Client(endpoints, credentials=credentials) as client:
-        current = client.status().event_retention
+        current = _answering(client)[1].event_retention
     if args.revisions is None and args.max_age is None:
         print(_describe(current))
         return 0

@@ -14,7 +14,6 @@ writing a client.
 
 import json
 import sys
-import uuid
 
 import grpc
 from google.protobuf import json_format, message_factory
@@ -22,7 +21,7 @@ from google.protobuf.descriptor import MethodDescriptor
 
 from cluster import cli_auth
 from cluster.cli_members import follow_leader
-from cluster.client import dial
+from cluster.client import dial, with_request_id
 from cluster.config import DEFAULT_ENDPOINTS, ConfigError
 from regraft.v1 import access_pb2, cluster_pb2, registry_pb2
 
@@ -84,7 +83,7 @@ def _call(args) -> int:
                 response_deserializer=answer.FromString,
             )(request)
             for message in stream:
-                print(_json(message, indent=None), flush=True)
+                print(message_json(message), flush=True)
         return 0
 
     def invoke(channel: grpc.Channel, seconds: float):
@@ -95,7 +94,7 @@ def _call(args) -> int:
         )
         return call(request, timeout=seconds)
 
-    print(_json(follow_leader(args.endpoints, invoke, args.timeout, credentials), indent=2))
+    print(message_json(follow_leader(args.endpoints, invoke, args.timeout, credentials), 2))
     return 0
 
 
@@ -106,13 +105,11 @@ def _request(method: MethodDescriptor, text: str):
         json_format.Parse(text, message)
     except json_format.ParseError as e:
         raise ConfigError(f"{method.name} request: {e}") from None
-    if "request_id" in message.DESCRIPTOR.fields_by_name and not message.request_id:
-        # A write retried on another replica then applies once.
-        message.request_id = uuid.uuid4().hex
-    return message
+    return with_request_id(message)  # a write retried on another replica applies once
 
 
-def _json(message, indent: int | None) -> str:
+def message_json(message, indent: int | None = None) -> str:
+    """A message as JSON: proto field names, every field, revisions as numbers."""
     as_dict = json_format.MessageToDict(
         message,
         always_print_fields_with_no_presence=True,  # "allowed": false, not nothing

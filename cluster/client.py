@@ -217,8 +217,9 @@ class Client:
     def call(self, method: str, request, timeout: float | None = None):
         """Call a Registry or Access method, retrying where that is safe, until `timeout`.
 
-        Give writes a request_id: a retried write is then applied once.
+        A write without a request_id gets one: a retried write is then applied once.
         """
+        request = with_request_id(request)
         stub_of = self.access if method in _ACCESS_METHODS else self.registry
         deadline = time.monotonic() + (timeout or self.timeout)
         delay = self._backoff
@@ -427,6 +428,17 @@ class Client:
 
 
 _ACCESS_METHODS = frozenset(access_pb2.DESCRIPTOR.services_by_name["Access"].methods_by_name)
+
+
+def with_request_id(request):
+    """The request, with a new request_id if it has that field and none is set (a copy:
+    the caller's message is left alone)."""
+    if "request_id" not in request.DESCRIPTOR.fields_by_name or request.request_id:
+        return request
+    filled = type(request)()
+    filled.CopyFrom(request)
+    filled.request_id = _new_id()
+    return filled
 
 
 def _new_id() -> str:

@@ -5,7 +5,11 @@
 /readyz   200 when the replica can serve consistent reads and accept writes
 """
 
+import contextlib
+import socket
+import sys
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -13,36 +17,61 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from cluster.config import split_address
 
-# Connections served at once, and how long one may take to send its request: idle or
-# slow connections (anyone can open them) must not pile up threads in the replica.
+# Connections served at once, and how long one may last in all: anyone can open
+# them, and idle or trickling ones must neither pile up threads in the replica nor
+# keep Prometheus and the orchestrator's probes out.
 MAX_CONNECTIONS = 32
-REQUEST_TIMEOUT = 10.0
+REQUEST_TIMEOUT = 5.0
 
 
 class _BoundedServer(ThreadingHTTPServer):
-    """A thread per connection, at most MAX_CONNECTIONS: past that, closed at once."""
+    """A thread per connection, each closed after REQUEST_TIMEOUT in all; when
+    MAX_CONNECTIONS are open, a new one closes the oldest (a probe takes milliseconds,
+    so the oldest is the one most likely to be stuck)."""
 
     daemon_threads = True
 
     def __init__(self, *args) -> None:
         super().__init__(*args)
-        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._opened: dict[socket.socket, float] = {}
+        self._lock = threading.Lock()
 
     def process_request(self, request, client_address) -> None:
-        if not self._slots.acquire(blocking=False):
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except Exception:
-            self._slots.release()
-            raise
+        now = time.monotonic()
+        with self._lock:
+            self._close_expired(now)
+            if len(self._opened) >= MAX_CONNECTIONS:
+                self._cut(min(self._opened, key=self._opened.__getitem__))
+            self._opened[request] = now
+        super().process_request(request, client_address)
 
     def process_request_thread(self, request, client_address) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._slots.release()
+            with self._lock:
+                self._opened.pop(request, None)
+
+    def handle_error(self, request, client_address) -> None:
+        """A connection cut or dropped mid-request is no error worth a traceback."""
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
+
+    def service_actions(self) -> None:
+        """Called by serve_forever twice a second."""
+        with self._lock:
+            self._close_expired(time.monotonic())
+
+    def _close_expired(self, now: float) -> None:
+        for request, opened in list(self._opened.items()):
+            if now - opened > REQUEST_TIMEOUT:
+                self._cut(request)
+
+    def _cut(self, request: socket.socket) -> None:
+        """End a connection under its handler's feet: its next read or write fails."""
+        del self._opened[request]
+        with contextlib.suppress(OSError):
+            request.shutdown(socket.SHUT_RDWR)
 
 
 class ProbeServer:

@@ -55,7 +55,7 @@ class Unavailable(Exception):
 
 
 class Exhausted(Exception):
-    """A per-replica limit is reached (e.g. Watch streams); try later or elsewhere."""
+    """A per-replica limit is reached (e.g. password checks); try later or elsewhere."""
 
 
 def timeout(context: grpc.ServicerContext) -> float:

@@ -17,8 +17,11 @@ from storage.errors import InvalidArgument
 
 pb = access_pb2
 # Password checks at once per replica: each takes argon2id's 64 MiB and a core for tens
-# of milliseconds, so unbounded they would let callers exhaust memory and CPU.
+# of milliseconds, so unbounded they would let callers exhaust memory and CPU. A few
+# more may wait, briefly: waiting holds a server thread that unary calls need.
 PASSWORD_CHECKS = 2
+PASSWORD_WAITERS = 4
+PASSWORD_WAIT = 1.0
 
 
 def _account(value: str, field: str) -> str:
@@ -35,6 +38,8 @@ class AccessService(access_pb2_grpc.AccessServicer):
         self._reads = reads
         self.leader_hint = leader_hint
         self._password_checks = threading.BoundedSemaphore(PASSWORD_CHECKS)
+        self._password_callers = threading.BoundedSemaphore(PASSWORD_CHECKS + PASSWORD_WAITERS)
+        access.no_such_user_hash()
 
     def _write(self, command: command_pb2.Command, context) -> pb.AccessWriteResponse:
         command.actor = auth.actor(context)  # who changed access, for the record
@@ -79,15 +84,21 @@ class AccessService(access_pb2_grpc.AccessServicer):
             stored, revision = access.password_hash_of(view, name), view.revision
         if len(request.password) > commands.MAX_PASSWORD_LENGTH:  # never set: no match
             return pb.VerifyPasswordResponse(ok=False, revision=revision)
-        if not self._password_checks.acquire(timeout=rpc.timeout(context)):
-            raise rpc.Exhausted(
-                f"{PASSWORD_CHECKS} password checks are already running on this replica and "
-                "none finished in time: retry, or spread front-ends over the replicas"
-            )
+        busy = rpc.Exhausted(
+            f"{PASSWORD_CHECKS} password checks are running on this replica and "
+            f"{PASSWORD_WAITERS} more waiting: retry, or spread front-ends over the replicas"
+        )
+        if not self._password_callers.acquire(blocking=False):
+            raise busy
         try:
-            ok = access.verify_password(stored, request.password)
+            if not self._password_checks.acquire(timeout=min(PASSWORD_WAIT, rpc.timeout(context))):
+                raise busy
+            try:
+                ok = access.verify_password(stored, request.password)
+            finally:
+                self._password_checks.release()
         finally:
-            self._password_checks.release()
+            self._password_callers.release()
         return pb.VerifyPasswordResponse(ok=ok, revision=revision)
 
     # -- organizations ------------------------------------------------------------------

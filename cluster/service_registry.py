@@ -136,7 +136,8 @@ class RegistryService(registry_pb2_grpc.RegistryServicer):
 
     @rpc.handler
     def Watch(self, request, context) -> Iterator[pb.Event]:
-        """Stream events from `from_revision` on, until the caller goes away."""
+        """Stream events from `from_revision` on, until `to_revision` or until the
+        caller goes away."""
         prefix = request.repository_prefix
         if len(prefix) > _MAX_PREFIX or any(not ch.isprintable() for ch in prefix):
             raise InvalidArgument(
@@ -145,9 +146,12 @@ class RegistryService(registry_pb2_grpc.RegistryServicer):
         position = request.from_revision or self._raft.revision + 1
         last = request.to_revision
         if last and last < position:
-            raise InvalidArgument(
-                "to_revision", f"{last} is before from_revision {position}: an empty range"
+            first = (
+                f"from_revision {position}"
+                if request.from_revision
+                else (f"the next revision, {position} (from_revision 0 means from now on)")
             )
+            raise InvalidArgument("to_revision", f"{last} is before {first}: an empty range")
         while context.is_active():
             with self._raft.store.read() as view:
                 oldest = registry.events_floor(view)

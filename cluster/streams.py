@@ -2,10 +2,12 @@
 
 grpcio's synchronous server runs each call on a thread of a fixed pool (64), and a
 stream keeps its thread until it ends: a few dozen idle streams, from a client bug or
-an attacker (health watches and reflection need no credentials), would leave no
-thread for the unary calls that front-ends depend on. Each streaming method gets a
-cap, the caps add up to well under the pool, and a call over its cap is refused at
-once with RESOURCE_EXHAUSTED rather than left waiting.
+an attacker (reflection needs no credentials), would leave no thread for the unary
+calls that front-ends depend on. Each streaming method gets a cap, the caps add up to
+well under the pool, and a call over its cap is refused at once with
+RESOURCE_EXHAUSTED rather than left waiting. Health.Watch is not capped: grpcio runs
+it without a thread (experimental_non_blocking), and clients and proxies open one per
+channel.
 
 Also what the server's interceptors share (cluster/auth.py is the other one): wrapping
 a method's handler, and refusing a call so that the refusal is counted.
@@ -22,7 +24,6 @@ WORKERS = 64
 # Streams at once, by method; a streaming method not listed gets DEFAULT_CAP.
 CAPS = {
     "/regraft.v1.Registry/Watch": 32,
-    "/grpc.health.v1.Health/Watch": 8,
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": 4,
     "/regraft.v1.Cluster/Backup": 2,
 }
@@ -49,10 +50,17 @@ def wrap(handler: grpc.RpcMethodHandler, admit: Callable) -> grpc.RpcMethodHandl
     return handler
 
 
+def label(method: str) -> str:
+    """A method's `method` label: its name, or Service/Name outside regraft.v1 (so that
+    grpc.health.v1.Health/Watch is not counted as Registry's Watch)."""
+    service, _, name = method.lstrip("/").rpartition("/")
+    return name if service.startswith("regraft.v1.") else f"{service.rsplit('.', 1)[-1]}/{name}"
+
+
 def refuse(context: grpc.ServicerContext, method: str, code: grpc.StatusCode, message: str):
     """Abort an intercepted call, counted like the calls that reach a handler: refusals
     show on dashboards (an attack, a misconfigured front-end)."""
-    metrics.grpc_requests.labels(method.rsplit("/", 1)[-1], code.name).inc()
+    metrics.grpc_requests.labels(label(method), code.name).inc()
     context.abort(code, message)
 
 
@@ -74,6 +82,9 @@ class StreamCaps(grpc.ServerInterceptor):
         handler = continuation(details)
         if handler is None or not handler.response_streaming:
             return handler
+        behavior = handler.unary_stream or handler.stream_stream
+        if getattr(behavior, "experimental_non_blocking", False):
+            return handler  # holds no thread; wrapping would make it block one
         method = details.method
         slots, cap = self._semaphore(method)
 

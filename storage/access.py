@@ -430,7 +430,9 @@ def password_hash_of(view: View, name: str) -> str:
 
 
 @functools.cache
-def _no_such_user() -> str:
+def no_such_user_hash() -> str:
+    """The dummy hash unknown users are checked against; computed once (at start-up,
+    by the Access service, so that even the first check costs the same)."""
     return hash_password("regraft: no password here", salt=b"regraft-no-salt!")
 
 
@@ -442,7 +444,8 @@ def verify_password(password_hash: str, password: str) -> bool:
     would pin LMDB pages for the length of the hashing.
     """
     try:
-        return _PASSWORDS.verify(password_hash or _no_such_user(), password) and bool(password_hash)
+        matched = _PASSWORDS.verify(password_hash or no_such_user_hash(), password)
+        return matched and bool(password_hash)
     except (argon2.exceptions.VerificationError, argon2.exceptions.InvalidHashError):
         return False
 

@@ -183,10 +183,9 @@ def open_reflection(channel):
     ("method", "open_stream"),
     [
         ("/regraft.v1.Registry/Watch", open_watch),
-        ("/grpc.health.v1.Health/Watch", open_health_watch),
         ("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", open_reflection),
     ],
-    ids=["watch", "health-watch", "reflection"],
+    ids=["watch", "reflection"],
 )
 def test_streams_are_capped_and_never_starve_unary_calls(cluster, method, open_stream):
     """Each stream holds a server thread: past its cap, RESOURCE_EXHAUSTED, not a hang,
@@ -210,6 +209,24 @@ def test_streams_are_capped_and_never_starve_unary_calls(cluster, method, open_s
                 next(iter(extra))
             assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             assert f"already serves {cap} {method} streams" in refused.value.details()
+            assert client.status(replica.endpoint).id
+        finally:
+            for stream, _ in opened:
+                stream.cancel()
+
+
+def test_health_watches_hold_no_server_thread(cluster):
+    """Clients and proxies open one Health.Watch per channel: more of them than the
+    server has threads must neither be refused nor stall unary calls."""
+    replica = cluster.replicas[0]
+    with grpc.insecure_channel(replica.endpoint) as channel, cluster.client() as client:
+        opened = [open_health_watch(channel) for _ in range(streams.WORKERS + 16)]
+        try:
+            for _, first in opened:
+                assert next(first).status in (
+                    health_pb2.HealthCheckResponse.SERVING,
+                    health_pb2.HealthCheckResponse.NOT_SERVING,
+                )
             assert client.status(replica.endpoint).id
         finally:
             for stream, _ in opened:

@@ -5,10 +5,14 @@ enough to see what start-up makes of the files, without a cluster.
 """
 
 import os
+import socket
+import threading
 import time
 
 import pytest
 
+from cluster import raft as raft_module
+from cluster.config import ConfigError
 from cluster.datadir import STATE
 from cluster.raft import Raft, RaftSettings, _encode_entry, is_voter_change
 from cluster.repair import DataDir
@@ -135,3 +139,20 @@ def test_emergency_repair_drops_a_voter_change_it_could_not_commit(member, tmp_p
     second = member()
     second.write(1)  # alone, it commits: no dead voter to wait for
     assert second.raft.status()["peers"] == {}
+
+
+def test_a_taken_peer_port_stops_the_raft_thread(tmp_path, monkeypatch):
+    """The tick thread must not go on retrying the bind (and lead, once the port frees)."""
+    monkeypatch.setattr(raft_module, "BIND_ATTEMPTS", 2)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", free_port()))
+        taken.listen(1)
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        store = Store(str(tmp_path / "state"))
+        before = {t.ident for t in threading.enumerate()}
+        settings = RaftSettings(address=address, peers=[], data_dir=str(tmp_path), secret=None)
+        with pytest.raises(ConfigError, match=f"cannot listen on raft_address '{address}'"):
+            Raft(settings, store)
+    started = [t for t in threading.enumerate() if t.ident not in before]
+    assert not [t for t in started if t.is_alive()], started
+    store.close()

@@ -87,8 +87,8 @@ def test_a_compacted_watch_revision_is_out_of_range_with_the_oldest_one():
 
 
 def test_a_full_watch_limit_is_resource_exhausted():
-    code, details, _ = status_of(rpc.Exhausted("32 Watch streams"), streaming=True)
-    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "32 Watch streams" in details
+    code, details, _ = status_of(rpc.Exhausted("2 password checks"), streaming=True)
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "2 password checks" in details
 
 
 def test_a_bug_is_internal_not_a_crash():

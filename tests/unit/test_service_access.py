@@ -2,13 +2,14 @@
 argon2's memory and CPU are spent by a bounded number of calls at once."""
 
 import contextlib
+import time
 
 import grpc
 import pytest
 
-from cluster.service_access import PASSWORD_CHECKS, AccessService
+from cluster.service_access import PASSWORD_CHECKS, PASSWORD_WAITERS, AccessService
 from regraft.v1 import access_pb2
-from storage import commands
+from storage import access, commands
 from tests.unit.test_rpc import Aborted, FakeContext
 from tests.unit.test_storage import Replica
 
@@ -56,16 +57,56 @@ def test_unknown_users_and_wrong_passwords_get_the_same_answer(service):
     assert not verify(service, "alice", "x" * (commands.MAX_PASSWORD_LENGTH + 1))
 
 
-def test_password_checks_beyond_the_bound_wait_then_are_refused(service):
-    slots = service._password_checks
-    for _ in range(PASSWORD_CHECKS):
-        assert slots.acquire(blocking=False)
-    context = Context(seconds_left=0.3)
+def refusal(service, seconds_left: float) -> tuple[grpc.StatusCode, str]:
+    context = Context(seconds_left)
     request = access_pb2.VerifyPasswordRequest(name="alice", password=SECRET)
     with pytest.raises(Aborted):
         service.VerifyPassword(request, context)
-    code, details = context.aborted
+    return context.aborted
+
+
+def test_password_checks_beyond_the_bound_wait_briefly_then_are_refused(service):
+    slots = service._password_checks
+    for _ in range(PASSWORD_CHECKS):
+        assert slots.acquire(blocking=False)
+    started = time.monotonic()
+    code, details = refusal(service, seconds_left=3600)  # no deadline: waits 1 s at most
+    assert time.monotonic() - started < 10
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert f"{PASSWORD_CHECKS} password checks are already running" in details
+    assert f"{PASSWORD_CHECKS} password checks are running" in details
     slots.release()
     assert verify(service, "alice", SECRET)  # a slot is free again
+
+
+def test_callers_beyond_the_waiting_room_are_refused_at_once(service):
+    """Waiting holds a server thread: only a few may, the rest are refused at once."""
+    callers = service._password_callers
+    for _ in range(PASSWORD_CHECKS + PASSWORD_WAITERS):
+        assert callers.acquire(blocking=False)
+    started = time.monotonic()
+    code, _ = refusal(service, seconds_left=3600)
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert time.monotonic() - started < 0.5  # did not wait for a check slot
+    callers.release()
+    assert verify(service, "alice", SECRET)
+
+
+def test_unknown_users_cost_the_same_argon2_work(service, monkeypatch):
+    """Without the dummy check, an unknown user would answer at once: a timing oracle."""
+    hashes = []
+
+    class Counting:
+        def __init__(self, hasher) -> None:
+            self._hasher = hasher
+
+        def verify(self, password_hash, password):
+            hashes.append(password_hash)
+            return self._hasher.verify(password_hash, password)
+
+        def __getattr__(self, name):
+            return getattr(self._hasher, name)
+
+    monkeypatch.setattr(access, "_PASSWORDS", Counting(access._PASSWORDS))
+    assert not verify(service, "mallory", SECRET)
+    assert not verify(service, "alice", SECRET + "!")
+    assert len(hashes) == 2 and all(h.startswith("$argon2id$") for h in hashes)

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 import grpc
@@ -35,15 +36,22 @@ def _ephemeral_range() -> tuple[int, int]:
         return 32768, 60999
 
 
-def free_port() -> int:
+def free_port(above: int = 0) -> int:
     """A loopback port that is free now and was not handed out before in this run.
 
-    Chosen below the kernel's ephemeral range: a port from bind(0) can be handed
+    Chosen outside the kernel's ephemeral range: a port from bind(0) can be handed
     out twice in a row, or taken as the source port of some outgoing connection
     (even a self-connection to the very port) before the replica binds it.
+    With `above`: one of the lowest free ports greater than it (for an address that
+    must compare greater than others; the lowest, so that many such fit in the range).
     """
     low, high = _ephemeral_range()
     candidates = range(10000, low) if low > 11000 else range(high + 1, 65536)
+    if above:
+        outside = [*range(10000, low), *range(high + 1, 65536)]
+        candidates = [p for p in outside if p > above][:200]
+        if not candidates:
+            raise RuntimeError(f"no loopback port above {above} outside the ephemeral range")
     rng = random.Random()
     for _ in range(1000):
         port = rng.choice(candidates)
@@ -154,17 +162,31 @@ class LocalCluster:
             )
             config = replace(config, **settings)
             self.replicas.append(ReplicaProcess(config, directory, environment))
-        self.endpoints = [r.endpoint for r in self.replicas]
+        # Replicas removed from the membership (retire()): stopped with the rest.
+        self.retired: list[ReplicaProcess] = []
+        # Called by new_member() with each replica it makes, before anyone learns its
+        # addresses: e.g. to route its Raft links through proxies, or mount its disk.
+        self.on_new_member: Callable[[ReplicaProcess], None] | None = None
         # How the harness's own calls reach a cluster that requires TLS or a caller.
         self.credentials: Credentials | None = None
+
+    @property
+    def endpoints(self) -> list[str]:
+        """The gRPC endpoints of the members (replicas, retired ones excluded)."""
+        return [r.endpoint for r in self.replicas]
 
     def start(self) -> None:
         for replica in self.replicas:
             replica.start()
 
     def stop(self) -> None:
-        for replica in self.replicas:
+        for replica in [*self.replicas, *self.retired]:
             replica.stop()
+
+    def retire(self, replica: ReplicaProcess) -> None:
+        """A replica removed from the membership: no longer among `replicas`."""
+        self.replicas.remove(replica)
+        self.retired.append(replica)
 
     def new_member(self, member_id: str, **settings) -> ReplicaProcess:
         """A replica that is not started and not yet a member: for `member add` then `--join`.
@@ -182,6 +204,8 @@ class LocalCluster:
             join=True,
         )
         replica = ReplicaProcess(replace(config, **settings), self.directory, self._env)
+        if self.on_new_member is not None:
+            self.on_new_member(replica)
         self.replicas.append(replica)
         return replica
 

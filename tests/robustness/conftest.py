@@ -23,18 +23,31 @@ def proxied_cluster(tmp_path):
     mounts = []
 
     def make(env: dict | None = None, disk: str = "", **settings) -> tuple[LocalCluster, Network]:
-        """`disk` (e.g. "32m"): each data directory on its own tmpfs of that size."""
+        """`disk` (e.g. "32m"): each data directory on its own tmpfs of that size.
+
+        Replicas added later (membership changes) are proxied and mounted alike.
+        """
         network = Network()
         local = LocalCluster(str(tmp_path / f"c{len(made)}"), 3, env, **settings)
         made.append((local, network))
-        network.interpose(local.replicas)
-        for replica in local.replicas if disk else []:
+
+        def mount(replica) -> None:
             os.makedirs(replica.config.data_dir)
             subprocess.run(
                 ["mount", "-t", "tmpfs", "-o", f"size={disk}", "tmpfs", replica.config.data_dir],
                 check=True,
             )
             mounts.append(replica.config.data_dir)
+
+        def joining(replica) -> None:
+            network.interpose_joining(replica)
+            if disk:
+                mount(replica)
+
+        network.interpose(local.replicas)
+        for replica in local.replicas if disk else []:
+            mount(replica)
+        local.on_new_member = joining
         local.start()
         local.wait_for_leader()
         return local, network

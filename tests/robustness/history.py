@@ -31,6 +31,17 @@ UNKNOWN = "unknown"
 GET = "get"  # GetManifest by tag, LINEARIZABLE
 PUT = "put"  # PutTag; `expected` set: compare-and-set; `must_not_exist`: create
 DELETE = "delete"  # DeleteTag; `expected` set: compare-and-delete
+# PutManifest with a tag reference: stores the manifest `value` and sets the tag to it,
+# unconditionally. Its answer does not say what the tag pointed at: `result` stays None.
+PUT_MANIFEST = "put-manifest"
+# DeleteManifest of `value`, a digest written to this tag: deletes the manifest and the
+# tags that point at it. `result`: the digest the tag lost (`value`), or None when the
+# answer listed no deleted tag.
+DELETE_MANIFEST = "delete-manifest"
+# ListTags of a repository, LINEARIZABLE: `key` is the repository, `tags` the listing.
+# The checker reads it as one observation per tag register (linearizability.py).
+LIST = "list"
+WRITES = (PUT, PUT_MANIFEST)  # the kinds that write `value` to the tag
 
 DEFINITE_CODES = {grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND}
 # Codes after which a write may have applied: the client gave up waiting.
@@ -57,6 +68,7 @@ class Operation:
     result: str | None = None
     error: str = ""
     revision: int = 0
+    tags: list[str] | None = None  # what a LIST answered
 
     def describe(self) -> str:
         """One line for a failure message."""
@@ -65,6 +77,8 @@ class Operation:
             arguments.append("must_not_exist")
         shown = ",".join(_short(a) for a in arguments)
         answer = self.error or _short(self.result)
+        if self.kind == LIST and not self.error:
+            answer = "[" + ",".join(self.tags or []) + "]"
         ret = "inf" if math.isinf(self.ret) else f"{self.ret:.4f}"
         return (
             f"c{self.client} {self.key} {self.kind}({shown}) -> {self.outcome} {answer} "

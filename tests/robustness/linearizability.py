@@ -18,14 +18,50 @@ When it wrote a value that no other operation writes and that some operation saw
 the first of those returned: its return time becomes that one, which prunes the
 search without changing the verdict. Unique values per write keep the search small:
 an unknown write nobody saw can only be followed by refusals and other unknowns.
+
+Manifests. PutManifest with a tag is an unconditional write of the tag. DeleteManifest
+of a digest deletes the manifest and, in the same command, every tag pointing at it
+(storage/registry.py, delete_manifest); it is refused with NOT_FOUND when the manifest
+is not there. The workload keeps this a one-register operation: every write writes a
+digest nobody wrote before, to one tag, so only that tag can ever point at it, and it
+deletes a digest only once it saw it on a tag (so the manifest was stored) and only
+once over the whole run (so nothing else deleted it). Then a DeleteManifest is, on
+that tag's register: the tag loses the digest if it points at it (the answer lists the
+tag), is left alone otherwise (the answer lists none), and is never refused.
+
+Listings. ListTags reads the whole set of tags of a repository. The checker reads it
+as one observation per tag register of that repository ("this tag exists", or "it
+does not"), each of which must fit into that register's linearization within the
+listing's interval. That is sound (a linearizable history passes: project its
+linearization) and it catches what a stale or half-applied state would show: a tag
+created before the listing was called and missing from it, a tag deleted before and
+still listed, a tag that never existed, two listings that disagree on an order. It
+does not prove that one instant fits every tag of one listing at once: that needs the
+repository's tag set as one register, whose search over every tag's operations
+together costs far more (test_linearizability.py keeps an example it accepts). A
+listing is read in one LMDB read transaction (storage/registry.py), so one that mixes
+two instants is the unlikely failure; one read at a stale instant is the likely one,
+and the projections catch it.
 """
 
 import itertools
 import math
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from tests.robustness.history import DELETE, FAIL, GET, OK, PUT, UNKNOWN, Operation
+from tests.robustness.history import (
+    DELETE,
+    DELETE_MANIFEST,
+    FAIL,
+    GET,
+    LIST,
+    OK,
+    PUT,
+    PUT_MANIFEST,
+    UNKNOWN,
+    WRITES,
+    Operation,
+)
 
 State = str | None  # the digest a tag points at, or None when the tag does not exist
 
@@ -35,6 +71,20 @@ def step(state: State, op: Operation) -> tuple[bool, State]:
     if op.kind == GET:
         # Unknown reads never reach the checker (check() drops them: no effect).
         return op.result == state, state
+    if op.kind == LIST:
+        # One tag's part of a listing (check() projects each listing onto every tag).
+        listed = _tag_of(op.key) in (op.tags or [])
+        return listed == (state is not None), state
+    if op.kind == PUT_MANIFEST:
+        # Unconditional; nothing refuses it here (blobs linked, tags mutable).
+        return op.outcome != FAIL, op.value
+    if op.kind == DELETE_MANIFEST:
+        lost = op.value if state == op.value else None
+        following = None if lost else state
+        if op.outcome == OK:
+            return op.result == lost, following
+        # Never refused: the manifest exists until this, its only deletion (see above).
+        return op.outcome != FAIL, following
     if op.kind == PUT:
         if op.must_not_exist:
             allowed = state is None
@@ -81,10 +131,23 @@ class Verdict:
 def check(history: list[Operation], initial: State = None) -> Verdict:
     """Is the history linearizable, every key starting in `initial`?"""
     by_key: dict[str, list[Operation]] = defaultdict(list)
+    listings = []
     for op in history:
-        if op.kind == GET and op.outcome == UNKNOWN:
+        if op.kind in (GET, LIST) and op.outcome == UNKNOWN:
             continue  # a read that did not answer changed nothing and observed nothing
-        by_key[op.key].append(op)
+        if op.kind == LIST:
+            listings.append(op)
+        else:
+            by_key[op.key].append(op)
+    # Every listing of a repository is projected onto every tag written or listed.
+    tags_of: dict[str, set[str]] = defaultdict(set)
+    for key in by_key:
+        tags_of[_repository_of(key)].add(_tag_of(key))
+    for listing in listings:
+        tags_of[listing.key] |= set(listing.tags or [])
+    for listing in listings:
+        for tag in sorted(tags_of[listing.key]):
+            by_key[f"{listing.key}:{tag}"].append(replace(listing, key=f"{listing.key}:{tag}"))
     verdict = Verdict(True, operations=sum(map(len, by_key.values())))
     for key, operations in sorted(by_key.items()):
         unplaced = check_register(operations, initial)
@@ -94,11 +157,20 @@ def check(history: list[Operation], initial: State = None) -> Verdict:
     return verdict
 
 
+def _repository_of(key: str) -> str:
+    return key.partition(":")[0]
+
+
+def _tag_of(key: str) -> str:
+    """The tag of a "repository:tag" key (tags cannot contain a colon)."""
+    return key.partition(":")[2]
+
+
 def _return_times(operations: list[Operation]) -> list[float]:
     """Return times for the search: unknown ones bounded by the first sight of their value."""
     writers: dict[str, int] = defaultdict(int)
     for op in operations:
-        if op.kind == PUT:
+        if op.kind in WRITES:
             writers[op.value] += 1
     first_seen: dict[str, float] = {}
     for op in operations:
@@ -108,7 +180,7 @@ def _return_times(operations: list[Operation]) -> list[float]:
     for op in operations:
         if op.outcome != UNKNOWN:
             times.append(op.ret)
-        elif op.kind == PUT and writers[op.value] == 1:
+        elif op.kind in WRITES and writers[op.value] == 1:
             times.append(max(op.call, first_seen.get(op.value, math.inf)))
         else:
             times.append(math.inf)

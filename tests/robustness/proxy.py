@@ -11,6 +11,12 @@ at X's real address, which it uses only to recognize X. regraft maps a leader's 
 address to its gRPC endpoint through each replica's own configuration
 (cluster/membership.py), so every replica still knows who leads.
 
+A replica that joins later (a membership change) is known to the members by the
+address it announced, from the log: it gets an address greater than all of theirs,
+so that it connects to each of them, through proxies (interpose_joining). A learner
+connects to every voter anyway (PySyncObj's read-only node), so this holds before and
+after its promotion.
+
 All links share one asyncio loop on one daemon thread; the test thread changes a
 link's behaviour through thread-safe calls.
 """
@@ -23,6 +29,7 @@ import threading
 from dataclasses import dataclass, replace
 
 from cluster.config import Peer
+from tests.cluster.harness import free_port
 
 _CHUNK = 1 << 16
 
@@ -174,6 +181,24 @@ class Network:
                     address = link.address
                 peers.append(Peer(peer.id, address, peer.grpc_address))
             replica.config = replace(replica.config, peers=peers)
+
+    def interpose_joining(self, replica) -> None:
+        """Route the Raft links of a replica about to join (harness new_member(), whose
+        peers are the members at their real addresses) through proxies.
+
+        The members learn its address from the log, not from a configuration this test
+        could rewrite, so they must never be the side that connects: it gets a Raft
+        address greater than every member's, and reaches each through a proxy.
+        """
+        real = [peer.raft_address for peer in replica.config.peers]
+        above = max(int(address.rsplit(":", 1)[1]) for address in real)
+        address = f"127.0.0.1:{free_port(above=above)}"
+        assert all(address > peer for peer in real), (address, real)
+        peers = []
+        for peer in replica.config.peers:
+            link = self.add_link(replica.id, address, peer.id, peer.raft_address)
+            peers.append(Peer(peer.id, link.address, peer.grpc_address))
+        replica.config = replace(replica.config, raft_address=address, peers=peers)
 
     def partition(self, *groups: set[str]) -> None:
         """Blackhole every link between different groups (both directions)."""

@@ -1,11 +1,13 @@
 """One robustness run: a workload, a schedule of faults, and the invariants checked after.
 
 Invariants (any violation fails the run, with the evidence in the message):
-- the history is linearizable per tag (tests/robustness/linearizability.py);
+- the history is linearizable per tag, listings included (linearizability.py);
 - every STALE read with min_revision answered at that revision or later;
 - no error code outside the expected ones (INTERNAL, INVALID_ARGUMENT, ...);
-- every replica's event history holds every acknowledged write at its revision, the
-  replicas' histories are identical, and they end with one state hash;
+- the member table lists exactly the current members (the harness's `replicas`:
+  removed ones are stopped and left out), all of them voters;
+- every current member's event history holds every acknowledged write at its
+  revision, their histories are identical, and they end with one state hash;
 - the Watch stream, followed across reconnects to other replicas, delivered exactly
   that history: every change once, in revision order, without gaps;
 - after each fault heals, a write is accepted within `recover_bound` seconds (the
@@ -13,17 +15,21 @@ Invariants (any violation fails the run, with the evidence in the message):
 """
 
 import hashlib
+import itertools
 import os
 import random
 import time
 from dataclasses import dataclass, field
+from math import inf
 
 from regraft.v1 import registry_pb2
-from tests.cluster.harness import LocalCluster
+from regraft.v1.record_pb2 import MemberRecord
+from tests.cluster.harness import LocalCluster, push
+from tests.cluster.test_membership import members_of
 from tests.robustness import history, linearizability
 from tests.robustness.faults import FAULTS, wait_writable
 from tests.robustness.proxy import Network
-from tests.robustness.workload import REPOSITORY, Watcher, Writer, events_on, prepare
+from tests.robustness.workload import REPOSITORY, Claims, Watcher, Writer, events_on, prepare
 
 TAGS = ["t0", "t1", "t2"]
 
@@ -34,7 +40,8 @@ class Report:
     operations: int = 0
     outcomes: dict = field(default_factory=dict)
     # (name, detail, seconds from heal to an accepted write, seconds from injection to
-    # the workload's first acknowledged write called after it)
+    # the workload's first answered write called after it, the longest stretch without
+    # an answered write from the start of the injection to the end of the settling)
     faults: list = field(default_factory=list)
     watched_events: int = 0
     watch_reconnects: int = 0
@@ -45,8 +52,9 @@ class Report:
 
     def summary(self) -> str:
         recoveries = ", ".join(
-            f"{n}({d}): writable {s:.2f}s after heal, first write {w:.2f}s after injection"
-            for n, d, s, w in self.faults
+            f"{n}({d}): writable {s:.2f}s after heal, first write {w:.2f}s after injection, "
+            f"longest write pause {p:.2f}s"
+            for n, d, s, w, p in self.faults
         )
         verdict = "OK" if not self.violations else "VIOLATED: " + "; ".join(self.violations)
         return (
@@ -76,17 +84,23 @@ def run(
     with cluster.client(timeout=30.0) as client:
         start = prepare(client)
     recorder = history.Recorder()
+    claims = Claims()
+
+    def members() -> list[str]:
+        return cluster.endpoints
+
     threads = [
-        Writer(i, cluster.endpoints, TAGS, recorder, seed=rng.randrange(1 << 30))
+        Writer(i, members, TAGS, recorder, seed=rng.randrange(1 << 30), claims=claims)
         for i in range(writers)
     ]
-    watcher = Watcher(cluster.endpoints, start + 1, seed=rng.randrange(1 << 30))
+    watcher = Watcher(members, start + 1, seed=rng.randrange(1 << 30))
     for thread in [*threads, watcher]:
         thread.start()
     try:
         time.sleep(warmup)
         for number, name in enumerate(faults):
             fault = FAULTS[name](cluster, network, rng)
+            began = recorder.now()  # a membership change takes a while to inject
             fault.inject()
             injected = recorder.now()
             time.sleep(hold)
@@ -94,17 +108,17 @@ def run(
             probe = "sha256:" + hashlib.sha256(f"{seed}-{number}".encode()).hexdigest()
             recovered = wait_writable(cluster, probe, recover_bound)
             time.sleep(settle)
-            resumed = min(
-                (
-                    op.ret
-                    for op in recorder.operations
-                    if op.kind != history.GET
-                    and op.outcome != history.UNKNOWN
-                    and op.call >= injected
-                ),
-                default=float("inf"),
+            answered = sorted(
+                (op.call, op.ret)
+                for op in list(recorder.operations)
+                if op.kind not in (history.GET, history.LIST)
+                and op.outcome != history.UNKNOWN
+                and op.call >= began
             )
-            report.faults.append((name, fault.detail, recovered, resumed - injected))
+            resumed = min((ret for call, ret in answered if call >= injected), default=inf)
+            ends = sorted([began, *(ret for _, ret in answered), recorder.now()])
+            pause = max(b - a for a, b in itertools.pairwise(ends))
+            report.faults.append((name, fault.detail, recovered, resumed - injected, pause))
     finally:
         for thread in threads:
             thread.stop()
@@ -137,12 +151,16 @@ def _check(cluster, recorder, writers, watcher, start, report: Report, directory
     if recorder.unexpected:
         violations.append(f"unexpected errors: {recorder.unexpected[:5]}")
 
-    # A last write fences the history: every replica must show exactly the same events
+    # A last write fences the history: every member must show exactly the same events
     # up to it, including every acknowledged write.
     with cluster.client(timeout=30.0) as client:
-        digest = next(op.value for op in operations if op.kind == history.PUT)
-        fence = client.put_tag(REPOSITORY, "fence", digest).revision
-    cluster.wait_converged(timeout=60.0)
+        fence = push(client, REPOSITORY, "fence", f"fence-{report.seed}").revision
+    cluster.wait_converged(cluster.replicas, timeout=60.0)
+    roles = {i: m.membership for i, m in members_of(cluster).items()}
+    if roles != {r.id: MemberRecord.VOTER for r in cluster.replicas}:
+        named = {i: MemberRecord.Role.Name(role) for i, role in roles.items()}
+        current = sorted(r.id for r in cluster.replicas)
+        violations.append(f"the member table {named} is not the members {current}, all voters")
     per_replica = {r.id: events_on(r.endpoint, start + 1, fence) for r in cluster.replicas}
     expected = _acknowledged(operations, writers)
     for replica_id, events in per_replica.items():
@@ -176,13 +194,19 @@ def _acknowledged(operations: list, writers: list) -> set[tuple]:
     """The event each acknowledged change must have left, keyed like _event_tuple."""
     expected = set()
     for op in operations:
-        if op.outcome != history.OK:
+        if op.outcome != history.OK or op.kind in (history.GET, history.LIST):
             continue
         tag = op.key.split(":", 1)[1]
-        if op.kind == history.PUT:
+        if op.kind in history.WRITES:
             expected.add((op.revision, registry_pb2.TAG_SET, tag, op.value))
+        if op.kind == history.PUT_MANIFEST:
+            expected.add((op.revision, registry_pb2.MANIFEST_PUT, "", op.value))
         elif op.kind == history.DELETE:
             expected.add((op.revision, registry_pb2.TAG_DELETE, tag, op.result))
+        elif op.kind == history.DELETE_MANIFEST:
+            if op.result is not None:
+                expected.add((op.revision, registry_pb2.TAG_DELETE, tag, op.value))
+            expected.add((op.revision, registry_pb2.MANIFEST_DELETE, "", op.value))
     for writer in writers:
         for digest, revision in writer.stored_manifests:
             expected.add((revision, registry_pb2.MANIFEST_PUT, "", digest))

@@ -13,6 +13,7 @@ CASES = [
     ("slow-flaky-network", 14),
     ("restart-all", 15),
     ("power-loss", 16),
+    ("replace-leader", 17),
 ]
 
 

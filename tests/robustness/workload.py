@@ -1,15 +1,20 @@
-"""What clients do while faults happen: tag registers under compare-and-set, and a watcher.
+"""What clients do while faults happen: tag registers under compare-and-set, manifests
+pushed with a tag and deleted, tag listings, and a watcher.
 
 Each writer thread has its own Client, first talking to a random replica (the client
-then follows leader hints). Every write writes a digest nobody wrote before (a fresh
-manifest, stored first, outside the history): unique values keep the linearizability
-search small and make every acknowledged write identifiable in the event history.
+then follows leader hints; it is made again when the membership changes). Every write
+writes a digest nobody wrote before (a fresh manifest, stored first outside the
+history, or pushed with its tag in one PutManifest): unique values keep the
+linearizability search small and make every acknowledged write identifiable in the
+event history. A manifest is deleted only after it was seen on a tag, and at most once
+in a run (Claims): linearizability.py explains why its model needs both.
 """
 
 import hashlib
 import json
 import random
 import threading
+from collections.abc import Callable
 
 import grpc
 
@@ -18,10 +23,13 @@ from regraft.v1 import registry_pb2
 from tests.robustness.history import (
     DEFINITE_CODES,
     DELETE,
+    DELETE_MANIFEST,
     FAIL,
     GET,
+    LIST,
     OK,
     PUT,
+    PUT_MANIFEST,
     UNKNOWN,
     UNKNOWN_CODES,
     Operation,
@@ -67,26 +75,43 @@ def key_of(tag: str) -> str:
     return f"{REPOSITORY}:{tag}"
 
 
+class Claims:
+    """The digests some writer chose to delete, shared by the writers of one run."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._claimed: set[str] = set()
+
+    def claim(self, digest: str) -> bool:
+        """True the first time a digest is claimed, False ever after."""
+        with self._lock:
+            first = digest not in self._claimed
+            self._claimed.add(digest)
+            return first
+
+
 class Writer(threading.Thread):
     """One client doing register operations on a few tags until stopped."""
 
     def __init__(
         self,
         number: int,
-        endpoints: list[str],
+        endpoints: Callable[[], list[str]],
         tags: list[str],
         recorder: Recorder,
         seed: int,
+        claims: Claims,
         timeout: float = 4.0,
     ) -> None:
         super().__init__(name=f"writer-{number}", daemon=True)
         self.number = number
         self.rng = random.Random(seed)
-        shuffled = list(endpoints)
-        self.rng.shuffle(shuffled)
-        self.client = Client(shuffled, timeout=timeout, attempt_timeout=timeout / 2)
+        self.endpoints = endpoints  # the members' endpoints now (they change)
+        self.timeout = timeout
+        self.client = self._connect()
         self.tags = tags
         self.recorder = recorder
+        self.claims = claims
         self.stopping = threading.Event()
         self.seen: dict[str, str | None] = {}  # last digest this client saw per tag
         self.revision = 0  # highest revision this client saw: for min_revision reads
@@ -98,6 +123,9 @@ class Writer(threading.Thread):
     def run(self) -> None:
         try:
             while not self.stopping.is_set():
+                if sorted(self.client.endpoints) != sorted(self.endpoints()):
+                    self.client.close()
+                    self.client = self._connect()
                 self.step()
         finally:
             self.client.close()
@@ -105,17 +133,28 @@ class Writer(threading.Thread):
     def stop(self) -> None:
         self.stopping.set()
 
+    def _connect(self) -> Client:
+        shuffled = list(self.endpoints())
+        self.rng.shuffle(shuffled)
+        return Client(shuffled, timeout=self.timeout, attempt_timeout=self.timeout / 2)
+
     def step(self) -> None:
         tag = self.rng.choice(self.tags)
         roll = self.rng.random()
-        if roll < 0.35:
+        if roll < 0.30:
             self.read(tag)
-        elif roll < 0.45:
+        elif roll < 0.38:
             self.read_own_writes(tag)
-        elif roll < 0.85:
-            self.write(tag, conditional=roll >= 0.65)
-        else:
+        elif roll < 0.46:
+            self.list_tags()
+        elif roll < 0.76:
+            self.write(tag, conditional=roll >= 0.61)
+        elif roll < 0.84:
+            self.push_tagged(tag)
+        elif roll < 0.93:
             self.delete(tag, conditional=self.rng.random() < 0.5)
+        else:
+            self.delete_manifest(tag)
 
     # -- operations ---------------------------------------------------------------------
 
@@ -188,11 +227,63 @@ class Writer(threading.Thread):
         op.ret = self.recorder.now()
         self._finish(op, tag)
 
-    def _new_manifest(self) -> str | None:
-        """Store a manifest no one tagged yet; None when that did not succeed."""
+    def push_tagged(self, tag: str) -> None:
+        """PutManifest of a fresh manifest under the tag (stores it and sets the tag)."""
+        digest, content = self._fresh_manifest()
+        op = Operation(self.number, key_of(tag), PUT_MANIFEST, self.recorder.now(), 0.0, OK)
+        op.value = digest
+        try:
+            answer = self.client.put_manifest(REPOSITORY, tag, content)
+            op.revision = answer.revision
+            if answer.digest != digest:
+                self.recorder.note_unexpected(f"PutManifest {tag}: digest {answer.digest}")
+        except grpc.RpcError as error:
+            self._failed(op, error)
+        op.ret = self.recorder.now()
+        self._finish(op, tag)
+
+    def delete_manifest(self, tag: str) -> None:
+        """DeleteManifest of the digest this client last saw on the tag (see Claims)."""
+        digest = self.seen.get(tag)
+        if digest is None or not self.claims.claim(digest):
+            self.read(tag)  # nothing to delete: look again instead
+            return
+        op = Operation(self.number, key_of(tag), DELETE_MANIFEST, self.recorder.now(), 0.0, OK)
+        op.value = digest
+        try:
+            answer = self.client.delete_manifest(REPOSITORY, digest)
+            op.revision = answer.revision
+            if list(answer.deleted_tags) not in ([], [tag]):
+                self.recorder.note_unexpected(
+                    f"DeleteManifest {digest} of {tag} deleted tags {list(answer.deleted_tags)}"
+                )
+            op.result = digest if answer.deleted_tags else None
+        except grpc.RpcError as error:
+            self._failed(op, error)
+        op.ret = self.recorder.now()
+        self._finish(op, tag)
+
+    def list_tags(self) -> None:
+        op = Operation(self.number, REPOSITORY, LIST, self.recorder.now(), 0.0, OK)
+        try:
+            answer = self.client.list_tags(REPOSITORY, n=1000, consistency=LINEARIZABLE)
+            op.tags, op.revision = sorted(answer.tags), answer.revision
+            if answer.more:
+                self.recorder.note_unexpected(f"ListTags: more than 1000 tags {op.tags[:5]}")
+        except grpc.RpcError as error:
+            self._failed(op, error)
+        op.ret = self.recorder.now()
+        self._finish(op, None)
+
+    def _fresh_manifest(self) -> tuple[str, bytes]:
+        """A manifest nobody wrote before: its digest and its content."""
         self._count += 1
         content = manifest(f"c{self.number}-{self._count}")
-        digest = "sha256:" + hashlib.sha256(content).hexdigest()
+        return "sha256:" + hashlib.sha256(content).hexdigest(), content
+
+    def _new_manifest(self) -> str | None:
+        """Store a manifest no one tagged yet; None when that did not succeed."""
+        digest, content = self._fresh_manifest()
         try:
             answer = self.client.put_manifest(REPOSITORY, digest, content)
         except grpc.RpcError as error:
@@ -213,9 +304,16 @@ class Writer(threading.Thread):
         if code not in UNKNOWN_CODES:
             self.recorder.note_unexpected(f"{op.kind} {op.key}: {code.name} {error.details()}")
 
-    def _finish(self, op: Operation, tag: str) -> None:
+    def _finish(self, op: Operation, tag: str | None) -> None:
         if op.outcome == OK:
-            self.seen[tag] = {PUT: op.value, DELETE: None}.get(op.kind, op.result)
+            if op.kind in (PUT, PUT_MANIFEST):
+                self.seen[tag] = op.value
+            elif op.kind == GET:
+                self.seen[tag] = op.result
+            elif op.kind == DELETE:
+                self.seen[tag] = None
+            elif op.kind == DELETE_MANIFEST:
+                self.seen.pop(tag, None)  # gone, or pointing elsewhere: not known
             self.revision = max(self.revision, op.revision)
         self.recorder.add(op)
 
@@ -224,9 +322,15 @@ class Watcher(threading.Thread):
     """Follows the Watch stream, moving to another replica every `period` seconds (and
     on any error), resuming from the last revision it saw."""
 
-    def __init__(self, endpoints: list[str], from_revision: int, seed: int, period: float = 2.0):
+    def __init__(
+        self,
+        endpoints: Callable[[], list[str]],
+        from_revision: int,
+        seed: int,
+        period: float = 2.0,
+    ) -> None:
         super().__init__(name="watcher", daemon=True)
-        self.endpoints = endpoints
+        self.endpoints = endpoints  # the members' endpoints now (they change)
         self.rng = random.Random(seed)
         self.period = period
         self.position = from_revision
@@ -235,10 +339,10 @@ class Watcher(threading.Thread):
         self.stopping = threading.Event()
 
     def run(self) -> None:
-        client = Client(self.endpoints)
+        client = Client(self.endpoints())
         try:
             while not self.stopping.is_set():
-                endpoint = self.rng.choice(self.endpoints)
+                endpoint = self.rng.choice(self.endpoints())
                 if not self._follow(client, endpoint):
                     self.stopping.wait(0.1)  # that replica is down: do not spin
                 self.reconnects += 1

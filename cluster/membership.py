@@ -18,6 +18,7 @@ Every change runs on the leader (elsewhere: UNAVAILABLE with the leader's addres
 import concurrent.futures
 import contextlib
 import logging
+import os
 import threading
 import time
 import uuid
@@ -31,7 +32,7 @@ from cluster.config import Peer, ReplicaConfig
 from cluster.raft import ProposalError, Raft
 from cluster.rpc import Unavailable, propose_within
 from regraft.v1 import cluster_pb2, cluster_pb2_grpc, command_pb2, registry_pb2
-from storage import commands, members, names
+from storage import commands, members, names, versions
 from storage.db import View
 from storage.errors import FailedPrecondition, NotFound
 from storage.members import Member, Role
@@ -41,6 +42,10 @@ log = logging.getLogger(__name__)
 # A learner this many entries behind the commit index is not promoted.
 PROMOTE_MAX_LAG = 1000
 _SEED_TIMEOUT = 10.0
+# The newest machine version (storage/versions.py) this replica announces, seeds and
+# raises the cluster to. REGRAFT_MACHINE_VERSION is for upgrade tests: a replica that
+# acts as an older release.
+SUPPORTED_MACHINE_VERSION = int(os.environ.get("REGRAFT_MACHINE_VERSION", versions.LATEST))
 # Roles whose Raft address may be in Raft's voter set.
 MAYBE_VOTING = (Role.VOTER, Role.PROMOTING, Role.REMOVING)
 
@@ -186,7 +191,34 @@ class Changes:
         with self._raft.store.read() as view:
             if members.members(view):
                 return
-        self._propose(commands.seed_members(self._members.table(), uuid.uuid4().hex), timeout)
+        seed = commands.seed_members(
+            self._members.table(), uuid.uuid4().hex, SUPPORTED_MACHINE_VERSION
+        )
+        self._propose(seed, timeout)
+
+    def upgrade(self, timeout: float) -> None:
+        """As leader, raise the machine version once every member runs code that
+        supports a newer one: until then, all apply entries as the oldest does."""
+        if self._raft.status().get("state") != 2:
+            return
+        with self._raft.store.read() as view:
+            current, table = view.machine_version, members.members(view)
+        if current >= SUPPORTED_MACHINE_VERSION or not table:
+            return
+        request = cluster_pb2.StatusRequest()
+        for member in table:
+            if member.id == self._members.self_id:
+                continue
+            try:
+                with self._members.dial(member.grpc_address) as channel:
+                    status = cluster_pb2_grpc.ClusterStub(channel).Status(request, timeout=2.0)
+            except grpc.RpcError:
+                return  # unreachable: ask again later
+            # Older code leaves the field out: 0, below every version.
+            if status.supported_machine_version < SUPPORTED_MACHINE_VERSION:
+                return
+        log.info("every member supports machine version %d: raising it", SUPPORTED_MACHINE_VERSION)
+        self._propose(commands.set_machine_version(SUPPORTED_MACHINE_VERSION), timeout)
 
     def add(self, member_id: str, raft_address: str, grpc_address: str, force: bool,
             timeout: float, actor: str = "") -> list[str]:  # fmt: skip

@@ -53,6 +53,9 @@ VOTER_MARKER = "raft.voter"
 # A replica that has heard from no leader for this long asks the others whether it
 # is still a member.
 _REMOVED_AFTER = 5.0
+# How often a leader asks the members whether they all run code that supports a newer
+# machine version (storage/versions.py).
+_UPGRADE_PERIOD = 5.0
 _HEALTH_SERVICES = ("", "regraft.v1.Registry", "regraft.v1.Cluster", "regraft.v1.Access")
 
 
@@ -104,6 +107,7 @@ class Replica:
         self._collector = metrics.ReplicaCollector(self.raft, self.store, self.members, VERSION)
         REGISTRY.register(self._collector)
         self._leaderless_since: float | None = None
+        self._upgrade_checked = 0.0
         self._stop_requested = threading.Event()
         self.reads = Reads(self.raft)
         self._stopping = threading.Event()
@@ -213,6 +217,12 @@ class Replica:
             self.changes.seed(5.0)
         except Exception as e:  # retried on the next round
             log.warning("recording the configured members failed: %s", e)
+        if time.monotonic() - self._upgrade_checked > _UPGRADE_PERIOD:
+            self._upgrade_checked = time.monotonic()
+            try:
+                self.changes.upgrade(5.0)
+            except Exception as e:  # retried later
+                log.warning("raising the machine version failed: %s", e)
         # The recorded table only: before it reaches this replica, the configured
         # members (this one a voter among them) say nothing about its role.
         with self.store.read() as view:

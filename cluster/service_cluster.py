@@ -4,7 +4,7 @@ import os
 
 from cluster import auth, rpc
 from cluster.backup import BackupSource
-from cluster.membership import Changes, Members
+from cluster.membership import SUPPORTED_MACHINE_VERSION, Changes, Members
 from cluster.raft import Raft
 from cluster.reads import Reads
 from regraft.v1 import cluster_pb2, cluster_pb2_grpc
@@ -37,6 +37,7 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
         with self._raft.store.read() as view:
             revision, state_hash = view.revision, view.state_hash
             retention = registry.event_retention(view)
+            machine_version = view.machine_version
         sizes = self._raft.store.stat()
         disk = os.statvfs(self._raft.store.path)
         leader_peer = self._members.by_raft_address(leader) if leader else None
@@ -62,6 +63,8 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
             event_retention=cluster_pb2.EventRetention(
                 revisions=retention.revisions, max_age_seconds=retention.max_age_seconds
             ),
+            machine_version=machine_version,
+            supported_machine_version=SUPPORTED_MACHINE_VERSION,
         )
 
     @rpc.handler

@@ -10,7 +10,7 @@ import hashlib
 import re
 
 from regraft.v1 import access_pb2, command_pb2, record_pb2, registry_pb2
-from storage import access, manifest, names, registry
+from storage import access, manifest, names, registry, versions
 from storage.errors import InvalidArgument
 
 MAX_REQUEST_ID_LENGTH = 128
@@ -202,8 +202,25 @@ def add_member(member_id: str, raft_address: str, grpc_address: str, actor: str 
     return Command(actor=actor, add_member=command_pb2.AddMemberOp(member=member))
 
 
-def seed_members(members: list[record_pb2.MemberRecord], cluster_id: str = "") -> Command:
-    return Command(seed_members=command_pb2.SeedMembersOp(members=members, cluster_id=cluster_id))
+def seed_members(
+    members: list[record_pb2.MemberRecord],
+    cluster_id: str = "",
+    machine_version: int = versions.LATEST,
+) -> Command:
+    op = command_pb2.SeedMembersOp(
+        members=members, cluster_id=cluster_id, machine_version=machine_version
+    )
+    return Command(seed_members=op)
+
+
+def set_machine_version(version: int) -> Command:
+    """Raise how every replica applies commands (storage/versions.py)."""
+    if not 1 <= version <= versions.LATEST:
+        raise InvalidArgument(
+            "version",
+            f"{version} is not a machine version this code knows (1 to {versions.LATEST})",
+        )
+    return Command(set_machine_version=command_pb2.SetMachineVersionOp(version=version))
 
 
 def set_member_role(member_id: str, current: int, new: int, actor: str = "") -> Command:

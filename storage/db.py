@@ -54,6 +54,7 @@ _HASH = b"state_hash"
 _FORMAT = b"format_version"
 # Which cluster this state belongs to: not registry state, so outside the state hash.
 _CLUSTER_ID = b"cluster_id"
+_MACHINE_VERSION = b"machine_version"
 _MODULUS = 1 << 256
 
 
@@ -151,6 +152,12 @@ class View:
         return raw.decode() if raw else ""
 
     @property
+    def machine_version(self) -> int:
+        """How commands are applied (storage/machine.py): 1 unless raised."""
+        raw = self.txn.get(_MACHINE_VERSION)
+        return keys.read_u64(raw) if raw else 1
+
+    @property
     def format_version(self) -> int:
         return keys.read_u64(self.txn.get(_FORMAT))
 
@@ -217,6 +224,9 @@ class Batch(View):
 
     def set_cluster_id(self, cluster_id: str) -> None:
         self.txn.put(_CLUSTER_ID, cluster_id.encode())
+
+    def set_machine_version(self, version: int) -> None:
+        self.txn.put(_MACHINE_VERSION, keys.u64(version))
 
     def commit(self) -> None:
         self.txn.put(_HASH, (self._hash % _MODULUS).to_bytes(32, "big"))

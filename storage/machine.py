@@ -16,7 +16,7 @@ import lmdb
 from google.protobuf.message import DecodeError
 
 from regraft.v1 import command_pb2, record_pb2
-from storage import access, keys, members, registry
+from storage import access, keys, members, registry, versions
 from storage.db import Batch
 from storage.errors import FailedPrecondition, NotFound, RegistryError
 
@@ -32,6 +32,26 @@ PRUNE_BATCH = 1024
 
 Result = command_pb2.Result
 
+
+def set_machine_version(change: registry.Change, op: command_pb2.SetMachineVersionOp) -> Result:
+    """Raise the machine version (never lower it): from the next entry on, every replica
+    applies commands the newer way (storage/versions.py)."""
+    current = change.batch.machine_version
+    if op.version <= current:
+        return Result(message=f"the machine version is already {current}")
+    if op.version > versions.LATEST:
+        # Set anyway: every replica must agree. The leader raises it only once every
+        # member said it supports it, so this replica runs older code than it claimed.
+        log.error("machine version %d is newer than this code (%d)", op.version, versions.LATEST)
+    change.batch.set_machine_version(op.version)
+    change.record(
+        registry.Kind.CLUSTER_CHANGE,
+        "SetMachineVersion",
+        f"machine version {current} -> {op.version}",
+    )
+    return Result()
+
+
 _OPERATIONS = {
     "put_manifest": registry.put_manifest,
     "delete_manifest": registry.delete_manifest,
@@ -45,6 +65,7 @@ _OPERATIONS = {
     "add_member": members.add,
     "set_member_role": members.set_role,
     "set_event_retention": registry.set_event_retention,
+    "set_machine_version": set_machine_version,
     "put_user": access.put_user,
     "delete_user": access.delete_user,
     "put_organization": access.put_organization,

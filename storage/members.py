@@ -42,6 +42,8 @@ def seed(change, op: command_pb2.SeedMembersOp) -> command_pb2.Result:
         change.batch.set_cluster_id(op.cluster_id)
     if members(change.batch):
         return command_pb2.Result(message="members already recorded")
+    if op.machine_version > change.batch.machine_version:  # a new cluster
+        change.batch.set_machine_version(op.machine_version)
     for member in op.members:
         _put(change.batch, member)
     target = "voters " + ", ".join(m.id for m in op.members)

@@ -10,7 +10,7 @@ Watch can replay history in revision order.
 from dataclasses import dataclass, field
 
 from regraft.v1 import access_pb2, command_pb2, record_pb2, registry_pb2
-from storage import keys
+from storage import keys, versions
 from storage.db import Batch, View
 from storage.errors import FailedPrecondition, NotFound
 
@@ -44,7 +44,10 @@ class Change:
         self._put(registry_pb2.Event(kind=kind, repository=repository, digest=digest, tag=tag))
 
     def record(self, kind: int, operation: str, target: str, repository: str = "") -> None:
-        """An audit event for a change of access or of the cluster: what was done to what."""
+        """An audit event for a change of access or of the cluster: what was done to what
+        (from machine version 2 on: storage/versions.py)."""
+        if self.batch.machine_version < versions.AUDIT_EVENTS:
+            return
         self._put(
             registry_pb2.Event(kind=kind, operation=operation, target=target, repository=repository)
         )
@@ -326,6 +329,7 @@ def prune_events(batch: Batch, revision: int, most: int, now_ms: int = 0) -> Non
     applied) written longer ago than its age. An event without a time is kept until
     it falls out by revisions."""
     retention = event_retention(batch)
+    guarded = batch.machine_version >= versions.AUDIT_EVENTS
     floor = revision - (retention.revisions or EVENT_RETENTION)
     age_ms = retention.max_age_seconds * 1000
     cutoff = now_ms - age_ms if age_ms and now_ms > age_ms else 0
@@ -338,7 +342,7 @@ def prune_events(batch: Batch, revision: int, most: int, now_ms: int = 0) -> Non
         if len(doomed) >= most:
             break
         if keys.event_revision(key) >= floor:
-            if keys.event_revision(key) > revision - MIN_EVENT_REVISIONS:
+            if keys.event_revision(key) > revision - MIN_EVENT_REVISIONS and guarded:
                 break
             event_time = registry_pb2.Event.FromString(value).time_ms if cutoff else 0
             if not event_time or event_time >= cutoff:

@@ -26,49 +26,49 @@ from regraft.v1 import record_pb2 as regraft_dot_v1_dot_record__pb2
 from regraft.v1 import registry_pb2 as regraft_dot_v1_dot_registry__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18regraft/v1/cluster.proto\x12\nregraft.v1\x1a\x17regraft/v1/record.proto\x1a\x19regraft/v1/registry.proto\"\xcc\x01\n\x06Member\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0craft_address\x18\x02 \x01(\t\x12\x14\n\x0cgrpc_address\x18\x03 \x01(\t\x12\x11\n\treachable\x18\x04 \x01(\x08\x12\x13\n\x0bmatch_index\x18\x05 \x01(\x04\x12\x0b\n\x03lag\x18\x06 \x01(\x04\x12\x0f\n\x07is_self\x18\x07 \x01(\x08\x12\x11\n\tis_leader\x18\x08 \x01(\x08\x12\x31\n\nmembership\x18\t \x01(\x0e\x32\x1d.regraft.v1.MemberRecord.Role\"\x0f\n\rStatusRequest\"\xdc\x03\n\x0eStatusResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1e\n\x04role\x18\x02 \x01(\x0e\x32\x10.regraft.v1.Role\x12\x0c\n\x04term\x18\x03 \x01(\x04\x12\x11\n\tleader_id\x18\x04 \x01(\t\x12\x16\n\x0eleader_address\x18\x05 \x01(\t\x12\x1b\n\x13leader_grpc_address\x18\r \x01(\t\x12\x14\n\x0c\x63ommit_index\x18\x06 \x01(\x04\x12\x15\n\rapplied_index\x18\x07 \x01(\x04\x12\x16\n\x0elast_log_index\x18\x08 \x01(\x04\x12#\n\x07members\x18\t \x03(\x0b\x32\x12.regraft.v1.Member\x12\x12\n\nstate_hash\x18\n \x01(\t\x12\x10\n\x08revision\x18\x0b \x01(\x04\x12\x12\n\nhas_quorum\x18\x0c \x01(\x08\x12\x0f\n\x07version\x18\x0e \x01(\t\x12\x15\n\rdb_used_bytes\x18\x0f \x01(\x04\x12\x14\n\x0c\x64\x62_map_bytes\x18\x10 \x01(\x04\x12\x17\n\x0f\x64isk_free_bytes\x18\x11 \x01(\x04\x12\x18\n\x10\x64isk_total_bytes\x18\x12 \x01(\x04\x12\x33\n\x0f\x65vent_retention\x18\x13 \x01(\x0b\x32\x1a.regraft.v1.EventRetention\"<\n\x0e\x45ventRetention\x12\x11\n\trevisions\x18\x01 \x01(\x04\x12\x17\n\x0fmax_age_seconds\x18\x02 \x01(\x04\"-\n\x19SetEventRetentionResponse\x12\x10\n\x08revision\x18\x01 \x01(\x04\"6\n\rBackupRequest\x12%\n\x04read\x18\x01 \x01(\x0b\x32\x17.regraft.v1.ReadOptions\"\x7f\n\x0b\x42\x61\x63kupChunk\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x18.regraft.v1.BackupHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x12,\n\x07trailer\x18\x03 \x01(\x0b\x32\x19.regraft.v1.BackupTrailerH\x00\x42\x06\n\x04part\"\x82\x01\n\x0c\x42\x61\x63kupHeader\x12\x10\n\x08revision\x18\x01 \x01(\x04\x12\x12\n\nstate_hash\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x04\x12\x12\n\ncluster_id\x18\x04 \x01(\t\x12\x12\n\nreplica_id\x18\x05 \x01(\t\x12\x16\n\x0e\x66ormat_version\x18\x06 \x01(\r\"\x1f\n\rBackupTrailer\x12\x0e\n\x06sha256\x18\x01 \x01(\t\";\n\x12ListMembersRequest\x12%\n\x04read\x18\x01 \x01(\x0b\x32\x17.regraft.v1.ReadOptions\"L\n\x13ListMembersResponse\x12#\n\x07members\x18\x01 \x03(\x0b\x32\x12.regraft.v1.Member\x12\x10\n\x08revision\x18\x02 \x01(\x04\"Y\n\x10\x41\x64\x64MemberRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0craft_address\x18\x02 \x01(\t\x12\x14\n\x0cgrpc_address\x18\x03 \x01(\t\x12\r\n\x05\x66orce\x18\x04 \x01(\x08\"\"\n\x14PromoteMemberRequest\x12\n\n\x02id\x18\x01 \x01(\t\"0\n\x13RemoveMemberRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\"_\n\x14MemberChangeResponse\x12#\n\x07members\x18\x01 \x03(\x0b\x32\x12.regraft.v1.Member\x12\x10\n\x08revision\x18\x02 \x01(\x04\x12\x10\n\x08warnings\x18\x03 \x03(\t\"*\n\x19TransferLeadershipRequest\x12\r\n\x05to_id\x18\x01 \x01(\t\"=\n\x1aTransferLeadershipResponse\x12\x11\n\tleader_id\x18\x01 \x01(\t\x12\x0c\n\x04term\x18\x02 \x01(\x04*E\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0c\n\x08\x46OLLOWER\x10\x01\x12\r\n\tCANDIDATE\x10\x02\x12\n\n\x06LEADER\x10\x03\x32\x8c\x05\n\x07\x43luster\x12?\n\x06Status\x12\x19.regraft.v1.StatusRequest\x1a\x1a.regraft.v1.StatusResponse\x12N\n\x0bListMembers\x12\x1e.regraft.v1.ListMembersRequest\x1a\x1f.regraft.v1.ListMembersResponse\x12K\n\tAddMember\x12\x1c.regraft.v1.AddMemberRequest\x1a .regraft.v1.MemberChangeResponse\x12S\n\rPromoteMember\x12 .regraft.v1.PromoteMemberRequest\x1a .regraft.v1.MemberChangeResponse\x12Q\n\x0cRemoveMember\x12\x1f.regraft.v1.RemoveMemberRequest\x1a .regraft.v1.MemberChangeResponse\x12\x63\n\x12TransferLeadership\x12%.regraft.v1.TransferLeadershipRequest\x1a&.regraft.v1.TransferLeadershipResponse\x12V\n\x11SetEventRetention\x12\x1a.regraft.v1.EventRetention\x1a%.regraft.v1.SetEventRetentionResponse\x12>\n\x06\x42\x61\x63kup\x12\x19.regraft.v1.BackupRequest\x1a\x17.regraft.v1.BackupChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18regraft/v1/cluster.proto\x12\nregraft.v1\x1a\x17regraft/v1/record.proto\x1a\x19regraft/v1/registry.proto\"\xcc\x01\n\x06Member\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0craft_address\x18\x02 \x01(\t\x12\x14\n\x0cgrpc_address\x18\x03 \x01(\t\x12\x11\n\treachable\x18\x04 \x01(\x08\x12\x13\n\x0bmatch_index\x18\x05 \x01(\x04\x12\x0b\n\x03lag\x18\x06 \x01(\x04\x12\x0f\n\x07is_self\x18\x07 \x01(\x08\x12\x11\n\tis_leader\x18\x08 \x01(\x08\x12\x31\n\nmembership\x18\t \x01(\x0e\x32\x1d.regraft.v1.MemberRecord.Role\"\x0f\n\rStatusRequest\"\x98\x04\n\x0eStatusResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1e\n\x04role\x18\x02 \x01(\x0e\x32\x10.regraft.v1.Role\x12\x0c\n\x04term\x18\x03 \x01(\x04\x12\x11\n\tleader_id\x18\x04 \x01(\t\x12\x16\n\x0eleader_address\x18\x05 \x01(\t\x12\x1b\n\x13leader_grpc_address\x18\r \x01(\t\x12\x14\n\x0c\x63ommit_index\x18\x06 \x01(\x04\x12\x15\n\rapplied_index\x18\x07 \x01(\x04\x12\x16\n\x0elast_log_index\x18\x08 \x01(\x04\x12#\n\x07members\x18\t \x03(\x0b\x32\x12.regraft.v1.Member\x12\x12\n\nstate_hash\x18\n \x01(\t\x12\x10\n\x08revision\x18\x0b \x01(\x04\x12\x12\n\nhas_quorum\x18\x0c \x01(\x08\x12\x0f\n\x07version\x18\x0e \x01(\t\x12\x15\n\rdb_used_bytes\x18\x0f \x01(\x04\x12\x14\n\x0c\x64\x62_map_bytes\x18\x10 \x01(\x04\x12\x17\n\x0f\x64isk_free_bytes\x18\x11 \x01(\x04\x12\x18\n\x10\x64isk_total_bytes\x18\x12 \x01(\x04\x12\x33\n\x0f\x65vent_retention\x18\x13 \x01(\x0b\x32\x1a.regraft.v1.EventRetention\x12\x17\n\x0fmachine_version\x18\x14 \x01(\r\x12!\n\x19supported_machine_version\x18\x15 \x01(\r\"<\n\x0e\x45ventRetention\x12\x11\n\trevisions\x18\x01 \x01(\x04\x12\x17\n\x0fmax_age_seconds\x18\x02 \x01(\x04\"-\n\x19SetEventRetentionResponse\x12\x10\n\x08revision\x18\x01 \x01(\x04\"6\n\rBackupRequest\x12%\n\x04read\x18\x01 \x01(\x0b\x32\x17.regraft.v1.ReadOptions\"\x7f\n\x0b\x42\x61\x63kupChunk\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x18.regraft.v1.BackupHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x12,\n\x07trailer\x18\x03 \x01(\x0b\x32\x19.regraft.v1.BackupTrailerH\x00\x42\x06\n\x04part\"\x82\x01\n\x0c\x42\x61\x63kupHeader\x12\x10\n\x08revision\x18\x01 \x01(\x04\x12\x12\n\nstate_hash\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x04\x12\x12\n\ncluster_id\x18\x04 \x01(\t\x12\x12\n\nreplica_id\x18\x05 \x01(\t\x12\x16\n\x0e\x66ormat_version\x18\x06 \x01(\r\"\x1f\n\rBackupTrailer\x12\x0e\n\x06sha256\x18\x01 \x01(\t\";\n\x12ListMembersRequest\x12%\n\x04read\x18\x01 \x01(\x0b\x32\x17.regraft.v1.ReadOptions\"L\n\x13ListMembersResponse\x12#\n\x07members\x18\x01 \x03(\x0b\x32\x12.regraft.v1.Member\x12\x10\n\x08revision\x18\x02 \x01(\x04\"Y\n\x10\x41\x64\x64MemberRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0craft_address\x18\x02 \x01(\t\x12\x14\n\x0cgrpc_address\x18\x03 \x01(\t\x12\r\n\x05\x66orce\x18\x04 \x01(\x08\"\"\n\x14PromoteMemberRequest\x12\n\n\x02id\x18\x01 \x01(\t\"0\n\x13RemoveMemberRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\"_\n\x14MemberChangeResponse\x12#\n\x07members\x18\x01 \x03(\x0b\x32\x12.regraft.v1.Member\x12\x10\n\x08revision\x18\x02 \x01(\x04\x12\x10\n\x08warnings\x18\x03 \x03(\t\"*\n\x19TransferLeadershipRequest\x12\r\n\x05to_id\x18\x01 \x01(\t\"=\n\x1aTransferLeadershipResponse\x12\x11\n\tleader_id\x18\x01 \x01(\t\x12\x0c\n\x04term\x18\x02 \x01(\x04*E\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0c\n\x08\x46OLLOWER\x10\x01\x12\r\n\tCANDIDATE\x10\x02\x12\n\n\x06LEADER\x10\x03\x32\x8c\x05\n\x07\x43luster\x12?\n\x06Status\x12\x19.regraft.v1.StatusRequest\x1a\x1a.regraft.v1.StatusResponse\x12N\n\x0bListMembers\x12\x1e.regraft.v1.ListMembersRequest\x1a\x1f.regraft.v1.ListMembersResponse\x12K\n\tAddMember\x12\x1c.regraft.v1.AddMemberRequest\x1a .regraft.v1.MemberChangeResponse\x12S\n\rPromoteMember\x12 .regraft.v1.PromoteMemberRequest\x1a .regraft.v1.MemberChangeResponse\x12Q\n\x0cRemoveMember\x12\x1f.regraft.v1.RemoveMemberRequest\x1a .regraft.v1.MemberChangeResponse\x12\x63\n\x12TransferLeadership\x12%.regraft.v1.TransferLeadershipRequest\x1a&.regraft.v1.TransferLeadershipResponse\x12V\n\x11SetEventRetention\x12\x1a.regraft.v1.EventRetention\x1a%.regraft.v1.SetEventRetentionResponse\x12>\n\x06\x42\x61\x63kup\x12\x19.regraft.v1.BackupRequest\x1a\x17.regraft.v1.BackupChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'regraft.v1.cluster_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=1775
-  _globals['_ROLE']._serialized_end=1844
+  _globals['_ROLE']._serialized_start=1835
+  _globals['_ROLE']._serialized_end=1904
   _globals['_MEMBER']._serialized_start=93
   _globals['_MEMBER']._serialized_end=297
   _globals['_STATUSREQUEST']._serialized_start=299
   _globals['_STATUSREQUEST']._serialized_end=314
   _globals['_STATUSRESPONSE']._serialized_start=317
-  _globals['_STATUSRESPONSE']._serialized_end=793
-  _globals['_EVENTRETENTION']._serialized_start=795
-  _globals['_EVENTRETENTION']._serialized_end=855
-  _globals['_SETEVENTRETENTIONRESPONSE']._serialized_start=857
-  _globals['_SETEVENTRETENTIONRESPONSE']._serialized_end=902
-  _globals['_BACKUPREQUEST']._serialized_start=904
-  _globals['_BACKUPREQUEST']._serialized_end=958
-  _globals['_BACKUPCHUNK']._serialized_start=960
-  _globals['_BACKUPCHUNK']._serialized_end=1087
-  _globals['_BACKUPHEADER']._serialized_start=1090
-  _globals['_BACKUPHEADER']._serialized_end=1220
-  _globals['_BACKUPTRAILER']._serialized_start=1222
-  _globals['_BACKUPTRAILER']._serialized_end=1253
-  _globals['_LISTMEMBERSREQUEST']._serialized_start=1255
-  _globals['_LISTMEMBERSREQUEST']._serialized_end=1314
-  _globals['_LISTMEMBERSRESPONSE']._serialized_start=1316
-  _globals['_LISTMEMBERSRESPONSE']._serialized_end=1392
-  _globals['_ADDMEMBERREQUEST']._serialized_start=1394
-  _globals['_ADDMEMBERREQUEST']._serialized_end=1483
-  _globals['_PROMOTEMEMBERREQUEST']._serialized_start=1485
-  _globals['_PROMOTEMEMBERREQUEST']._serialized_end=1519
-  _globals['_REMOVEMEMBERREQUEST']._serialized_start=1521
-  _globals['_REMOVEMEMBERREQUEST']._serialized_end=1569
-  _globals['_MEMBERCHANGERESPONSE']._serialized_start=1571
-  _globals['_MEMBERCHANGERESPONSE']._serialized_end=1666
-  _globals['_TRANSFERLEADERSHIPREQUEST']._serialized_start=1668
-  _globals['_TRANSFERLEADERSHIPREQUEST']._serialized_end=1710
-  _globals['_TRANSFERLEADERSHIPRESPONSE']._serialized_start=1712
-  _globals['_TRANSFERLEADERSHIPRESPONSE']._serialized_end=1773
-  _globals['_CLUSTER']._serialized_start=1847
-  _globals['_CLUSTER']._serialized_end=2499
+  _globals['_STATUSRESPONSE']._serialized_end=853
+  _globals['_EVENTRETENTION']._serialized_start=855
+  _globals['_EVENTRETENTION']._serialized_end=915
+  _globals['_SETEVENTRETENTIONRESPONSE']._serialized_start=917
+  _globals['_SETEVENTRETENTIONRESPONSE']._serialized_end=962
+  _globals['_BACKUPREQUEST']._serialized_start=964
+  _globals['_BACKUPREQUEST']._serialized_end=1018
+  _globals['_BACKUPCHUNK']._serialized_start=1020
+  _globals['_BACKUPCHUNK']._serialized_end=1147
+  _globals['_BACKUPHEADER']._serialized_start=1150
+  _globals['_BACKUPHEADER']._serialized_end=1280
+  _globals['_BACKUPTRAILER']._serialized_start=1282
+  _globals['_BACKUPTRAILER']._serialized_end=1313
+  _globals['_LISTMEMBERSREQUEST']._serialized_start=1315
+  _globals['_LISTMEMBERSREQUEST']._serialized_end=1374
+  _globals['_LISTMEMBERSRESPONSE']._serialized_start=1376
+  _globals['_LISTMEMBERSRESPONSE']._serialized_end=1452
+  _globals['_ADDMEMBERREQUEST']._serialized_start=1454
+  _globals['_ADDMEMBERREQUEST']._serialized_end=1543
+  _globals['_PROMOTEMEMBERREQUEST']._serialized_start=1545
+  _globals['_PROMOTEMEMBERREQUEST']._serialized_end=1579
+  _globals['_REMOVEMEMBERREQUEST']._serialized_start=1581
+  _globals['_REMOVEMEMBERREQUEST']._serialized_end=1629
+  _globals['_MEMBERCHANGERESPONSE']._serialized_start=1631
+  _globals['_MEMBERCHANGERESPONSE']._serialized_end=1726
+  _globals['_TRANSFERLEADERSHIPREQUEST']._serialized_start=1728
+  _globals['_TRANSFERLEADERSHIPREQUEST']._serialized_end=1770
+  _globals['_TRANSFERLEADERSHIPRESPONSE']._serialized_start=1772
+  _globals['_TRANSFERLEADERSHIPRESPONSE']._serialized_end=1833
+  _globals['_CLUSTER']._serialized_start=1907
+  _globals['_CLUSTER']._serialized_end=2559
 # @@protoc_insertion_point(module_scope)

@@ -47,7 +47,7 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatusResponse(_message.Message):
-    __slots__ = ("id", "role", "term", "leader_id", "leader_address", "leader_grpc_address", "commit_index", "applied_index", "last_log_index", "members", "state_hash", "revision", "has_quorum", "version", "db_used_bytes", "db_map_bytes", "disk_free_bytes", "disk_total_bytes", "event_retention")
+    __slots__ = ("id", "role", "term", "leader_id", "leader_address", "leader_grpc_address", "commit_index", "applied_index", "last_log_index", "members", "state_hash", "revision", "has_quorum", "version", "db_used_bytes", "db_map_bytes", "disk_free_bytes", "disk_total_bytes", "event_retention", "machine_version", "supported_machine_version")
     ID_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     TERM_FIELD_NUMBER: _ClassVar[int]
@@ -67,6 +67,8 @@ class StatusResponse(_message.Message):
     DISK_FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
     DISK_TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
     EVENT_RETENTION_FIELD_NUMBER: _ClassVar[int]
+    MACHINE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SUPPORTED_MACHINE_VERSION_FIELD_NUMBER: _ClassVar[int]
     id: str
     role: Role
     term: int
@@ -86,7 +88,9 @@ class StatusResponse(_message.Message):
     disk_free_bytes: int
     disk_total_bytes: int
     event_retention: EventRetention
-    def __init__(self, id: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., term: _Optional[int] = ..., leader_id: _Optional[str] = ..., leader_address: _Optional[str] = ..., leader_grpc_address: _Optional[str] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., last_log_index: _Optional[int] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., state_hash: _Optional[str] = ..., revision: _Optional[int] = ..., has_quorum: _Optional[bool] = ..., version: _Optional[str] = ..., db_used_bytes: _Optional[int] = ..., db_map_bytes: _Optional[int] = ..., disk_free_bytes: _Optional[int] = ..., disk_total_bytes: _Optional[int] = ..., event_retention: _Optional[_Union[EventRetention, _Mapping]] = ...) -> None: ...
+    machine_version: int
+    supported_machine_version: int
+    def __init__(self, id: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., term: _Optional[int] = ..., leader_id: _Optional[str] = ..., leader_address: _Optional[str] = ..., leader_grpc_address: _Optional[str] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., last_log_index: _Optional[int] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., state_hash: _Optional[str] = ..., revision: _Optional[int] = ..., has_quorum: _Optional[bool] = ..., version: _Optional[str] = ..., db_used_bytes: _Optional[int] = ..., db_map_bytes: _Optional[int] = ..., disk_free_bytes: _Optional[int] = ..., disk_total_bytes: _Optional[int] = ..., event_retention: _Optional[_Union[EventRetention, _Mapping]] = ..., machine_version: _Optional[int] = ..., supported_machine_version: _Optional[int] = ...) -> None: ...
 
 class EventRetention(_message.Message):
     __slots__ = ("revisions", "max_age_seconds")

@@ -1,8 +1,10 @@
-"""A rolling restart (an upgrade) under write load: nothing lost, writes keep flowing."""
+"""A rolling restart (an upgrade) under write load: nothing lost, writes keep flowing;
+and new apply behaviour waits until every replica runs the new code."""
 
 import time
 
-from regraft.v1 import cluster_pb2
+from cluster.replica import _UPGRADE_PERIOD
+from regraft.v1 import access_pb2, cluster_pb2, registry_pb2
 from tests.cluster.test_membership import change, wait_for
 from tests.cluster.test_replication import Writer, assert_all_present
 
@@ -44,3 +46,41 @@ def _caught_up(cluster, replica) -> bool:
         return False
     leader = cluster.wait_for_leader()
     return mine.applied_index + 100 >= cluster.status(leader).commit_index
+
+
+def test_new_apply_behaviour_waits_for_every_replica(make_cluster):
+    """During a rolling upgrade, replicas run different code: a change in what apply
+    does (storage/versions.py) must wait until all run the new code, then start on
+    every replica at the same entry, or their states would differ."""
+    cluster = make_cluster(env={"REGRAFT_MACHINE_VERSION": "1"})  # the previous release
+    assert {cluster.status(r).machine_version for r in cluster.replicas} == {1}
+
+    def upgrade(replica) -> None:
+        replica.stop()
+        replica._env = {k: v for k, v in replica._env.items() if k != "REGRAFT_MACHINE_VERSION"}
+        replica.start()
+        wait_for(lambda: _caught_up(cluster, replica), f"{replica.id} to catch up")
+
+    def access_events() -> list[str]:
+        with cluster.client() as client:
+            stream = client.watch(1, "", to_revision=client.status().revision)
+            return [e.operation for e in stream if e.kind == registry_pb2.ACCESS_CHANGE]
+
+    for replica in cluster.replicas[:2]:
+        upgrade(replica)
+    with cluster.client() as client:
+        client.call("CreateOrganization", access_pb2.OrganizationRequest(name="mixed"))
+    time.sleep(2 * _UPGRADE_PERIOD)  # the leader asked the members at least once
+    assert {cluster.status(r).machine_version for r in cluster.replicas} == {1}
+    assert access_events() == []
+    cluster.wait_converged()
+
+    upgrade(cluster.replicas[2])
+    wait_for(
+        lambda: {cluster.status(r).machine_version for r in cluster.replicas} == {2},
+        "the machine version to be raised once every replica supports it",
+    )
+    with cluster.client() as client:
+        client.call("CreateOrganization", access_pb2.OrganizationRequest(name="upgraded"))
+    cluster.wait_converged()
+    assert access_events() == ["CreateOrganization"]

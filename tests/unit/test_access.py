@@ -4,7 +4,7 @@ immutable tags, validation, refusals, listing, passwords."""
 import pytest
 
 from regraft.v1 import access_pb2, command_pb2, registry_pb2
-from storage import access, commands, keys, names, registry
+from storage import access, commands, keys, names, registry, versions
 from storage.errors import InvalidArgument
 from storage.names import compute_digest
 from tests.unit.test_storage import Replica, all_events, image, link, put_manifest, put_tag
@@ -463,6 +463,8 @@ def test_every_access_write_is_an_audit_event(replica):
         (delete_org("acme"), "DeleteOrganization", "organization 'acme'", ""),
         (delete_user("alice"), "DeleteUser", "user 'alice'", ""),
     ]  # fmt: skip
+    replica.ok(commands.set_machine_version(versions.AUDIT_EVENTS))
+    since = replica.index + 1
     for i, (command, *_) in enumerate(writes):
         command.actor = f"cert:admin-{i}"
         command.time_ms = 1_800_000_000_000 + i
@@ -470,7 +472,7 @@ def test_every_access_write_is_an_audit_event(replica):
     # A refused write changes nothing, so it is no event.
     assert replica.apply(delete_user("alice"))[0].code == NOT_FOUND
     with replica.store.read() as view:
-        found = all_events(view)
+        found = [e for e in all_events(view) if e.revision >= since]
     assert [(e.operation, e.target, e.repository) for e in found] == [
         (operation, target, repository) for _, operation, target, repository in writes
     ]
@@ -483,3 +485,26 @@ def test_every_access_write_is_an_audit_event(replica):
     with replica.store.read() as view:
         about_app, _ = registry.events(view, 0, "acme/app", 100)
     assert [e.operation for e in about_app] == ["SetGrant", "SetRepositorySettings", "DeleteGrant"]
+
+
+def test_audit_events_wait_for_the_machine_version(replica):
+    """A rolling upgrade: until every replica runs code that writes these events, none
+    does (storage/versions.py); then all do, from the same entry on."""
+    replica.ok(org("before"))
+    with replica.store.read() as view:
+        assert view.machine_version == 1 and all_events(view) == []
+    [raised] = replica.ok(commands.set_machine_version(versions.AUDIT_EVENTS))
+    replica.ok(org("after"))
+    with replica.store.read() as view:
+        assert view.machine_version == versions.AUDIT_EVENTS
+        found = [(e.revision, e.operation, e.target) for e in all_events(view)]
+    assert found == [
+        (raised.revision, "SetMachineVersion", "machine version 1 -> 2"),
+        (raised.revision + 1, "CreateOrganization", "organization 'after'"),
+    ]
+    # Never lowered; a version this code does not know is refused before the log.
+    [again] = replica.ok(commands.set_machine_version(1))
+    assert "already 2" in again.message
+    with pytest.raises(InvalidArgument) as unknown:
+        commands.set_machine_version(versions.LATEST + 1)
+    assert unknown.value.field == "version"

@@ -12,7 +12,7 @@ from cluster.auth import ADMIN, READER, REGISTRY, Caller, Callers
 from cluster.client import CredentialError, Credentials, dial, read_token
 from cluster.config import ConfigError, ReplicaConfig
 from regraft.v1 import cluster_pb2, registry_pb2
-from storage import commands, machine, registry
+from storage import commands, machine, registry, versions
 from storage.errors import InvalidArgument
 from storage.names import compute_digest
 from tests.certs import Authority
@@ -422,8 +422,12 @@ def history(store: Replica) -> tuple[int, list[int]]:
 
 @pytest.fixture
 def stores(tmp_path):
-    """Two state machines, as two replicas applying the same log."""
+    """Two state machines, as two replicas applying the same log, at the latest
+    machine version (storage/versions.py)."""
     made = [Replica(str(tmp_path / "a")), Replica(str(tmp_path / "b"))]
+    for store in made:
+        # Timed (long ago): an event without a time would stop pruning by age.
+        store.ok(timed(commands.set_machine_version(versions.LATEST), 1))
     yield made
     for store in made:
         store.store.close()
@@ -473,7 +477,9 @@ def test_event_retention_by_age_uses_the_times_in_the_log(stores, monkeypatch):
     untimed_and_old = store.index
     store.ok(timed(commands.set_event_retention(0, max_age_seconds=3600), start + 1))
     links(store, 3, start + HOUR_MS // 2, "recent")
-    assert history(store)[0] == 0  # the untimed ones stop age pruning
+    # The fixture's machine version change (written long ago) went by age; the untimed
+    # ones after it stop age pruning.
+    assert history(store)[0] == 2
     monkeypatch.setattr(registry, "EVENT_RETENTION", store.index - 4)
     late = start + HOUR_MS + HOUR_MS // 4
     links(store, 2, late, "late")

@@ -1,0 +1,18 @@
+"""Versions of the state machine's apply behaviour.
+
+Every replica must apply every entry the same way, but during a rolling upgrade
+replicas run different code. So a change in what apply does is not switched on by
+the new code itself: it waits until the cluster's machine version, kept in the state
+and raised by a replicated command (SetMachineVersionOp), says so, and the leader
+raises it only once every member reports code that supports it (cluster/membership.py).
+A new cluster starts at the version of the code that records its first members.
+
+    1  up to 2026-11-26
+    2  Access writes and changes of the cluster (members, retention, this version) are
+       Watch events (ACCESS_CHANGE, CLUSTER_CHANGE); age-based event pruning keeps the
+       last MIN_EVENT_REVISIONS revisions whatever the entry times say.
+"""
+
+AUDIT_EVENTS = 2
+# The newest version this code can apply.
+LATEST = 2

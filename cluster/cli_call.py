@@ -65,6 +65,8 @@ def _call(args) -> int:
             if "/" in name:
                 print(f"{name}({method.input_type.name}) -> {method.output_type.name}")
         return 0
+    if args.timeout <= 0:
+        raise ConfigError(f"--timeout must be more than 0 seconds, got {args.timeout}")
     method = known.get(args.method)
     if method is None:
         raise ConfigError(f"no method {args.method!r}: `regraft call list` lists them")

@@ -46,9 +46,9 @@ def free_port(above: int = 0) -> int:
     must compare greater than others; the lowest, so that many such fit in the range).
     """
     low, high = _ephemeral_range()
-    candidates = range(10000, low) if low > 11000 else range(high + 1, 65536)
+    outside = [*range(10000, low), *range(high + 1, 65536)] or list(range(1024, 65536))
+    candidates = range(10000, low) if low > 11000 else outside
     if above:
-        outside = [*range(10000, low), *range(high + 1, 65536)]
         candidates = [p for p in outside if p > above][:200]
         if not candidates:
             raise RuntimeError(f"no loopback port above {above} outside the ephemeral range")

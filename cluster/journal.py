@@ -49,8 +49,9 @@ class DurableJournal(Journal):
         self._offsets: list[int] = []  # file offset of each entry's record
         self._dirty = False
         self._lock = threading.Lock()
-        # Why the last write failed (a full disk), until one succeeds: for health.
-        self.write_error: str | None = None
+        # Why the last append, and the last save of term and vote, failed (a full disk,
+        # no file descriptors left), until one of the same kind succeeds: for health.
+        self._errors: dict[str, str] = {}
         self._meta = self._load_meta()
         self._fd = self._open_log()
 
@@ -129,11 +130,11 @@ class DurableJournal(Journal):
                 # tail, at the next start. The entry is not logged; PySyncObj retries.
                 with contextlib.suppress(OSError):
                     self._truncate(offset)
-                self.write_error = f"appending to the Raft journal: {e.strerror}"
+                self._errors["append"] = f"appending to the Raft journal: {e.strerror}"
                 raise
             self._offsets.append(offset)
             self._dirty = True
-            self.write_error = None
+            self._errors.pop("append", None)
         self._entries.append((command, idx, term))
 
     def clear(self) -> None:
@@ -219,8 +220,14 @@ class DurableJournal(Journal):
         try:
             write_atomically(self._meta_path, json.dumps(self._meta).encode())
         except OSError as e:
-            self.write_error = f"saving the Raft term and vote: {e.strerror}"
+            self._errors["meta"] = f"saving the Raft term and vote: {e.strerror}"
             raise
+        self._errors.pop("meta", None)
+
+    @property
+    def write_error(self) -> str | None:
+        """Why the journal cannot be written now, or None."""
+        return next(iter(self._errors.values()), None)
 
 
 def _write_all(fd: int, data: bytes) -> None:

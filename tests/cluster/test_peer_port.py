@@ -10,8 +10,11 @@ import struct
 import time
 import zlib
 
+import grpc
+
 from cluster.transport import IDENTIFY_WITHIN, MAX_UNIDENTIFIED
 from tests.cluster.harness import push
+from tests.cluster.test_membership import wait_for
 
 
 class RunsCommand:
@@ -145,6 +148,17 @@ def test_running_out_of_descriptors_does_not_close_the_peer_port(cluster):
     while not accepts(address):
         assert time.monotonic() < deadline, f"the peer port {address} stayed closed"
         time.sleep(0.5)
-    with cluster.client() as client:
-        push(client, "safe/app", "after", seed="after-emfile")
+    # Writing the journal's term and vote may have failed meanwhile (EMFILE): the
+    # replica refuses writes until a save succeeds again (within a second), not for good.
+    wait_for(lambda: _writes_through(cluster, follower), f"{follower.id} to take writes again")
     cluster.wait_converged()
+
+
+def _writes_through(cluster, replica) -> bool:
+    with cluster.client([replica]) as client:
+        try:
+            push(client, "safe/app", "after", seed="after-emfile")
+            return True
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e
+            return False

@@ -1,5 +1,6 @@
 """cluster.journal.DurableJournal: what survives a reopen, and what a crash leaves behind."""
 
+import errno
 import json
 import os
 import tempfile
@@ -202,6 +203,27 @@ def test_term_and_vote_survive_reopen(tmp_path, opened):
     again.setCurrentTerm(8, None)
     third = opened(path)
     assert (third.getCurrentTerm(), third.getVotedForNodeId()) == (8, None)
+
+
+def test_a_failed_save_of_term_and_vote_is_reported_until_one_succeeds(
+    tmp_path, opened, monkeypatch
+):
+    """Found with descriptors exhausted (EMFILE): the error stayed after the cause was
+    gone, and the replica refused every write for good."""
+    j = opened(tmp_path / "journal")
+    real = journal_module.write_atomically
+
+    def no_descriptors(path, data):
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(journal_module, "write_atomically", no_descriptors)
+    with pytest.raises(OSError):
+        j.setCurrentTerm(3, None)
+    assert j.write_error == "saving the Raft term and vote: Too many open files"
+    monkeypatch.setattr(journal_module, "write_atomically", real)
+    j.onOneSecondTimer()
+    assert j.write_error is None
+    assert opened(tmp_path / "journal").getCurrentTerm() == 3
 
 
 def test_commit_index_is_persisted_by_the_timer(tmp_path, opened):

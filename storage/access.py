@@ -230,15 +230,15 @@ def delete_user(change: "Change", op: command_pb2.DeleteUserOp) -> command_pb2.R
     """The user, its memberships, ownerships and grants, and its namespace's access."""
     batch = change.batch
     get_user(batch, op.name)
+    _audit(change, "DeleteUser", _describe(_USER + op.name.encode()))
     prefix = op.name.encode() + SEP
     for key, _ in list(batch.scan("user_links", prefix)):
         link = key[len(prefix) :]
         batch.delete(_GROUPS[link[:1]], link[1:] + SEP + op.name.encode())
         batch.delete("user_links", key)
-    _drop_grants_of(batch, _USER + op.name.encode())
-    _drop_namespace(batch, op.name)
+    _drop_grants_of(change, "DeleteUser", _USER + op.name.encode())
+    _drop_namespace(change, "DeleteUser", op.name)
     batch.delete("users", op.name.encode())
-    _audit(change, "DeleteUser", _describe(_USER + op.name.encode()))
     return _ok()
 
 
@@ -246,8 +246,8 @@ def delete_team(change: "Change", op: command_pb2.DeleteTeamOp) -> command_pb2.R
     """The team, its memberships and its grants."""
     get_team(change.batch, op.organization, op.name)
     team = _join(op.organization, op.name)
-    _drop_team(change.batch, team)
     _audit(change, "DeleteTeam", _describe(_TEAM + team))
+    _drop_team(change, "DeleteTeam", team)
     return _ok()
 
 
@@ -258,20 +258,20 @@ def delete_organization(
     batch = change.batch
     get_organization(batch, op.name)
     name = op.name.encode()
-    for key, _ in list(batch.scan("teams", name + SEP)):
-        _drop_team(batch, key)
-    _drop_group(batch, _ORG, name)
-    _drop_grants_on(batch, _ORG + name + SEP)
-    _drop_namespace(batch, op.name)
-    batch.delete("orgs", name)
     _audit(change, "DeleteOrganization", _describe(_ORG + name))
+    for key, _ in list(batch.scan("teams", name + SEP)):
+        _drop_team(change, "DeleteOrganization", key)
+    _drop_group(batch, _ORG, name)
+    _drop_grants_on(change, "DeleteOrganization", _ORG + name + SEP)
+    _drop_namespace(change, "DeleteOrganization", op.name)
+    batch.delete("orgs", name)
     return _ok()
 
 
-def _drop_team(batch: Batch, team: bytes) -> None:
-    _drop_group(batch, _TEAM, team)
-    _drop_grants_of(batch, _TEAM + team)
-    batch.delete("teams", team)
+def _drop_team(change: "Change", cause: str, team: bytes) -> None:
+    _drop_group(change.batch, _TEAM, team)
+    _drop_grants_of(change, cause, _TEAM + team)
+    change.batch.delete("teams", team)
 
 
 def _drop_group(batch: Batch, kind: bytes, group: bytes) -> None:
@@ -282,30 +282,43 @@ def _drop_group(batch: Batch, kind: bytes, group: bytes) -> None:
         batch.delete("user_links", key[len(prefix) :] + SEP + kind + group)
 
 
-def _drop_grants_of(batch: Batch, subject: bytes) -> None:
+def _drop_grants_of(change: "Change", cause: str, subject: bytes) -> None:
     prefix = subject + SEP
-    for key, _ in list(batch.scan("grant_index", prefix)):
-        batch.delete("grant_index", key)
-        batch.delete("grants", key[len(prefix) :] + SEP + subject)
+    for key, _ in list(change.batch.scan("grant_index", prefix)):
+        change.batch.delete("grant_index", key)
+        _drop_grant(change, cause, key[len(prefix) :], subject)
 
 
-def _drop_grants_on(batch: Batch, prefix: bytes) -> None:
+def _drop_grants_on(change: "Change", cause: str, prefix: bytes) -> None:
     """Every grant whose scope key + SEP starts with prefix."""
-    for key, _ in list(batch.scan("grants", prefix)):
+    for key, _ in list(change.batch.scan("grants", prefix)):
         scope, subject = key.split(SEP, 1)
-        batch.delete("grants", key)
-        batch.delete("grant_index", subject + SEP + scope)
+        change.batch.delete("grant_index", subject + SEP + scope)
+        _drop_grant(change, cause, scope, subject)
 
 
-def _drop_namespace(batch: Batch, namespace: str) -> None:
+def _drop_grant(change: "Change", cause: str, scope: bytes, subject: bytes) -> None:
+    """One grant removed by a cascade: an event of its own, so that a Watch of the
+    repository's events sees its access change."""
+    change.batch.delete("grants", scope + SEP + subject)
+    repository = scope[1:].decode() if scope[:1] == _REPO else ""
+    target = f"{_describe(subject)} on {_describe(scope)}"
+    _audit(change, cause, target, "grant removed", repository=repository)
+
+
+def _drop_namespace(change: "Change", cause: str, namespace: str) -> None:
     """Grants on and settings of the namespace's repositories: a later user or
     organization of the same name must not inherit them."""
     name = namespace.encode()
-    _drop_grants_on(batch, _REPO + name + SEP)
-    _drop_grants_on(batch, _REPO + name + b"/")
-    batch.delete("repo_settings", name)
-    for key, _ in list(batch.scan("repo_settings", name + b"/")):
-        batch.delete("repo_settings", key)
+    _drop_grants_on(change, cause, _REPO + name + SEP)
+    _drop_grants_on(change, cause, _REPO + name + b"/")
+    settings = [name] if change.batch.get("repo_settings", name) is not None else []
+    settings += [key for key, _ in change.batch.scan("repo_settings", name + b"/")]
+    for key in settings:
+        change.batch.delete("repo_settings", key)
+        repository = key.decode()
+        target = _describe(_REPO + key)
+        _audit(change, cause, target, "settings removed", repository=repository)
 
 
 # -- memberships --------------------------------------------------------------------

@@ -473,18 +473,43 @@ def test_every_access_write_is_an_audit_event(replica):
     assert replica.apply(delete_user("alice"))[0].code == NOT_FOUND
     with replica.store.read() as view:
         found = [e for e in all_events(view) if e.revision >= since]
-    assert [(e.operation, e.target, e.repository) for e in found] == [
-        (operation, target, repository) for _, operation, target, repository in writes
-    ]
+    # Deleting the organization also removed the settings of its repository: an event
+    # of its own, about that repository, right after the deletion's.
+    cascade = ("DeleteOrganization", "repository 'acme/app': settings removed", "acme/app")
+    expected = [(operation, target, repository) for _, operation, target, repository in writes]
+    expected.insert(12, cascade)
+    assert [(e.operation, e.target, e.repository) for e in found] == expected
     assert {e.kind for e in found} == {registry_pb2.ACCESS_CHANGE}
-    assert [(e.actor, e.time_ms) for e in found] == [
-        (f"cert:admin-{i}", 1_800_000_000_000 + i) for i in range(len(writes))
-    ]
+    actors = [(f"cert:admin-{i}", 1_800_000_000_000 + i) for i in range(len(writes))]
+    actors.insert(12, actors[11])
+    assert [(e.actor, e.time_ms) for e in found] == actors
     assert not any(b"argon2" in e.SerializeToString() for e in found)
     # Watch's repository filter sees the events about its repositories only.
     with replica.store.read() as view:
         about_app, _ = registry.events(view, 0, "acme/app", 100)
-    assert [e.operation for e in about_app] == ["SetGrant", "SetRepositorySettings", "DeleteGrant"]
+    assert [e.operation for e in about_app] == [
+        "SetGrant", "SetRepositorySettings", "DeleteGrant", "DeleteOrganization"
+    ]  # fmt: skip
+
+
+def test_grants_removed_by_a_deletion_are_events_of_their_repositories(replica):
+    replica.ok(commands.set_machine_version(versions.AUDIT_EVENTS))
+    replica.ok(user("dave"), org("corp"), team("corp", "ops"), member("corp", "ops", "dave"))
+    replica.ok(
+        grant(on_repo("corp/api"), to_team("corp", "ops"), ADMIN),
+        grant(on_org("corp"), to_team("corp", "ops"), RO),
+        grant(on_repo("dave/tool"), to_user("dave"), RW),
+    )
+    since = replica.index + 1
+    replica.ok(delete_team("corp", "ops"))
+    with replica.store.read() as view:
+        found = [(e.operation, e.target, e.repository) for e in all_events(view)
+                 if e.revision >= since]  # fmt: skip
+    assert found == [
+        ("DeleteTeam", "team 'corp/ops'", ""),
+        ("DeleteTeam", "team 'corp/ops' on organization 'corp': grant removed", ""),
+        ("DeleteTeam", "team 'corp/ops' on repository 'corp/api': grant removed", "corp/api"),
+    ]
 
 
 def test_audit_events_wait_for_the_machine_version(replica):

@@ -201,6 +201,15 @@ class Changes:
         supports a newer one: until then, all apply entries as the oldest does."""
         if self._raft.status().get("state") != 2:
             return
+        # Not while a membership change runs: a member added meanwhile would go unasked.
+        if not self._lock.acquire(blocking=False):
+            return
+        try:
+            self._raise_version(timeout)
+        finally:
+            self._lock.release()
+
+    def _raise_version(self, timeout: float) -> None:
         with self._raft.store.read() as view:
             current, table = view.machine_version, members.members(view)
         if current >= SUPPORTED_MACHINE_VERSION or not table:
@@ -371,6 +380,15 @@ class Changes:
                 f"learner {member.id!r} has applied index {status.applied_index}, not yet the "
                 f"entry that added it ({member.added_at}): it is not receiving the log. Check "
                 "that it runs with --join, the cluster secret, and a peer it can reach",
+            )
+        with self._raft.store.read() as view:
+            in_force = view.machine_version
+        if max(status.supported_machine_version, 1) < in_force:
+            raise FailedPrecondition(
+                "LEARNER_TOO_OLD",
+                f"learner {member.id!r} runs code that supports machine version "
+                f"{max(status.supported_machine_version, 1)}, and the cluster applies version "
+                f"{in_force}: it would apply entries differently; upgrade it first",
             )
         behind = commit - status.applied_index
         if behind > PROMOTE_MAX_LAG:

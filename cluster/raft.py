@@ -100,6 +100,7 @@ _STATUS_PERIOD = 0.2
 # A leadership transfer may hold new proposals back this long, for a target at most
 # TRANSFER_MAX_LAG entries behind, to let it catch up (transfer_leadership).
 TRANSFER_HOLD = 1.0
+TRANSFER_HOLD_EVERY = 5.0
 TRANSFER_MAX_LAG = 2000
 # Attempts, one second apart, to bind the peer port before the replica gives up.
 BIND_ATTEMPTS = 5
@@ -156,6 +157,7 @@ class Raft(SyncObj):
         self._last_leader = None
         # (target node, hold until, TimeoutNow sent) while leadership is handed over.
         self._transfer_pending: tuple | None = None
+        self._last_hold = -TRANSFER_HOLD_EVERY
         conf = SyncObjConf(
             password=settings.secret,
             autoTick=True,
@@ -249,8 +251,12 @@ class Raft(SyncObj):
             if self._send_timeout_now(address):
                 return True
             target = self._transfer_candidate(address)
-            if target is not None:
-                self._transfer_pending = (target, time.monotonic() + TRANSFER_HOLD, False)
+            now = time.monotonic()
+            # At most one hold per TRANSFER_HOLD_EVERY: a target that does not catch up
+            # must not keep the cluster's writes held for as long as the caller retries.
+            if target is not None and now - self._last_hold >= TRANSFER_HOLD_EVERY:
+                self._last_hold = now
+                self._transfer_pending = (target, now + TRANSFER_HOLD, False)
             return False
 
         try:

@@ -23,7 +23,13 @@ from cluster import auth, metrics, streams
 from cluster.backup import BackupSource
 from cluster.config import ConfigError, ReplicaConfig
 from cluster.http import ProbeServer
-from cluster.membership import Changes, Members, raft_peers, starts_as_learner
+from cluster.membership import (
+    SUPPORTED_MACHINE_VERSION,
+    Changes,
+    Members,
+    raft_peers,
+    starts_as_learner,
+)
 from cluster.raft import Raft, RaftSettings
 from cluster.reads import Reads
 from cluster.service_access import AccessService
@@ -226,7 +232,14 @@ class Replica:
         # The recorded table only: before it reaches this replica, the configured
         # members (this one a voter among them) say nothing about its role.
         with self.store.read() as view:
-            recorded = members.members(view)
+            recorded, in_force = members.members(view), view.machine_version
+        if in_force > SUPPORTED_MACHINE_VERSION:
+            return Ending(
+                f"the cluster applies machine version {in_force}, newer than this code "
+                f"supports ({SUPPORTED_MACHINE_VERSION}): it would apply entries differently "
+                "from the other replicas; run the release the others run",
+                exit_code=1,
+            )
         me = next((m for m in recorded if m.id == self.config.id), None)
         status = self.raft.status()
         # Promoted: the table says so, or Raft's voter change reached this learner. The

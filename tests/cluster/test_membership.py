@@ -223,6 +223,36 @@ def _cli(*args: str) -> str:
     return done.stdout
 
 
+def test_a_learner_running_older_code_is_not_promoted(cluster):
+    """It would apply entries the way of an older machine version (storage/versions.py):
+    the promotion is refused, and the learner itself stops once it sees the version."""
+    old = cluster.new_member("r4")
+    old._env = {**old._env, "REGRAFT_MACHINE_VERSION": "1"}
+    request = cluster_pb2.AddMemberRequest(
+        id="r4", raft_address=old.config.raft_address, grpc_address=old.endpoint
+    )
+    change(cluster, "AddMember", request)
+    old.start()
+    refusals = []
+
+    def kept_out():
+        try:
+            change(cluster, "PromoteMember", cluster_pb2.PromoteMemberRequest(id="r4"))
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.FAILED_PRECONDITION, e
+            refusals.append(e.details())
+            return not old.running
+        raise AssertionError("a learner on older code was promoted")
+
+    wait_for(kept_out, "the learner on older code to stop")
+    assert old.process.returncode == 1
+    assert "the cluster applies machine version 2, newer than this code supports (1)" in (old.log())
+    too_old = [d for d in refusals if "LEARNER_TOO_OLD" in d]
+    for details in too_old:  # if asked while it still ran
+        assert "supports machine version 1, and the cluster applies version 2" in details
+    assert members_of(cluster)["r4"].membership == Role.LEARNER
+
+
 def test_leadership_moves_under_continuous_writes(cluster):
     """PySyncObj hands over only to a voter whose log matches the leader's last entry at
     that instant, which continuous writes almost never allow: the leader holds new

@@ -84,3 +84,14 @@ def test_new_apply_behaviour_waits_for_every_replica(make_cluster):
         client.call("CreateOrganization", access_pb2.OrganizationRequest(name="upgraded"))
     cluster.wait_converged()
     assert access_events() == ["CreateOrganization"]
+
+    # Going back to the previous release now would apply entries the old way: refused.
+    downgraded = cluster.replicas[0]
+    downgraded.stop()
+    downgraded._env = {**downgraded._env, "REGRAFT_MACHINE_VERSION": "1"}
+    downgraded.start()
+    wait_for(lambda: not downgraded.running, f"{downgraded.id} to refuse to run")
+    assert downgraded.process.returncode == 1
+    assert "the cluster applies machine version 2, newer than this code supports (1)" in (
+        downgraded.log()
+    )

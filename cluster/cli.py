@@ -317,7 +317,7 @@ def _status_parser(commands) -> None:
 def _status(args) -> int:
     from google.protobuf.json_format import MessageToDict
 
-    endpoints = [e.strip() for e in args.endpoints.split(",") if e.strip()]
+    endpoints = cli_auth.endpoint_list(args.endpoints)
     rows = query_members(endpoints, args.timeout, cli_auth.client_credentials(args))
     if args.json:
         print(
@@ -497,7 +497,7 @@ def _bench_parser(commands) -> None:
 def _bench(args) -> int:
     from cluster import bench
 
-    endpoints = [e.strip() for e in args.endpoints.split(",") if e.strip()]
+    endpoints = cli_auth.endpoint_list(args.endpoints)
     results = []
     for op in args.ops.split(","):
         for concurrency in (int(c) for c in args.concurrency.split(",")):

@@ -38,6 +38,14 @@ def add_client_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+def endpoint_list(text: str) -> list[str]:
+    """The addresses of an --endpoints flag (comma-separated); at least one."""
+    endpoints = [e.strip() for e in text.split(",") if e.strip()]
+    if not endpoints:
+        raise ConfigError(f"--endpoints {text!r} names no host:port")
+    return endpoints
+
+
 def client_credentials(args: argparse.Namespace) -> Credentials:
     token = read_token(args.token_file) if args.token_file else token_from_env()
     return Credentials(
@@ -112,8 +120,7 @@ def _log(args) -> int:
     current at the start, or on with --follow."""
     if args.from_revision < 0:
         raise ConfigError(f"--from-revision must be 0 or more, got {args.from_revision}")
-    endpoints = [e.strip() for e in args.endpoints.split(",") if e.strip()]
-    with Client(endpoints, credentials=client_credentials(args)) as client:
+    with Client(endpoint_list(args.endpoints), credentials=client_credentials(args)) as client:
         endpoint, status = _answering(client)
         last = 0 if args.follow else status.revision
         first = max(args.from_revision, 1)
@@ -175,8 +182,7 @@ def _retention(args) -> int:
     from cluster.cli_members import call_leader  # cli_members imports this module
 
     credentials = client_credentials(args)
-    endpoints = [e.strip() for e in args.endpoints.split(",") if e.strip()]
-    with Client(endpoints, credentials=credentials) as client:
+    with Client(endpoint_list(args.endpoints), credentials=credentials) as client:
         current = _answering(client)[1].event_retention
     if args.revisions is None and args.max_age is None:
         print(_describe(current))

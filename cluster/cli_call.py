@@ -77,7 +77,7 @@ def _call(args) -> int:
     answer = message_factory.GetMessageClass(method.output_type)
     credentials = cli_auth.client_credentials(args)
     if method.server_streaming:
-        endpoint = args.endpoints.split(",")[0].strip()
+        endpoint = cli_auth.endpoint_list(args.endpoints)[0]
         with dial(endpoint, credentials) as channel:
             stream = channel.unary_stream(
                 path,

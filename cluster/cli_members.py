@@ -88,7 +88,7 @@ def follow_leader(
 ):
     """invoke(channel, seconds left) on each endpoint in turn, and on the leader an
     UNAVAILABLE answer names, until one answers or `timeout` passes."""
-    queue = [e.strip() for e in endpoints.split(",") if e.strip()]
+    queue = cli_auth.endpoint_list(endpoints)
     deadline = time.monotonic() + timeout
     last_error: grpc.RpcError | None = None
     tried = 0

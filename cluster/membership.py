@@ -67,6 +67,12 @@ class Members:
         """A channel to another member's gRPC API, with this replica's credentials."""
         return dial(grpc_address, self._credentials)
 
+    def status_of(self, member: Member, timeout: float) -> cluster_pb2.StatusResponse:
+        """Another member's own Status answer (raises grpc.RpcError)."""
+        with self.dial(member.grpc_address) as channel:
+            request = cluster_pb2.StatusRequest()
+            return cluster_pb2_grpc.ClusterStub(channel).Status(request, timeout=timeout)
+
     def table(self, view: View | None = None) -> list[Member]:
         """The replicated table (in `view`, else now); before it is seeded, the configuration."""
         if view is None:
@@ -214,13 +220,11 @@ class Changes:
             current, table = view.machine_version, members.members(view)
         if current >= SUPPORTED_MACHINE_VERSION or not table:
             return
-        request = cluster_pb2.StatusRequest()
         for member in table:
             if member.id == self._members.self_id:
                 continue
             try:
-                with self._members.dial(member.grpc_address) as channel:
-                    status = cluster_pb2_grpc.ClusterStub(channel).Status(request, timeout=2.0)
+                status = self._members.status_of(member, 2.0)
             except grpc.RpcError:
                 return  # unreachable: ask again later
             # Older code leaves the field out: 0, below every version.
@@ -364,10 +368,7 @@ class Changes:
     def _require_caught_up(self, member: Member) -> None:
         commit = self._raft.status()["commit_idx"]
         try:
-            with self._members.dial(member.grpc_address) as channel:
-                status = cluster_pb2_grpc.ClusterStub(channel).Status(
-                    cluster_pb2.StatusRequest(), timeout=3.0
-                )
+            status = self._members.status_of(member, 3.0)
         except grpc.RpcError as e:
             raise FailedPrecondition(
                 "LEARNER_UNREACHABLE",

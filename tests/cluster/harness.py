@@ -36,6 +36,30 @@ def _ephemeral_range() -> tuple[int, int]:
         return 32768, 60999
 
 
+def regraft(*args: str, stdin: str = "", timeout: float = 300.0) -> subprocess.CompletedProcess:
+    """The CLI as an operator runs it, to its exit."""
+    return subprocess.run(
+        [sys.executable, "-m", "cluster.cli", *args],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": ROOT},
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def closed_by_peer(connection: socket.socket, within: float) -> bool:
+    """Whether the other end closes (or resets) the connection within `within` seconds."""
+    connection.settimeout(within)
+    try:
+        return connection.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
 def free_port(above: int = 0) -> int:
     """A loopback port that is free now and was not handed out before in this run.
 

@@ -3,7 +3,6 @@ it, refusals carry the right status codes, `regraft call` drives it."""
 
 import json
 import subprocess
-import sys
 import time
 
 import grpc
@@ -12,7 +11,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from regraft.v1 import access_pb2, access_pb2_grpc, registry_pb2
-from tests.cluster.harness import ROOT, push
+from tests.cluster.harness import push, regraft
 
 pb = access_pb2
 
@@ -120,14 +119,7 @@ def test_errors_immutable_tags_reflection_and_health(cluster):
 
 
 def regraft_call(cluster, *arguments: str) -> subprocess.CompletedProcess:
-    endpoints = ",".join(cluster.endpoints)
-    return subprocess.run(
-        [sys.executable, "-m", "cluster.cli", "call", *arguments, "--endpoints", endpoints],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return regraft("call", *arguments, "--endpoints", ",".join(cluster.endpoints), timeout=60)
 
 
 def test_accounts_and_permissions_from_the_shell(cluster):

@@ -21,7 +21,7 @@ from regraft.v1 import (
     registry_pb2,
 )
 from tests.certs import Authority
-from tests.cluster.harness import ROOT, LocalCluster, push
+from tests.cluster.harness import ROOT, LocalCluster, push, regraft
 
 ADMIN_TOKEN = "admin-token-" + "a" * 20
 READER_TOKEN = "reader-token-" + "b" * 20
@@ -180,13 +180,7 @@ def audit(cluster: LocalCluster, *arguments: str) -> str:
     """`regraft audit ...` as the cluster's admin (cert:ops); its standard output."""
     ops = cluster.credentials
     flags = ["--ca-file", ops.ca_file, "--cert-file", ops.cert_file, "--key-file", ops.key_file]
-    done = subprocess.run(
-        [sys.executable, "-m", "cluster.cli", "audit", *arguments, *flags],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = regraft("audit", *arguments, *flags, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
 

@@ -3,8 +3,6 @@
 import hashlib
 import os
 import re
-import subprocess
-import sys
 import time
 
 import grpc
@@ -13,21 +11,8 @@ import pytest
 from cluster.client import Client
 from cluster.config import ReplicaConfig
 from regraft.v1 import cluster_pb2
-from tests.cluster.harness import ROOT, ReplicaProcess, free_port
+from tests.cluster.harness import ROOT, ReplicaProcess, free_port, regraft
 from tests.cluster.test_replication import Writer
-
-
-def regraft(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
-    """The CLI as an operator runs it."""
-    return subprocess.run(
-        [sys.executable, "-m", "cluster.cli", *args],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": ROOT},
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def field(output: str, name: str) -> str:

@@ -6,7 +6,8 @@ import re
 import time
 
 from regraft.v1 import cluster_pb2
-from tests.cluster.test_backup import all_tags, regraft, wait_leading_alone
+from tests.cluster.harness import regraft
+from tests.cluster.test_backup import all_tags, wait_leading_alone
 from tests.cluster.test_membership import join
 from tests.cluster.test_replication import Writer
 

@@ -13,7 +13,7 @@ import zlib
 import grpc
 
 from cluster.transport import IDENTIFY_WITHIN, MAX_UNIDENTIFIED
-from tests.cluster.harness import push
+from tests.cluster.harness import closed_by_peer, push
 from tests.cluster.test_membership import wait_for
 
 
@@ -95,16 +95,6 @@ def strangers(address: str, count: int) -> list[socket.socket]:
     return opened
 
 
-def closed_by_replica(connection: socket.socket, within: float) -> bool:
-    connection.settimeout(within)
-    try:
-        return connection.recv(1) == b""
-    except ConnectionResetError:
-        return True
-    except TimeoutError:
-        return False
-
-
 def accepts(address: str) -> bool:
     host, port = address.rsplit(":", 1)
     try:
@@ -120,7 +110,7 @@ def test_connections_that_never_identify_are_dropped(cluster):
     try:
         assert len(flood) == MAX_UNIDENTIFIED + 16
         # Past the cap, closed on arrival; the others once their time to identify is up.
-        assert all(closed_by_replica(c, IDENTIFY_WITHIN + 10) for c in flood)
+        assert all(closed_by_peer(c, IDENTIFY_WITHIN + 10) for c in flood)
     finally:
         for connection in flood:
             connection.close()

@@ -3,13 +3,12 @@
 import os
 import socket
 import subprocess
-import sys
 
 import pytest
 
 from storage import keys
 from storage.db import FORMAT_VERSION, Store
-from tests.cluster.harness import ROOT, free_port
+from tests.cluster.harness import free_port, regraft
 
 
 def serve(data_dir, **addresses) -> subprocess.CompletedProcess:
@@ -19,14 +18,7 @@ def serve(data_dir, **addresses) -> subprocess.CompletedProcess:
     command = ["serve", "--id", "r1", "--data-dir", str(data_dir), "--insecure"]
     for name, address in ports.items():
         command += [f"--{name}-address", address]
-    return subprocess.run(
-        [sys.executable, "-m", "cluster.cli", *command],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": ROOT},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return regraft(*command, timeout=120)
 
 
 def test_serve_refuses_a_data_dir_of_a_newer_format(tmp_path):

@@ -98,7 +98,7 @@ class ReplicaProcess:
         self.endpoint = config.grpc_address
         self._config_path = os.path.join(directory, f"{config.id}.toml")
         self._log_path = os.path.join(directory, f"{config.id}.log")
-        self._env = env
+        self.env = env  # of the next start
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
@@ -110,7 +110,7 @@ class ReplicaProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=ROOT,
-                env=self._env,
+                env=self.env,
             )
 
     @property

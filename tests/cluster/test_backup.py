@@ -102,6 +102,21 @@ def test_backup_during_writes_restores_into_a_new_cluster(make_cluster, solo, tm
     assert int(field(checked.stdout, "revision")) == revision
     state_hash = field(checked.stdout, "state hash")
     assert state_hash == field(taken.stdout, "state hash")
+    # Cut short (a copy that stopped half-way): refused by both, and the empty data
+    # directory given to restore stays empty.
+    truncated, empty = str(tmp_path / "truncated.regraft"), str(tmp_path / "empty")
+    with open(out, "rb") as f, open(truncated, "wb") as g:
+        g.write(f.read()[: os.path.getsize(out) // 2])
+    os.mkdir(empty)
+    for refused in (
+        regraft("backup", "verify", truncated),
+        regraft("restore", truncated, "--data-dir", empty),
+    ):
+        assert refused.returncode == 1
+        assert f"{truncated}: checksum mismatch: the file is truncated or corrupt" in (
+            refused.stderr
+        )
+    assert os.listdir(empty) == []
 
     new = ReplicaConfig(
         id="n1",

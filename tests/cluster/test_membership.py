@@ -3,7 +3,6 @@
 import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 
@@ -14,7 +13,7 @@ from cluster.cli_members import call_leader
 from cluster.config import ReplicaConfig
 from cluster.replica import VOTER_MARKER
 from regraft.v1 import cluster_pb2, record_pb2
-from tests.cluster.harness import ROOT, push
+from tests.cluster.harness import push, regraft
 from tests.cluster.test_replication import Writer, assert_all_present
 
 Role = record_pb2.MemberRecord.Role
@@ -179,15 +178,17 @@ def test_refusals(cluster):
     wait_for(lambda: not members_of(cluster, live)[down.id].reachable, f"{down.id} to look down")
     error = refused(cluster, "RemoveMember", cluster_pb2.RemoveMemberRequest(id=victim.id))
     assert "quorum" in error.details() and "--force" in error.details()
-    error = refused(
-        cluster,
-        "AddMember",
-        cluster_pb2.AddMemberRequest(
-            id="r6", raft_address="127.0.0.1:9", grpc_address="127.0.0.1:8"
-        ),
-    )
-    assert down.id in error.details() and "--force" in error.details()
+    add = ("member", "add", "r6", "--raft-address", "127.0.0.1:9", "--grpc-address")
+    add += ("127.0.0.1:8", "--endpoints", ",".join(r.endpoint for r in live))
+    unsafe = regraft(*add)
+    assert unsafe.returncode == 1
+    assert "CLUSTER_UNHEALTHY: refusing to add 'r6'" in unsafe.stderr
+    assert down.id in unsafe.stderr and "--force" in unsafe.stderr
     assert sorted(members_of(cluster, live)) == ["r1", "r2", "r3"]
+    # The operator's explicit --force overrides the refusal.
+    forced = regraft(*add, "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert members_of(cluster, live)["r6"].membership == Role.LEARNER
 
 
 def _refusal_once_it_answers(cluster, member_id: str) -> grpc.RpcError | None:
@@ -199,10 +200,10 @@ def test_member_cli_and_leadership_transfer(cluster):
     endpoints = ",".join(cluster.endpoints)
     before = cluster.wait_for_leader()
     target = next(r for r in cluster.replicas if r is not before)
-    out = _cli("leader", "transfer", "--to", target.id, "--endpoints", endpoints)
+    out = _cli("leader", "transfer", "--to", target.id, "--endpoints", endpoints).stdout
     assert f"leader is now {target.id}" in out
     assert cluster.wait_for_leader() is target
-    listing = _cli("member", "list", "--endpoints", endpoints)
+    listing = _cli("member", "list", "--endpoints", endpoints).stdout
     lines = listing.splitlines()
     assert lines[0].split()[:2] == ["ID", "ROLE"]
     assert [line.split()[0] for line in lines[1:]] == ["r1", "r2", "r3"]
@@ -210,24 +211,38 @@ def test_member_cli_and_leadership_transfer(cluster):
     leader_line = next(line for line in lines[1:] if line.startswith(target.id))
     assert "*" in leader_line.split()
 
-
-def _cli(*args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "cluster.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
+    # add prints how to start the learner; removing a learner changes no voter count.
+    added = _cli(
+        *("member", "add", "r4", "--raft-address", "127.0.0.1:9", "--grpc-address"),
+        *("127.0.0.1:8", "--endpoints", endpoints),
     )
+    assert "r4 is a learner" in added.stdout and "regraft member promote r4" in added.stdout
+    assert "regraft serve --join --id r4" in added.stdout
+    assert not _cli("member", "remove", "r4", "--endpoints", endpoints).stderr
+    # Two voters tolerate no more failures than one: the CLI says so.
+    follower = next(r for r in cluster.replicas if r is not target)
+    removed = _cli("member", "remove", follower.id, "--endpoints", endpoints)
+    assert [line.split()[0] for line in removed.stdout.splitlines()[1:]] == sorted(
+        r.id for r in cluster.replicas if r is not follower
+    )
+    assert (
+        "warning: 2 voters tolerate no more failed replicas than 1 do; an odd number is "
+        "recommended" in removed.stderr
+    )
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    """`regraft ARGS`, which must succeed."""
+    done = regraft(*args, timeout=120)
     assert done.returncode == 0, done.stderr
-    return done.stdout
+    return done
 
 
 def test_a_learner_running_older_code_is_not_promoted(cluster):
     """It would apply entries the way of an older machine version (storage/versions.py):
     the promotion is refused, and the learner itself stops once it sees the version."""
     old = cluster.new_member("r4")
-    old._env = {**old._env, "REGRAFT_MACHINE_VERSION": "1"}
+    old.env = {**old.env, "REGRAFT_MACHINE_VERSION": "1"}
     request = cluster_pb2.AddMemberRequest(
         id="r4", raft_address=old.config.raft_address, grpc_address=old.endpoint
     )
@@ -296,6 +311,25 @@ def test_a_learner_compacts_its_log(make_cluster):
     wait_for(lambda: cluster.metric(learner, taken) >= 1, "a snapshot on the learner")
     assert cluster.metric(learner, 'regraft_snapshots_total{outcome="failed"}') == 0
     assert members_of(cluster)["r4"].membership == Role.LEARNER
+
+
+def test_a_learner_joins_by_snapshot_once_the_log_is_compacted(make_cluster):
+    """The entries it lacks are gone from every member's log: only a snapshot brings it
+    in, and it is promoted once it has caught up."""
+    cluster = make_cluster(snapshot_entries=50)
+    with cluster.client() as client:
+        digest = push(client, "compact/app", "base", seed="compact").digest
+        for i in range(150):
+            client.put_tag("compact/app", f"t{i}", digest)
+    taken = 'regraft_snapshots_total{outcome="taken"}'
+    wait_for(
+        lambda: all(cluster.metric(r, taken) >= 1 for r in cluster.replicas),
+        "every member to compact its log",
+    )
+    joined = join(cluster, "r4")
+    assert cluster.metric(joined, "regraft_snapshot_installs_total") >= 1
+    assert members_of(cluster)["r4"].membership == Role.VOTER
+    cluster.wait_converged()
 
 
 def test_a_second_concurrent_change_is_refused(cluster):

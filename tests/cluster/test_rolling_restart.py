@@ -57,7 +57,7 @@ def test_new_apply_behaviour_waits_for_every_replica(make_cluster):
 
     def upgrade(replica) -> None:
         replica.stop()
-        replica._env = {k: v for k, v in replica._env.items() if k != "REGRAFT_MACHINE_VERSION"}
+        replica.env = {k: v for k, v in replica.env.items() if k != "REGRAFT_MACHINE_VERSION"}
         replica.start()
         wait_for(lambda: _caught_up(cluster, replica), f"{replica.id} to catch up")
 
@@ -88,7 +88,7 @@ def test_new_apply_behaviour_waits_for_every_replica(make_cluster):
     # Going back to the previous release now would apply entries the old way: refused.
     downgraded = cluster.replicas[0]
     downgraded.stop()
-    downgraded._env = {**downgraded._env, "REGRAFT_MACHINE_VERSION": "1"}
+    downgraded.env = {**downgraded.env, "REGRAFT_MACHINE_VERSION": "1"}
     downgraded.start()
     wait_for(lambda: not downgraded.running, f"{downgraded.id} to refuse to run")
     assert downgraded.process.returncode == 1

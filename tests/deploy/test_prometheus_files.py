@@ -151,6 +151,11 @@ def test_alert_thresholds_match_status_and_readiness():
     rules = {rule["alert"]: rule["expr"] for rule in alert_rules()}
     (lag,) = re.findall(r"regraft_peer_lag_entries > (\d+)$", rules["RegraftReplicaLagging"])
     assert int(lag) == cli.LAG_LIMIT == replica.READY_MAX_LAG
+    (unapplied,) = re.findall(
+        r"regraft_commit_index - regraft_applied_index > (\d+)$",
+        rules["RegraftReplicaNotApplying"],
+    )
+    assert int(unapplied) == cli.LAG_LIMIT
     (free,) = re.findall(
         r"regraft_disk_free_bytes / regraft_disk_total_bytes < ([\d.]+)$",
         rules["RegraftDatabaseNearSizeLimit"],

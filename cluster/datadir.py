@@ -5,19 +5,45 @@ loads at start-up) and the replicated member table (storage/members.py), from wh
 cluster/replica.py takes the Raft peers it starts with.
 
 Used by restore and emergency repair, which prepare a data directory while no replica
-runs on it. The names are those cluster/replica.py and cluster/raft.py use.
+runs on it, and by cluster/replica.py to open its state. The names are those
+cluster/replica.py and cluster/raft.py use.
 """
 
+import logging
 import os
+import shutil
 
 from cluster.raft import snapshot_header
 from storage import members, snapshot
-from storage.db import Store
+from storage.db import Store, TornStateError
 from storage.members import Member, Role
 
 STATE = "state"  # the LMDB environment
 JOURNAL = "raft.journal"
 SNAPSHOT = "raft.snapshot"  # PySyncObj's fullDumpFile
+
+log = logging.getLogger(__name__)
+
+
+def open_state(data_dir: str) -> Store:
+    """The replica's LMDB state, rebuilt if a crash of the machine may have torn it.
+
+    LMDB commits without fsync (storage/db.py), so after such a crash only the Raft
+    snapshot and the journal, both fsynced, are trusted: the state starts again from
+    the snapshot (here, so that the member table is read from it), and Raft applies
+    the journal's entries after it as it does after any restart.
+    """
+    path = os.path.join(data_dir, STATE)
+    try:
+        return Store(path)
+    except TornStateError as e:
+        log.warning("%s: rebuilding it from the Raft snapshot and journal", e)
+    shutil.rmtree(path)
+    store = Store(path)
+    snapshot_path = os.path.join(data_dir, SNAPSHOT)
+    if os.path.isfile(snapshot_path):
+        snapshot.install(store, snapshot_path)
+    return store
 
 
 def write_solo_snapshot(

@@ -1,18 +1,20 @@
 """The PySyncObj adapter: propose(command) -> future result, applied to LMDB.
 
 What this adds to PySyncObj, and why (../shared/DESIGN.md has the measurements):
-- Durability. The journal is cluster/journal.py (fsynced); the transport fsyncs it
-  before any message leaves. Committed entries are applied into one LMDB write
-  transaction per tick (a batch), committed with fsync at the end of the tick, after
-  the journal. A proposal's result is released only once its batch is committed, so
-  an acknowledged write is on disk on a majority and readable here.
+- Durability. The journal is cluster/journal.py (fsynced at the end of every tick
+  that appended to it); the transport fsyncs it before a vote or a follower's reply
+  leaves. Committed entries are applied into one LMDB write transaction per tick (a
+  batch), committed without fsync at the end of the tick (storage/db.py says why
+  that is safe). A proposal's result is released only once its batch is committed,
+  so an acknowledged write is in the journal of a majority and readable here.
 - Apply never raises. LMDB errors (a full map) abort the batch, which is replayed.
 - Snapshots without stalls. The serializer only starts a thread that copies LMDB
   from a read transaction; heartbeats go on meanwhile. Installing never rolls back.
 - Deadlines. A proposal whose callback never comes (a lost forward) fails at its
   deadline with an unknown outcome, instead of hanging.
 - Latency. A proposal wakes the tick loop, and a leader that appended entries sends
-  them at once instead of at the next heartbeat.
+  them at the end of the same tick, before its own fsync, so that its disk and the
+  followers' work at the same time.
 """
 
 import base64
@@ -376,7 +378,7 @@ class Raft(SyncObj):
             time.sleep(1.0)
 
     def _commit(self) -> None:
-        """Make the open batch durable, then release the results it holds."""
+        """Commit the open batch, then release the results it holds."""
         if self._batch is None:
             return
         started = time.monotonic()
@@ -402,6 +404,12 @@ class Raft(SyncObj):
             _settle(future, result=result)
 
     def _after_tick(self) -> None:
+        leading = self._isLeader()
+        if leading and self._last_log_index() > self._sent_upto:
+            # New entries go out before this replica's own fsync, so that the followers
+            # write meanwhile; the leader's copy counts towards a majority from the next
+            # tick on, when the replies are read, after the fsync.
+            self._send_appends()
         self.journal.sync()
         self._commit()
         while not self._tick_calls.empty():
@@ -414,15 +422,15 @@ class Raft(SyncObj):
         self._expire(now)
         if now - self._status_at > _STATUS_PERIOD:
             self._refresh_status(now)
-        if self._isLeader():
-            # Send new entries, and news of a higher commit index (followers apply and
-            # answer forwarded writes only when they hear of it), now rather than at
-            # the next heartbeat.
-            last, commit = self._last_log_index(), self.raftCommitIndex
-            if last > self._sent_upto or commit > self._commit_announced:
-                self._sent_upto, self._commit_announced = last, commit
-                self._SyncObj__newAppendEntriesTime = 0
-                self._wake()
+        if leading and self.raftCommitIndex > self._commit_announced:
+            # Followers apply, and answer the writes they forwarded, only when they hear
+            # of a higher commit index: tell them after this replica's answers are out.
+            self._send_appends()
+
+    def _send_appends(self) -> None:
+        """Send new entries and the commit index now rather than at the next heartbeat."""
+        self._sent_upto, self._commit_announced = self._last_log_index(), self.raftCommitIndex
+        self._SyncObj__sendAppendEntries()
 
     def _refresh_status(self, now: float) -> None:
         """Copy PySyncObj's status on its own thread: its dicts change under other threads."""

@@ -22,7 +22,7 @@ from cluster.datadir import JOURNAL, SNAPSHOT, STATE, set_sole_member, write_sol
 from cluster.journal import DurableJournal
 from cluster.raft import NO_OP_ENTRY, _decode_entry, is_voter_change
 from storage import members, snapshot
-from storage.db import Store
+from storage.db import Store, TornStateError
 from storage.members import Member
 
 
@@ -63,7 +63,13 @@ class DataDir:
         except ConfigError as e:
             raise RepairError(f"{e}: stop that replica first") from None
         try:
-            self.store = Store(os.path.join(self.path, STATE))
+            try:
+                self.store = Store(os.path.join(self.path, STATE))
+            except TornStateError as e:
+                raise RepairError(
+                    f"{e}. Start the replica once (regraft serve): it rebuilds its state "
+                    "from its Raft snapshot and journal. Stop it, then run this again."
+                ) from None
             try:
                 self.journal = DurableJournal(os.path.join(self.path, JOURNAL))
             except BaseException:

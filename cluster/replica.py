@@ -19,7 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import REGISTRY
 
-from cluster import auth, metrics, streams
+from cluster import auth, datadir, metrics, streams
 from cluster.backup import BackupSource
 from cluster.config import ConfigError, ReplicaConfig
 from cluster.http import ProbeServer
@@ -44,7 +44,6 @@ from regraft.v1 import (
     registry_pb2_grpc,
 )
 from storage import members
-from storage.db import Store
 from storage.files import write_atomically
 from storage.members import Role
 
@@ -83,7 +82,7 @@ class Replica:
         api_checks = auth.interceptors(config, config.read_secret())
         os.makedirs(config.data_dir, exist_ok=True)
         self._lock_file = _lock_data_dir(config.data_dir)
-        self.store = Store(os.path.join(config.data_dir, "state"))
+        self.store = datadir.open_state(config.data_dir)
         with self.store.read() as view:
             table = members.members(view)
         # A replica added with `regraft member add` runs as a learner (PySyncObj's

@@ -1,10 +1,13 @@
 """PySyncObj's TCP transport with two changes that make it safe.
 
-- Durability: before a Raft message leaves, the journal is fsynced. A follower's
-  acknowledgement or vote, and a leader's append, can then only speak of entries that
-  are on disk, and one fsync covers everything appended since the last message.
-  Forwarding a command to the leader, and the leader's "queued at index N" answer,
-  claim nothing about the disk; syncing for them would cost one fsync per command.
+- Durability: before a vote or a follower's reply leaves, the journal is fsynced: it
+  can then only speak of entries that are on disk, and one fsync covers everything
+  appended since the last message. A leader's append claims nothing about the
+  leader's disk: its own copy counts towards a majority only when the replies are
+  read, and the tick syncs the journal before that (cluster/raft.py), so followers
+  write while the leader does. Forwarding a command to the leader, and the leader's
+  "queued at index N" answer, claim nothing either; syncing for them would cost one
+  fsync per command.
 - Stale acknowledgements: PySyncObj sets a follower's next index to whatever a
   success reply says, so a late reply to a heartbeat moves it backwards, and the
   leader sends again entries the follower has; PySyncObj's follower then truncates its
@@ -98,7 +101,7 @@ def _bind_keeping_the_port(server: TcpServer) -> None:
 
 TcpServer.bind = _bind_keeping_the_port
 
-_NO_DURABILITY_CLAIM = frozenset({"apply_command", "apply_command_response"})
+_NO_DURABILITY_CLAIM = frozenset({"apply_command", "apply_command_response", "append_entries"})
 
 
 class DurableTransport(TCPTransport):

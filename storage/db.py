@@ -1,7 +1,8 @@
 """The LMDB environment of one replica: named databases, format version, batches.
 
 All writes happen on one thread (the Raft apply thread) through a Batch: one write
-transaction holding one or more log entries, committed with fsync. Reads run on any
+transaction holding one or more log entries, committed without fsync (see Store for
+why that is safe, and what happens after a crash of the machine). Reads run on any
 thread in their own read transaction. Replacing the whole environment (installing a
 snapshot) or growing its map takes an exclusive lock that waits for readers to finish.
 
@@ -20,9 +21,11 @@ from collections.abc import Iterator
 import lmdb
 
 from storage import keys
-from storage.files import fsync_dir
+from storage.files import fsync_dir, write_atomically
 
-FORMAT_VERSION = 1
+# 2: commits without fsync (a release that fsyncs every commit would trust a torn
+# file), and the state may hold a machine version (storage/versions.py).
+FORMAT_VERSION = 2
 DEFAULT_MAP_SIZE = 16 << 30
 MAX_READERS = 1024
 
@@ -60,6 +63,23 @@ _MODULUS = 1 << 256
 
 class FormatError(RuntimeError):
     """The data directory was written by a newer regraft, or is not ours."""
+
+
+class TornStateError(FormatError):
+    """The machine restarted while the store was open: its file may be torn."""
+
+
+# In the LMDB directory while a Store has it open: the boot it was opened in.
+OPEN_MARKER = "open-in-boot"
+
+
+def boot_id() -> str:
+    """This boot of the machine (REGRAFT_BOOT_ID stands in for a reboot in tests)."""
+    override = os.environ.get("REGRAFT_BOOT_ID")
+    if override:
+        return override
+    with open("/proc/sys/kernel/random/boot_id") as f:
+        return f.read().strip()
 
 
 class _ReadWriteLock:
@@ -248,33 +268,37 @@ class Store:
     def _open(self) -> None:
         self._finish_replace()
         os.makedirs(self.path, exist_ok=True)
-        # One fsync per committed batch (sync=True); the meta page is not fsynced
-        # separately (metasync=False), so a power cut may undo the last batch but never
-        # corrupts the file. The undone batch is replayed from the Raft journal, which
-        # is fsynced before the batch commits and keeps every entry until a snapshot
-        # (copied from LMDB and fsynced itself) covers it.
+        self._claim()
+        # Commits write to the page cache without fsync (sync=False): the Raft journal,
+        # fsynced before anything is acknowledged, is what makes writes durable, and it
+        # keeps every entry until a snapshot (copied from LMDB and fsynced itself) covers
+        # it. A killed process loses nothing (the kernel still holds the pages); a crash
+        # of the machine may leave the file torn, which _claim detects at the next open.
         self.env = lmdb.open(
             self.path,
             map_size=self._map_size,
             max_dbs=len(DATABASES) + 1,
             max_readers=MAX_READERS,
-            sync=True,
+            sync=False,
             metasync=False,
             readahead=False,
         )
+        self._released = False
         self._map_size = self.env.info()["map_size"]
         with self.env.begin(write=True) as txn:
             found = txn.get(_FORMAT)
-            if found is None:
-                txn.put(_FORMAT, keys.u64(FORMAT_VERSION))
-            elif keys.read_u64(found) > FORMAT_VERSION:
-                self.env.close()
-                raise FormatError(
-                    f"data directory {self.path} has format version {keys.read_u64(found)}, "
-                    f"newer than this regraft understands ({FORMAT_VERSION}): "
-                    "run a newer regraft, or restore a backup into an empty directory"
-                )
-            self._dbs = {name: self.env.open_db(name.encode(), txn=txn) for name in DATABASES}
+            version = 0 if found is None else keys.read_u64(found)
+            if version <= FORMAT_VERSION:
+                if version < FORMAT_VERSION:  # new, or written by an older regraft
+                    txn.put(_FORMAT, keys.u64(FORMAT_VERSION))
+                self._dbs = {name: self.env.open_db(name.encode(), txn=txn) for name in DATABASES}
+        if version > FORMAT_VERSION:
+            self._release()
+            raise FormatError(
+                f"data directory {self.path} has format version {version}, "
+                f"newer than this regraft understands ({FORMAT_VERSION}): "
+                "run a newer regraft, or restore a backup into an empty directory"
+            )
 
     @contextlib.contextmanager
     def read(self) -> Iterator[View]:
@@ -337,14 +361,55 @@ class Store:
                 return
 
     def stat(self) -> dict[str, int]:
-        """Sizes for metrics and status: file size, bytes in use, map size."""
+        """Sizes for metrics and status: file size, bytes in use, map size.
+
+        In use counts the pages of every database; the file only grows, and LMDB reuses
+        the pages that deletions free.
+        """
         with self._lock.shared():
             info = self.env.info()
-            stat = self.env.stat()
+            stats = [self.env.stat()]
+            with self.env.begin() as txn:
+                stats += [txn.stat(handle) for handle in self._dbs.values()]
             size = os.path.getsize(os.path.join(self.path, "data.mdb"))
-        used = (info["last_pgno"] + 1) * stat["psize"]
+        pages = sum(s["branch_pages"] + s["leaf_pages"] + s["overflow_pages"] for s in stats)
+        used = pages * stats[0]["psize"]
         return {"file_bytes": size, "used_bytes": used, "map_bytes": info["map_size"]}
 
+    def _claim(self) -> None:
+        """Refuse a file left open by an earlier boot, then mark it open in this one.
+
+        Pages committed without fsync may have reached the disk in any order when the
+        machine went down: the file cannot be trusted, though a killed process (same
+        boot) leaves it whole. The caller rebuilds it from a snapshot and the journal.
+        """
+        marker = os.path.join(self.path, OPEN_MARKER)
+        current = boot_id()
+        if os.path.exists(marker):
+            with open(marker) as f:
+                opened_in = f.read().strip()
+            if opened_in != current:
+                raise TornStateError(
+                    f"LMDB state in {self.path} was open when the machine restarted "
+                    f"(opened in boot {opened_in}, this is boot {current}): it may be torn"
+                )
+            return
+        write_atomically(marker, current.encode())
+
+    def sync(self) -> None:
+        """Flush committed transactions to disk (commits alone do not)."""
+        self.env.sync(True)
+
     def close(self) -> None:
+        """Flush, then close: a store closed cleanly is trusted in any later boot."""
         with self._lock.exclusive():
-            self.env.close()
+            self._release()
+
+    def _release(self) -> None:
+        if self._released:
+            return
+        self._released = True
+        self.env.sync(True)
+        self.env.close()
+        os.unlink(os.path.join(self.path, OPEN_MARKER))
+        fsync_dir(self.path)

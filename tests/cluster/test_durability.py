@@ -1,29 +1,41 @@
 """Power loss and lost disks: acknowledged writes survive what Raft promises they survive."""
 
 import os
+import random
 import time
+
+import pytest
 
 from tests.cluster.harness import push
 from tests.cluster.test_replication import Writer, assert_all_present
 
 
-def drop_unsynced(replica) -> int:
-    """What a power cut does: everything the journal wrote but did not fsync is gone.
+def power_cut(replica) -> None:
+    """What a power cut does to a killed replica's disk, at its worst.
 
-    The journal records its durable length after every fsync (REGRAFT_TRACE_SYNCED);
-    LMDB commits with fsync, so its file is already what a power cut leaves.
+    The journal loses everything it wrote but did not fsync (it records its durable
+    length after every fsync: REGRAFT_TRACE_SYNCED). LMDB commits without fsync, so its
+    pages may reach the disk in any order: its file is left garbage. The machine then
+    boots again (REGRAFT_BOOT_ID).
     """
     journal = os.path.join(replica.config.data_dir, "raft.journal")
     with open(journal + ".synced") as f:
         durable = int(f.read())
-    dropped = os.path.getsize(journal) - durable
-    assert dropped >= 0
+    assert os.path.getsize(journal) >= durable
     os.truncate(journal, durable)
-    return dropped
+    state = os.path.join(replica.config.data_dir, "state", "data.mdb")
+    size = os.path.getsize(state)
+    with open(state, "r+b") as f:
+        f.write(random.Random(size).randbytes(size))
+    replica.env = {**replica.env, "REGRAFT_BOOT_ID": "after-the-power-cut"}
 
 
-def test_power_loss_and_a_lost_leader_disk_lose_no_acknowledged_write(make_cluster):
-    cluster = make_cluster(env={"REGRAFT_TRACE_SYNCED": "1"})
+@pytest.mark.parametrize("lost", ["leader", "follower"])
+def test_power_loss_and_a_lost_disk_lose_no_acknowledged_write(make_cluster, lost):
+    # Snapshots every 100 entries: the state is rebuilt from one and the journal after it.
+    cluster = make_cluster(
+        env={"REGRAFT_TRACE_SYNCED": "1", "REGRAFT_BOOT_ID": "before"}, snapshot_entries=100
+    )
     writer = Writer(cluster)
     writer.start()
     while len(writer.acked) < 300:
@@ -32,19 +44,20 @@ def test_power_loss_and_a_lost_leader_disk_lose_no_acknowledged_write(make_clust
     for replica in cluster.replicas:
         replica.kill()
     writer.stop()
-    for replica in cluster.replicas:
-        if replica is not leader:
-            drop_unsynced(replica)
-    # The leader's disk is lost entirely: the followers alone must hold every
-    # acknowledged write, because an acknowledgement needs a majority's fsync.
-    leader.wipe()
-    for replica in cluster.replicas:
-        if replica is not leader:
-            replica.start()
-    survivors = [r for r in cluster.replicas if r is not leader]
+    # One disk is lost entirely: the other two alone must hold every acknowledged
+    # write, because an acknowledgement needs a majority's fsync, the leader's own
+    # included when it is one of the two.
+    gone = leader if lost == "leader" else next(r for r in cluster.replicas if r is not leader)
+    survivors = [r for r in cluster.replicas if r is not gone]
+    for replica in survivors:
+        power_cut(replica)
+        replica.start()
+    gone.wipe()
     cluster.wait_for_leader(survivors)
     assert_all_present(cluster, writer.acked, writer.digest, replicas=survivors)
-    leader.start()
+    for replica in survivors:
+        assert "rebuilding it from the Raft snapshot and journal" in replica.log()
+    gone.start()
     assert_all_present(cluster, writer.acked, writer.digest)
     cluster.wait_converged()
 

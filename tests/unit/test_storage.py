@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from regraft.v1 import command_pb2, registry_pb2
 from storage import commands, db, keys, machine, registry, snapshot
-from storage.db import FormatError, Store
+from storage.db import FormatError, Store, TornStateError
 from storage.errors import NotFound
 from storage.manifest import OCI_INDEX, OCI_MANIFEST
 from storage.names import compute_digest
@@ -632,6 +632,77 @@ def test_the_current_format_reopens(tmp_path):
         assert _dump(again) == before
     finally:
         again.close()
+
+
+def test_an_older_format_is_upgraded_when_opened(tmp_path):
+    path = str(tmp_path / "db")
+    Replica(path).store.close()
+    env = lmdb.open(path, max_dbs=20)
+    with env.begin(write=True) as txn:
+        txn.put(b"format_version", keys.u64(1))
+    env.close()
+    Store(path, map_size=SMALL_MAP).close()
+    env = lmdb.open(path, max_dbs=20)
+    with env.begin() as txn:
+        assert keys.read_u64(txn.get(b"format_version")) == db.FORMAT_VERSION
+    env.close()
+
+
+def test_a_store_left_open_is_trusted_in_the_same_boot_only(tmp_path, monkeypatch):
+    """Commits are not fsynced: a killed process leaves a whole file (the kernel has
+    its pages), a crash of the machine may not."""
+    monkeypatch.setenv("REGRAFT_BOOT_ID", "first")
+    path = str(tmp_path / "db")
+    r = Replica(path)
+    _populate(r)
+    before = _dump(r.store)
+    r.store.env.close()  # the process is killed: Store.close never runs
+    again = Store(path, map_size=SMALL_MAP)
+    assert _dump(again) == before
+    again.env.close()
+    monkeypatch.setenv("REGRAFT_BOOT_ID", "second")
+    with pytest.raises(TornStateError) as caught:
+        Store(path, map_size=SMALL_MAP)
+    assert path in str(caught.value)
+    assert "opened in boot first, this is boot second" in str(caught.value)
+
+
+def test_a_store_closed_cleanly_is_trusted_after_a_reboot(tmp_path, monkeypatch):
+    monkeypatch.setenv("REGRAFT_BOOT_ID", "first")
+    path = str(tmp_path / "db")
+    r = Replica(path)
+    _populate(r)
+    before = _dump(r.store)
+    r.store.close()
+    monkeypatch.setenv("REGRAFT_BOOT_ID", "second")
+    again = Store(path, map_size=SMALL_MAP)
+    try:
+        assert _dump(again) == before
+    finally:
+        again.close()
+
+
+def test_bytes_in_use_fall_when_records_are_deleted(tmp_path):
+    store = Store(str(tmp_path / "db"), map_size=SMALL_MAP)
+    try:
+        empty = store.stat()["used_bytes"]
+        keys_written = [b"k%06d" % i for i in range(5000)]
+        batch = store.batch()
+        for key in keys_written:
+            batch.put("tags", key, b"v" * 100)
+        batch.commit()
+        full = store.stat()
+        assert full["used_bytes"] > empty + 5000 * 100
+        batch = store.batch()
+        for key in keys_written:
+            batch.delete("tags", key)
+        batch.commit()
+        after = store.stat()
+        # The file keeps its size (LMDB reuses the pages); the pages in use are gone.
+        assert after["file_bytes"] >= full["file_bytes"]
+        assert after["used_bytes"] < full["used_bytes"] / 10
+    finally:
+        store.close()
 
 
 def test_map_full_recovers_by_growing(tmp_path):

@@ -21,6 +21,13 @@
   leadership, status) from any connection that knows the cluster secret, bypassing
   everything regraft checks. Membership changes go through regraft's own API; here
   such a message only closes the connection.
+- Lost disks: a voter restarted on an empty data directory (a lost disk, repaired
+  with no operator step) has forgotten the term and vote it had, and could vote a
+  second time in a term where it already voted: two leaders in one term. Until it
+  hears from a leader, such a replica (`withhold_votes`, set by cluster/raft.py)
+  ignores requests for votes from candidates whose log has entries of a leader's
+  term; in a new cluster, where every log is empty, it votes as usual. Its silence
+  also keeps a candidate that lacks entries only it had held from winning with it.
 - Connection floods: PySyncObj keeps an incoming connection that never says who it is
   for ever, and when accept() then fails for lack of file descriptors it closes its
   listening socket for good: the replica could no longer be reached by its peers. A
@@ -109,6 +116,7 @@ class DurableTransport(TCPTransport):
         # Incoming connections that have not said who they are, by arrival time.
         self._arrivals: dict[TcpConnection, float] = {}
         self._swept_at = 0.0
+        self.withhold_votes = False
         super().__init__(*args, **kwargs)
 
     def _onNewIncomingConnection(self, conn: TcpConnection) -> None:
@@ -145,6 +153,8 @@ class DurableTransport(TCPTransport):
 
     def _onMessageReceived(self, node, message) -> None:
         _count_snapshot_chunk(metrics.snapshot_received_bytes, message)
+        if self.withhold_votes and self._withheld(node, message):
+            return
         if (
             not isinstance(message, dict)
             or message.get("type") != "next_node_idx"
@@ -157,6 +167,23 @@ class DurableTransport(TCPTransport):
         super()._onMessageReceived(node, message)
         if before is not None and next_index.get(node, before) < before:
             next_index[node] = before
+
+    def _withheld(self, node, message) -> bool:
+        """Whether to ignore a request for a vote (see the module's docstring)."""
+        kind = message.get("type") if isinstance(message, dict) else None
+        if kind == "append_entries":  # only a leader sends these
+            self.withhold_votes = False
+            log.info("heard from a leader: this replica votes again")
+            return False
+        if kind == "request_vote" and message.get("last_log_term", 0) > 0:
+            log.warning(
+                "not voting for %s in term %s: this replica started with an empty log "
+                "(new, or its disk was lost) and waits to hear from a leader",
+                getattr(node, "id", node),
+                message.get("term"),
+            )
+            return True
+        return False
 
     def _onUtilityMessage(self, conn, message) -> bool:
         conn.disconnect()

@@ -85,3 +85,37 @@ def test_wiped_replica_catches_up_by_snapshot(make_cluster):
     state_hash = cluster.wait_converged()
     assert cluster.metric(lost, "regraft_snapshot_installs_total") >= 1
     assert len(state_hash) == 64
+
+
+def test_a_voter_back_with_an_empty_disk_cannot_elect_a_replica_missing_writes(make_cluster):
+    """Writes committed by the leader and one follower while the third replica was
+    stopped; then both lose power, and the follower its disk too. The stale third
+    replica must not win an election with the vote of the one that forgot everything:
+    it would lose those writes. Once the old leader is back, all of them are there."""
+    cluster = make_cluster()
+    leader = cluster.wait_for_leader()
+    wiped, stale = [r for r in cluster.replicas if r is not leader]
+    stale.pause()
+    acked = {}
+    with cluster.client([leader, wiped]) as client:
+        digest = push(client, "load/app", "base", seed="base").digest
+        for i in range(20):
+            acked[f"t{i}"] = client.put_tag("load/app", f"t{i}", digest).revision
+    leader.kill()
+    wiped.kill()
+    wiped.wipe()
+    stale.resume()
+    wiped.start()
+    # The stale replica keeps asking for votes (it has a log); the wiped one, which
+    # started empty and has not heard from a leader, stays silent. (The stale one
+    # names the dead leader until its election timeout passes.)
+    deadline = time.monotonic() + 8.0
+    while time.monotonic() < deadline:
+        leader_id = cluster.status(stale).leader_id
+        assert leader_id in ("", leader.id), f"{leader_id} was elected without the writes"
+        time.sleep(0.2)
+    assert "not voting for" in wiped.log()
+    leader.start()
+    cluster.wait_for_leader()
+    assert_all_present(cluster, acked, digest)
+    cluster.wait_converged()

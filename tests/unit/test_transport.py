@@ -21,6 +21,7 @@ def make_transport(recorder):
     journal = SimpleNamespace(sync=lambda: recorder.calls.append("sync"))
     transport._syncObj = SimpleNamespace(journal=journal, _SyncObj__raftNextIndex={})
     transport._onMessageReceivedCallback = None
+    transport.withhold_votes = False
     return transport
 
 
@@ -73,6 +74,27 @@ def test_a_stale_success_reply_does_not_move_next_index_back():
         "follower", {"type": "next_node_idx", "next_node_idx": 90, "success": False, "reset": True}
     )
     assert next_index["follower"] == 90
+
+
+def test_a_replica_with_an_empty_log_votes_only_in_a_new_cluster_until_a_leader_speaks():
+    """A voter that lost its disk forgot its vote: it must not vote again in a term it
+    may have voted in. It still votes for a candidate as new as itself (all replicas
+    of a new cluster), and for anyone once a leader has been heard."""
+    handled = []
+    transport = make_transport(Recorder())
+    transport._onMessageReceivedCallback = lambda node, message: handled.append(message)
+    transport.withhold_votes = True
+    old_log = {"type": "request_vote", "term": 7, "last_log_index": 90, "last_log_term": 6}
+    new_log = {"type": "request_vote", "term": 1, "last_log_index": 1, "last_log_term": 0}
+    transport._onMessageReceived("candidate", old_log)
+    assert handled == []
+    transport._onMessageReceived("candidate", new_log)
+    assert handled == [new_log]
+    append = {"type": "append_entries", "term": 7, "commit_index": 90, "entries": []}
+    transport._onMessageReceived("leader", append)
+    transport._onMessageReceived("candidate", old_log)
+    assert handled == [new_log, append, old_log]
+    assert not transport.withhold_votes
 
 
 def test_utility_messages_are_refused():

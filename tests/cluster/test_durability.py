@@ -3,6 +3,7 @@
 import os
 import random
 import time
+import uuid
 
 import pytest
 
@@ -10,24 +11,26 @@ from tests.cluster.harness import push
 from tests.cluster.test_replication import Writer, assert_all_present
 
 
-def power_cut(replica) -> None:
+def power_cut(replica) -> int:
     """What a power cut does to a killed replica's disk, at its worst.
 
     The journal loses everything it wrote but did not fsync (it records its durable
     length after every fsync: REGRAFT_TRACE_SYNCED). LMDB commits without fsync, so its
     pages may reach the disk in any order: its file is left garbage. The machine then
-    boots again (REGRAFT_BOOT_ID).
+    boots again (REGRAFT_BOOT_ID). Returns the journal bytes lost.
     """
     journal = os.path.join(replica.config.data_dir, "raft.journal")
     with open(journal + ".synced") as f:
         durable = int(f.read())
-    assert os.path.getsize(journal) >= durable
+    dropped = os.path.getsize(journal) - durable
+    assert dropped >= 0
     os.truncate(journal, durable)
     state = os.path.join(replica.config.data_dir, "state", "data.mdb")
     size = os.path.getsize(state)
     with open(state, "r+b") as f:
         f.write(random.Random(size).randbytes(size))
-    replica.env = {**replica.env, "REGRAFT_BOOT_ID": "after-the-power-cut"}
+    replica.env = {**replica.env, "REGRAFT_BOOT_ID": uuid.uuid4().hex}
+    return dropped
 
 
 @pytest.mark.parametrize("lost", ["leader", "follower"])

@@ -15,7 +15,7 @@ from cluster.cli_members import call_leader
 from regraft.v1.cluster_pb2 import RemoveMemberRequest, TransferLeadershipRequest
 from regraft.v1.record_pb2 import MemberRecord
 from tests.cluster.harness import LocalCluster
-from tests.cluster.test_durability import drop_unsynced
+from tests.cluster.test_durability import power_cut
 from tests.cluster.test_membership import change, join, members_of, wait_for
 from tests.robustness.proxy import Network
 
@@ -118,13 +118,14 @@ class RestartAll(Fault):
 
 class PowerLoss(RestartAll):
     """Every replica loses what it wrote but did not fsync (the cluster must run with
-    REGRAFT_TRACE_SYNCED=1), as when the power goes off everywhere at once."""
+    REGRAFT_TRACE_SYNCED=1), its LMDB file is torn, and its machine boots again, as
+    when the power goes off everywhere at once."""
 
     name = "power-loss"
 
     def inject(self) -> None:
         super().inject()
-        dropped = [drop_unsynced(replica) for replica in self.cluster.replicas]
+        dropped = [power_cut(replica) for replica in self.cluster.replicas]
         self.detail = f"dropped unsynced journal bytes {dropped}"
 
 

@@ -13,6 +13,12 @@
   leader sends again entries the follower has; PySyncObj's follower then truncates its
   log (matching entries included) and appends the resent batch, which can be shorter
   than what it had acknowledged. A success reply never moves the next index back here.
+- Entries held: PySyncObj's follower cuts its log after the append's previous index
+  before appending, matching entries included (a learner promoted, a reconnect), and
+  logs CRITICAL when it cuts applied ones. An append is first stripped of the entries
+  this replica already holds: those it applied (committed, hence the same in every
+  later leader's log) and those of the same term (the same entry, by Log Matching).
+  Only a conflicting entry still truncates the log.
 - Memory: PySyncObj buffers a frame of whatever length its 4-byte header claims,
   from anyone who connects. Frames are capped: 64 KiB before the connection has
   proven it knows the secret, 16 MiB after (entries and snapshot chunks travel in
@@ -155,6 +161,8 @@ class DurableTransport(TCPTransport):
         _count_snapshot_chunk(metrics.snapshot_received_bytes, message)
         if self.withhold_votes and self._withheld(node, message):
             return
+        if isinstance(message, dict) and message.get("type") == "append_entries":
+            message = self._without_entries_held(message)
         if (
             not isinstance(message, dict)
             or message.get("type") != "next_node_idx"
@@ -167,6 +175,29 @@ class DurableTransport(TCPTransport):
         super()._onMessageReceived(node, message)
         if before is not None and next_index.get(node, before) < before:
             next_index[node] = before
+
+    def _without_entries_held(self, message: dict) -> dict:
+        """The append minus the entries at its front that this replica holds already."""
+        if "prevLogIdx" not in message or "transmission" in message:
+            return message  # a snapshot, or one large entry in pieces
+        raft = self._syncObj
+        held = raft._SyncObj__raftLog
+        first, last = held[0][1], held[-1][1]
+        previous, previous_term = message["prevLogIdx"], message["prevLogTerm"]
+        entries = list(message.get("entries", ()))
+        applied = raft.raftLastApplied
+        if previous < applied and first <= applied <= last:
+            entries = [entry for entry in entries if entry[1] > applied]
+            previous, previous_term = applied, held[applied - first][2]
+        while entries and first <= entries[0][1] <= last:
+            index, term = entries[0][1], entries[0][2]
+            if held[index - first][2] != term:
+                break
+            previous, previous_term = index, term
+            entries = entries[1:]
+        if previous == message["prevLogIdx"]:
+            return message
+        return {**message, "prevLogIdx": previous, "prevLogTerm": previous_term, "entries": entries}
 
     def _withheld(self, node, message) -> bool:
         """Whether to ignore a request for a vote (see the module's docstring)."""

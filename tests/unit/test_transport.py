@@ -97,6 +97,56 @@ def test_a_replica_with_an_empty_log_votes_only_in_a_new_cluster_until_a_leader_
     assert not transport.withhold_votes
 
 
+def append_handled_by_pysyncobj(held, applied, message):
+    """The append PySyncObj's handler gets once the transport has seen `message`."""
+    handled = []
+    transport = make_transport(Recorder())
+    transport._syncObj._SyncObj__raftLog = held
+    transport._syncObj.raftLastApplied = applied
+    transport._onMessageReceivedCallback = lambda node, m: handled.append(m)
+    transport._onMessageReceived("leader", {"type": "append_entries", "term": 3, **message})
+    (append,) = handled
+    return append
+
+
+# A follower's log: indexes 10..20, term 2 up to 15, then term 3.
+HELD = [(b"c%d" % i, i, 2 if i <= 15 else 3) for i in range(10, 21)]
+
+
+def test_an_append_skips_the_entries_the_follower_holds():
+    """PySyncObj cuts the log after prevLogIdx, matching entries included."""
+    resent = [(b"c%d" % i, i, 2 if i <= 15 else 3) for i in range(17, 23)]
+    append = append_handled_by_pysyncobj(
+        HELD, 12, {"prevLogIdx": 16, "prevLogTerm": 3, "entries": resent}
+    )
+    assert (append["prevLogIdx"], append["prevLogTerm"]) == (20, 3)
+    assert [e[1] for e in append["entries"]] == [21, 22]
+
+
+def test_a_conflicting_entry_still_truncates():
+    other_term = [(b"x", 17, 3), (b"y", 18, 4), (b"z", 19, 4)]
+    append = append_handled_by_pysyncobj(
+        HELD, 12, {"prevLogIdx": 16, "prevLogTerm": 3, "entries": other_term}
+    )
+    assert (append["prevLogIdx"], append["prevLogTerm"]) == (17, 3)
+    assert [e[1] for e in append["entries"]] == [18, 19]
+
+
+def test_applied_entries_are_never_cut_even_by_a_heartbeat():
+    """Applied means committed: the same in every later leader's log."""
+    heartbeat = append_handled_by_pysyncobj(
+        HELD, 18, {"prevLogIdx": 14, "prevLogTerm": 2, "entries": []}
+    )
+    assert (heartbeat["prevLogIdx"], heartbeat["prevLogTerm"]) == (18, 3)
+    assert heartbeat["entries"] == []
+
+
+def test_an_append_of_new_entries_is_passed_as_it_is():
+    message = {"prevLogIdx": 20, "prevLogTerm": 3, "entries": [(b"n", 21, 3)]}
+    append = append_handled_by_pysyncobj(HELD, 20, message)
+    assert append == {"type": "append_entries", "term": 3, **message}
+
+
 def test_utility_messages_are_refused():
     closed = []
     transport = make_transport(Recorder())

@@ -219,17 +219,7 @@ def _up(args) -> int:
     processes = []
     try:
         for config in configs:
-            path = os.path.join(os.path.dirname(config.data_dir), f"{config.id}.toml")
-            with open(path, "w") as f:
-                f.write(config_module.dump(config))
-            log = open(os.path.join(os.path.dirname(config.data_dir), f"{config.id}.log"), "ab")  # noqa: SIM115
-            processes.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "cluster.cli", "serve", "--config", path],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            )
+            processes.append(_start_local(config))
         endpoints = ",".join(c.grpc_address for c in configs)
         print(f"regraft: {len(configs)} replicas under {os.path.abspath(args.data_dir)}")
         for config, process in zip(configs, processes, strict=True):
@@ -241,20 +231,7 @@ def _up(args) -> int:
         leader = _wait_for_leader(endpoints.split(","), processes, timeout=30.0)
         print(f"leader: {leader}. Try: regraft status --endpoints {endpoints}")
         print("Ctrl-C stops the cluster.", flush=True)
-        # A replica removed with `regraft member remove` exits with status 0: the rest
-        # go on. One that fails stops the local cluster.
-        reported: set[str] = set()
-        while any(p.poll() is None for p in processes):
-            for config, process in zip(configs, processes, strict=True):
-                if process.poll() is None or config.id in reported:
-                    continue
-                if process.returncode != 0:
-                    print(f"regraft: replica {config.id} failed; see its log. Stopping.")
-                    return 1
-                print(f"regraft: replica {config.id} stopped (removed, or told to).", flush=True)
-                reported.add(config.id)
-            time.sleep(0.5)
-        return 0
+        return _supervise(configs, processes)
     except KeyboardInterrupt:
         print("\nregraft: stopping replicas...")
         return 0
@@ -268,6 +245,65 @@ def _up(args) -> int:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+# A replica killed by a signal is started again, at most this often in a minute.
+UP_RESTARTS_PER_MINUTE = 5
+
+
+def _start_local(config: ReplicaConfig) -> subprocess.Popen:
+    """Start one replica of `regraft up`, its config and log beside its data directory."""
+    directory = os.path.dirname(config.data_dir)
+    path = os.path.join(directory, f"{config.id}.toml")
+    with open(path, "w") as f:
+        f.write(config_module.dump(config))
+    with open(os.path.join(directory, f"{config.id}.log"), "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "cluster.cli", "serve", "--config", path],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def _supervise(configs: list[ReplicaConfig], processes: list[subprocess.Popen]) -> int:
+    """Watch the replicas until all have exited; `processes` is kept current.
+
+    One removed with `regraft member remove`, or stopped with SIGTERM, exits with 0 and
+    the rest go on. One killed by a signal (kill -9, the OOM killer) is started again,
+    as systemd's Restart=on-failure would: the way to rehearse a failover. One that
+    gave up by itself (a non-zero status; its log says why) stays down.
+    """
+    restarts: dict[str, list[float]] = {config.id: [] for config in configs}
+    ended: set[str] = set()
+    while len(ended) < len(configs):
+        for i, config in enumerate(configs):
+            code = processes[i].poll()
+            if code is None or config.id in ended:
+                continue
+            now = time.monotonic()
+            recent = [t for t in restarts[config.id] if now - t < 60.0]
+            if code < 0 and len(recent) < UP_RESTARTS_PER_MINUTE:
+                restarts[config.id] = [*recent, now]
+                killed_pid = processes[i].pid
+                processes[i] = _start_local(config)
+                print(
+                    f"regraft: replica {config.id} (pid {killed_pid}) was killed by "
+                    f"{signal.Signals(-code).name}; started it again: pid {processes[i].pid}",
+                    flush=True,
+                )
+                continue
+            ended.add(config.id)
+            if code == 0:
+                print(f"regraft: replica {config.id} stopped (removed, or told to).", flush=True)
+            else:
+                print(
+                    f"regraft: replica {config.id} exited with status {code} and stays "
+                    f"down; its log says why ({os.path.dirname(config.data_dir)}/"
+                    f"{config.id}.log). The others go on.",
+                    flush=True,
+                )
+        time.sleep(0.5)
+    return 0 if all(p.returncode == 0 for p in processes) else 1
 
 
 def _check_free(address: str) -> None:
@@ -393,9 +429,10 @@ def status_table(rows) -> str:
     leader = _leader_view(rows)
     seen_by_leader = {m.id: m for m in leader.members} if leader else {}
     lines = [header]
-    for endpoint, status, error in rows:
+    for endpoint, status, _error in rows:
         if status is None:
-            lines.append([endpoint, "-", f"unreachable: {error}", *[""] * (len(header) - 3)])
+            # Why is said once, below the table (status_problems).
+            lines.append([endpoint, "-", "unreachable", *[""] * (len(header) - 3)])
             continue
         member = seen_by_leader.get(status.id)
         lines.append(

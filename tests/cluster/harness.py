@@ -79,16 +79,35 @@ def free_port(above: int = 0) -> int:
     rng = random.Random()
     for _ in range(1000):
         port = rng.choice(candidates)
-        if port in _handed_out:
+        if port in _handed_out or not _bindable(port):
             continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
         _handed_out.add(port)
         return port
     raise RuntimeError(f"no free loopback port in {candidates}")
+
+
+def free_port_block(size: int) -> int:
+    """A base port whose next `size` ports are free now and were not handed out before
+    (`regraft up --base-port` uses ports above its base), below the ephemeral range."""
+    low, _ = _ephemeral_range()
+    rng = random.Random()
+    for _ in range(1000):
+        base = rng.randrange(10000, max(10001, low - size - 1))
+        block = range(base + 1, base + size + 1)
+        if any(p in _handed_out for p in block) or not all(_bindable(p) for p in block):
+            continue
+        _handed_out.update(block)
+        return base
+    raise RuntimeError(f"no {size} free loopback ports in a row below {low}")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 class ReplicaProcess:

@@ -179,3 +179,12 @@ def test_ready_within_the_lag_bound():
     assert readiness_problem(raft_state()) is None
     assert readiness_problem(raft_state(last_applied=900 - READY_MAX_LAG)) is None
     assert readiness_problem(raft_state(leader_commit_idx=None)) is None  # not heard yet
+
+
+def test_an_unreachable_replica_keeps_the_table_narrow_and_says_why_once():
+    rows = [("h1:7401", None, "Deadline Exceeded"), *healthy_rows()[1:]]
+    table = cli.status_table(rows).splitlines()
+    assert table[1].split() == ["h1:7401", "-", "unreachable"]
+    assert len(table[1]) <= len(table[2])
+    assert "Deadline Exceeded" not in "\n".join(table)
+    assert "h1:7401 is unreachable (Deadline Exceeded)" in cli.status_problems(rows)

@@ -3,6 +3,7 @@ import subprocess
 
 import pytest
 
+from tests.cluster.conftest import make_cluster  # noqa: F401 (a fixture for test_faults)
 from tests.cluster.harness import LocalCluster
 from tests.robustness.proxy import Network
 
@@ -63,26 +64,3 @@ def proxied_cluster(tmp_path):
             network.close()
         for path in mounts:
             unmount(path)
-
-
-@pytest.fixture
-def snapshotting_cluster(tmp_path):
-    """A factory: three replicas on direct links that compact their log every
-    `snapshot_entries` entries, for the faults that need no proxy (a proxied replica
-    must not install a snapshot). Every replica is stopped afterwards."""
-    made = []
-
-    def make(env: dict | None = None, snapshot_entries: int = 200) -> LocalCluster:
-        local = LocalCluster(
-            str(tmp_path / f"s{len(made)}"), 3, env, snapshot_entries=snapshot_entries
-        )
-        made.append(local)
-        local.start()
-        local.wait_for_leader()
-        return local
-
-    try:
-        yield make
-    finally:
-        for local in made:
-            local.stop()

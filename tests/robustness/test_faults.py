@@ -35,8 +35,8 @@ def test_invariants_hold_through(fault, seed, proxied_cluster, tmp_path):
 
 
 @pytest.mark.parametrize(("fault", "seed"), SNAPSHOT_CASES, ids=[f for f, _ in SNAPSHOT_CASES])
-def test_invariants_hold_with_snapshots_through(fault, seed, snapshotting_cluster, tmp_path):
-    cluster = snapshotting_cluster(env={"REGRAFT_TRACE_SYNCED": "1"})
+def test_invariants_hold_with_snapshots_through(fault, seed, make_cluster, tmp_path):
+    cluster = make_cluster(env={"REGRAFT_TRACE_SYNCED": "1"}, snapshot_entries=200)
     report = scenario.run(cluster, None, [fault], seed, str(tmp_path))
     print(report.summary())
     assert report.outcomes["ok"] > 50, "the workload hardly ran: the test proves nothing"

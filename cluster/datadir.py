@@ -15,8 +15,9 @@ import shutil
 
 from cluster.raft import snapshot_header
 from storage import members, snapshot
-from storage.db import Store, TornStateError
+from storage.db import FormatError, Store, TornStateError
 from storage.members import Member, Role
+from storage.snapshot import SnapshotError
 
 STATE = "state"  # the LMDB environment
 JOURNAL = "raft.journal"
@@ -42,7 +43,11 @@ def open_state(data_dir: str) -> Store:
     store = Store(path)
     snapshot_path = os.path.join(data_dir, SNAPSHOT)
     if os.path.isfile(snapshot_path):
-        snapshot.install(store, snapshot_path)
+        try:
+            snapshot.install(store, snapshot_path)
+        except SnapshotError as e:
+            store.close()
+            raise FormatError(f"cannot rebuild the state of {data_dir}: {e}") from None
     return store
 
 

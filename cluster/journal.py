@@ -52,6 +52,7 @@ class DurableJournal(Journal):
         # Why the last append, and the last save of term and vote, failed (a full disk,
         # no file descriptors left), until one of the same kind succeeds: for health.
         self._errors: dict[str, str] = {}
+        self.sync_failed: str | None = None
         self._meta = self._load_meta()
         self._fd = self._open_log()
 
@@ -101,12 +102,24 @@ class DurableJournal(Journal):
         self._dirty = True
 
     def sync(self) -> None:
-        """Make every appended entry durable; cheap when nothing is pending."""
+        """Make every appended entry durable; cheap when nothing is pending.
+
+        A failed fdatasync is final (`sync_failed`): Linux may drop the pages it could
+        not write and report success the next time, so nothing appended since the last
+        good sync can be called durable, now or later; the replica must stop.
+        """
         with self._lock:
+            if self.sync_failed:
+                raise OSError(self.sync_failed)
             if not self._dirty:
                 return
             started = time.monotonic()
-            os.fdatasync(self._fd)
+            try:
+                os.fdatasync(self._fd)
+            except OSError as e:
+                self.sync_failed = f"fdatasync of the Raft journal {self._path} failed: {e}"
+                log.critical("%s: this replica stops", self.sync_failed)
+                raise
             self._dirty = False
             metrics.journal_fsync_seconds.observe(time.monotonic() - started)
             self._trace_synced()

@@ -191,10 +191,6 @@ class Raft(SyncObj):
             super().__init__(
                 settings.address, settings.peers, conf, transportClass=DurableTransport
             )
-        # An empty log and no snapshot: a new replica, or one whose disk was lost.
-        last_term = self._SyncObj__raftLog[-1][2]
-        fresh = last_term == 0 and not os.path.isfile(self.snapshot_path)
-        self._SyncObj__transport.withhold_votes = fresh
         if settings.address is not None:
             try:
                 self.waitBinded()

@@ -211,6 +211,8 @@ class Replica:
         while not self._stop_requested.wait(0.5):
             if self.raft.fatal_error:
                 return Ending(self.raft.fatal_error, exit_code=1)
+            if self.raft.journal.sync_failed:
+                return Ending(self.raft.journal.sync_failed, exit_code=1)
             ending = self._membership_duties()
             if ending is not None:
                 return ending

@@ -29,11 +29,13 @@
   such a message only closes the connection.
 - Lost disks: a voter restarted on an empty data directory (a lost disk, repaired
   with no operator step) has forgotten the term and vote it had, and could vote a
-  second time in a term where it already voted: two leaders in one term. Until it
-  hears from a leader, such a replica (`withhold_votes`, set by cluster/raft.py)
-  ignores requests for votes from candidates whose log has entries of a leader's
-  term; in a new cluster, where every log is empty, it votes as usual. Its silence
-  also keeps a candidate that lacks entries only it had held from winning with it.
+  second time in a term where it already voted: two leaders in one term. While its
+  log holds no entry of a leader's term (it has not heard from one since), it
+  ignores requests for votes from candidates whose log does; in a new cluster, where
+  every log is empty, it votes as usual. Its silence also keeps a candidate that
+  lacks entries only it had held from winning with it. With two voters it votes: the
+  other is in every majority, so it holds every committed entry and cannot have won
+  a term with the lost vote.
 - Connection floods: PySyncObj keeps an incoming connection that never says who it is
   for ever, and when accept() then fails for lack of file descriptors it closes its
   listening socket for good: the replica could no longer be reached by its peers. A
@@ -122,7 +124,6 @@ class DurableTransport(TCPTransport):
         # Incoming connections that have not said who they are, by arrival time.
         self._arrivals: dict[TcpConnection, float] = {}
         self._swept_at = 0.0
-        self.withhold_votes = False
         super().__init__(*args, **kwargs)
 
     def _onNewIncomingConnection(self, conn: TcpConnection) -> None:
@@ -159,15 +160,18 @@ class DurableTransport(TCPTransport):
 
     def _onMessageReceived(self, node, message) -> None:
         _count_snapshot_chunk(metrics.snapshot_received_bytes, message)
-        if self.withhold_votes and self._withheld(node, message):
+        kind = message.get("type") if isinstance(message, dict) else None
+        if kind == "request_vote" and self._withheld(node, message):
             return
-        if isinstance(message, dict) and message.get("type") == "append_entries":
+        if kind == "append_entries":
             message = self._without_entries_held(message)
-        if (
-            not isinstance(message, dict)
-            or message.get("type") != "next_node_idx"
-            or message.get("reset")
-        ):
+        if kind != "next_node_idx":
+            super()._onMessageReceived(node, message)
+            return
+        # A reply may count this replica's own copy of an entry towards a majority:
+        # one appended inside this poll (a new leader's no-op) is synced first.
+        self._syncObj.journal.sync()
+        if message.get("reset"):
             super()._onMessageReceived(node, message)
             return
         next_index = self._syncObj._SyncObj__raftNextIndex
@@ -177,44 +181,52 @@ class DurableTransport(TCPTransport):
             next_index[node] = before
 
     def _without_entries_held(self, message: dict) -> dict:
-        """The append minus the entries at its front that this replica holds already."""
-        if "prevLogIdx" not in message or "transmission" in message:
-            return message  # a snapshot, or one large entry in pieces
-        raft = self._syncObj
-        held = raft._SyncObj__raftLog
+        """The append minus the entries at its front that this replica holds already.
+
+        Only when the append agrees with the log here at its previous index, and on
+        the term of every entry it carries that this replica applied: a divergence
+        goes to PySyncObj unchanged, which cuts the log and says so. Entries past the
+        append's end are still cut by PySyncObj (a resend capped at 1 MiB).
+        """
+        previous = message.get("prevLogIdx")
+        if previous is None or "transmission" in message:
+            return message  # a snapshot, one large entry in pieces, or nothing to check
+        held = self._syncObj._SyncObj__raftLog
         first, last = held[0][1], held[-1][1]
-        previous, previous_term = message["prevLogIdx"], message["prevLogTerm"]
+        if not first <= previous <= last or held[previous - first][2] != message["prevLogTerm"]:
+            return message
         entries = list(message.get("entries", ()))
-        applied = raft.raftLastApplied
-        if previous < applied and first <= applied <= last:
-            entries = [entry for entry in entries if entry[1] > applied]
-            previous, previous_term = applied, held[applied - first][2]
-        while entries and first <= entries[0][1] <= last:
+        applied = self._syncObj.raftLastApplied
+        previous_term = message["prevLogTerm"]
+        while entries and entries[0][1] <= last:
             index, term = entries[0][1], entries[0][2]
             if held[index - first][2] != term:
+                if index <= applied:
+                    return message  # applied entries differ: let PySyncObj say so
                 break
             previous, previous_term = index, term
             entries = entries[1:]
+        if not entries and previous < applied <= last:
+            # Applied means committed: the same in every later leader's log.
+            previous, previous_term = applied, held[applied - first][2]
         if previous == message["prevLogIdx"]:
             return message
         return {**message, "prevLogIdx": previous, "prevLogTerm": previous_term, "entries": entries}
 
-    def _withheld(self, node, message) -> bool:
+    def _withheld(self, node, message: dict) -> bool:
         """Whether to ignore a request for a vote (see the module's docstring)."""
-        kind = message.get("type") if isinstance(message, dict) else None
-        if kind == "append_entries":  # only a leader sends these
-            self.withhold_votes = False
-            log.info("heard from a leader: this replica votes again")
+        raft = self._syncObj
+        if raft._SyncObj__raftLog[-1][2] > 0 or message.get("last_log_term", 0) == 0:
             return False
-        if kind == "request_vote" and message.get("last_log_term", 0) > 0:
-            log.warning(
-                "not voting for %s in term %s: this replica started with an empty log "
-                "(new, or its disk was lost) and waits to hear from a leader",
-                getattr(node, "id", node),
-                message.get("term"),
-            )
-            return True
-        return False
+        if len(raft._SyncObj__otherNodes) < 2:
+            return False
+        log.warning(
+            "not voting for %s in term %s: this replica's log is empty (a new replica, or "
+            "its disk was lost) and waits to hear from a leader",
+            getattr(node, "id", node),
+            message.get("term"),
+        )
+        return True
 
     def _onUtilityMessage(self, conn, message) -> bool:
         conn.disconnect()

@@ -346,3 +346,21 @@ class JournalModel(RuleBasedStateMachine):
 
 TestJournalModel = JournalModel.TestCase
 TestJournalModel.settings = settings(max_examples=30, stateful_step_count=30, deadline=None)
+
+
+def test_a_failed_fdatasync_is_final(tmp_path, opened, monkeypatch):
+    """Linux may drop pages it could not write and report success the next time: after
+    one failure nothing since the last good sync may be called durable."""
+    j = opened(tmp_path / "journal")
+    fill(j, 2)
+
+    def failing(fd):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(journal_module.os, "fdatasync", failing)
+    with pytest.raises(OSError):
+        j.sync()
+    monkeypatch.undo()  # the disk "works" again: the journal must not believe it
+    with pytest.raises(OSError, match=r"fdatasync of the Raft journal .* failed"):
+        j.sync()
+    assert "Input/output error" in j.sync_failed

@@ -21,7 +21,6 @@ def make_transport(recorder):
     journal = SimpleNamespace(sync=lambda: recorder.calls.append("sync"))
     transport._syncObj = SimpleNamespace(journal=journal, _SyncObj__raftNextIndex={})
     transport._onMessageReceivedCallback = None
-    transport.withhold_votes = False
     return transport
 
 
@@ -76,25 +75,51 @@ def test_a_stale_success_reply_does_not_move_next_index_back():
     assert next_index["follower"] == 90
 
 
-def test_a_replica_with_an_empty_log_votes_only_in_a_new_cluster_until_a_leader_speaks():
-    """A voter that lost its disk forgot its vote: it must not vote again in a term it
-    may have voted in. It still votes for a candidate as new as itself (all replicas
-    of a new cluster), and for anyone once a leader has been heard."""
+def vote_requests_handled(own_log, other_voters, requests):
+    """The vote requests PySyncObj gets, of `requests`, on a replica holding `own_log`."""
     handled = []
     transport = make_transport(Recorder())
+    transport._syncObj._SyncObj__raftLog = own_log
+    transport._syncObj._SyncObj__otherNodes = set(other_voters)
     transport._onMessageReceivedCallback = lambda node, message: handled.append(message)
-    transport.withhold_votes = True
-    old_log = {"type": "request_vote", "term": 7, "last_log_index": 90, "last_log_term": 6}
-    new_log = {"type": "request_vote", "term": 1, "last_log_index": 1, "last_log_term": 0}
-    transport._onMessageReceived("candidate", old_log)
-    assert handled == []
-    transport._onMessageReceived("candidate", new_log)
-    assert handled == [new_log]
-    append = {"type": "append_entries", "term": 7, "commit_index": 90, "entries": []}
-    transport._onMessageReceived("leader", append)
-    transport._onMessageReceived("candidate", old_log)
-    assert handled == [new_log, append, old_log]
-    assert not transport.withhold_votes
+    for request in requests:
+        transport._onMessageReceived("candidate", request)
+    return handled
+
+
+EMPTY_LOG = [(b"\x00", 1, 0)]  # PySyncObj's first entry, before any leader
+WITH_HISTORY = {"type": "request_vote", "term": 7, "last_log_index": 90, "last_log_term": 6}
+NEW_CLUSTER = {"type": "request_vote", "term": 1, "last_log_index": 1, "last_log_term": 0}
+
+
+def test_a_replica_with_an_empty_log_votes_only_in_a_new_cluster():
+    """A voter that lost its disk forgot its vote: it must not vote again in a term it
+    may have voted in, nor help elect a candidate lacking writes only it had."""
+    requests = [WITH_HISTORY, NEW_CLUSTER]
+    assert vote_requests_handled(EMPTY_LOG, ["b", "c"], requests) == [NEW_CLUSTER]
+
+
+def test_a_replica_that_heard_from_a_leader_votes_as_usual():
+    own_log = [*EMPTY_LOG, (b"\x00", 2, 5)]  # a leader of term 5 reached it
+    requests = [WITH_HISTORY, NEW_CLUSTER]
+    assert vote_requests_handled(own_log, ["b", "c"], requests) == requests
+
+
+def test_with_two_voters_an_empty_replica_votes():
+    """The other voter is in every majority: it holds every committed entry."""
+    assert vote_requests_handled(EMPTY_LOG, ["b"], [WITH_HISTORY]) == [WITH_HISTORY]
+
+
+def test_a_reply_is_read_only_after_the_journal_is_synced():
+    """A new leader appends its no-op inside a poll and sends it at once: a reply read
+    in the same poll must not count a copy that is not on this disk yet."""
+    recorder = Recorder()
+    transport = make_transport(recorder)
+    transport._syncObj._SyncObj__raftNextIndex = {}
+    transport._onMessageReceivedCallback = lambda node, m: recorder.calls.append("counted")
+    reply = {"type": "next_node_idx", "next_node_idx": 12, "success": True, "reset": False}
+    transport._onMessageReceived("follower", reply)
+    assert recorder.calls == ["sync", "counted"]
 
 
 def append_handled_by_pysyncobj(held, applied, message):
@@ -132,7 +157,7 @@ def test_a_conflicting_entry_still_truncates():
     assert [e[1] for e in append["entries"]] == [18, 19]
 
 
-def test_applied_entries_are_never_cut_even_by_a_heartbeat():
+def test_a_heartbeat_from_behind_keeps_the_applied_entries():
     """Applied means committed: the same in every later leader's log."""
     heartbeat = append_handled_by_pysyncobj(
         HELD, 18, {"prevLogIdx": 14, "prevLogTerm": 2, "entries": []}
@@ -145,6 +170,21 @@ def test_an_append_of_new_entries_is_passed_as_it_is():
     message = {"prevLogIdx": 20, "prevLogTerm": 3, "entries": [(b"n", 21, 3)]}
     append = append_handled_by_pysyncobj(HELD, 20, message)
     assert append == {"type": "append_entries", "term": 3, **message}
+
+
+def test_a_divergence_is_left_to_pysyncobj():
+    """An applied entry of another term, or a previous entry that does not match: the
+    log differs from the leader's, and PySyncObj cuts it and says so."""
+    diverged = {"prevLogIdx": 14, "prevLogTerm": 2, "entries": [(b"a", 15, 2), (b"b", 16, 9)]}
+    assert append_handled_by_pysyncobj(HELD, 18, diverged) == {
+        "type": "append_entries",
+        "term": 3,
+        **diverged,
+    }
+    mismatch = {"prevLogIdx": 16, "prevLogTerm": 2, "entries": [(b"c", 17, 3)]}
+    assert append_handled_by_pysyncobj(HELD, 12, mismatch)["prevLogIdx"] == 16
+    beyond = {"prevLogIdx": None, "prevLogTerm": None, "entries": []}
+    assert append_handled_by_pysyncobj(HELD, 12, beyond)["prevLogIdx"] is None
 
 
 def test_utility_messages_are_refused():

@@ -396,10 +396,6 @@ class Store:
             return
         write_atomically(marker, current.encode())
 
-    def sync(self) -> None:
-        """Flush committed transactions to disk (commits alone do not)."""
-        self.env.sync(True)
-
     def close(self) -> None:
         """Flush, then close: a store closed cleanly is trusted in any later boot."""
         with self._lock.exclusive():

@@ -11,7 +11,8 @@ import pytest
 from cluster.client import Client
 from cluster.config import ReplicaConfig
 from regraft.v1 import cluster_pb2
-from tests.cluster.harness import ROOT, ReplicaProcess, free_port, regraft
+from tests.cluster.harness import ROOT, LocalCluster, ReplicaProcess, free_port, regraft
+from tests.cluster.test_membership import join, members_of
 from tests.cluster.test_replication import Writer
 
 
@@ -158,6 +159,17 @@ def test_backup_during_writes_restores_into_a_new_cluster(make_cluster, solo, tm
     assert field(second.stdout, "cluster") == new_cluster
     # Linearizable: it reflects the acknowledged write (and the read barriers since).
     assert int(field(second.stdout, "revision")) >= answer.revision
+
+    # The restored cluster grows as any other: a second replica joins it and ends with
+    # the same state.
+    restored = LocalCluster(str(tmp_path / "restored-cluster"), size=0)
+    restored.replicas = [replica]
+    try:
+        joined = join(restored, "n2", among=[replica])
+        restored.wait_converged([replica, joined])
+        assert sorted(members_of(restored, [replica])) == ["n1", "n2"]
+    finally:
+        restored.stop()
 
 
 def test_backup_and_restore_refusals_change_nothing(tmp_path):

@@ -330,8 +330,18 @@ class Store:
 
         The new directory is staged first and the swap is two renames; a crash or an
         error between them is finished by _finish_replace (the staged state if it is
-        there, else the old one), and the environment is opened again either way.
+        there, else the old one), and the environment is opened again either way. A
+        file of a newer format is refused before anything moves: this replica keeps
+        its state and can still serve, instead of being left with a store it cannot
+        open.
         """
+        version = _format_of(data_file)
+        if version > FORMAT_VERSION:
+            os.unlink(data_file)
+            raise FormatError(
+                f"a snapshot holds data format {version}, newer than this regraft "
+                f"understands ({FORMAT_VERSION}): upgrade this replica"
+            )
         staging = self.path + ".new"
         shutil.rmtree(staging, ignore_errors=True)
         os.makedirs(staging)
@@ -409,3 +419,14 @@ class Store:
         self.env.close()
         os.unlink(os.path.join(self.path, OPEN_MARKER))
         fsync_dir(self.path)
+
+
+def _format_of(data_file: str) -> int:
+    """The format version of an LMDB data file that is not in place yet."""
+    env = lmdb.open(data_file, subdir=False, readonly=True, lock=False, max_dbs=0)
+    try:
+        with env.begin() as txn:
+            found = txn.get(_FORMAT)
+    finally:
+        env.close()
+    return 0 if found is None else keys.read_u64(found)

@@ -575,6 +575,22 @@ def test_an_older_snapshot_never_rolls_back(make_replica, tmp_path):
     assert after["revision"] == header["revision"] + 1
 
 
+def test_a_snapshot_of_a_newer_format_is_refused_before_the_swap(make_replica, tmp_path):
+    """An upgraded leader's snapshot must not leave an older replica without a store."""
+    newer = make_replica("newer")
+    _populate(newer)
+    with newer.store.env.begin(write=True) as txn:
+        txn.put(b"format_version", keys.u64(db.FORMAT_VERSION + 1))
+    path = str(tmp_path / "snap")
+    _snapshot(newer, path)
+    kept = make_replica("kept")
+    before = _dump(kept.store)
+    with pytest.raises(FormatError, match=f"data format {db.FORMAT_VERSION + 1}, newer than"):
+        snapshot.install(kept.store, path)
+    assert _dump(kept.store) == before
+    assert not os.path.exists(path + ".mdb")
+
+
 @pytest.mark.parametrize("left", [".new", ".old"])
 def test_a_crash_inside_replace_is_finished_at_open(make_replica, tmp_path, left):
     """replace() swaps directories with two renames; a crash between them loses nothing.

@@ -75,15 +75,17 @@ def test_a_stale_success_reply_does_not_move_next_index_back():
     assert next_index["follower"] == 90
 
 
-def vote_requests_handled(own_log, other_voters, requests):
-    """The vote requests PySyncObj gets, of `requests`, on a replica holding `own_log`."""
+def handled_by_pysyncobj(messages, own_log, applied=0, other_voters=("b", "c")):
+    """What PySyncObj's handler gets, of `messages`, on a replica holding `own_log`
+    (applied up to `applied`) among `other_voters`."""
     handled = []
     transport = make_transport(Recorder())
-    transport._syncObj._SyncObj__raftLog = own_log
-    transport._syncObj._SyncObj__otherNodes = set(other_voters)
+    raft = transport._syncObj
+    raft._SyncObj__raftLog, raft.raftLastApplied = own_log, applied
+    raft._SyncObj__otherNodes = set(other_voters)
     transport._onMessageReceivedCallback = lambda node, message: handled.append(message)
-    for request in requests:
-        transport._onMessageReceived("candidate", request)
+    for message in messages:
+        transport._onMessageReceived("peer", message)
     return handled
 
 
@@ -96,18 +98,18 @@ def test_a_replica_with_an_empty_log_votes_only_in_a_new_cluster():
     """A voter that lost its disk forgot its vote: it must not vote again in a term it
     may have voted in, nor help elect a candidate lacking writes only it had."""
     requests = [WITH_HISTORY, NEW_CLUSTER]
-    assert vote_requests_handled(EMPTY_LOG, ["b", "c"], requests) == [NEW_CLUSTER]
+    assert handled_by_pysyncobj(requests, EMPTY_LOG) == [NEW_CLUSTER]
 
 
 def test_a_replica_that_heard_from_a_leader_votes_as_usual():
     own_log = [*EMPTY_LOG, (b"\x00", 2, 5)]  # a leader of term 5 reached it
     requests = [WITH_HISTORY, NEW_CLUSTER]
-    assert vote_requests_handled(own_log, ["b", "c"], requests) == requests
+    assert handled_by_pysyncobj(requests, own_log) == requests
 
 
 def test_with_two_voters_an_empty_replica_votes():
     """The other voter is in every majority: it holds every committed entry."""
-    assert vote_requests_handled(EMPTY_LOG, ["b"], [WITH_HISTORY]) == [WITH_HISTORY]
+    assert handled_by_pysyncobj([WITH_HISTORY], EMPTY_LOG, other_voters=["b"]) == [WITH_HISTORY]
 
 
 def test_a_reply_is_read_only_after_the_journal_is_synced():
@@ -124,13 +126,8 @@ def test_a_reply_is_read_only_after_the_journal_is_synced():
 
 def append_handled_by_pysyncobj(held, applied, message):
     """The append PySyncObj's handler gets once the transport has seen `message`."""
-    handled = []
-    transport = make_transport(Recorder())
-    transport._syncObj._SyncObj__raftLog = held
-    transport._syncObj.raftLastApplied = applied
-    transport._onMessageReceivedCallback = lambda node, m: handled.append(m)
-    transport._onMessageReceived("leader", {"type": "append_entries", "term": 3, **message})
-    (append,) = handled
+    append_entries = {"type": "append_entries", "term": 3, **message}
+    (append,) = handled_by_pysyncobj([append_entries], held, applied)
     return append
 
 

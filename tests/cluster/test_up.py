@@ -12,6 +12,7 @@ import time
 
 from cluster.client import Client
 from tests.cluster.harness import ROOT, free_port_block, push, regraft
+from tests.cluster.test_membership import wait_for
 
 REPLICA_LINE = re.compile(r"^  (r\d)  pid (\d+)  gRPC (\S+)")
 RESTARTED = re.compile(
@@ -46,16 +47,14 @@ class Output:
         )
 
 
-def healthy(endpoints: str, timeout: float = 60.0) -> str:
-    deadline = time.monotonic() + timeout
-    while True:
+def healthy(endpoints: str) -> str:
+    """What `regraft status` prints once it finds the cluster healthy (exit status 0)."""
+
+    def answer():
         status = regraft("status", "--endpoints", endpoints, timeout=30)
-        if status.returncode == 0:
-            return status.stdout
-        assert time.monotonic() < deadline, (
-            f"not healthy in {timeout}s:\n{status.stdout}{status.stderr}"
-        )
-        time.sleep(0.5)
+        return status.stdout if status.returncode == 0 else None
+
+    return wait_for(answer, "regraft status to find the cluster healthy")
 
 
 def test_up_survives_a_killed_leader_and_stops_on_ctrl_c(tmp_path):

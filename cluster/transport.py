@@ -195,17 +195,20 @@ class DurableTransport(TCPTransport):
         first, last = held[0][1], held[-1][1]
         if not first <= previous <= last or held[previous - first][2] != message["prevLogTerm"]:
             return message
-        entries = list(message.get("entries", ()))
+        entries = message.get("entries", ())
         applied = self._syncObj.raftLastApplied
         previous_term = message["prevLogTerm"]
-        while entries and entries[0][1] <= last:
-            index, term = entries[0][1], entries[0][2]
+        skipped = 0
+        for _, index, term in entries:
+            if index > last:
+                break
             if held[index - first][2] != term:
                 if index <= applied:
                     return message  # applied entries differ: let PySyncObj say so
                 break
             previous, previous_term = index, term
-            entries = entries[1:]
+            skipped += 1
+        entries = entries[skipped:]
         if not entries and previous < applied <= last:
             # Applied means committed: the same in every later leader's log.
             previous, previous_term = applied, held[applied - first][2]

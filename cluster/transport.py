@@ -183,10 +183,16 @@ class DurableTransport(TCPTransport):
     def _without_entries_held(self, message: dict) -> dict:
         """The append minus the entries at its front that this replica holds already.
 
-        Only when the append agrees with the log here at its previous index, and on
-        the term of every entry it carries that this replica applied: a divergence
-        goes to PySyncObj unchanged, which cuts the log and says so. Entries past the
-        append's end are still cut by PySyncObj (a resend capped at 1 MiB).
+        PySyncObj cuts the log after the append's previous index, matching entries
+        included, which Raft forbids: a stale resend (capped at 1 MiB) could cut
+        entries this replica acknowledged, and a majority holding a committed entry
+        would shrink. So the append starts after the last entry known to be in the
+        leader's log: one it carries or this replica applied (committed), or the last
+        one here when it is of the leader's term (Raft's log matching: every entry
+        before it is then the leader's too). Only when the append agrees with the log
+        here at its previous index, and on the term of every entry it carries that
+        this replica applied: a divergence goes to PySyncObj unchanged, which cuts the
+        log and says so.
         """
         previous = message.get("prevLogIdx")
         if previous is None or "transmission" in message:
@@ -209,9 +215,11 @@ class DurableTransport(TCPTransport):
             previous, previous_term = index, term
             skipped += 1
         entries = entries[skipped:]
-        if not entries and previous < applied <= last:
-            # Applied means committed: the same in every later leader's log.
-            previous, previous_term = applied, held[applied - first][2]
+        if not entries:
+            if held[-1][2] == message["term"]:
+                previous, previous_term = last, held[-1][2]
+            elif previous < applied <= last:
+                previous, previous_term = applied, held[applied - first][2]
         if previous == message["prevLogIdx"]:
             return message
         return {**message, "prevLogIdx": previous, "prevLogTerm": previous_term, "entries": entries}

@@ -126,7 +126,7 @@ def test_a_reply_is_read_only_after_the_journal_is_synced():
 
 def append_handled_by_pysyncobj(held, applied, message):
     """The append PySyncObj's handler gets once the transport has seen `message`."""
-    append_entries = {"type": "append_entries", "term": 3, **message}
+    append_entries = {"type": "append_entries", "term": 3} | message
     (append,) = handled_by_pysyncobj([append_entries], held, applied)
     return append
 
@@ -145,6 +145,26 @@ def test_an_append_skips_the_entries_the_follower_holds():
     assert [e[1] for e in append["entries"]] == [21, 22]
 
 
+def test_a_resend_that_ends_early_keeps_the_entries_after_it():
+    """A stale resend from this leader (term 3): every entry here of its term is in
+    its log, and so is everything before; PySyncObj would cut 18..20 and reply 18."""
+    resent = [(b"c%d" % i, i, 2 if i <= 15 else 3) for i in range(15, 18)]
+    for entries in (resent, []):
+        append = append_handled_by_pysyncobj(
+            HELD, 12, {"prevLogIdx": 14, "prevLogTerm": 2, "entries": entries}
+        )
+        assert (append["prevLogIdx"], append["prevLogTerm"], append["entries"]) == (20, 3, [])
+
+
+def test_a_new_leaders_resend_that_ends_early_keeps_only_what_it_knows():
+    """A leader of term 4 may lack this replica's entries of term 3 past its append:
+    the append keeps only what is applied, as Raft's reply must not claim the rest."""
+    append = append_handled_by_pysyncobj(
+        HELD, 12, {"term": 4, "prevLogIdx": 16, "prevLogTerm": 3, "entries": [(b"c17", 17, 3)]}
+    )
+    assert (append["prevLogIdx"], append["prevLogTerm"], append["entries"]) == (17, 3, [])
+
+
 def test_a_conflicting_entry_still_truncates():
     other_term = [(b"x", 17, 3), (b"y", 18, 4), (b"z", 19, 4)]
     append = append_handled_by_pysyncobj(
@@ -155,9 +175,10 @@ def test_a_conflicting_entry_still_truncates():
 
 
 def test_a_heartbeat_from_behind_keeps_the_applied_entries():
-    """Applied means committed: the same in every later leader's log."""
+    """Applied means committed: the same in every later leader's log (here one of
+    term 4, which may lack the entries after those)."""
     heartbeat = append_handled_by_pysyncobj(
-        HELD, 18, {"prevLogIdx": 14, "prevLogTerm": 2, "entries": []}
+        HELD, 18, {"term": 4, "prevLogIdx": 14, "prevLogTerm": 2, "entries": []}
     )
     assert (heartbeat["prevLogIdx"], heartbeat["prevLogTerm"]) == (18, 3)
     assert heartbeat["entries"] == []

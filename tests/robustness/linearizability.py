@@ -64,6 +64,8 @@ from tests.robustness.history import (
 )
 
 State = str | None  # the digest a tag points at, or None when the tag does not exist
+# A digest written but never observed (see _with_unseen_values_merged); no digest.
+UNSEEN_VALUE = "<never observed>"
 
 
 def step(state: State, op: Operation) -> tuple[bool, State]:
@@ -187,6 +189,19 @@ def _return_times(operations: list[Operation]) -> list[float]:
     return times
 
 
+def _with_unseen_values_merged(operations: list[Operation]) -> list[Operation]:
+    """The operations as the model sees them: a written value that no operation ever
+    compares the state with (no result, expected digest or deleted manifest is it)
+    becomes UNSEEN. The model cannot tell two such values apart, and with one name
+    for all of them the cache sees that states holding either are the same."""
+    observed = {op.result for op in operations} | {op.expected for op in operations}
+    observed |= {op.value for op in operations if op.kind == DELETE_MANIFEST}
+    return [
+        replace(op, value=UNSEEN_VALUE) if op.kind in WRITES and op.value not in observed else op
+        for op in operations
+    ]
+
+
 def check_register(operations: list[Operation], initial: State = None) -> list[Operation]:
     """Search for a linearization of one register's history.
 
@@ -197,6 +212,7 @@ def check_register(operations: list[Operation], initial: State = None) -> list[O
     if not count:
         return []
     returns = _return_times(operations)
+    model = _with_unseen_values_merged(operations)
     events = []
     for index, (op, ret) in enumerate(zip(operations, returns, strict=True)):
         events.append((op.call, 0, index))
@@ -245,14 +261,29 @@ def check_register(operations: list[Operation], initial: State = None) -> list[O
     # everything, where they change nothing anyone saw.
     everything_definite = ((1 << count) - 1) & definite
     unknown = [op.outcome == UNKNOWN for op in operations]
+    # Open-ended operations alike in everything the model reads (unknown deletes of
+    # one tag, unknown pushes of values nobody saw) are interchangeable once called:
+    # each stays placeable to the end, so placing one rather than another changes
+    # nothing. Only the first is tried: tens of them (a full disk) would otherwise
+    # make the search exponential.
+    twins = [
+        (op.kind, op.value, op.expected, op.must_not_exist) if math.isinf(ret) else None
+        for op, ret in zip(model, returns, strict=True)
+    ]
 
     def options() -> list[int]:
         """The calls before the first return: what may be linearized next. Known
         outcomes first: an unknown write is tried only when they cannot go on."""
         known, maybe = [], []
+        tried = set()
         node = nxt[head]
         while node != nil and is_call[node]:
-            (maybe if unknown[op_of[node]] else known).append(node)
+            index = op_of[node]
+            if not unknown[index]:
+                known.append(node)
+            elif twins[index] is None or twins[index] not in tried:
+                tried.add(twins[index])
+                maybe.append(node)
             node = nxt[node]
         return known + maybe
 
@@ -267,7 +298,7 @@ def check_register(operations: list[Operation], initial: State = None) -> list[O
             node = choices[position]
             position += 1
             index = op_of[node]
-            allowed, following = step(state, operations[index])
+            allowed, following = step(state, model[index])
             if not allowed:
                 continue
             candidate = linearized | (1 << index)

@@ -43,7 +43,7 @@ from cluster.config import ConfigError
 from cluster.journal import DurableJournal
 from cluster.transport import DurableTransport
 from regraft.v1 import command_pb2
-from storage import machine, snapshot
+from storage import machine, snapshot, versions
 from storage.db import Store
 from storage.files import fsync_dir, fsync_file
 
@@ -136,6 +136,7 @@ class Raft(SyncObj):
         self.fatal_error: str | None = None
         self._loading_at_startup = os.path.isfile(self.snapshot_path)
         self.revision = store.revision
+        self._note_machine_version(store)
         self.applied = threading.Condition()
         self.last_snapshot_index = 0
         self._batch = None
@@ -387,13 +388,14 @@ class Raft(SyncObj):
             try:
                 if self._batch is None:
                     self._fill_batch()
-                revision = self._batch.revision
+                revision, version = self._batch.revision, self._batch.machine_version
                 self._batch.commit()
                 break
             except lmdb.Error as e:
                 self._recover(e)
         metrics.apply_seconds.observe(time.monotonic() - started)
         metrics.apply_batch_entries.observe(len(self._batch_entries))
+        self.batch_peer_messages = version >= versions.BATCHED_PEER_MESSAGES
         self._batch = None
         self._batch_entries = []
         deferred, self._deferred = self._deferred, []
@@ -404,6 +406,9 @@ class Raft(SyncObj):
             _settle(future, result=result)
 
     def _after_tick(self) -> None:
+        # Before the appends: a follower learns a forwarded command's index before the
+        # entry can commit (else it could not tell its caller the outcome).
+        self._SyncObj__transport.flush()
         leading = self._isLeader()
         if leading and self._last_log_index() > self._sent_upto:
             # New entries go out before this replica's own fsync, so that the followers
@@ -569,6 +574,7 @@ class Raft(SyncObj):
         if replaced:
             metrics.snapshot_installs.inc()
             log.info("installed snapshot at revision %d", header["revision"])
+            self._note_machine_version(self.store)
             with self.applied:
                 self.revision = self.store.revision
                 self.applied.notify_all()
@@ -596,6 +602,11 @@ class Raft(SyncObj):
             tuple(journal[position]) == previous and tuple(journal[position + 1]) == last
         ):
             journal.deleteEntriesTo(position)
+
+    def _note_machine_version(self, store: Store) -> None:
+        """Whether every member reads batched peer messages (cluster/transport.py)."""
+        with store.read() as view:
+            self.batch_peer_messages = view.machine_version >= versions.BATCHED_PEER_MESSAGES
 
     def close(self) -> None:
         self.destroy_synchronous()

@@ -19,6 +19,12 @@
   this replica already holds: those it applied (committed, hence the same in every
   later leader's log) and those of the same term (the same entry, by Log Matching).
   Only a conflicting entry still truncates the log.
+- Fewer messages: a write sent to a follower is forwarded to the leader, which
+  answers with the index it got: two messages per write, each pickled, compressed
+  and encrypted on its own. Those of one tick travel as one message per peer, sent
+  at the end of the tick (before the appends, so that an answer still arrives before
+  its entry commits). Releases before this one do not read such a message: it is
+  sent only once the cluster's machine version says every member does.
 - Memory: PySyncObj buffers a frame of whatever length its 4-byte header claims,
   from anyone who connects. Frames are capped: 64 KiB before the connection has
   proven it knows the secret, 16 MiB after (entries and snapshot chunks travel in
@@ -116,7 +122,10 @@ def _bind_keeping_the_port(server: TcpServer) -> None:
 
 TcpServer.bind = _bind_keeping_the_port
 
-_NO_DURABILITY_CLAIM = frozenset({"apply_command", "apply_command_response", "append_entries"})
+# Sent at the end of the tick, one message per peer holding all of them.
+_BATCHED = frozenset({"apply_command", "apply_command_response"})
+BATCH = "regraft_batch"
+_NO_DURABILITY_CLAIM = _BATCHED | {"append_entries", BATCH}
 
 
 class DurableTransport(TCPTransport):
@@ -124,6 +133,7 @@ class DurableTransport(TCPTransport):
         # Incoming connections that have not said who they are, by arrival time.
         self._arrivals: dict[TcpConnection, float] = {}
         self._swept_at = 0.0
+        self._outbox: dict = {}
         super().__init__(*args, **kwargs)
 
     def _onNewIncomingConnection(self, conn: TcpConnection) -> None:
@@ -151,6 +161,19 @@ class DurableTransport(TCPTransport):
                 conn.disconnect()
 
     def send(self, node, message) -> bool:
+        if message.get("type") in _BATCHED and self._syncObj.batch_peer_messages:
+            self._outbox.setdefault(node, []).append(message)
+            return True
+        return self._send_now(node, message)
+
+    def flush(self) -> None:
+        """Send the messages batched during this tick (on the tick thread, like send)."""
+        outbox, self._outbox = self._outbox, {}
+        for node, messages in outbox.items():
+            batch = messages[0] if len(messages) == 1 else {"type": BATCH, "messages": messages}
+            self._send_now(node, batch)
+
+    def _send_now(self, node, message) -> bool:
         if message.get("type") not in _NO_DURABILITY_CLAIM:
             self._syncObj.journal.sync()
         sent = super().send(node, message)
@@ -162,6 +185,11 @@ class DurableTransport(TCPTransport):
         _count_snapshot_chunk(metrics.snapshot_received_bytes, message)
         kind = message.get("type") if isinstance(message, dict) else None
         if kind == "request_vote" and self._withheld(node, message):
+            return
+        if kind == BATCH:
+            for part in message.get("messages", ()):
+                if isinstance(part, dict) and part.get("type") in _BATCHED:
+                    super()._onMessageReceived(node, part)
             return
         if kind == "append_entries":
             message = self._without_entries_held(message)

@@ -11,8 +11,11 @@ A new cluster starts at the version of the code that records its first members.
     2  Access writes and changes of the cluster (members, retention, this version) are
        Watch events (ACCESS_CHANGE, CLUSTER_CHANGE); age-based event pruning keeps the
        last MIN_EVENT_REVISIONS revisions whatever the entry times say.
+    3  Apply unchanged. Every member reads the replicas' batched messages, so they
+       may send them (cluster/transport.py).
 """
 
 AUDIT_EVENTS = 2
+BATCHED_PEER_MESSAGES = 3
 # The newest version this code can apply.
-LATEST = 2
+LATEST = 3

@@ -5,6 +5,7 @@ import time
 
 from cluster.replica import _UPGRADE_PERIOD
 from regraft.v1 import access_pb2, cluster_pb2, registry_pb2
+from storage.versions import LATEST
 from tests.cluster.test_membership import change, wait_for
 from tests.cluster.test_replication import Writer, assert_all_present
 
@@ -77,13 +78,16 @@ def test_new_apply_behaviour_waits_for_every_replica(make_cluster):
 
     upgrade(cluster.replicas[2])
     wait_for(
-        lambda: {cluster.status(r).machine_version for r in cluster.replicas} == {2},
+        lambda: {cluster.status(r).machine_version for r in cluster.replicas} == {LATEST},
         "the machine version to be raised once every replica supports it",
     )
     with cluster.client() as client:
         client.call("CreateOrganization", access_pb2.OrganizationRequest(name="upgraded"))
+    for replica in cluster.replicas:  # followers now batch what they forward
+        with cluster.client([replica]) as client:
+            client.call("CreateOrganization", access_pb2.OrganizationRequest(name=replica.id))
     cluster.wait_converged()
-    assert access_events() == ["CreateOrganization"]
+    assert access_events() == ["CreateOrganization"] * 4
 
     # Going back to the previous release now would apply entries the old way: refused.
     downgraded = cluster.replicas[0]
@@ -92,6 +96,5 @@ def test_new_apply_behaviour_waits_for_every_replica(make_cluster):
     downgraded.start()
     wait_for(lambda: not downgraded.running, f"{downgraded.id} to refuse to run")
     assert downgraded.process.returncode == 1
-    assert "the cluster applies machine version 2, newer than this code supports (1)" in (
-        downgraded.log()
-    )
+    refusal = f"the cluster applies machine version {LATEST}, newer than this code supports (1)"
+    assert refusal in downgraded.log()

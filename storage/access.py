@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import argon2
 
-from regraft.v1 import access_pb2, command_pb2, record_pb2
+from regraft.v1 import access_pb2, command_pb2, record_pb2, registry_pb2
 from storage import keys, names, registry
 from storage.db import Batch, View
 from storage.errors import FailedPrecondition, NotFound
@@ -192,7 +192,7 @@ def _audit(change: "Change", operation: str, target: str, *details: str, reposit
     """The audit event of an Access write (Watch's ACCESS_CHANGE)."""
     if details:
         target = f"{target}: {', '.join(details)}"
-    change.record(registry.Kind.ACCESS_CHANGE, operation, target, repository)
+    change.record(registry_pb2.ACCESS_CHANGE, operation, target, repository)
 
 
 def put_organization(change: "Change", op: command_pb2.PutOrganizationOp) -> command_pb2.Result:

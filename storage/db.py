@@ -16,7 +16,8 @@ import hashlib
 import os
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import lmdb
 
@@ -59,6 +60,8 @@ _FORMAT = b"format_version"
 _CLUSTER_ID = b"cluster_id"
 _MACHINE_VERSION = b"machine_version"
 _MODULUS = 1 << 256
+
+T = TypeVar("T")
 
 
 class FormatError(RuntimeError):
@@ -116,10 +119,14 @@ class _ReadWriteLock:
                 self._cond.notify_all()
 
 
+# A sha256 already fed each database's name: copying one is cheaper than a new hash.
+_SEEDED = {name: hashlib.sha256(name.encode()) for name in DATABASES}
+
+
 def _record_hash(db: str, key: bytes, value: bytes) -> int:
-    h = hashlib.sha256(db.encode())
-    h.update(len(key).to_bytes(4, "big"))
-    h.update(key)
+    """sha256 of the database name, the key's length (4 bytes), the key and the value."""
+    h = _SEEDED[db].copy()
+    h.update(len(key).to_bytes(4, "big") + key)
     h.update(value)
     return int.from_bytes(h.digest(), "big")
 
@@ -132,7 +139,8 @@ class View:
         self._dbs = dbs
 
     def get(self, db: str, key: bytes) -> bytes | None:
-        return self.txn.get(key, db=self._dbs[db])
+        # The database by position, here and in Batch: py-lmdb parses keywords slowly.
+        return self.txn.get(key, None, self._dbs[db])
 
     def cursor(self, db: str) -> lmdb.Cursor:
         return self.txn.cursor(db=self._dbs[db])
@@ -200,47 +208,58 @@ class Batch(View):
         self._env = env
         raw = txn.get(_HASH)
         self._hash = int.from_bytes(raw, "big") if raw else 0
+        self._revision = super().revision
 
     def put(self, db: str, key: bytes, value: bytes) -> None:
-        handle = self._dbs[db]
-        old = self.txn.get(key, db=handle)
+        """Write a record, keeping the state hash up to date.
+
+        replace (and pop in delete) returns the old record from the same lookup that
+        writes: a get first would be a second lookup, and a second release of the GIL.
+        """
+        old = self.txn.replace(key, value, self._dbs[db])
         if old == value:
             return
         if old is not None:
             self._hash -= _record_hash(db, key, old)
         self._hash += _record_hash(db, key, value)
-        self.txn.put(key, value, db=handle)
 
     def delete(self, db: str, key: bytes) -> bool:
-        handle = self._dbs[db]
-        old = self.txn.get(key, db=handle)
+        old = self.txn.pop(key, self._dbs[db])
         if old is None:
             return False
         self._hash -= _record_hash(db, key, old)
-        self.txn.delete(key, db=handle)
         return True
 
-    @contextlib.contextmanager
-    def entry(self) -> Iterator[None]:
-        """One command's writes: all of them, or none if the block raises."""
+    def atomically(self, operation: Callable[..., T], *args: object) -> T:
+        """operation(*args) as one command's writes: all of them, or none if it raises.
+
+        A plain call rather than a context manager: this runs once per log entry.
+        """
         parent, saved = self.txn, self._hash
         self.txn = self._env.begin(write=True, parent=parent)
         try:
-            yield
+            result = operation(*args)
         except BaseException:
             self.txn.abort()
             self.txn, self._hash = parent, saved
             raise
         self.txn.commit()
         self.txn = parent
+        return result
 
     @property
     def state_hash(self) -> str:
         """The hash of the state this batch holds, including what is not yet committed."""
         return (self._hash % _MODULUS).to_bytes(32, "big").hex()
 
+    @property
+    def revision(self) -> int:
+        """Kept in memory (set_revision is the only writer): apply reads it per entry."""
+        return self._revision
+
     def set_revision(self, index: int) -> None:
         self.txn.put(_APPLIED, keys.u64(index))
+        self._revision = index
 
     def set_cluster_id(self, cluster_id: str) -> None:
         self.txn.put(_CLUSTER_ID, cluster_id.encode())

@@ -15,7 +15,7 @@ import logging
 import lmdb
 from google.protobuf.message import DecodeError
 
-from regraft.v1 import command_pb2, record_pb2
+from regraft.v1 import command_pb2, record_pb2, registry_pb2
 from storage import access, keys, members, registry, versions
 from storage.db import Batch
 from storage.errors import FailedPrecondition, NotFound, RegistryError
@@ -45,7 +45,7 @@ def set_machine_version(change: registry.Change, op: command_pb2.SetMachineVersi
         log.error("machine version %d is newer than this code (%d)", op.version, versions.LATEST)
     change.batch.set_machine_version(op.version)
     change.record(
-        registry.Kind.CLUSTER_CHANGE,
+        registry_pb2.CLUSTER_CHANGE,
         "SetMachineVersion",
         f"machine version {current} -> {op.version}",
     )
@@ -95,7 +95,8 @@ def apply(batch: Batch, index: int, data: bytes) -> Result:
         result = Result(code=Result.INVALID_ARGUMENT, message=f"undecodable command: {e}")
         now_ms = 0
     else:
-        fingerprint = _fingerprint(command)
+        # Only a request id is checked against its fingerprint: skip it for the rest.
+        fingerprint = _fingerprint(command) if command.request_id else b""
         result = _remembered(batch, command.request_id, fingerprint) or _execute(
             batch, index, command, fingerprint
         )
@@ -114,10 +115,9 @@ def _execute(batch: Batch, index: int, command: command_pb2.Command, fingerprint
     operation = _OPERATIONS.get(op_name)
     if operation is None:
         return Result(code=Result.INVALID_ARGUMENT, message="command names no operation")
+    change = registry.Change(batch, index, command.actor, command.time_ms)
     try:
-        with batch.entry():
-            change = registry.Change(batch, index, command.actor, command.time_ms)
-            result = operation(change, getattr(command, op_name))
+        result = batch.atomically(operation, change, getattr(command, op_name))
     except RegistryError as e:
         result = Result(code=_CODES[type(e)], message=e.message, oci_code=e.oci_code)
     except lmdb.Error:

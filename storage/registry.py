@@ -27,8 +27,6 @@ EVENT_RETENTION = 200_000
 # proposing replica's clock, and one clock far ahead must not erase the audit log.
 MIN_EVENT_REVISIONS = 1000
 
-Kind = registry_pb2.EventKind
-
 
 @dataclass
 class Change:
@@ -41,6 +39,8 @@ class Change:
     _sequence: int = field(default=0)
 
     def emit(self, kind: int, repository: str, digest: str, tag: str = "") -> None:
+        """A registry event. Kinds are registry_pb2's module-level ints (registry_pb2.TAG_SET):
+        registry_pb2.EventKind.TAG_SET is a slow __getattr__, and this runs per entry."""
         self._put(registry_pb2.Event(kind=kind, repository=repository, digest=digest, tag=tag))
 
     def record(self, kind: int, operation: str, target: str, repository: str = "") -> None:
@@ -82,14 +82,20 @@ def settings(view: View, name: str) -> access_pb2.RepositorySettings:
     return record_pb2.RepositorySettingsRecord.FromString(raw).settings
 
 
-def _refuse_moving_immutable(view: View, rid: bytes, repository: str, tag: str, digest: str):
+def _tag(view: View, rid: bytes, tag: str) -> str:
+    """The digest a tag points at, or "" if there is no such tag."""
     raw = view.get("tags", keys.member(rid, tag))
-    if raw is None or raw.decode() == digest or not settings(view, repository).immutable_tags:
+    return raw.decode() if raw else ""
+
+
+def _refuse_moving_immutable(view: View, repository: str, tag: str, current: str, digest: str):
+    """Refuse moving a tag from `current` (its digest, "" if none) to `digest`."""
+    if not current or current == digest or not settings(view, repository).immutable_tags:
         return
     raise FailedPrecondition(
         "DENIED",
         f"tag {tag!r} of repository {repository!r} is immutable: it points at "
-        f"{raw.decode()} and cannot be moved to {digest}",
+        f"{current} and cannot be moved to {digest}",
     )
 
 
@@ -143,8 +149,9 @@ def put_manifest(change: Change, op: command_pb2.PutManifestOp) -> command_pb2.R
                 f"manifest {digest} listed by the index is not in repository "
                 f"{op.repository!r}: push it first",
             )
-    if rid is not None and op.tag:
-        _refuse_moving_immutable(batch, rid, op.repository, op.tag, op.digest)
+    # A repository without an id has no tags yet.
+    current = _tag(batch, rid, op.tag) if rid is not None and op.tag else ""
+    _refuse_moving_immutable(batch, op.repository, op.tag, current, op.digest)
     rid = _ensure_repo(batch, op.repository)
     key = keys.member(rid, op.digest)
     if batch.get("manifests", key) is None:
@@ -162,9 +169,10 @@ def put_manifest(change: Change, op: command_pb2.PutManifestOp) -> command_pb2.R
         batch.put("manifests", key, record.SerializeToString(deterministic=True))
         if op.subject:
             batch.put("referrers", keys.pair(rid, op.subject, op.digest), b"")
-        change.emit(Kind.MANIFEST_PUT, op.repository, op.digest)
-    previous = _set_tag(change, rid, op.repository, op.tag, op.digest) if op.tag else ""
-    return command_pb2.Result(digest=op.digest, previous_digest=previous)
+        change.emit(registry_pb2.MANIFEST_PUT, op.repository, op.digest)
+    if op.tag:
+        _set_tag(change, rid, op.repository, op.tag, current, op.digest)
+    return command_pb2.Result(digest=op.digest, previous_digest=current)
 
 
 def delete_manifest(change: Change, op: command_pb2.DeleteManifestOp) -> command_pb2.Result:
@@ -184,30 +192,27 @@ def delete_manifest(change: Change, op: command_pb2.DeleteManifestOp) -> command
     for tag in tags:
         batch.delete("tags", keys.member(rid, tag))
         batch.delete("tag_index", keys.pair(rid, op.digest, tag))
-        change.emit(Kind.TAG_DELETE, op.repository, op.digest, tag)
+        change.emit(registry_pb2.TAG_DELETE, op.repository, op.digest, tag)
     if record.subject:
         batch.delete("referrers", keys.pair(rid, record.subject, op.digest))
     batch.delete("manifests", key)
-    change.emit(Kind.MANIFEST_DELETE, op.repository, op.digest)
+    change.emit(registry_pb2.MANIFEST_DELETE, op.repository, op.digest)
     return command_pb2.Result(digest=op.digest, deleted_tags=tags)
 
 
 # -- tags ---------------------------------------------------------------------------
 
 
-def _set_tag(change: Change, rid: bytes, repository: str, tag: str, digest: str) -> str:
+def _set_tag(change: Change, rid: bytes, repository: str, tag: str, current: str, digest: str):
+    """Point a tag at `digest`; `current` is what it points at now ("" if nothing)."""
+    if current == digest:
+        return
     batch = change.batch
-    key = keys.member(rid, tag)
-    previous = batch.get("tags", key)
-    previous_digest = previous.decode() if previous else ""
-    if previous_digest == digest:
-        return previous_digest
-    if previous_digest:
-        batch.delete("tag_index", keys.pair(rid, previous_digest, tag))
-    batch.put("tags", key, digest.encode())
+    if current:
+        batch.delete("tag_index", keys.pair(rid, current, tag))
+    batch.put("tags", keys.member(rid, tag), digest.encode())
     batch.put("tag_index", keys.pair(rid, digest, tag), b"")
-    change.emit(Kind.TAG_SET, repository, digest, tag)
-    return previous_digest
+    change.emit(registry_pb2.TAG_SET, repository, digest, tag)
 
 
 def _check_expected(repository: str, tag: str, current: str, expected: str) -> None:
@@ -226,17 +231,16 @@ def put_tag(change: Change, op: command_pb2.PutTagOp) -> command_pb2.Result:
         raise NotFound(
             "MANIFEST_UNKNOWN", f"manifest {op.digest} is not in repository {op.repository!r}"
         )
-    raw = batch.get("tags", keys.member(rid, op.tag))
-    current = raw.decode() if raw else ""
+    current = _tag(batch, rid, op.tag)
     if op.must_not_exist and current:
         raise FailedPrecondition(
             "TAG_CONFLICT",
             f"tag {op.tag!r} of repository {op.repository!r} already exists (points at {current})",
         )
     _check_expected(op.repository, op.tag, current, op.expected_digest)
-    _refuse_moving_immutable(batch, rid, op.repository, op.tag, op.digest)
-    previous = _set_tag(change, rid, op.repository, op.tag, op.digest)
-    return command_pb2.Result(digest=op.digest, previous_digest=previous)
+    _refuse_moving_immutable(batch, op.repository, op.tag, current, op.digest)
+    _set_tag(change, rid, op.repository, op.tag, current, op.digest)
+    return command_pb2.Result(digest=op.digest, previous_digest=current)
 
 
 def delete_tag(change: Change, op: command_pb2.DeleteTagOp) -> command_pb2.Result:
@@ -253,7 +257,7 @@ def delete_tag(change: Change, op: command_pb2.DeleteTagOp) -> command_pb2.Resul
     _refuse_deleting_immutable(batch, op.repository, [op.tag])
     batch.delete("tags", key)
     batch.delete("tag_index", keys.pair(rid, current, op.tag))
-    change.emit(Kind.TAG_DELETE, op.repository, current, op.tag)
+    change.emit(registry_pb2.TAG_DELETE, op.repository, current, op.tag)
     return command_pb2.Result(digest=current)
 
 
@@ -277,7 +281,7 @@ def _link(change: Change, repository: str, digest: str, size: int, media_type: s
     rid = _ensure_repo(batch, repository)
     record = record_pb2.BlobRecord(size=size, media_type=media_type, revision=change.revision)
     batch.put("blobs", keys.member(rid, digest), record.SerializeToString())
-    change.emit(Kind.BLOB_LINK, repository, digest)
+    change.emit(registry_pb2.BLOB_LINK, repository, digest)
 
 
 def link_blob(change: Change, op: command_pb2.LinkBlobOp) -> command_pb2.Result:
@@ -292,7 +296,7 @@ def unlink_blob(change: Change, op: command_pb2.UnlinkBlobOp) -> command_pb2.Res
         raise NotFound(
             "BLOB_UNKNOWN", f"blob {op.digest} is not linked to repository {op.repository!r}"
         )
-    change.emit(Kind.BLOB_UNLINK, op.repository, op.digest)
+    change.emit(registry_pb2.BLOB_UNLINK, op.repository, op.digest)
     return command_pb2.Result(digest=op.digest)
 
 
@@ -310,7 +314,7 @@ def set_event_retention(change: Change, op: command_pb2.SetEventRetentionOp):
     change.batch.txn.put(_EVENT_RETENTION, op.SerializeToString(deterministic=True))
     age = f"{op.max_age_seconds} s" if op.max_age_seconds else "no limit"
     change.record(
-        Kind.CLUSTER_CHANGE,
+        registry_pb2.CLUSTER_CHANGE,
         "SetEventRetention",
         f"events of the last {op.revisions or EVENT_RETENTION} revisions, age limit {age}",
     )

@@ -781,6 +781,23 @@ def test_state_hash_is_independent_of_batch_boundaries(make_replica):
     assert one.state_hash() == pending
 
 
+def test_a_command_that_fails_unexpectedly_leaves_nothing_behind(replica, monkeypatch):
+    config = compute_digest(b"config")
+    replica.ok(link("a", config))
+
+    def half_done(change, op):
+        change.batch.put("tags", b"half", b"done")
+        raise RuntimeError("a bug")
+
+    monkeypatch.setitem(machine._OPERATIONS, "link_blob", half_done)
+    (result,) = replica.apply(link("b", config, request_id="r1"))
+    assert result.code == command_pb2.Result.INTERNAL
+    with replica.store.read() as view:
+        assert view.get("tags", b"half") is None
+        assert view.get("requests", b"r1") is not None  # the outcome is remembered
+        assert view.state_hash == view.recompute_state_hash()
+
+
 def test_index_command_with_children(replica):
     """An index needs its children in the same repository."""
     config = compute_digest(b"config")

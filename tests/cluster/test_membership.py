@@ -13,6 +13,7 @@ from cluster.cli_members import call_leader
 from cluster.config import ReplicaConfig
 from cluster.replica import VOTER_MARKER
 from regraft.v1 import cluster_pb2, record_pb2
+from storage.versions import LATEST
 from tests.cluster.harness import push, regraft
 from tests.cluster.test_replication import Writer, assert_all_present
 
@@ -266,10 +267,11 @@ def test_a_learner_running_older_code_is_not_promoted(cluster):
 
     wait_for(kept_out, "the learner on older code to stop")
     assert old.process.returncode == 1
-    assert "the cluster applies machine version 2, newer than this code supports (1)" in (old.log())
+    refusal = f"the cluster applies machine version {LATEST}, newer than this code supports (1)"
+    assert refusal in old.log()
     too_old = [d for d in refusals if "LEARNER_TOO_OLD" in d]
     for details in too_old:  # if asked while it still ran
-        assert "supports machine version 1, and the cluster applies version 2" in details
+        assert f"supports machine version 1, and the cluster applies version {LATEST}" in details
     assert members_of(cluster)["r4"].membership == Role.LEARNER
 
 

@@ -321,3 +321,12 @@ def test_a_failed_accept_for_lack_of_descriptors_keeps_the_port():
     with pytest.raises(OSError) as broken:  # TcpServer unbinds: the socket is unusable
         transport_module._ListeningSocket(Broken()).accept()
     assert broken.value.errno == errno.EBADF
+
+
+def test_messages_are_zlib_streams_stored_rather_than_compressed():
+    """Every release reads them (zlib.decompress); compressing cost more CPU than the
+    bytes it saved."""
+    data = b"sha256:" + b"ab" * 500
+    framed = transport_module._StoredZlib.compress(data, 3)
+    assert len(framed) > len(data)
+    assert transport_module._StoredZlib.decompress(framed) == data

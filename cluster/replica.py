@@ -32,6 +32,7 @@ from cluster.membership import (
 )
 from cluster.raft import Raft, RaftSettings
 from cluster.reads import Reads
+from cluster.rpc import Counted
 from cluster.service_access import AccessService
 from cluster.service_cluster import VERSION, ClusterService
 from cluster.service_registry import RegistryService
@@ -62,6 +63,16 @@ _REMOVED_AFTER = 5.0
 # machine version (storage/versions.py).
 _UPGRADE_PERIOD = 5.0
 _HEALTH_SERVICES = ("", "regraft.v1.Registry", "regraft.v1.Cluster", "regraft.v1.Access")
+
+
+class _Health(health.HealthServicer):
+    """The standard health service, its checks counted like the API's calls."""
+
+    def Check(self, request, context):
+        with Counted("HealthCheck") as call:
+            response = super().Check(request, context)
+            call.code = context.code() or grpc.StatusCode.OK
+            return response
 
 
 @dataclass
@@ -116,7 +127,7 @@ class Replica:
         self._stop_requested = threading.Event()
         self.reads = Reads(self.raft)
         self._stopping = threading.Event()
-        self.health = health.HealthServicer()
+        self.health = _Health()
         for service in _HEALTH_SERVICES:
             self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
         self.server = grpc.server(

@@ -128,22 +128,34 @@ def handler(method: Callable) -> Callable:
     return unary
 
 
+class Counted:
+    """One call, counted and timed in regraft_grpc_*: its code is OK unless set."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.code = grpc.StatusCode.OK
+
+    def __enter__(self) -> "Counted":
+        self._started = time.monotonic()
+        metrics.grpc_in_flight.inc()
+        return self
+
+    def __exit__(self, *_exception) -> None:
+        metrics.grpc_in_flight.dec()
+        metrics.grpc_requests.labels(self.name, self.code.name).inc()
+        metrics.grpc_seconds.labels(self.name).observe(time.monotonic() - self._started)
+
+
 @contextlib.contextmanager
 def _guard(servicer, context: grpc.ServicerContext, name: str) -> Iterator[None]:
-    started = time.monotonic()
-    metrics.grpc_in_flight.inc()
-    code = grpc.StatusCode.OK
-    try:
-        yield
-    except Exception as error:
-        code, message, trailers = _status(error, servicer.leader_hint)
-        if trailers:
-            context.set_trailing_metadata(trailers)
-        context.abort(code, message)
-    finally:
-        metrics.grpc_in_flight.dec()
-        metrics.grpc_requests.labels(name, code.name).inc()
-        metrics.grpc_seconds.labels(name).observe(time.monotonic() - started)
+    with Counted(name) as call:
+        try:
+            yield
+        except Exception as error:
+            call.code, message, trailers = _status(error, servicer.leader_hint)
+            if trailers:
+                context.set_trailing_metadata(trailers)
+            context.abort(call.code, message)
 
 
 def _status(error: Exception, leader_hint: Callable[[], str]):

@@ -10,6 +10,7 @@ import urllib.error
 import urllib.request
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -93,3 +94,22 @@ def test_shutdown_reports_not_serving_before_the_server_goes(cluster):
         watcher.join(BOUND)
         assert not watcher.is_alive(), "the Watch stream outlived the replica"
     assert seen[-1] == NOT_SERVING, seen
+
+
+def test_health_checks_are_counted_like_api_calls(cluster):
+    replica = cluster.replicas[0]
+
+    def counted(code: str) -> float:
+        _, text = probe(replica, "/metrics")
+        line = f'regraft_grpc_requests_total{{code="{code}",method="HealthCheck"}} '
+        found = [float(row[len(line) :]) for row in text.splitlines() if row.startswith(line)]
+        return found[0] if found else 0.0
+
+    ok_before, unknown_before = counted("OK"), counted("NOT_FOUND")
+    for _ in range(3):
+        health(replica)
+    with pytest.raises(grpc.RpcError) as unknown:
+        health(replica, "no.such.Service")
+    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+    assert counted("OK") >= ok_before + 3
+    assert counted("NOT_FOUND") == unknown_before + 1

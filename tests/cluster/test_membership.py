@@ -197,6 +197,33 @@ def test_refusals(cluster):
     assert members_of(cluster, live)["r6"].membership == Role.LEARNER
 
 
+def test_a_forced_removal_below_quorum_waits_for_the_voter_that_is_down(cluster):
+    """--force removes a voter although the voters left cannot reach a quorum while
+    one of them is down: the removal cannot commit until that one is back (nothing is
+    lost meanwhile), and the same command then finishes it."""
+    leader = cluster.wait_for_leader()
+    down, victim = [r for r in cluster.replicas if r is not leader]
+    with cluster.client() as client:
+        before = push(client, "force/app", "before", "before")
+    down.kill()
+    live = [leader, victim]
+    wait_for(lambda: not members_of(cluster, live)[down.id].reachable, f"{down.id} to look down")
+    remove = cluster_pb2.RemoveMemberRequest(id=victim.id, force=True)
+    with pytest.raises(grpc.RpcError) as stuck:
+        call_leader(",".join(r.endpoint for r in live), "RemoveMember", remove, 10.0)
+    assert stuck.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+    down.start()
+    remaining = [leader, down]
+    change(cluster, "RemoveMember", remove, among=remaining)
+    assert sorted(members_of(cluster, remaining)) == sorted(r.id for r in remaining)
+    wait_for(lambda: not victim.running, f"the removed {victim.id} to stop by itself")
+    with cluster.client(remaining) as client:
+        after = push(client, "force/app", "after", "after")
+        for tag, pushed in (("before", before), ("after", after)):
+            assert client.get_manifest("force/app", tag).digest == pushed.digest
+
+
 def _refusal_once_it_answers(cluster, member_id: str) -> grpc.RpcError | None:
     error = refused(cluster, "PromoteMember", cluster_pb2.PromoteMemberRequest(id=member_id))
     return None if "LEARNER_UNREACHABLE" in error.details() else error

@@ -29,8 +29,12 @@
   sent only once the cluster's machine version says every member does.
 - Memory: PySyncObj buffers a frame of whatever length its 4-byte header claims,
   from anyone who connects. Frames are capped: 64 KiB before the connection has
-  proven it knows the secret, 16 MiB after (entries and snapshot chunks travel in
-  1 MiB pieces).
+  proven it knows the secret, 16 MiB after. Entries travel in batches of about 1 MiB
+  plus at most one whole entry (a command is at most about 8 MiB: a 4 MiB manifest
+  and what is derived from it), snapshot chunks in 1 MiB pieces, forwarded commands
+  in batches of the same bound (_batches). Pickle (protocol 2) may double a command's
+  bytes and Fernet adds a third, which compression takes back on a large message
+  (_StoredZlib).
 - Attack surface: PySyncObj accepts "utility" messages (add or remove a node, transfer
   leadership, status) from any connection that knows the cluster secret, bypassing
   everything regraft checks. Membership changes go through regraft's own API; here
@@ -52,7 +56,8 @@
   leaves the port open.
 - CPU: PySyncObj compresses every message with zlib (level 3: about 10 us for a
   small one, more than the bytes cost on a LAN). A message is still a zlib stream,
-  which every release reads, but stored, not compressed (_StoredZlib). Its Fernet
+  which every release reads, but one under STORED_BELOW bytes is stored, not
+  compressed, and a larger one is compressed at level 1 (_StoredZlib). Its Fernet
   tokens are made and read by cluster/fernet.py.
 """
 
@@ -62,6 +67,7 @@ import socket
 import struct
 import time
 import zlib
+from collections.abc import Iterator
 
 from pysyncobj import tcp_connection
 from pysyncobj.tcp_connection import TcpConnection
@@ -130,9 +136,13 @@ def _bind_keeping_the_port(server: TcpServer) -> None:
 
 TcpServer.bind = _bind_keeping_the_port
 
-# Sent at the end of the tick, one message per peer holding all of them.
+# Sent at the end of the tick, batched per peer; a batch ends once its commands
+# reach BATCH_BYTES, so that a frame stays far below MAX_FRAME_BYTES.
 _BATCHED = frozenset({"apply_command", "apply_command_response"})
 BATCH = "regraft_batch"
+BATCH_BYTES = 1 << 20
+# Messages shorter than this (nearly all) are framed as stored zlib streams.
+STORED_BELOW = 64 << 10
 _NO_DURABILITY_CLAIM = _BATCHED | {"append_entries", BATCH}
 
 
@@ -143,7 +153,7 @@ class _StoredZlib:
 
     @staticmethod
     def compress(data: bytes, _level: int = -1) -> bytes:
-        return zlib.compress(data, 0)
+        return zlib.compress(data, 0 if len(data) < STORED_BELOW else 1)
 
 
 class DurableTransport(TCPTransport):
@@ -189,8 +199,8 @@ class DurableTransport(TCPTransport):
         """Send the messages batched during this tick (on the tick thread, like send)."""
         outbox, self._outbox = self._outbox, {}
         for node, messages in outbox.items():
-            batch = messages[0] if len(messages) == 1 else {"type": BATCH, "messages": messages}
-            self._send_now(node, batch)
+            for batch in _batches(messages):
+                self._send_now(node, batch)
 
     def _send_now(self, node, message) -> bool:
         if message.get("type") not in _NO_DURABILITY_CLAIM:
@@ -290,6 +300,18 @@ class DurableTransport(TCPTransport):
         conn.disconnect()
         self._unknownConnections.discard(conn)
         return True
+
+
+def _batches(messages: list[dict]) -> Iterator[dict]:
+    """The messages in order, as batches whose commands stop growing at BATCH_BYTES;
+    one alone goes as it is (as older releases send it)."""
+    group, size = [], 0
+    for position, message in enumerate(messages):
+        group.append(message)
+        size += len(message.get("command") or b"")
+        if size >= BATCH_BYTES or position == len(messages) - 1:
+            yield group[0] if len(group) == 1 else {"type": BATCH, "messages": group}
+            group, size = [], 0
 
 
 def _count_snapshot_chunk(counter, message) -> None:

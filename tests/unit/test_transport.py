@@ -1,12 +1,15 @@
 """DurableTransport: what it adds to PySyncObj's TCP transport, without sockets."""
 
 import errno
+import random
 from types import SimpleNamespace
 
 import pytest
+from pysyncobj import pickle as pysyncobj_pickle
 from pysyncobj.transport import TCPTransport
 
 from cluster import transport as transport_module
+from cluster.fernet import Fernet
 from cluster.transport import DurableTransport
 
 
@@ -323,10 +326,41 @@ def test_a_failed_accept_for_lack_of_descriptors_keeps_the_port():
     assert broken.value.errno == errno.EBADF
 
 
-def test_messages_are_zlib_streams_stored_rather_than_compressed():
-    """Every release reads them (zlib.decompress); compressing cost more CPU than the
-    bytes it saved."""
-    data = b"sha256:" + b"ab" * 500
-    framed = transport_module._StoredZlib.compress(data, 3)
-    assert len(framed) > len(data)
-    assert transport_module._StoredZlib.decompress(framed) == data
+def test_small_messages_are_zlib_streams_stored_rather_than_compressed():
+    """Every release reads them (zlib.decompress); compressing a small one cost more CPU
+    than the bytes it saved. A large one is compressed: see the next test."""
+    small = b"sha256:" + b"ab" * 500
+    large = small * 100
+    stored, compressed = (transport_module._StoredZlib.compress(d, 3) for d in (small, large))
+    assert len(stored) > len(small) and len(compressed) < len(large) / 10
+    for data, framed in ((small, stored), (large, compressed)):
+        assert transport_module._StoredZlib.decompress(framed) == data
+
+
+def frame_bytes(message) -> int:
+    """The length of `message` on the wire, framed as PySyncObj's TcpConnection does."""
+    data = transport_module._StoredZlib.compress(pysyncobj_pickle.dumps(message), 3)
+    return len(Fernet(bytes(32)).encrypt_at_time(data, 1))
+
+
+def test_the_largest_append_fits_in_a_frame():
+    """A command is at most about 8 MiB (a 4 MiB manifest and what is derived from it);
+    pickle doubles its bytes >= 0x80 and Fernet adds a third, so stored it would not
+    fit. PySyncObj sends it behind up to 1 MiB of smaller entries."""
+    rng = random.Random(5)
+    worst = bytes(rng.getrandbits(8) | 0x80 for _ in range(8 << 20))
+    small = [(b"s" * 1000, index, 3) for index in range(1, 1000)]
+    append = {"type": "append_entries", "term": 3, "entries": [*small, (worst, 1000, 3)]}
+    assert frame_bytes(append) < transport_module.MAX_FRAME_BYTES
+
+
+def test_forwarded_commands_are_batched_up_to_a_bound(monkeypatch):
+    sent = []
+    monkeypatch.setattr(TCPTransport, "send", lambda self, node, m: sent.append(m) or True)
+    transport = make_transport(Recorder())
+    transport._syncObj.batch_peer_messages = True
+    commands = [{"type": "apply_command", "command": bytes(600 << 10)} for _ in range(3)]
+    for command in commands:
+        transport.send("leader", command)
+    transport.flush()
+    assert sent == [{"type": "regraft_batch", "messages": commands[:2]}, commands[2]]

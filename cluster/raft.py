@@ -132,7 +132,9 @@ class Raft(SyncObj):
         self.store = store
         # Read by PySyncObj's transport through the `encryptor` property, from __init__ on.
         self._fernet = (
-            fernet.Fernet(fernet.key_from_secret(settings.secret)) if settings.secret else None
+            fernet.Fernet(fernet.key_from_secret(settings.secret))
+            if settings.secret is not None
+            else None
         )
         self.journal: DurableJournal | None = None
         self.snapshot_path = os.path.join(settings.data_dir, "raft.snapshot")

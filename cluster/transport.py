@@ -19,8 +19,8 @@
   this replica already holds: those it applied (committed, hence the same in every
   later leader's log) and those of the same term (the same entry, by Log Matching);
   when the last entry here is of the leader's term, the whole log is the leader's and
-  nothing is cut. Otherwise only a conflicting entry truncates the log, and entries
-  past the append's end (see _without_entries_held).
+  nothing is cut. Otherwise a conflicting entry truncates the log, and so does an
+  append that ends before the log here does (see _without_entries_held).
 - Fewer messages: a write sent to a follower is forwarded to the leader, which
   answers with the index it got: two messages per write, each pickled, compressed
   and encrypted on its own. Those of one tick travel as one message per peer, sent

@@ -17,10 +17,10 @@
   before appending, matching entries included (a learner promoted, a reconnect), and
   logs CRITICAL when it cuts applied ones. An append is first stripped of the entries
   this replica already holds: those it applied (committed, hence the same in every
-  later leader's log) and those of the same term (the same entry, by Log Matching);
-  when the last entry here is of the leader's term, the whole log is the leader's and
-  nothing is cut. Otherwise a conflicting entry truncates the log, and so does an
-  append that ends before the log here does (see _without_entries_held).
+  later leader's log) and those of the same term (the same entry, by Log Matching).
+  Only a conflicting entry truncates the log: an append that ends before the log here
+  does cuts nothing, and its reply claims only what is known to be the leader's (see
+  _without_entries_held).
 - Fewer messages: a write sent to a follower is forwarded to the leader, which
   answers with the index it got: two messages per write, each pickled, compressed
   and encrypted on its own. Those of one tick travel as one message per peer, sent
@@ -163,6 +163,8 @@ class DurableTransport(TCPTransport):
         self._arrivals: dict[TcpConnection, float] = {}
         self._swept_at = 0.0
         self._outbox: dict = {}
+        # Per peer, while its append is handled: the highest next index to claim.
+        self._claims: dict = {}
         super().__init__(*args, **kwargs)
 
     def _onNewIncomingConnection(self, conn: TcpConnection) -> None:
@@ -190,6 +192,10 @@ class DurableTransport(TCPTransport):
                 conn.disconnect()
 
     def send(self, node, message) -> bool:
+        if message.get("type") == "next_node_idx" and node in self._claims:
+            # The reply to an append that left entries here the leader may lack.
+            claim = min(message["next_node_idx"], self._claims[node])
+            message = {**message, "next_node_idx": claim}
         if message.get("type") in _BATCHED and self._syncObj.batch_peer_messages:
             self._outbox.setdefault(node, []).append(message)
             return True
@@ -221,7 +227,14 @@ class DurableTransport(TCPTransport):
                     super()._onMessageReceived(node, part)
             return
         if kind == "append_entries":
-            message = self._without_entries_held(message)
+            message, claim = self._without_entries_held(message)
+            if claim is not None:
+                self._claims[node] = claim
+                try:
+                    super()._onMessageReceived(node, message)
+                finally:
+                    del self._claims[node]
+                return
         if kind != "next_node_idx":
             super()._onMessageReceived(node, message)
             return
@@ -237,27 +250,30 @@ class DurableTransport(TCPTransport):
         if before is not None and next_index.get(node, before) < before:
             next_index[node] = before
 
-    def _without_entries_held(self, message: dict) -> dict:
-        """The append minus the entries at its front that this replica holds already.
+    def _without_entries_held(self, message: dict) -> tuple[dict, int | None]:
+        """The append minus the entries at its front that this replica holds already,
+        and the highest next index its reply may claim (None: whatever PySyncObj says).
 
         PySyncObj cuts the log after the append's previous index, matching entries
         included, which Raft forbids: a stale resend (capped at 1 MiB) could cut
         entries this replica acknowledged, and a majority holding a committed entry
-        would shrink. So the append starts after the last entry known to be in the
-        leader's log: one it carries or this replica applied (committed), or the last
-        one here when it is of the leader's term (Raft's log matching: every entry
-        before it is then the leader's too). Only when the append agrees with the log
-        here at its previous index, and on the term of every entry it carries that
-        this replica applied: a divergence goes to PySyncObj unchanged, which cuts the
-        log and says so.
+        would shrink. So an append whose entries are all here is made to end at the
+        last entry here, and nothing is cut. If that entry is of the leader's term, the
+        whole log is the leader's (Raft's Log Matching). If not, the entries past what
+        the append carried and what this replica applied (committed, so in every later
+        leader's log) may not be the leader's: the reply claims, and the commit index
+        moves, only up to there, and a later append cuts them if they conflict.
+        Only when the append agrees with the log here at its previous index, and on the
+        term of every entry it carries that this replica applied: a divergence goes to
+        PySyncObj unchanged, which cuts the log and says so.
         """
         previous = message.get("prevLogIdx")
         if previous is None or "transmission" in message:
-            return message  # a snapshot, one large entry in pieces, or nothing to check
+            return message, None  # a snapshot, one large entry in pieces, or nothing to check
         held = self._syncObj._SyncObj__raftLog
         first, last = held[0][1], held[-1][1]
         if not first <= previous <= last or held[previous - first][2] != message["prevLogTerm"]:
-            return message
+            return message, None
         entries = message.get("entries", ())
         applied = self._syncObj.raftLastApplied
         previous_term = message["prevLogTerm"]
@@ -267,19 +283,25 @@ class DurableTransport(TCPTransport):
                 break
             if held[index - first][2] != term:
                 if index <= applied:
-                    return message  # applied entries differ: let PySyncObj say so
+                    return message, None  # applied entries differ: let PySyncObj say so
                 break
             previous, previous_term = index, term
             skipped += 1
         entries = entries[skipped:]
-        if not entries:
-            if held[-1][2] == message["term"]:
-                previous, previous_term = last, held[-1][2]
-            elif previous < applied <= last:
-                previous, previous_term = applied, held[applied - first][2]
+        claim = None
+        if not entries and previous < last:
+            # Everything it carries is here, and the log goes on. Known to be the
+            # leader's: all of it when the last entry is of the leader's term, else what
+            # it carried and what is applied (committed). The rest is kept, as Raft
+            # wants, but neither claimed in the reply nor committed on this append.
+            if held[-1][2] != message["term"]:
+                claim = max(previous, min(applied, last)) + 1
+                message = {**message, "commit_index": min(message["commit_index"], claim - 1)}
+            previous, previous_term = last, held[-1][2]
         if previous == message["prevLogIdx"]:
-            return message
-        return {**message, "prevLogIdx": previous, "prevLogTerm": previous_term, "entries": entries}
+            return message, claim
+        rewritten = {**message, "prevLogIdx": previous, "prevLogTerm": previous_term}
+        return rewritten | {"entries": entries}, claim
 
     def _withheld(self, node, message: dict) -> bool:
         """Whether to ignore a request for a vote (see the module's docstring)."""

@@ -27,6 +27,7 @@ def make_transport(recorder):
     )
     transport._onMessageReceivedCallback = None
     transport._outbox = {}
+    transport._claims = {}
     return transport
 
 
@@ -201,13 +202,40 @@ def test_a_resend_that_ends_early_keeps_the_entries_after_it():
         assert (append["prevLogIdx"], append["prevLogTerm"], append["entries"]) == (20, 3, [])
 
 
-def test_a_new_leaders_resend_that_ends_early_keeps_only_what_it_knows():
+def append_and_reply(monkeypatch, applied, message):
+    """What PySyncObj's handler gets of `message` (an append, term 4, commit index 30)
+    on HELD, and the reply it sends back: PySyncObj claims its whole log, 21."""
+    replies = []
+    monkeypatch.setattr(TCPTransport, "send", lambda self, node, m: replies.append(m) or True)
+    transport = make_transport(Recorder())
+    raft = transport._syncObj
+    raft._SyncObj__raftLog, raft.raftLastApplied = HELD, applied
+    handled = []
+
+    def pysyncobj_handler(node, append):
+        handled.append(append)
+        reply = {"type": "next_node_idx", "next_node_idx": 21, "success": True, "reset": False}
+        transport.send(node, reply)
+
+    transport._onMessageReceivedCallback = pysyncobj_handler
+    append = {"type": "append_entries", "term": 4, "commit_index": 30} | message
+    transport._onMessageReceived("leader", append)
+    (append,) = handled
+    (reply,) = replies
+    assert transport._claims == {}
+    return append, reply["next_node_idx"]
+
+
+def test_a_new_leaders_resend_that_ends_early_cuts_nothing_and_claims_what_it_carried(
+    monkeypatch,
+):
     """A leader of term 4 may lack this replica's entries of term 3 past its append:
-    the append keeps only what is applied, as Raft's reply must not claim the rest."""
-    append = append_handled_by_pysyncobj(
-        HELD, 12, {"term": 4, "prevLogIdx": 16, "prevLogTerm": 3, "entries": [(b"c17", 17, 3)]}
+    they are kept (Raft cuts only on a conflict), but neither claimed nor committed."""
+    append, claimed = append_and_reply(
+        monkeypatch, 12, {"prevLogIdx": 16, "prevLogTerm": 3, "entries": [(b"c17", 17, 3)]}
     )
-    assert (append["prevLogIdx"], append["prevLogTerm"], append["entries"]) == (17, 3, [])
+    assert (append["prevLogIdx"], append["prevLogTerm"], append["entries"]) == (20, 3, [])
+    assert (append["commit_index"], claimed) == (17, 18)
 
 
 def test_a_conflicting_entry_still_truncates():
@@ -219,14 +247,22 @@ def test_a_conflicting_entry_still_truncates():
     assert [e[1] for e in append["entries"]] == [18, 19]
 
 
-def test_a_heartbeat_from_behind_keeps_the_applied_entries():
+def test_a_heartbeat_from_behind_claims_the_applied_entries(monkeypatch):
     """Applied means committed: the same in every later leader's log (here one of
     term 4, which may lack the entries after those)."""
-    heartbeat = append_handled_by_pysyncobj(
-        HELD, 18, {"term": 4, "prevLogIdx": 14, "prevLogTerm": 2, "entries": []}
+    heartbeat, claimed = append_and_reply(
+        monkeypatch, 18, {"prevLogIdx": 14, "prevLogTerm": 2, "entries": []}
     )
-    assert (heartbeat["prevLogIdx"], heartbeat["prevLogTerm"]) == (18, 3)
-    assert heartbeat["entries"] == []
+    assert (heartbeat["prevLogIdx"], heartbeat["prevLogTerm"], heartbeat["entries"]) == (20, 3, [])
+    assert (heartbeat["commit_index"], claimed) == (18, 19)
+
+
+def test_an_append_of_the_leaders_term_claims_what_pysyncobj_says(monkeypatch):
+    """The last entry here is of its term: the whole log is the leader's."""
+    heartbeat, claimed = append_and_reply(
+        monkeypatch, 12, {"term": 3, "prevLogIdx": 14, "prevLogTerm": 2, "entries": []}
+    )
+    assert (heartbeat["prevLogIdx"], heartbeat["commit_index"], claimed) == (20, 30, 21)
 
 
 def test_an_append_of_new_entries_is_passed_as_it_is():

@@ -227,6 +227,7 @@ class DurableTransport(TCPTransport):
                     super()._onMessageReceived(node, part)
             return
         if kind == "append_entries":
+            leader_commit = message.get("commit_index")
             message, claim = self._without_entries_held(message)
             if claim is not None:
                 self._claims[node] = claim
@@ -234,6 +235,11 @@ class DurableTransport(TCPTransport):
                     super()._onMessageReceived(node, message)
                 finally:
                     del self._claims[node]
+                raft = self._syncObj
+                if message["term"] == raft.raftCurrentTerm:
+                    # PySyncObj also keeps the capped value as the leader's commit index,
+                    # which status reports and readiness compares with: the real one.
+                    raft._SyncObj__leaderCommitIndex = leader_commit
                 return
         if kind != "next_node_idx":
             super()._onMessageReceived(node, message)

@@ -210,10 +210,12 @@ def append_and_reply(monkeypatch, applied, message):
     transport = make_transport(Recorder())
     raft = transport._syncObj
     raft._SyncObj__raftLog, raft.raftLastApplied = HELD, applied
+    raft.raftCurrentTerm = message.get("term", 4)
     handled = []
 
     def pysyncobj_handler(node, append):
         handled.append(append)
+        raft._SyncObj__leaderCommitIndex = append["commit_index"]
         reply = {"type": "next_node_idx", "next_node_idx": 21, "success": True, "reset": False}
         transport.send(node, reply)
 
@@ -223,6 +225,7 @@ def append_and_reply(monkeypatch, applied, message):
     (append,) = handled
     (reply,) = replies
     assert transport._claims == {}
+    assert raft._SyncObj__leaderCommitIndex == 30  # what status reports: the leader's
     return append, reply["next_node_idx"]
 
 

@@ -142,7 +142,7 @@ class Raft(SyncObj):
         self.fatal_error: str | None = None
         self._loading_at_startup = os.path.isfile(self.snapshot_path)
         self.revision = store.revision
-        self._note_machine_version(store)
+        self._note_machine_version()
         self.applied = threading.Condition()
         self.last_snapshot_index = 0
         self._batch = None
@@ -585,7 +585,7 @@ class Raft(SyncObj):
         if replaced:
             metrics.snapshot_installs.inc()
             log.info("installed snapshot at revision %d", header["revision"])
-            self._note_machine_version(self.store)
+            self._note_machine_version()
             with self.applied:
                 self.revision = self.store.revision
                 self.applied.notify_all()
@@ -614,9 +614,9 @@ class Raft(SyncObj):
         ):
             journal.deleteEntriesTo(position)
 
-    def _note_machine_version(self, store: Store) -> None:
+    def _note_machine_version(self) -> None:
         """Whether every member reads batched peer messages (cluster/transport.py)."""
-        with store.read() as view:
+        with self.store.read() as view:
             self.batch_peer_messages = view.machine_version >= versions.BATCHED_PEER_MESSAGES
 
     def close(self) -> None:

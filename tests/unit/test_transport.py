@@ -31,6 +31,14 @@ def make_transport(recorder):
     return transport
 
 
+@pytest.fixture
+def wire(monkeypatch) -> list:
+    """The (peer, message) pairs that reach PySyncObj's TCP send, in order."""
+    sent = []
+    monkeypatch.setattr(TCPTransport, "send", lambda self, node, m: sent.append((node, m)) or True)
+    return sent
+
+
 def test_raft_messages_leave_only_after_the_journal_is_synced(monkeypatch):
     recorder = Recorder()
     monkeypatch.setattr(
@@ -57,34 +65,30 @@ def test_messages_that_claim_nothing_about_the_disk_cost_no_fsync(monkeypatch):
     assert recorder.calls == ["apply_command", "apply_command_response", "append_entries"]
 
 
-def test_forwarded_commands_of_a_tick_travel_as_one_message_per_peer(monkeypatch):
-    sent = []
-    monkeypatch.setattr(TCPTransport, "send", lambda self, node, m: sent.append((node, m)) or True)
+def test_forwarded_commands_of_a_tick_travel_as_one_message_per_peer(wire):
     transport = make_transport(Recorder())
     transport._syncObj.batch_peer_messages = True
     first, second = {"type": "apply_command", "command": b"1"}, {"type": "apply_command"}
     answer = {"type": "apply_command_response", "request_id": 7}
     for node, message in (("leader", first), ("other", answer), ("leader", second)):
         assert transport.send(node, message)
-    assert sent == []
+    assert wire == []
     transport.send("leader", {"type": "append_entries"})  # not batched
     transport.flush()
-    assert sent == [
+    assert wire == [
         ("leader", {"type": "append_entries"}),
         ("leader", {"type": "regraft_batch", "messages": [first, second]}),
         ("other", answer),  # one alone goes as it is, as older releases send it
     ]
-    sent.clear()
+    wire.clear()
     transport.flush()
-    assert sent == []
+    assert wire == []
 
 
-def test_until_every_member_reads_batches_nothing_waits(monkeypatch):
-    sent = []
-    monkeypatch.setattr(TCPTransport, "send", lambda self, node, m: sent.append(m) or True)
+def test_until_every_member_reads_batches_nothing_waits(wire):
     transport = make_transport(Recorder())
     transport.send("leader", {"type": "apply_command"})
-    assert sent == [{"type": "apply_command"}]
+    assert wire == [("leader", {"type": "apply_command"})]
 
 
 def test_a_batch_is_handed_to_pysyncobj_one_message_at_a_time():
@@ -202,11 +206,9 @@ def test_a_resend_that_ends_early_keeps_the_entries_after_it():
         assert (append["prevLogIdx"], append["prevLogTerm"], append["entries"]) == (20, 3, [])
 
 
-def append_and_reply(monkeypatch, applied, message):
+def append_and_reply(wire, applied, message):
     """What PySyncObj's handler gets of `message` (an append, term 4, commit index 30)
     on HELD, and the reply it sends back: PySyncObj claims its whole log, 21."""
-    replies = []
-    monkeypatch.setattr(TCPTransport, "send", lambda self, node, m: replies.append(m) or True)
     transport = make_transport(Recorder())
     raft = transport._syncObj
     raft._SyncObj__raftLog, raft.raftLastApplied = HELD, applied
@@ -223,19 +225,17 @@ def append_and_reply(monkeypatch, applied, message):
     append = {"type": "append_entries", "term": 4, "commit_index": 30} | message
     transport._onMessageReceived("leader", append)
     (append,) = handled
-    (reply,) = replies
+    ((_, reply),) = wire
     assert transport._claims == {}
     assert raft._SyncObj__leaderCommitIndex == 30  # what status reports: the leader's
     return append, reply["next_node_idx"]
 
 
-def test_a_new_leaders_resend_that_ends_early_cuts_nothing_and_claims_what_it_carried(
-    monkeypatch,
-):
+def test_a_new_leaders_resend_that_ends_early_cuts_nothing_and_claims_what_it_carried(wire):
     """A leader of term 4 may lack this replica's entries of term 3 past its append:
     they are kept (Raft cuts only on a conflict), but neither claimed nor committed."""
     append, claimed = append_and_reply(
-        monkeypatch, 12, {"prevLogIdx": 16, "prevLogTerm": 3, "entries": [(b"c17", 17, 3)]}
+        wire, 12, {"prevLogIdx": 16, "prevLogTerm": 3, "entries": [(b"c17", 17, 3)]}
     )
     assert (append["prevLogIdx"], append["prevLogTerm"], append["entries"]) == (20, 3, [])
     assert (append["commit_index"], claimed) == (17, 18)
@@ -250,20 +250,20 @@ def test_a_conflicting_entry_still_truncates():
     assert [e[1] for e in append["entries"]] == [18, 19]
 
 
-def test_a_heartbeat_from_behind_claims_the_applied_entries(monkeypatch):
+def test_a_heartbeat_from_behind_claims_the_applied_entries(wire):
     """Applied means committed: the same in every later leader's log (here one of
     term 4, which may lack the entries after those)."""
     heartbeat, claimed = append_and_reply(
-        monkeypatch, 18, {"prevLogIdx": 14, "prevLogTerm": 2, "entries": []}
+        wire, 18, {"prevLogIdx": 14, "prevLogTerm": 2, "entries": []}
     )
     assert (heartbeat["prevLogIdx"], heartbeat["prevLogTerm"], heartbeat["entries"]) == (20, 3, [])
     assert (heartbeat["commit_index"], claimed) == (18, 19)
 
 
-def test_an_append_of_the_leaders_term_claims_what_pysyncobj_says(monkeypatch):
+def test_an_append_of_the_leaders_term_claims_what_pysyncobj_says(wire):
     """The last entry here is of its term: the whole log is the leader's."""
     heartbeat, claimed = append_and_reply(
-        monkeypatch, 12, {"term": 3, "prevLogIdx": 14, "prevLogTerm": 2, "entries": []}
+        wire, 12, {"term": 3, "prevLogIdx": 14, "prevLogTerm": 2, "entries": []}
     )
     assert (heartbeat["prevLogIdx"], heartbeat["commit_index"], claimed) == (20, 30, 21)
 
@@ -393,13 +393,12 @@ def test_the_largest_append_fits_in_a_frame():
     assert frame_bytes(append) < transport_module.MAX_FRAME_BYTES
 
 
-def test_forwarded_commands_are_batched_up_to_a_bound(monkeypatch):
-    sent = []
-    monkeypatch.setattr(TCPTransport, "send", lambda self, node, m: sent.append(m) or True)
+def test_forwarded_commands_are_batched_up_to_a_bound(wire):
     transport = make_transport(Recorder())
     transport._syncObj.batch_peer_messages = True
     commands = [{"type": "apply_command", "command": bytes(600 << 10)} for _ in range(3)]
     for command in commands:
         transport.send("leader", command)
     transport.flush()
-    assert sent == [{"type": "regraft_batch", "messages": commands[:2]}, commands[2]]
+    batch = {"type": "regraft_batch", "messages": commands[:2]}
+    assert wire == [("leader", batch), ("leader", commands[2])]

@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 # A learner this many entries behind the commit index is not promoted.
 PROMOTE_MAX_LAG = 1000
 _SEED_TIMEOUT = 10.0
+# How often a promotion looks whether the new voter has restarted as one.
+_POLL = 0.2
 # The newest machine version (storage/versions.py) this replica announces, seeds and
 # raises the cluster to. REGRAFT_MACHINE_VERSION is for upgrade tests: a replica that
 # acts as an older release.
@@ -250,6 +252,7 @@ class Changes:
 
     def promote(self, member_id: str, timeout: float, actor: str = "") -> list[str]:
         """Make a caught-up learner a voter (or finish a promotion cut short)."""
+        deadline = time.monotonic() + timeout
         with self._one_at_a_time():
             member = self._require(member_id)
             if member.role == Role.VOTER:
@@ -264,7 +267,8 @@ class Changes:
             if not self._is_voter(member):
                 self._change_voters(True, member, timeout)
             self._set_role(member, Role.VOTER, timeout, actor)
-        return self._even_warning()
+            joined = self._await_voting(member, deadline)
+        return joined + self._even_warning()
 
     def remove(self, member_id: str, force: bool, timeout: float, actor: str = "") -> list[str]:
         """Remove a learner or a voter (or cancel a promotion, or finish a removal)."""
@@ -340,6 +344,37 @@ class Changes:
                 "unknown; run the same command again",
                 definite=False,
             ) from None
+
+    def _await_voting(self, member: Member, deadline: float) -> list[str]:
+        """Wait until the promoted member runs as a voter and the leader reaches it.
+
+        The learner restarts its Raft once it sees its promotion: until then the
+        cluster counts it as down, and a change made meanwhile (the next member add)
+        would be refused as unhealthy. A warning when it does not within the deadline.
+        """
+        restarted = None  # this replica's status copy when the member was seen restarted
+        while time.monotonic() < deadline:
+            if restarted is None:
+                try:
+                    status = self._members.status_of(member, 1.0)
+                except grpc.RpcError:
+                    status = None  # restarting: its API is down too
+                if (
+                    status is not None
+                    and status.role != cluster_pb2.LEARNER
+                    and status.leader_id == self._members.self_id
+                ):
+                    restarted = self._raft.status()
+            else:
+                # A copy taken later shows the link as it is since the restart.
+                now = self._raft.status()
+                if now is not restarted and now["peers"].get(member.raft_address):
+                    return []
+            time.sleep(_POLL)
+        return [
+            f"{member.id!r} is a voter, but has not yet restarted as one (its log says "
+            "'promoted to voter' when it does); until then the cluster counts it as down"
+        ]
 
     def _health_problem(self) -> str | None:
         status = self._raft.status()

@@ -43,7 +43,7 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
         leader_peer = self._members.by_raft_address(leader) if leader else None
         return cluster_pb2.StatusResponse(
             id=self._members.self_id,
-            role=_ROLES[status["state"]],
+            role=cluster_pb2.LEARNER if status["self"] is None else _ROLES[status["state"]],
             term=status["raft_term"],
             leader_id=leader_peer.id if leader_peer else "",
             leader_address=leader or "",

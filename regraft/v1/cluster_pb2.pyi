@@ -15,10 +15,12 @@ class Role(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FOLLOWER: _ClassVar[Role]
     CANDIDATE: _ClassVar[Role]
     LEADER: _ClassVar[Role]
+    LEARNER: _ClassVar[Role]
 ROLE_UNSPECIFIED: Role
 FOLLOWER: Role
 CANDIDATE: Role
 LEADER: Role
+LEARNER: Role
 
 class Member(_message.Message):
     __slots__ = ("id", "raft_address", "grpc_address", "reachable", "match_index", "lag", "is_self", "is_leader", "membership")

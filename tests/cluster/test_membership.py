@@ -49,6 +49,14 @@ def wait_for(predicate, what: str, timeout: float = 60.0):
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def role_of(cluster, replica) -> int | None:
+    """What the replica's own Status says it is; None while it does not answer."""
+    try:
+        return cluster.status(replica).role
+    except grpc.RpcError:
+        return None
+
+
 def join(cluster, member_id: str, among=None):
     """member add, start the replica with --join, promote it once it caught up."""
     replica = cluster.new_member(member_id)
@@ -75,11 +83,12 @@ def join(cluster, member_id: str, among=None):
             assert "LEARNER_BEHIND" in e.details() or "LEARNER_UNREACHABLE" in e.details()
             return False
 
+    wait_for(lambda: role_of(cluster, replica) == cluster_pb2.LEARNER, f"{member_id} as learner")
     wait_for(promoted, f"{member_id} to be promoted")
-    wait_for(
-        lambda: members_of(cluster, among)[member_id].reachable,
-        f"{member_id} to take part as a voter",
-    )
+    # The promotion returns once the new voter runs as one, so that the next change
+    # does not find it down (restarting) and refuse.
+    assert role_of(cluster, replica) not in (None, cluster_pb2.LEARNER)
+    assert members_of(cluster, among)[member_id].reachable
     return replica
 
 

@@ -21,6 +21,12 @@
   Only a conflicting entry truncates the log: an append that ends before the log here
   does cuts nothing, and its reply claims only what is known to be the leader's (see
   _without_entries_held).
+- Large entries: PySyncObj's leader sends an entry of 1 MiB or more in pieces, and
+  its follower takes a piece for the last one whenever what is left is shorter than
+  the command, although the pickle is longer (protocol 2 doubles every byte above
+  0x7f): unpickling then raises on the tick thread, over and over. Pieces are put
+  together here instead, and the whole entry goes to PySyncObj as a plain append,
+  which _without_entries_held then checks like any other (_reassembled).
 - Fewer messages: a write sent to a follower is forwarded to the leader, which
   answers with the index it got: two messages per write, each pickled, compressed
   and encrypted on its own. Those of one tick travel as one message per peer, sent
@@ -63,6 +69,7 @@
 
 import errno
 import logging
+import pickle
 import socket
 import struct
 import time
@@ -144,6 +151,8 @@ BATCH_BYTES = 1 << 20
 # Messages shorter than this (nearly all) are framed as stored zlib streams.
 STORED_BELOW = 64 << 10
 _NO_DURABILITY_CLAIM = _BATCHED | {"append_entries", BATCH}
+# One entry in pieces: at most a pickled command (about 2 x 8 MiB), with room to spare.
+MAX_PIECES_BYTES = 2 * MAX_FRAME_BYTES
 
 
 class _StoredZlib:
@@ -165,6 +174,8 @@ class DurableTransport(TCPTransport):
         self._outbox: dict = {}
         # Per peer, while its append is handled: the highest next index to claim.
         self._claims: dict = {}
+        # Per peer: the pieces so far of one large entry (see _reassembled).
+        self._pieces: dict = {}
         super().__init__(*args, **kwargs)
 
     def _onNewIncomingConnection(self, conn: TcpConnection) -> None:
@@ -226,6 +237,10 @@ class DurableTransport(TCPTransport):
                 if isinstance(part, dict) and part.get("type") in _BATCHED:
                     super()._onMessageReceived(node, part)
             return
+        if kind == "append_entries" and "transmission" in message:
+            message = self._reassembled(node, message)
+            if message is None:
+                return
         if kind == "append_entries":
             leader_commit = message.get("commit_index")
             message, claim = self._without_entries_held(message)
@@ -256,6 +271,37 @@ class DurableTransport(TCPTransport):
         if before is not None and next_index.get(node, before) < before:
             next_index[node] = before
 
+    def _reassembled(self, node, piece: dict) -> dict | None:
+        """The append of one large entry once its last piece is here (else None).
+
+        PySyncObj labels a piece 'finish' too early (see the module's docstring), so
+        the pieces end where they unpickle; a piece whose first one was lost (a
+        reconnect) is dropped, and the leader sends the entry again.
+        """
+        label, data = piece.get("transmission"), piece.get("data")
+        if not isinstance(data, bytes):
+            return None
+        if label == "start":
+            self._pieces[node] = [data]
+        elif label in ("process", "finish") and node in self._pieces:
+            self._pieces[node].append(data)
+        else:
+            return None
+        pieces = self._pieces[node]
+        if sum(map(len, pieces)) > MAX_PIECES_BYTES:
+            log.warning("a large entry from %s exceeds %d bytes: dropped", node, MAX_PIECES_BYTES)
+            del self._pieces[node]
+            return None
+        if label != "finish":
+            return None
+        try:
+            entry = pickle.loads(b"".join(pieces))
+        except (pickle.UnpicklingError, EOFError, ValueError):
+            return None  # pieces still to come
+        del self._pieces[node]
+        whole = {k: v for k, v in piece.items() if k not in ("transmission", "data")}
+        return whole | {"entries": [entry]}
+
     def _without_entries_held(self, message: dict) -> tuple[dict, int | None]:
         """The append minus the entries at its front that this replica holds already,
         and the highest next index its reply may claim (None: whatever PySyncObj says).
@@ -274,8 +320,8 @@ class DurableTransport(TCPTransport):
         PySyncObj unchanged, which cuts the log and says so.
         """
         previous = message.get("prevLogIdx")
-        if previous is None or "transmission" in message:
-            return message, None  # a snapshot, one large entry in pieces, or nothing to check
+        if previous is None:
+            return message, None  # a snapshot, or nothing to check
         held = self._syncObj._SyncObj__raftLog
         first, last = held[0][1], held[-1][1]
         if not first <= previous <= last or held[previous - first][2] != message["prevLogTerm"]:

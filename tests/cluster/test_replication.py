@@ -1,6 +1,7 @@
 """Three real replicas on loopback: replication, failover, restarts, catch-up."""
 
 import itertools
+import json
 import threading
 import time
 
@@ -8,7 +9,7 @@ import grpc
 import pytest
 
 from cluster.client import STALE
-from tests.cluster.harness import push
+from tests.cluster.harness import image, push
 
 
 def test_writes_through_any_replica_and_reads_agree(cluster):
@@ -27,6 +28,38 @@ def test_writes_through_any_replica_and_reads_agree(cluster):
             listed = client.list_tags("team/app", consistency=STALE, min_revision=last)
         assert listed.tags == sorted(written)
     cluster.wait_converged()
+
+
+def test_large_manifests_replicate_whole_under_writes(cluster):
+    """Entries of 1 MiB and more travel in pieces, which PySyncObj's follower could not
+    put back together when the pickle is longer than the command (cluster/transport.py):
+    here non-ASCII annotations double it."""
+    leader = cluster.wait_for_leader()
+    follower = next(r for r in cluster.replicas if r is not leader)
+    blobs, manifest = image("large")
+    written = {}
+    writer = Writer(cluster)
+    writer.start()
+    try:
+        with cluster.client([follower], timeout=60.0) as client:
+            for digest, size in blobs:
+                client.link_blob("big/app", digest, size)
+            for tag, characters in (("small", 600_000), ("limit", 2_000_000)):
+                content = json.loads(manifest) | {"annotations": {"note": "é" * characters}}
+                encoded = json.dumps(content, ensure_ascii=False).encode()
+                written[tag] = (encoded, client.put_manifest("big/app", tag, encoded).revision)
+    finally:
+        writer.stop()
+    last = max(revision for _, revision in written.values())
+    for replica in cluster.replicas:
+        with cluster.client([replica], timeout=60.0) as client:
+            for tag, (content, _) in written.items():
+                got = client.get_manifest("big/app", tag, consistency=STALE, min_revision=last)
+                assert got.content == content, (replica.id, tag)
+    assert_all_present(cluster, writer.acked, writer.digest)
+    cluster.wait_converged()
+    for replica in cluster.replicas:
+        assert "failed _onTick" not in replica.log(), replica.describe()
 
 
 class Writer(threading.Thread):

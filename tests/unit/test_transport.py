@@ -28,6 +28,7 @@ def make_transport(recorder):
     transport._onMessageReceivedCallback = None
     transport._outbox = {}
     transport._claims = {}
+    transport._pieces = {}
     return transport
 
 
@@ -287,6 +288,60 @@ def test_a_divergence_is_left_to_pysyncobj():
     assert append_handled_by_pysyncobj(HELD, 12, mismatch)["prevLogIdx"] == 16
     beyond = {"prevLogIdx": None, "prevLogTerm": None, "entries": []}
     assert append_handled_by_pysyncobj(HELD, 12, beyond)["prevLogIdx"] is None
+
+
+def in_pieces(entry, previous: tuple[int, int], piece_bytes: int = 1000) -> list[dict]:
+    """The appends PySyncObj's leader sends for one entry of `piece_bytes` or more, with
+    its labels: 'finish' once what is left is shorter than the command, not the pickle
+    (pysyncobj/syncobj.py, __sendAppendEntries)."""
+    data = pysyncobj_pickle.dumps(entry)
+    pieces = []
+    for pos in range(0, len(data), piece_bytes):
+        if pos == 0:
+            label = "start"
+        elif pos + piece_bytes >= len(entry[0]):
+            label = "finish"
+        else:
+            label = "process"
+        pieces.append(
+            {"type": "append_entries", "transmission": label, "data": data[pos : pos + piece_bytes],
+             "term": 3, "commit_index": 19, "prevLogIdx": previous[0], "prevLogTerm": previous[1]}
+        )  # fmt: skip
+    return pieces
+
+
+# Bytes above 0x7f: pickle protocol 2 doubles them, and PySyncObj labels the pieces
+# 'finish' from the middle on.
+LARGE = ("é".encode() * 2500, 21, 3)
+
+
+def test_a_large_entry_reaches_pysyncobj_whole_once_its_last_piece_is_here():
+    pieces = in_pieces(LARGE, (20, 3))
+    assert [p["transmission"] for p in pieces].count("finish") > 1  # PySyncObj's labels
+    handled = handled_by_pysyncobj(pieces, HELD, 12)
+    assert handled == [
+        {"type": "append_entries", "term": 3, "commit_index": 19, "prevLogIdx": 20,
+         "prevLogTerm": 3, "entries": [LARGE]}
+    ]  # fmt: skip
+
+
+def test_a_large_entry_resent_in_pieces_cuts_nothing():
+    """Entry 17 again, as one large entry: PySyncObj would cut 18..20."""
+    held = [*HELD[:7], ("é".encode() * 2500, 17, 3), *HELD[8:]]
+    (append,) = handled_by_pysyncobj(in_pieces(held[7], (16, 3)), held, 12)
+    assert (append["prevLogIdx"], append["prevLogTerm"], append["entries"]) == (20, 3, [])
+
+
+def test_pieces_without_their_first_are_dropped_and_the_next_entry_arrives():
+    first, second = in_pieces(LARGE, (20, 3)), in_pieces((LARGE[0], 22, 3), (21, 3))
+    handled = handled_by_pysyncobj([*first[1:], *second], HELD, 12)
+    assert [a["entries"][0][1] for a in handled] == [22]
+
+
+def test_pieces_past_the_bound_are_dropped(monkeypatch):
+    monkeypatch.setattr(transport_module, "MAX_PIECES_BYTES", 3000)
+    assert handled_by_pysyncobj(in_pieces(LARGE, (20, 3)), HELD, 12) == []
+    assert len(handled_by_pysyncobj(in_pieces((b"a" * 2000, 21, 3), (20, 3)), HELD, 12)) == 1
 
 
 def test_utility_messages_are_refused():

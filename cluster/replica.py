@@ -74,6 +74,13 @@ class _Health(health.HealthServicer):
             call.code = context.code() or grpc.StatusCode.OK
             return response
 
+    def Watch(self, request, context, send_response_callback=None):
+        """Counted in flight while open, and once it ends; grpcio runs it without a
+        thread (HealthServicer marks this method non-blocking), so no `with` here."""
+        call = Counted("HealthWatch").__enter__()
+        context.add_callback(lambda: call.__exit__(None, None, None))
+        return super().Watch(request, context, send_response_callback)
+
 
 @dataclass
 class Ending:

@@ -315,18 +315,22 @@ class LocalCluster:
                 repository, tag, consistency=STALE, min_revision=min_revision
             ).digest
 
-    def metric(self, replica: ReplicaProcess, name: str) -> float:
-        """The sum of a metric's samples on one replica's /metrics."""
+    def metric(self, replica: ReplicaProcess, name: str, **labels: str) -> float:
+        """The sum of a metric's samples on one replica's /metrics, of those that carry
+        `labels` (among others)."""
         import urllib.request
+
+        from prometheus_client.parser import text_string_to_metric_families
 
         url = f"http://{replica.config.metrics_address}/metrics"
         with urllib.request.urlopen(url, timeout=5) as response:
             text = response.read().decode()
-        total = 0.0
-        for line in text.splitlines():
-            if line.startswith(name) and line[len(name)] in " {":
-                total += float(line.rsplit(" ", 1)[1])
-        return total
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == name and labels.items() <= sample.labels.items()
+        )
 
 
 def image(seed: str) -> tuple[list[tuple[str, int]], bytes]:

@@ -219,8 +219,10 @@ def test_health_watches_hold_no_server_thread(cluster):
     """Clients and proxies open one Health.Watch per channel: more of them than the
     server has threads must neither be refused nor stall unary calls."""
     replica = cluster.replicas[0]
+    count = streams.WORKERS + 16
+    ended_before = cluster.metric(replica, "regraft_grpc_requests_total", method="HealthWatch")
     with grpc.insecure_channel(replica.endpoint) as channel, cluster.client() as client:
-        opened = [open_health_watch(channel) for _ in range(streams.WORKERS + 16)]
+        opened = [open_health_watch(channel) for _ in range(count)]
         try:
             for _, first in opened:
                 assert next(first).status in (
@@ -228,9 +230,17 @@ def test_health_watches_hold_no_server_thread(cluster):
                     health_pb2.HealthCheckResponse.NOT_SERVING,
                 )
             assert client.status(replica.endpoint).id
+            # Counted like the API's streams: in flight while open.
+            assert cluster.metric(replica, "regraft_grpc_requests_in_flight") >= count
         finally:
             for stream, _ in opened:
                 stream.cancel()
+    deadline = time.monotonic() + 30
+    while cluster.metric(replica, "regraft_grpc_requests_total", method="HealthWatch") < (
+        ended_before + count
+    ):
+        assert time.monotonic() < deadline, "the ended Health.Watch streams were not counted"
+        time.sleep(0.1)
 
 
 def test_stale_reads_and_read_your_writes_on_every_replica(cluster):

@@ -100,10 +100,9 @@ def test_health_checks_are_counted_like_api_calls(cluster):
     replica = cluster.replicas[0]
 
     def counted(code: str) -> float:
-        _, text = probe(replica, "/metrics")
-        line = f'regraft_grpc_requests_total{{code="{code}",method="HealthCheck"}} '
-        found = [float(row[len(line) :]) for row in text.splitlines() if row.startswith(line)]
-        return found[0] if found else 0.0
+        return cluster.metric(
+            replica, "regraft_grpc_requests_total", method="HealthCheck", code=code
+        )
 
     ok_before, unknown_before = counted("OK"), counted("NOT_FOUND")
     for _ in range(3):

@@ -352,7 +352,7 @@ def test_a_learner_compacts_its_log(make_cluster):
         for i in range(300):
             client.put_tag("compact/app", f"t{i}", digest)
     wait_for(lambda: cluster.metric(learner, taken) >= 1, "a snapshot on the learner")
-    assert cluster.metric(learner, 'regraft_snapshots_total{outcome="failed"}') == 0
+    assert cluster.metric(learner, "regraft_snapshots_total", outcome="failed") == 0
     assert members_of(cluster)["r4"].membership == Role.LEARNER
 
 

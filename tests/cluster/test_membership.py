@@ -19,6 +19,7 @@ from tests.cluster.test_replication import Writer, assert_all_present
 
 Role = record_pb2.MemberRecord.Role
 ELECTION_TIMEOUT_MAX = ReplicaConfig().election_timeout_max
+SNAPSHOTS = "regraft_snapshots_total"
 
 
 def members_of(cluster, among=None) -> dict[str, cluster_pb2.Member]:
@@ -346,13 +347,15 @@ def test_a_learner_compacts_its_log(make_cluster):
         ),
     )
     learner.start()
-    taken = 'regraft_snapshots_total{outcome="taken"}'
     with cluster.client(cluster.replicas[:3]) as client:
         digest = push(client, "compact/app", "base", seed="compact").digest
         for i in range(300):
             client.put_tag("compact/app", f"t{i}", digest)
-    wait_for(lambda: cluster.metric(learner, taken) >= 1, "a snapshot on the learner")
-    assert cluster.metric(learner, "regraft_snapshots_total", outcome="failed") == 0
+    wait_for(
+        lambda: cluster.metric(learner, SNAPSHOTS, outcome="taken") >= 1,
+        "a snapshot on the learner",
+    )
+    assert cluster.metric(learner, SNAPSHOTS, outcome="failed") == 0
     assert members_of(cluster)["r4"].membership == Role.LEARNER
 
 
@@ -364,9 +367,8 @@ def test_a_learner_joins_by_snapshot_once_the_log_is_compacted(make_cluster):
         digest = push(client, "compact/app", "base", seed="compact").digest
         for i in range(150):
             client.put_tag("compact/app", f"t{i}", digest)
-    taken = 'regraft_snapshots_total{outcome="taken"}'
     wait_for(
-        lambda: all(cluster.metric(r, taken) >= 1 for r in cluster.replicas),
+        lambda: all(cluster.metric(r, SNAPSHOTS, outcome="taken") >= 1 for r in cluster.replicas),
         "every member to compact its log",
     )
     joined = join(cluster, "r4")

@@ -353,7 +353,8 @@ class Changes:
         would be refused as unhealthy. A warning when it does not within the deadline.
         """
         restarted = None  # this replica's status copy when the member was seen restarted
-        while time.monotonic() < deadline:
+        addresses = {member.raft_address, self._members.local_raft_address(member)}
+        while time.monotonic() < deadline and self._raft.status().get("state") == 2:
             if restarted is None:
                 try:
                     status = self._members.status_of(member, 1.0)
@@ -368,12 +369,13 @@ class Changes:
             else:
                 # A copy taken later shows the link as it is since the restart.
                 now = self._raft.status()
-                if now is not restarted and now["peers"].get(member.raft_address):
+                if now is not restarted and any(now["peers"].get(a) for a in addresses):
                     return []
             time.sleep(_POLL)
         return [
-            f"{member.id!r} is a voter, but has not yet restarted as one (its log says "
-            "'promoted to voter' when it does); until then the cluster counts it as down"
+            f"{member.id!r} is a voter, but this leader has not yet seen it run as one (its "
+            "log says 'promoted to voter' when it restarts); until then the cluster may "
+            "count it as down: see regraft status"
         ]
 
     def _health_problem(self) -> str | None:

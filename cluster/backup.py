@@ -65,7 +65,9 @@ class BackupSource:
         for stale in glob.glob(os.path.join(self._directory, _TEMPORARY + "*")):
             shutil.rmtree(stale, ignore_errors=True)
 
-    def stream(self, options: registry_pb2.ReadOptions, timeout: float) -> Iterator:
+    def stream(
+        self, options: registry_pb2.ReadOptions, timeout: float, active: Callable[[], bool]
+    ) -> Iterator:
         """BackupChunks: a header, the file in chunks, the sha256 of the file."""
         if not self._busy.acquire(blocking=False):
             raise rpc.Exhausted(
@@ -74,7 +76,7 @@ class BackupSource:
         try:
             with tempfile.TemporaryDirectory(dir=self._directory, prefix=_TEMPORARY) as tmp:
                 path = os.path.join(tmp, "backup")
-                with self._reads.view(options, timeout) as view:
+                with self._reads.view(options, timeout, active) as view:
                     header = snapshot.write(
                         self._raft.store,
                         view,

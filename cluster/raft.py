@@ -460,6 +460,7 @@ class Raft(SyncObj):
         status["leader"] = leader
         status["self"] = status["self"].id if status["self"] is not None else None
         status["peers"] = {node.id: self.isNodeConnected(node) for node in self.otherNodes}
+        status["at"] = now  # time.monotonic() when copied
         self._status = status
         self._status_at = now
 

@@ -6,25 +6,44 @@ committed and the read waits until this replica has applied it. One barrier serv
 every read that arrived before it was proposed; reads arriving while it is in flight
 wait for the next one (a barrier proposed before a read began could be ordered before
 a write that completed before the read began).
+
+A waiting read holds one of the server's threads (cluster/streams.py), so waits are
+bounded by more than the caller's deadline: a read stops waiting when its caller goes
+away, and one for a revision past every entry this replica knows of (a revision
+nobody was given, or a replica cut off) waits at most AHEAD_GRACE, with at most
+AHEAD_WAITERS such reads at once. Otherwise about 64 such reads would leave no
+thread for anything else, health checks and Status included, until their deadlines.
 """
 
 import concurrent.futures
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from cluster import metrics
 from cluster.raft import ProposalError, Raft
 from regraft.v1 import registry_pb2
 from storage import commands
 from storage.db import View
+from storage.errors import InvalidArgument
 
 BARRIER_TIMEOUT = 10.0
+# A revision past this replica's log: how long a read waits for it to arrive, and how
+# many reads may wait so at once (the others are answered at once).
+AHEAD_GRACE = 2.0
+AHEAD_WAITERS = 8
+# How often a waiting read looks whether its caller is still there.
+_SLICE = 0.1
+_CONSISTENCIES = frozenset(registry_pb2.Consistency.values())
 
 
 class ReadTimeout(Exception):
-    """This replica did not reach the requested revision within the deadline."""
+    """This replica did not reach the requested revision in time; try another."""
+
+
+class Cancelled(Exception):
+    """The caller went away while its read waited."""
 
 
 class Reads:
@@ -35,23 +54,77 @@ class Reads:
         self._in_flight = False
         self._barrier = commands.barrier().SerializeToString()
         self._joined = 0
+        self._ahead = threading.BoundedSemaphore(AHEAD_WAITERS)
 
     @contextlib.contextmanager
-    def view(self, options: registry_pb2.ReadOptions, timeout: float) -> Iterator[View]:
-        """A view of this replica's state that is as fresh as `options` asks."""
+    def view(
+        self,
+        options: registry_pb2.ReadOptions,
+        timeout: float,
+        active: Callable[[], bool] = lambda: True,
+    ) -> Iterator[View]:
+        """A view of this replica's state that is as fresh as `options` asks; waits end
+        at `timeout` seconds, or once `active()` (the caller is still there) is false."""
+        if options.consistency not in _CONSISTENCIES:
+            raise InvalidArgument(
+                "read.consistency",
+                f"{options.consistency} is not a consistency "
+                f"({', '.join(registry_pb2.Consistency.keys())})",
+            )
         deadline = time.monotonic() + timeout
         wanted = options.min_revision
         if not wanted and options.consistency == registry_pb2.LINEARIZABLE:
-            wanted = self._linearizable_revision(timeout)
-        if wanted and not self._raft.wait_applied(wanted, max(0.0, deadline - time.monotonic())):
-            raise ReadTimeout(
-                f"this replica has applied revision {self._raft.revision}, not yet {wanted}, "
-                f"within the deadline: retry, or read from another replica"
-            )
+            wanted = self._linearizable_revision(timeout, active)
+        if wanted:
+            self._wait_applied(wanted, deadline, active)
         with self._raft.store.read() as view:
             yield view
 
-    def _linearizable_revision(self, timeout: float) -> int:
+    def _wait_applied(self, wanted: int, deadline: float, active: Callable[[], bool]) -> None:
+        started = time.monotonic()
+        ahead = False  # holds one of the AHEAD_WAITERS slots
+        try:
+            with self._raft.applied:
+                while self._raft.revision < wanted:
+                    now = time.monotonic()
+                    if now >= deadline:
+                        raise ReadTimeout(
+                            f"this replica has applied revision {self._raft.revision}, not "
+                            f"yet {wanted}, within the deadline: retry, or read from another "
+                            "replica"
+                        )
+                    if not active():
+                        raise Cancelled()
+                    if not ahead:
+                        ahead = self._past_the_log(wanted, started)
+                    elif now - started >= AHEAD_GRACE:
+                        self._past_the_log(wanted, started)
+                    self._raft.applied.wait(min(_SLICE, deadline - now))
+        finally:
+            if ahead:
+                self._ahead.release()
+
+    def _past_the_log(self, wanted: int, started: float) -> bool:
+        """Whether `wanted` is past every entry this replica knows of (taking a slot to
+        wait for it), by a status copied after `started`; raises when it may not wait."""
+        status = self._raft.status()
+        known = max(status.get("last_log_index") or 0, status.get("leader_commit_idx") or 0)
+        if wanted <= known or status.get("at", 0.0) <= started:
+            return False  # in the log here (applied soon), or not known yet
+        problem = (
+            f"revision {wanted} is past the end of this replica's log ({known}): no such "
+            "revision was written, or this replica is cut off from the leader"
+        )
+        if time.monotonic() - started >= AHEAD_GRACE:
+            raise ReadTimeout(f"{problem}; read from another replica")
+        if not self._ahead.acquire(blocking=False):
+            raise ReadTimeout(
+                f"{problem}, and {AHEAD_WAITERS} reads already wait for such revisions here; "
+                "read from another replica"
+            )
+        return True
+
+    def _linearizable_revision(self, timeout: float, active: Callable[[], bool]) -> int:
         with self._lock:
             if self._next is None:
                 self._next = concurrent.futures.Future()
@@ -60,10 +133,17 @@ class Reads:
             waiting = None if self._in_flight else self._take()
         if waiting is not None:
             self._propose(waiting, timeout)
-        try:
-            return future.result(timeout)
-        except concurrent.futures.TimeoutError:
-            raise ProposalError("read barrier not committed within the deadline", True) from None
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return future.result(max(0.0, min(_SLICE, deadline - time.monotonic())))
+            except concurrent.futures.TimeoutError:
+                if time.monotonic() >= deadline:
+                    raise ProposalError(
+                        "read barrier not committed within the deadline", True
+                    ) from None
+                if not active():
+                    raise Cancelled() from None
 
     def _take(self) -> concurrent.futures.Future:
         """The reads that the next barrier serves (called with the lock held)."""

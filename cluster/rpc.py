@@ -9,6 +9,7 @@ and, where the registry has one, the OCI error code in trailing metadata `oci-co
     FailedPrecondition   -> FAILED_PRECONDITION
     ProposalError        -> UNAVAILABLE        (leader's gRPC address in `leader`)
     ReadTimeout          -> UNAVAILABLE
+    Cancelled            -> CANCELLED          (the caller went away while its read waited)
     Exhausted            -> RESOURCE_EXHAUSTED
 """
 
@@ -24,7 +25,7 @@ import grpc
 
 from cluster import metrics
 from cluster.raft import ProposalError, Raft
-from cluster.reads import ReadTimeout
+from cluster.reads import Cancelled, ReadTimeout
 from regraft.v1 import command_pb2
 from storage.errors import FailedPrecondition, InvalidArgument, NotFound, RegistryError
 
@@ -170,6 +171,8 @@ def _status(error: Exception, leader_hint: Callable[[], str]):
         return code, f"{error.oci_code}: {error.message}", (("oci-code", error.oci_code),)
     if isinstance(error, Exhausted):
         return grpc.StatusCode.RESOURCE_EXHAUSTED, str(error), ()
+    if isinstance(error, Cancelled):
+        return grpc.StatusCode.CANCELLED, "the caller cancelled the call", ()
     if isinstance(error, OutOfRange):
         oldest = str(error.oldest)
         return grpc.StatusCode.OUT_OF_RANGE, str(error), (("oldest-revision", oldest),)

@@ -47,7 +47,7 @@ class AccessService(access_pb2_grpc.AccessServicer):
         return pb.AccessWriteResponse(revision=result.revision)
 
     def _view(self, read, context):
-        return self._reads.view(read, rpc.timeout(context))
+        return self._reads.view(read, rpc.timeout(context), context.is_active)
 
     # -- users --------------------------------------------------------------------------
 

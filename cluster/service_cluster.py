@@ -80,7 +80,7 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
     def Backup(self, request, context):
         # The wait for a linearizable view is bounded like a read's; the transfer is not.
         yield from self._backups.stream(
-            request.read, min(rpc.timeout(context), rpc.DEFAULT_TIMEOUT)
+            request.read, min(rpc.timeout(context), rpc.DEFAULT_TIMEOUT), context.is_active
         )
 
     # -- membership ---------------------------------------------------------------------
@@ -120,7 +120,7 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
         status = self._raft.status()
         if not status:
             raise rpc.Unavailable("the replica is still starting")
-        with self._reads.view(request.read, rpc.timeout(context)) as view:
+        with self._reads.view(request.read, rpc.timeout(context), context.is_active) as view:
             return cluster_pb2.ListMembersResponse(
                 members=self._member_list(status, view), revision=view.revision
             )

@@ -16,7 +16,6 @@ from storage.errors import InvalidArgument
 pb = registry_pb2
 
 _WATCH_PAGE = 256
-_MAX_PREFIX = 255
 
 
 class RegistryService(registry_pb2_grpc.RegistryServicer):
@@ -29,7 +28,7 @@ class RegistryService(registry_pb2_grpc.RegistryServicer):
         return rpc.propose(self._raft, command, context)
 
     def _view(self, read: pb.ReadOptions, context):
-        return self._reads.view(read, rpc.timeout(context))
+        return self._reads.view(read, rpc.timeout(context), context.is_active)
 
     # -- manifests ----------------------------------------------------------------------
 
@@ -138,11 +137,7 @@ class RegistryService(registry_pb2_grpc.RegistryServicer):
     def Watch(self, request, context) -> Iterator[pb.Event]:
         """Stream events from `from_revision` on, until `to_revision` or until the
         caller goes away."""
-        prefix = request.repository_prefix
-        if len(prefix) > _MAX_PREFIX or any(not ch.isprintable() for ch in prefix):
-            raise InvalidArgument(
-                "repository_prefix", f"{names.quote(prefix)} is not a repository name prefix"
-            )
+        prefix = names.validate_repository_prefix(request.repository_prefix)
         position = request.from_revision or self._raft.revision + 1
         last = request.to_revision
         if last and last < position:

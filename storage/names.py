@@ -67,6 +67,21 @@ def validate_repository(name: str, field: str = "repository") -> str:
     return name
 
 
+def validate_repository_prefix(prefix: str, field: str = "repository_prefix") -> str:
+    """Check that `prefix` begins some repository name ("" begins them all)."""
+    prefix = _require_str(prefix, field)
+    if len(prefix) > MAX_REPOSITORY_LENGTH:
+        raise InvalidArgument(
+            field,
+            f"{quote(prefix)} is {len(prefix)} characters; repository names have at most "
+            f"{MAX_REPOSITORY_LENGTH}",
+        )
+    # A prefix that ends inside a component, or on a separator, goes on with a letter.
+    if prefix and not any(_REPOSITORY_RE.fullmatch(p) for p in (prefix, prefix + "a")):
+        raise InvalidArgument(field, f"{quote(prefix)} does not begin any valid repository name")
+    return prefix
+
+
 def validate_tag(tag: str, field: str = "tag") -> str:
     """Check a tag (e.g. "v1.2.3"); returns it unchanged."""
     tag = _require_str(tag, field)

@@ -215,6 +215,31 @@ def test_streams_are_capped_and_never_starve_unary_calls(cluster, method, open_s
                 stream.cancel()
 
 
+def test_reads_for_revisions_nobody_has_do_not_take_every_thread(cluster):
+    """More waiting reads than the server has threads, each for a revision past the
+    log with a long deadline: they are answered within seconds, and Status, health
+    checks and ordinary reads go on meanwhile (cluster/reads.py)."""
+    replica = cluster.replicas[1]
+    far = registry_pb2.ListTagsRequest(
+        repository="acme/x", read=registry_pb2.ReadOptions(min_revision=10**15)
+    )
+    with grpc.insecure_channel(replica.endpoint) as channel, cluster.client([replica]) as client:
+        push(client, "acme/x", "v1", seed="acme")
+        list_tags = registry_pb2_grpc.RegistryStub(channel).ListTags
+        waiting = [list_tags.future(far, timeout=60) for _ in range(streams.WORKERS + 6)]
+        try:
+            time.sleep(1)
+            assert client.status(replica.endpoint, timeout=5).id == replica.id
+            assert client.list_tags("acme/x", consistency=STALE).tags == ["v1"]
+            for call in waiting:
+                error = call.exception(timeout=30)
+                assert error is not None and error.code() == grpc.StatusCode.UNAVAILABLE, error
+                assert "past the end of this replica's log" in error.details()
+        finally:
+            for call in waiting:
+                call.cancel()
+
+
 def test_health_watches_hold_no_server_thread(cluster):
     """Clients and proxies open one Health.Watch per channel: more of them than the
     server has threads must neither be refused nor stall unary calls."""

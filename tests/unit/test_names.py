@@ -20,6 +20,7 @@ from storage.names import (
     validate_page_size,
     validate_reference,
     validate_repository,
+    validate_repository_prefix,
     validate_tag,
 )
 
@@ -71,6 +72,31 @@ def reject(func, value, field: str) -> InvalidArgument:
 @given(repositories)
 def test_valid_repositories_round_trip(name: str) -> None:
     assert validate_repository(name) == name
+
+
+@FAST
+@given(repositories.filter(lambda r: len(r) <= MAX_REPOSITORY_LENGTH), st.data())
+def test_every_beginning_of_a_repository_name_is_a_prefix(name: str, data) -> None:
+    cut = data.draw(st.integers(0, len(name)))
+    assert validate_repository_prefix(name[:cut]) == name[:cut]
+
+
+def test_prefixes_end_anywhere_a_name_can_go_on() -> None:
+    for prefix in ("", "team/", "team/a", "a__", "a---", "a."):
+        assert validate_repository_prefix(prefix) == prefix
+    for prefix in ("BAD//", "a//", "/a", "a___", "a._", "-a"):
+        error = reject(validate_repository_prefix, prefix, "repository_prefix")
+        assert f"'{prefix}' does not begin any valid repository name" in str(error)
+
+
+@FAST
+@given(st.text("ab0./_-A ", max_size=12), st.text("ab0./_-", max_size=6))
+def test_a_refused_prefix_begins_no_repository_name(prefix: str, rest: str) -> None:
+    try:
+        validate_repository_prefix(prefix)
+    except InvalidArgument as error:
+        assert error.field == "repository_prefix"
+        assert SPEC_REPOSITORY.fullmatch(prefix + rest) is None
 
 
 @FAST

@@ -18,6 +18,9 @@ class FakeContext:
         self.trailers = ()
         self.aborted = None
 
+    def is_active(self):
+        return True
+
     def set_trailing_metadata(self, trailers):
         self.trailers = trailers
 

@@ -32,7 +32,7 @@ class LocalReads:
         self.store = store
 
     @contextlib.contextmanager
-    def view(self, options, timeout):
+    def view(self, options, timeout, active):
         with self.store.read() as view:
             yield view
 

@@ -19,7 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import REGISTRY
 
-from cluster import auth, datadir, metrics, streams
+from cluster import auth, datadir, decoding, metrics, streams
 from cluster.backup import BackupSource
 from cluster.config import ConfigError, ReplicaConfig
 from cluster.http import ProbeServer
@@ -147,7 +147,7 @@ class Replica:
                 ("grpc.so_reuseport", 0),
             ],
             maximum_concurrent_rpcs=1024,
-            interceptors=[*api_checks, streams.StreamCaps()],
+            interceptors=[decoding.MalformedRequests(), *api_checks, streams.StreamCaps()],
         )
         cluster_service = ClusterService(
             self.raft,

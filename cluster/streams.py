@@ -31,8 +31,11 @@ DEFAULT_CAP = 2  # Cluster.Backup (which also runs one backup at a time)
 assert WORKERS - sum(CAPS.values()) - DEFAULT_CAP >= 16
 
 
-def wrap(handler: grpc.RpcMethodHandler, admit: Callable) -> grpc.RpcMethodHandler:
-    """The same handler with each behavior passed through `admit` (interceptors)."""
+def wrap(
+    handler: grpc.RpcMethodHandler, admit: Callable, request_deserializer: Callable | None = None
+) -> grpc.RpcMethodHandler:
+    """The same handler with each behavior passed through `admit` (interceptors), and
+    its requests read by `request_deserializer` if one is given."""
     for kind, make in (
         ("unary_unary", grpc.unary_unary_rpc_method_handler),
         ("unary_stream", grpc.unary_stream_rpc_method_handler),
@@ -43,7 +46,7 @@ def wrap(handler: grpc.RpcMethodHandler, admit: Callable) -> grpc.RpcMethodHandl
         if behavior is not None:
             return make(
                 admit(behavior),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=request_deserializer or handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
     return handler

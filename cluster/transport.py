@@ -100,13 +100,26 @@ def _bounded_read(connection: TcpConnection) -> bool:
         authenticated = connection.encryptor is None or connection.recvRandKey is not None
         limit = MAX_FRAME_BYTES if authenticated else MAX_UNAUTHENTICATED_FRAME_BYTES
         if not 0 <= length <= limit or len(buffer) > 2 * MAX_FRAME_BYTES:
-            log.warning("peer connection announced a %d-byte frame: closing it", length)
+            log.warning(
+                "peer connection from %s announced a %d-byte frame: closing it",
+                _remote(connection),
+                length,
+            )
             connection.disconnect()
             return False
     return more
 
 
 TcpConnection._TcpConnection__processRead = _bounded_read
+
+
+def _remote(connection: TcpConnection) -> str:
+    """host:port of the other end, for the log."""
+    try:
+        host, port = connection._TcpConnection__socket.getpeername()[:2]
+    except (AttributeError, OSError):
+        return "an unknown address"
+    return f"{host}:{port}"
 
 IDENTIFY_WITHIN = 5.0
 MAX_UNIDENTIFIED = 64

@@ -240,6 +240,40 @@ def test_reads_for_revisions_nobody_has_do_not_take_every_thread(cluster):
                 call.cancel()
 
 
+def test_requests_that_do_not_parse_are_invalid_arguments_not_tracebacks(cluster):
+    """Anyone can send bytes that are no protobuf message: the caller is told, and the
+    log stays clean (grpcio answers INTERNAL and logs a traceback per request)."""
+    replica = cluster.replicas[0]
+    garbage = b"\xff\xff\xff\xff"
+    methods = {
+        "/regraft.v1.Registry/PutTag": "unary_unary",
+        "/grpc.health.v1.Health/Check": "unary_unary",
+        "/grpc.health.v1.Health/Watch": "unary_stream",
+        "/regraft.v1.Registry/Watch": "unary_stream",
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": "stream_stream",
+    }
+    with grpc.insecure_channel(replica.endpoint) as channel:
+        for method, kind in methods.items():
+            call = getattr(channel, kind)(method)
+            with pytest.raises(grpc.RpcError) as refused:
+                if kind == "unary_unary":
+                    call(garbage, timeout=10)
+                else:
+                    argument = iter([garbage]) if kind == "stream_stream" else garbage
+                    list(call(argument, timeout=10))
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, method
+            assert f"is not a valid {method} message" in refused.value.details()
+    assert (
+        cluster.metric(
+            replica, "regraft_grpc_requests_total", method="PutTag", code="INVALID_ARGUMENT"
+        )
+        >= 1
+    )
+    assert "Traceback" not in replica.log() and "deserializ" not in replica.log()
+    with cluster.client([replica]) as client:
+        assert client.status(replica.endpoint).id == replica.id
+
+
 def test_health_watches_hold_no_server_thread(cluster):
     """Clients and proxies open one Health.Watch per channel: more of them than the
     server has threads must neither be refused nor stall unary calls."""

@@ -72,6 +72,7 @@ def test_a_huge_frame_from_a_stranger_is_refused_early(cluster):
     give_up = time.monotonic() + 20
     closed_by_replica = False
     with socket.create_connection((host, int(port)), timeout=5) as s:
+        stranger = "{}:{}".format(*s.getsockname()[:2])
         s.sendall(struct.pack("i", 2**31 - 1))
         try:
             while time.monotonic() < give_up:
@@ -81,6 +82,7 @@ def test_a_huge_frame_from_a_stranger_is_refused_early(cluster):
             closed_by_replica = True
     assert closed_by_replica, f"the peer port kept reading one frame ({sent >> 20} MiB sent)"
     assert sent < (64 << 20), f"the peer port read {sent >> 20} MiB of one frame"
+    assert f"peer connection from {stranger} announced a {2**31 - 1}-byte frame" in leader.log()
     with cluster.client() as client:
         push(client, "safe/app", "after", seed="after-huge-frame")
 

@@ -1,0 +1,70 @@
+"""Requests that do not parse get INVALID_ARGUMENT, not INTERNAL and a traceback.
+
+grpcio answers a request body that is not the method's protobuf message with
+INTERNAL ("Exception deserializing request!") and logs the exception, traceback and
+all, at ERROR: anyone who reaches the port (reflection and health need no
+credentials) could fill the log, and a client's bug would read as the server's.
+Here every method reads its requests through a parser that cannot raise, and its
+behavior refuses a request that did not parse, counted like the other refusals.
+"""
+
+from collections.abc import Callable, Iterator
+
+import grpc
+
+from cluster import streams
+
+
+class _Undecodable:
+    """What a request that did not parse becomes, instead of an exception."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def _tolerant(deserialize: Callable[[bytes], object]) -> Callable[[bytes], object]:
+    def parse(data: bytes) -> object:
+        try:
+            return deserialize(data)
+        except Exception as error:  # protobuf's DecodeError, or whatever a parser raises
+            return _Undecodable(error)
+
+    return parse
+
+
+class MalformedRequests(grpc.ServerInterceptor):
+    def intercept_service(self, continuation, details: grpc.HandlerCallDetails):
+        handler = continuation(details)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        method = details.method
+
+        def refuse(context: grpc.ServicerContext, request: _Undecodable) -> None:
+            streams.refuse(
+                context,
+                method,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"the request is not a valid {method} message: {request.error}",
+            )
+
+        def checked(requests: Iterator, context: grpc.ServicerContext) -> Iterator:
+            for request in requests:
+                if isinstance(request, _Undecodable):
+                    refuse(context, request)
+                yield request
+
+        def admit(behavior: Callable) -> Callable:
+            def admitted(request, context, *args, **kwargs):
+                if handler.request_streaming:
+                    request = checked(request, context)
+                elif isinstance(request, _Undecodable):
+                    refuse(context, request)
+                return behavior(request, context, *args, **kwargs)
+
+            # Health.Watch runs without a thread of its own: keep what says so.
+            for name in ("experimental_non_blocking", "experimental_thread_pool"):
+                if hasattr(behavior, name):
+                    setattr(admitted, name, getattr(behavior, name))
+            return admitted
+
+        return streams.wrap(handler, admit, _tolerant(handler.request_deserializer))

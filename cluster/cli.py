@@ -10,6 +10,7 @@ regraft call METHOD JSON                any API method, e.g. CreateUser: cluster
 """
 
 import argparse
+import glob
 import json
 import logging
 import os
@@ -205,10 +206,18 @@ def local_cluster_configs(data_dir: str, base_port: int, replicas: int) -> list[
     ]
 
 
+# `up` gives replica N the ports base+N, base+10+N and base+20+N.
+UP_MAX_REPLICAS = 9
+
+
 def _up(args) -> int:
-    if args.replicas < 1:
-        raise ConfigError(f"--replicas must be at least 1, got {args.replicas}")
+    if not 1 <= args.replicas <= UP_MAX_REPLICAS:
+        raise ConfigError(
+            f"--replicas must be between 1 and {UP_MAX_REPLICAS}, got {args.replicas} (replica "
+            "N listens on --base-port + N, + 10 + N and + 20 + N)"
+        )
     configs = local_cluster_configs(args.data_dir, args.base_port, args.replicas)
+    _check_same_layout(os.path.abspath(args.data_dir), configs)
     # Stop the replicas on SIGTERM and SIGHUP too, and on SIGINT even when the shell
     # that started us in the background ignores it.
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -304,6 +313,28 @@ def _supervise(configs: list[ReplicaConfig], processes: list[subprocess.Popen]) 
                 )
         time.sleep(0.5)
     return 0 if all(p.returncode == 0 for p in processes) else 1
+
+
+def _check_same_layout(data_dir: str, configs: list[ReplicaConfig]) -> None:
+    """A data directory `up` ran before takes the same ports and number of replicas:
+    its replicas know each other by those addresses (their member table)."""
+    before = {}
+    for path in glob.glob(os.path.join(data_dir, "r*.toml")):
+        config = config_module.load(path)
+        before[config.id] = config
+    now = {c.id: (c.grpc_address, c.raft_address) for c in configs}
+    if not before or {i: (c.grpc_address, c.raft_address) for i, c in before.items()} == now:
+        return
+    first = before[min(before, key=lambda i: (len(i), i))]
+    _, port = config_module.split_address(first.grpc_address)
+    number = first.id[1:]
+    base = f" --base-port {port - int(number)}" if number.isdigit() else ""
+    raise ConfigError(
+        f"{data_dir} holds a cluster that regraft up started with {len(before)} replicas, "
+        f"{first.id} on gRPC {first.grpc_address} ({base.strip()} --replicas {len(before)}): "
+        "its replicas know each other by those addresses. Run it that way, or give another "
+        "--data-dir"
+    )
 
 
 def _check_free(address: str) -> None:

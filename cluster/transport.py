@@ -121,6 +121,7 @@ def _remote(connection: TcpConnection) -> str:
         return "an unknown address"
     return f"{host}:{port}"
 
+
 IDENTIFY_WITHIN = 5.0
 MAX_UNIDENTIFIED = 64
 # accept() errors that say "not now", not "this socket is broken".

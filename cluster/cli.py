@@ -515,6 +515,11 @@ def status_problems(rows) -> list[str]:
     elif len(leaders) > 1:
         problems.append(f"replicas disagree on the leader: {sorted(leaders)}")
     leader = _leader_view(rows)
+    if len(leaders) == 1 and leader is None:
+        problems.append(
+            f"no reachable leader: the replicas name {min(leaders)}, which does not answer as "
+            "leader; writes and linearizable reads fail until it does or another is elected"
+        )
     if leader is not None:
         if not leader.has_quorum:
             problems.append(f"leader {leader.id} cannot reach a majority of the members")

@@ -109,6 +109,10 @@ def test_a_healthy_cluster_has_no_problems_and_a_row_per_member():
         ),
         ([("h2:7401", status("r2", leader=""), None)], "no leader"),
         (
+            [("h1:7401", None, "connection refused"), *healthy_rows()[1:]],
+            "no reachable leader: the replicas name r1, which does not answer as leader",
+        ),
+        (
             [("h2:7401", status("r2", leader="r1"), None), ("h3", status("r3", leader="r3"), None)],
             "replicas disagree on the leader: ['r1', 'r3']",
         ),

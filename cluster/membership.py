@@ -334,8 +334,16 @@ class Changes:
         return member.id == self._members.self_id
 
     def _change_voters(self, add: bool, member: Member, timeout: float) -> None:
-        """Raft's own voter change; a timeout leaves its outcome unknown (run it again)."""
-        future = self._raft.change_voters(add, member.raft_address, timeout)
+        """Raft's own voter change; a timeout leaves its outcome unknown (run it again).
+
+        A voter is removed under the address Raft knows it by, which this replica's
+        configuration may give rather than the member table (PySyncObj refuses any other).
+        """
+        address = member.raft_address
+        if not add:
+            local = self._members.local_raft_address(member)
+            address = local if local in self._voters() else address
+        future = self._raft.change_voters(add, address, timeout)
         try:
             future.result(timeout + 1)
         except concurrent.futures.TimeoutError:

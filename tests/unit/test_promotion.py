@@ -58,3 +58,20 @@ def test_a_learner_running_older_code_is_refused():
     error = refusal(changes(commit=150, learner_applied=150, learner_supports=1, in_force=2))
     assert error.oci_code == "LEARNER_TOO_OLD"
     assert "supports machine version 1" in error.message
+
+
+def test_a_voter_is_removed_under_the_address_raft_knows_it_by():
+    """The member table says one address, this replica's configuration another (the
+    one in Raft's voter set): PySyncObj would refuse to remove the first."""
+    removed = []
+    raft = SimpleNamespace(
+        status=lambda: {"self": "10.0.0.1:7411", "peers": {"r3.internal:7411": True}},
+        change_voters=lambda add, address, timeout: (
+            removed.append((add, address)) or SimpleNamespace(result=lambda timeout: None)
+        ),
+    )
+    members = SimpleNamespace(local_raft_address=lambda member: "r3.internal:7411")
+    voter = Member(id="r3", raft_address="10.0.0.3:7411")
+    Changes(raft, members)._change_voters(False, voter, 5.0)
+    Changes(raft, members)._change_voters(True, voter, 5.0)
+    assert removed == [(False, "r3.internal:7411"), (True, "10.0.0.3:7411")]

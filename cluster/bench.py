@@ -5,6 +5,11 @@ thousand gRPC calls a second) and over every endpoint, as co-located front-ends
 would. Each caller loops for the duration: a write is a PutTag of a fresh tag (one
 Raft entry, fsynced on a majority); a read is a GetManifest by tag, STALE or
 LINEARIZABLE. Reported: operations per second, p50 and p99 latency, errors.
+
+`--target etcd` drives an etcd cluster with the same callers, processes and gRPC
+library: a write is a Put of a fresh key (the tag's digest as its value), a read a
+Range of one key holding the same manifest, serializable for STALE. Comparisons
+with etcd are then of the servers, not of two load generators.
 """
 
 import hashlib
@@ -14,73 +19,121 @@ import statistics
 import threading
 import time
 import uuid
+from collections.abc import Callable
 
 import grpc
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from cluster.client import Client, Credentials, dial
 from regraft.v1 import registry_pb2, registry_pb2_grpc
 
 REPOSITORY = "bench/app"
+OPS = ("write", "read-stale", "read-linearizable")
+TARGETS = ("regraft", "etcd")
 _CONFIG = b'{"architecture":"amd64","os":"linux"}'
+_CONFIG_DIGEST = "sha256:" + hashlib.sha256(_CONFIG).hexdigest()
+MANIFEST = json.dumps(
+    {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": _CONFIG_DIGEST,
+            "size": len(_CONFIG),
+        },
+        "layers": [],
+    }
+).encode()
+_ETCD_LATEST = f"{REPOSITORY}/latest".encode()
 
 
-def _manifest(config_digest: str) -> bytes:
-    return json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {
-                "mediaType": "application/vnd.oci.image.config.v1+json",
-                "digest": config_digest,
-                "size": len(_CONFIG),
-            },
-            "layers": [],
-        }
-    ).encode()
+def _etcd_messages() -> tuple[type, type]:
+    """etcd's PutRequest and RangeRequest, with only the fields the bench sets
+    (etcdserverpb's numbers: key 1, value 2; serializable 7)."""
+    bytes_, bool_ = (
+        descriptor_pb2.FieldDescriptorProto.TYPE_BYTES,
+        descriptor_pb2.FieldDescriptorProto.TYPE_BOOL,
+    )
+    file = descriptor_pb2.FileDescriptorProto(
+        name="regraft_bench_etcd.proto", package="etcdserverpb", syntax="proto3"
+    )
+    put = file.message_type.add(name="PutRequest")
+    put.field.add(name="key", number=1, type=bytes_)
+    put.field.add(name="value", number=2, type=bytes_)
+    ranged = file.message_type.add(name="RangeRequest")
+    ranged.field.add(name="key", number=1, type=bytes_)
+    ranged.field.add(name="serializable", number=7, type=bool_)
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file)
+    return tuple(
+        message_factory.GetMessageClass(pool.FindMessageTypeByName(f"etcdserverpb.{name}"))
+        for name in ("PutRequest", "RangeRequest")
+    )
 
 
-def prepare(endpoints: list[str], credentials: Credentials | None = None) -> str:
-    """Push the manifest that writes tag and reads fetch; returns its digest."""
-    config_digest = "sha256:" + hashlib.sha256(_CONFIG).hexdigest()
+EtcdPut, EtcdRange = _etcd_messages()
+
+
+def prepare(target: str, endpoints: list[str], credentials: Credentials | None = None) -> str:
+    """Store what writes point at and reads fetch; returns the manifest's digest."""
+    if target == "etcd":
+        with dial(endpoints[0], credentials) as channel:
+            _etcd_put(channel)(EtcdPut(key=_ETCD_LATEST, value=MANIFEST), timeout=10)
+        return "sha256:" + hashlib.sha256(MANIFEST).hexdigest()
     with Client(endpoints, credentials=credentials) as client:
-        client.link_blob(REPOSITORY, config_digest, len(_CONFIG))
-        return client.put_manifest(REPOSITORY, "latest", _manifest(config_digest)).digest
+        client.link_blob(REPOSITORY, _CONFIG_DIGEST, len(_CONFIG))
+        return client.put_manifest(REPOSITORY, "latest", MANIFEST).digest
 
 
-def _worker(endpoints, op, threads, duration, digest, first, queue, credentials) -> None:
+def _etcd_put(channel: grpc.Channel) -> grpc.UnaryUnaryMultiCallable:
+    return channel.unary_unary("/etcdserverpb.KV/Put", request_serializer=EtcdPut.SerializeToString)
+
+
+def _operation(target: str, op: str, channel: grpc.Channel, digest: str) -> Callable[[str], None]:
+    """One call of `op` on `target`; its argument makes a written key or tag unique."""
+    stale = op == "read-stale"
+    if target == "etcd":
+        if op == "write":
+            put, value = _etcd_put(channel), digest.encode()
+            return lambda name: put(
+                EtcdPut(key=f"{REPOSITORY}/{name}".encode(), value=value), timeout=10
+            )
+        get = channel.unary_unary(
+            "/etcdserverpb.KV/Range", request_serializer=EtcdRange.SerializeToString
+        )
+        request = EtcdRange(key=_ETCD_LATEST, serializable=stale)
+        return lambda _name: get(request, timeout=10)
+    stub = registry_pb2_grpc.RegistryStub(channel)
+    if op == "write":
+        return lambda name: stub.PutTag(
+            registry_pb2.PutTagRequest(repository=REPOSITORY, tag=name, digest=digest), timeout=10
+        )
+    consistency = registry_pb2.STALE if stale else registry_pb2.LINEARIZABLE
+    request = registry_pb2.GetManifestRequest(
+        repository=REPOSITORY,
+        reference="latest",
+        read=registry_pb2.ReadOptions(consistency=consistency),
+    )
+    return lambda _name: stub.GetManifest(request, timeout=10)
+
+
+def _worker(target, endpoints, op, threads, duration, digest, first, queue, credentials) -> None:
     latencies: list[float] = []
     errors = [0]
     lock = threading.Lock()
     stop_at = time.monotonic() + duration
 
     def caller(number: int) -> None:
-        endpoint = endpoints[number % len(endpoints)]
-        channel = dial(endpoint, credentials)
-        stub = registry_pb2_grpc.RegistryStub(channel)
+        channel = dial(endpoints[number % len(endpoints)], credentials)
+        call = _operation(target, op, channel, digest)
         mine: list[float] = []
         failed = 0
         prefix = uuid.uuid4().hex[:8]
         i = 0
-        consistency = registry_pb2.STALE if op == "read-stale" else registry_pb2.LINEARIZABLE
         while time.monotonic() < stop_at:
             started = time.perf_counter()
             try:
-                if op == "write":
-                    stub.PutTag(
-                        registry_pb2.PutTagRequest(
-                            repository=REPOSITORY, tag=f"t{prefix}-{i}", digest=digest
-                        ),
-                        timeout=10,
-                    )
-                else:
-                    stub.GetManifest(
-                        registry_pb2.GetManifestRequest(
-                            repository=REPOSITORY,
-                            reference="latest",
-                            read=registry_pb2.ReadOptions(consistency=consistency),
-                        ),
-                        timeout=10,
-                    )
+                call(f"t{prefix}-{i}")
                 mine.append(time.perf_counter() - started)
             except grpc.RpcError:
                 failed += 1
@@ -105,10 +158,13 @@ def run(
     duration: float,
     processes: int,
     credentials: Credentials | None = None,
+    target: str = "regraft",
 ) -> dict:
-    if op not in ("write", "read-stale", "read-linearizable"):
-        raise ValueError(f"unknown op {op!r}: use write, read-stale or read-linearizable")
-    digest = prepare(endpoints, credentials)
+    if op not in OPS:
+        raise ValueError(f"unknown op {op!r}: use {', '.join(OPS)}")
+    if target not in TARGETS:
+        raise ValueError(f"unknown target {target!r}: use {' or '.join(TARGETS)}")
+    digest = prepare(target, endpoints, credentials)
     processes = max(1, min(processes, concurrency))
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
@@ -119,7 +175,7 @@ def run(
         workers.append(
             context.Process(
                 target=_worker,
-                args=(endpoints, op, share, duration, digest, first, queue, credentials),
+                args=(target, endpoints, op, share, duration, digest, first, queue, credentials),
             )
         )
         first += share
@@ -137,6 +193,7 @@ def run(
     elapsed = time.monotonic() - started
     latencies.sort()
     return {
+        "target": target,
         "op": op,
         "concurrency": concurrency,
         "ops": len(latencies),
@@ -156,7 +213,9 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def format_result(r: dict) -> str:
+    target = "" if r.get("target", "regraft") == "regraft" else f"{r['target']} "
     return (
-        f"{r['op']:<18} concurrency {r['concurrency']:>4}: {r['ops_per_second']:>9.1f} ops/s  "
+        f"{target}{r['op']:<18} concurrency {r['concurrency']:>4}: "
+        f"{r['ops_per_second']:>9.1f} ops/s  "
         f"p50 {r['p50_ms']:>7.2f} ms  p99 {r['p99_ms']:>8.2f} ms  errors {r['errors']}"
     )

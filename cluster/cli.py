@@ -562,6 +562,12 @@ def _bench_parser(commands) -> None:
         help="comma-separated: write, read-stale, read-linearizable",
     )
     p.add_argument("--processes", type=int, default=2, help="load generator processes")
+    p.add_argument(
+        "--target",
+        choices=("regraft", "etcd"),
+        default="regraft",
+        help="etcd: the same load on an etcd cluster's gRPC endpoints, for comparison",
+    )
     cli_auth.add_client_flags(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_bench)
@@ -581,6 +587,7 @@ def _bench(args) -> int:
                 args.duration,
                 args.processes,
                 cli_auth.client_credentials(args),
+                args.target,
             )
             results.append(result)
             if not args.json:

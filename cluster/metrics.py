@@ -51,11 +51,13 @@ snapshot_received_bytes = Counter(
     "regraft_snapshot_received_bytes_total", "Snapshot bytes received from a leader."
 )
 read_barriers = Counter(
-    "regraft_read_barriers_total", "Log barriers committed for linearizable reads."
+    "regraft_read_barriers_total",
+    "Heartbeat rounds started (or, before machine version 4, log barriers committed) "
+    "to confirm linearizable reads.",
 )
 read_barrier_batch = Histogram(
     "regraft_read_barrier_batch_size",
-    "Linearizable reads served by one log barrier.",
+    "Linearizable reads served by one heartbeat round or log barrier.",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
 )
 grpc_requests = Counter("regraft_grpc_requests_total", "gRPC requests handled.", ["method", "code"])

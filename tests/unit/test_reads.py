@@ -21,6 +21,7 @@ class FakeRaft:
         self.revision = revision
         self.last_log_index = last_log_index
         self.store = self
+        self.reads_by_round = False  # barriers (cluster/readindex.py: tested apart)
 
     def status(self) -> dict:
         return {"last_log_index": self.last_log_index, "leader_commit_idx": 0,

@@ -8,6 +8,7 @@ import pytest
 from pysyncobj import pickle as pysyncobj_pickle
 from pysyncobj.transport import TCPTransport
 
+from cluster import readindex
 from cluster import transport as transport_module
 from cluster.fernet import Fernet
 from cluster.transport import DurableTransport
@@ -22,13 +23,18 @@ def make_transport(recorder):
     """A DurableTransport without its constructor: only what send and receive touch."""
     transport = DurableTransport.__new__(DurableTransport)
     journal = SimpleNamespace(sync=lambda: recorder.calls.append("sync"))
+    read_index = SimpleNamespace(sent_round=0, on_reply=lambda node, message: None)
     transport._syncObj = SimpleNamespace(
-        journal=journal, _SyncObj__raftNextIndex={}, batch_peer_messages=False
+        journal=journal,
+        _SyncObj__raftNextIndex={},
+        batch_peer_messages=False,
+        read_index=read_index,
     )
     transport._onMessageReceivedCallback = None
     transport._outbox = {}
     transport._claims = {}
     transport._pieces = {}
+    transport._echoes = {}
     return transport
 
 
@@ -457,3 +463,31 @@ def test_forwarded_commands_are_batched_up_to_a_bound(wire):
     transport.flush()
     batch = {"type": "regraft_batch", "messages": commands[:2]}
     assert wire == [("leader", batch), ("leader", commands[2])]
+
+
+def test_a_reply_echoes_the_round_and_term_of_the_append_it_answers(wire):
+    """The leader counts echoes of its heartbeat rounds (cluster/readindex.py)."""
+    transport = make_transport(Recorder())
+    raft = transport._syncObj
+    raft._SyncObj__raftLog, raft.raftLastApplied, raft.raftCurrentTerm = HELD, 12, 3
+
+    def pysyncobj_handler(node, append):
+        transport.send(node, {"type": "next_node_idx", "next_node_idx": 21, "success": True})
+
+    transport._onMessageReceivedCallback = pysyncobj_handler
+    heartbeat = {"type": "append_entries", "term": 3, "commit_index": 20, "prevLogIdx": 20,
+                 "prevLogTerm": 3, "entries": []}  # fmt: skip
+    transport._onMessageReceived("leader", heartbeat | {readindex.ROUND: 5})
+    transport._onMessageReceived("leader", heartbeat)
+    (_, echoed), (_, plain) = wire
+    assert echoed[readindex.ECHO] == (5, 3)
+    assert readindex.ECHO not in plain and transport._echoes == {}
+
+
+def test_appends_carry_the_leaders_latest_round(wire):
+    transport = make_transport(Recorder())
+    transport.send("b", {"type": "append_entries", "term": 3})
+    transport._syncObj.read_index.sent_round = 4
+    transport.send("b", {"type": "append_entries", "term": 3})
+    transport.send("b", {"type": "request_vote", "term": 3})
+    assert [m.get(readindex.ROUND) for _, m in wire] == [None, 4, None]

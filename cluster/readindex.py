@@ -1,0 +1,213 @@
+"""Linearizable reads confirmed by a round of heartbeats (Raft's ReadIndex), not the log.
+
+A read may be served at index R once R is at least the commit index of a leader that,
+after the read arrived, still was the leader: a majority of the voters answered, in
+its term, an append sent after the read arrived. Then no other leader can have
+committed anything the read should see. PySyncObj has no such round, so it is built
+from its own messages: the leader numbers its appends (ROUND, an extra key that
+PySyncObj ignores), a follower's transport copies the number into its reply, and a
+round is confirmed once a majority, the leader included, echoed it or a later one.
+One round serves every read that arrived before it started. Before, each read batch
+appended a barrier entry: three fsyncs, an apply on every replica, and a commit.
+
+The round's index is the commit index when it starts (the last command at or below
+it: revisions count commands), and only once that commit index has reached an entry
+of the leader's own term (its no-op): until then it may lag entries earlier leaders
+committed. A read on a follower asks the leader for a
+confirmed index (REQUEST) and waits until it applied that far. Every member must
+echo and answer, so this runs only from machine version READ_INDEX on
+(storage/versions.py); before, reads append barriers (cluster/reads.py).
+
+Everything here runs on the Raft thread, except `request`.
+"""
+
+import concurrent.futures
+import itertools
+import queue
+import time
+from collections.abc import Callable
+
+from cluster import metrics
+
+# The keys and messages this module adds to PySyncObj's protocol: an append's round,
+# echoed with the append's term (PySyncObj's replies carry none).
+ROUND = "regraft_round"
+ECHO = "regraft_echo"
+REQUEST = "regraft_read_index"
+ANSWER = "regraft_read_index_answer"
+_LEADER = 2  # PySyncObj's _RAFT_STATE.LEADER
+_COMMAND = b"\x00"  # the first byte of a command entry (_COMMAND_TYPE.REGULAR)
+# A request to the leader unanswered this long (a lost message) fails its reads.
+ASK_TIMEOUT = 5.0
+
+
+class NotConfirmed(Exception):
+    """No leader confirmed an index for the read (leadership changed, or none known)."""
+
+
+class ReadIndex:
+    def __init__(self, raft, wake: Callable[[], None]) -> None:
+        self._raft = raft  # cluster.raft.Raft: PySyncObj's state, read on its thread
+        self._wake = wake
+        self._arrived: queue.SimpleQueue = queue.SimpleQueue()
+        self._term = -1
+        self._leader = None
+        # Leader: reads (local futures, or (node, id) of a follower's request) for the
+        # next round; rounds started and not yet confirmed: (round, index, reads).
+        self._next: list = []
+        self._rounds: list[tuple[int, int, list]] = []
+        self._round = itertools.count(1)
+        self.sent_round = 0  # put on every append sent from now on
+        self._echoed: dict = {}  # voter -> highest round it echoed, this term
+        # Follower: requests sent to the leader, by id: when, and their reads.
+        self._asked: dict[int, tuple[float, list[concurrent.futures.Future]]] = {}
+        self._ids = itertools.count(1)
+
+    def request(self) -> concurrent.futures.Future:
+        """A future of the index a linearizable read may be served at (any thread)."""
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self._arrived.put(future)
+        self._wake()
+        return future
+
+    # -- each tick --------------------------------------------------------------------
+
+    def on_tick(self) -> None:
+        raft = self._raft
+        leader, term = raft._getLeader(), raft.raftCurrentTerm
+        leading = raft._SyncObj__raftState == _LEADER
+        if term != self._term or leader != self._leader:
+            self._fail_all("the leader changed while the read waited")
+            self._term, self._leader = term, leader
+        arrived = []
+        while not self._arrived.empty():
+            arrived.append(self._arrived.get())
+        if leading:
+            self._next.extend(arrived)
+            if self._next and self._own_term_committed():
+                self._start_round()
+            return
+        if arrived:
+            self._ask_leader(arrived, leader)
+        now = time.monotonic()
+        for number in [n for n, (sent, _) in self._asked.items() if now - sent > ASK_TIMEOUT]:
+            for future in self._asked.pop(number)[1]:
+                _fail(future, f"{self._leader_name()} did not answer within {ASK_TIMEOUT} s")
+
+    def _own_term_committed(self) -> bool:
+        raft = self._raft
+        log, commit = raft._SyncObj__raftLog, raft.raftCommitIndex
+        first = log[0][1]
+        return first <= commit and log[commit - first][2] == raft.raftCurrentTerm
+
+    def _read_index(self) -> int:
+        """The revision that reflects every committed write: the index of the last
+        command at or below the commit index (no-ops and Raft's membership entries
+        are not applied, so no revision ever reaches them)."""
+        raft = self._raft
+        log = raft._SyncObj__raftLog
+        first = log[0][1]
+        for index in range(raft.raftCommitIndex, first - 1, -1):
+            if log[index - first][0][:1] == _COMMAND:
+                return index
+        return raft.revision  # every command is in the snapshot, applied here
+
+    def _start_round(self) -> None:
+        number = next(self._round)
+        reads, self._next = self._next, []
+        self._rounds.append((number, self._read_index(), reads))
+        metrics.read_barriers.inc()
+        metrics.read_barrier_batch.observe(len(reads))
+        self.sent_round = number
+        self._raft._send_appends()  # the round's heartbeats, now
+        self._confirm()  # alone, a replica is its own majority
+
+    def _ask_leader(self, reads: list, leader) -> None:
+        if leader is None:
+            for future in reads:
+                _fail(future, "no leader known")
+            return
+        number = next(self._ids)
+        self._asked[number] = (time.monotonic(), reads)
+        self._raft._SyncObj__transport.send(leader, {"type": REQUEST, "id": number})
+
+    # -- messages, from the transport -------------------------------------------------
+
+    def on_reply(self, node, message: dict) -> None:
+        """A follower's answer to an append: it echoes the append's round and term."""
+        echo = message.get(ECHO)
+        if not isinstance(echo, tuple) or len(echo) != 2 or node not in self._voters():
+            return
+        echoed, term = echo
+        if term != self._term or self._raft._SyncObj__raftState != _LEADER:
+            return
+        if echoed > self._echoed.get(node, 0):
+            self._echoed[node] = echoed
+            self._confirm()
+
+    def on_request(self, node, message: dict) -> None:
+        if self._raft._SyncObj__raftState != _LEADER:
+            self._answer((node, message.get("id")), None)
+            return
+        self._next.append((node, message.get("id")))
+        self._wake()
+
+    def on_answer(self, message: dict) -> None:
+        _, reads = self._asked.pop(message.get("id"), (0.0, []))
+        index = message.get("index")
+        for future in reads:
+            if isinstance(index, int):
+                _settle(future, index)
+            else:
+                _fail(future, f"{self._leader_name()} is no longer the leader")
+
+    # -- confirming -------------------------------------------------------------------
+
+    def _voters(self) -> set:
+        return self._raft._SyncObj__otherNodes
+
+    def _confirm(self) -> None:
+        voters = self._voters()
+        majority = (len(voters) + 1) // 2 + 1
+        while self._rounds:
+            number, index, reads = self._rounds[0]
+            echoed = 1 + sum(1 for node in voters if self._echoed.get(node, 0) >= number)
+            if echoed < majority:
+                return
+            self._rounds.pop(0)
+            for read in reads:
+                self._answer(read, index)
+
+    def _answer(self, read, index: int | None) -> None:
+        if isinstance(read, concurrent.futures.Future):
+            if index is None:
+                _fail(read, "leadership was lost before the read was confirmed")
+            else:
+                _settle(read, index)
+            return
+        node, number = read
+        self._raft._SyncObj__transport.send(node, {"type": ANSWER, "id": number, "index": index})
+
+    def _fail_all(self, reason: str) -> None:
+        for _, _, reads in self._rounds:
+            for read in reads:
+                self._answer(read, None)
+        for read in self._next:
+            self._answer(read, None)
+        for _, reads in self._asked.values():
+            for future in reads:
+                _fail(future, reason)
+        self._rounds, self._next, self._asked, self._echoed = [], [], {}, {}
+
+    def _leader_name(self) -> str:
+        return getattr(self._leader, "id", "the leader")
+
+
+def _settle(future: concurrent.futures.Future, index: int) -> None:
+    if not future.done():
+        future.set_result(index)
+
+
+def _fail(future: concurrent.futures.Future, reason: str) -> None:
+    if not future.done():
+        future.set_exception(NotConfirmed(reason))

@@ -1,0 +1,151 @@
+"""ReadIndex on a fake Raft: when a heartbeat round confirms a linearizable read."""
+
+import pytest
+
+from cluster import readindex
+from cluster.readindex import ECHO, REQUEST, NotConfirmed, ReadIndex
+
+LEADER, FOLLOWER = 2, 0
+COMMAND, NO_OP = b"\x00cmd", b"\x01"
+
+
+class FakeRaft:
+    """What ReadIndex reads of PySyncObj's state, and what it sends."""
+
+    def __init__(self, state=LEADER, leader="a", term=3, voters=("b", "c")):
+        self._SyncObj__raftState = state
+        self.leader = leader
+        self.raftCurrentTerm = term
+        self._SyncObj__otherNodes = set(voters)
+        # Entries 10..14: commands of term 2, then this leader's no-op (term 3).
+        self._SyncObj__raftLog = [(COMMAND, i, 2) for i in range(10, 14)] + [(NO_OP, 14, 3)]
+        self.raftCommitIndex = 14
+        self.revision = 13
+        self.appends_sent = 0
+        self.sent = []
+        self._SyncObj__transport = self
+
+    def _getLeader(self):
+        return self.leader
+
+    def _send_appends(self):
+        self.appends_sent += 1
+
+    def send(self, node, message):
+        self.sent.append((node, message))
+
+
+def started(raft: FakeRaft):
+    reads = ReadIndex(raft, wake=lambda: None)
+    reads.on_tick()  # learns the term and leader
+    return reads
+
+
+def echo(reads: ReadIndex, node: str, round_: int, term: int = 3) -> None:
+    reads.on_reply(node, {"type": "next_node_idx", ECHO: (round_, term)})
+
+
+def test_a_read_is_confirmed_once_a_majority_echoed_a_round_sent_after_it():
+    raft = FakeRaft()
+    reads = started(raft)
+    future = reads.request()
+    reads.on_tick()
+    assert (reads.sent_round, raft.appends_sent) == (1, 1)  # the round's heartbeats
+    assert not future.done()
+    echo(reads, "b", 1)  # with the leader: 2 of 3
+    # The commit index is the no-op (14): the last command below it is 13.
+    assert future.result(0) == 13
+
+
+@pytest.mark.parametrize(
+    ("node", "round_", "term"),
+    [("b", 0, 3), ("b", 1, 2), ("learner", 1, 3)],
+    ids=["an earlier round", "another term", "not a voter"],
+)
+def test_echoes_that_prove_nothing_do_not_confirm(node, round_, term):
+    raft = FakeRaft()
+    reads = started(raft)
+    future = reads.request()
+    reads.on_tick()
+    echo(reads, node, round_, term)
+    assert not future.done()
+
+
+def test_with_five_voters_three_are_needed():
+    raft = FakeRaft(voters=("b", "c", "d", "e"))
+    reads = started(raft)
+    future = reads.request()
+    reads.on_tick()
+    echo(reads, "b", 1)
+    assert not future.done()
+    echo(reads, "c", 2)  # a later round confirms the earlier ones too
+    assert future.result(0) == 13
+
+
+def test_no_round_before_the_leader_committed_an_entry_of_its_term():
+    raft = FakeRaft()
+    raft.raftCommitIndex = 13  # the no-op (term 3) is not committed yet
+    reads = started(raft)
+    future = reads.request()
+    reads.on_tick()
+    assert reads.sent_round == 0 and not future.done()
+    raft.raftCommitIndex = 14
+    reads.on_tick()
+    echo(reads, "c", 1)
+    assert future.result(0) == 13
+
+
+def test_a_change_of_leader_or_term_fails_the_waiting_reads():
+    raft = FakeRaft()
+    reads = started(raft)
+    future = reads.request()
+    reads.on_tick()
+    raft.raftCurrentTerm, raft.leader, raft._SyncObj__raftState = 4, "b", FOLLOWER
+    reads.on_tick()
+    with pytest.raises(NotConfirmed):
+        future.result(0)
+
+
+def test_a_follower_asks_the_leader_and_waits_for_its_answer():
+    raft = FakeRaft(state=FOLLOWER, leader="a")
+    reads = started(raft)
+    first, second = reads.request(), reads.request()
+    reads.on_tick()
+    ((to, asked),) = raft.sent  # one request for both reads
+    assert to == "a" and asked["type"] == REQUEST
+    reads.on_answer({"id": asked["id"], "index": 57})
+    assert (first.result(0), second.result(0)) == (57, 57)
+    third = reads.request()
+    reads.on_tick()
+    reads.on_answer({"id": raft.sent[-1][1]["id"], "index": None})  # no longer the leader
+    with pytest.raises(NotConfirmed):
+        third.result(0)
+
+
+def test_a_follower_without_a_leader_fails_at_once():
+    reads = started(FakeRaft(state=FOLLOWER, leader=None))
+    future = reads.request()
+    reads.on_tick()
+    with pytest.raises(NotConfirmed, match="no leader known"):
+        future.result(0)
+
+
+def test_an_unanswered_request_fails_after_a_while(monkeypatch):
+    raft = FakeRaft(state=FOLLOWER, leader="a")
+    reads = started(raft)
+    future = reads.request()
+    reads.on_tick()
+    monkeypatch.setattr(readindex, "ASK_TIMEOUT", 0.0)
+    reads.on_tick()
+    with pytest.raises(NotConfirmed, match="did not answer"):
+        future.result(0)
+
+
+def test_the_leader_answers_a_followers_request_once_confirmed():
+    raft = FakeRaft()
+    reads = started(raft)
+    reads.on_request("b", {"type": REQUEST, "id": 7})
+    reads.on_tick()
+    assert raft.sent == []
+    echo(reads, "c", 1)
+    assert raft.sent == [("b", {"type": readindex.ANSWER, "id": 7, "index": 13})]

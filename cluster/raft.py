@@ -169,6 +169,7 @@ class Raft(SyncObj):
         self._transfer_pending: tuple | None = None
         self._last_hold = -TRANSFER_HOLD_EVERY
         self.read_index = ReadIndex(self, self._wake)
+        self._wake_pending = True  # until the waker exists below: _wake does nothing
         conf = SyncObjConf(
             password=settings.secret,
             autoTick=True,

@@ -23,6 +23,7 @@ Everything here runs on the Raft thread, except `request`.
 
 import concurrent.futures
 import itertools
+import os
 import queue
 import time
 from collections.abc import Callable
@@ -59,8 +60,11 @@ class ReadIndex:
         self._round = itertools.count(1)
         self.sent_round = 0  # put on every append sent from now on
         self._echoed: dict = {}  # voter -> highest round it echoed, this term
-        # Follower: requests sent to the leader, by id: when, and their reads.
-        self._asked: dict[int, tuple[float, list[concurrent.futures.Future]]] = {}
+        # Follower: requests sent to the leader, by id: when, to whom, and their reads.
+        # An id names this run too: the leader may answer a request of an earlier run
+        # of this replica (restarted meanwhile) over the new connection.
+        self._asked: dict[tuple, tuple[float, object, list[concurrent.futures.Future]]] = {}
+        self._run = os.urandom(8).hex()
         self._ids = itertools.count(1)
 
     def request(self) -> concurrent.futures.Future:
@@ -86,12 +90,13 @@ class ReadIndex:
             self._next.extend(arrived)
             if self._next and self._own_term_committed():
                 self._start_round()
+            self._confirm()  # also when fewer voters now make a majority
             return
         if arrived:
             self._ask_leader(arrived, leader)
         now = time.monotonic()
-        for number in [n for n, (sent, _) in self._asked.items() if now - sent > ASK_TIMEOUT]:
-            for future in self._asked.pop(number)[1]:
+        for number in [n for n, (sent, _, _) in self._asked.items() if now - sent > ASK_TIMEOUT]:
+            for future in self._asked.pop(number)[2]:
                 _fail(future, f"{self._leader_name()} did not answer within {ASK_TIMEOUT} s")
 
     def _own_term_committed(self) -> bool:
@@ -127,9 +132,12 @@ class ReadIndex:
             for future in reads:
                 _fail(future, "no leader known")
             return
-        number = next(self._ids)
-        self._asked[number] = (time.monotonic(), reads)
-        self._raft._SyncObj__transport.send(leader, {"type": REQUEST, "id": number})
+        number = (self._run, next(self._ids))
+        if not self._raft._SyncObj__transport.send(leader, {"type": REQUEST, "id": number}):
+            for future in reads:
+                _fail(future, f"{self._leader_name()} cannot be reached")
+            return
+        self._asked[number] = (time.monotonic(), leader, reads)
 
     # -- messages, from the transport -------------------------------------------------
 
@@ -152,8 +160,11 @@ class ReadIndex:
         self._next.append((node, message.get("id")))
         self._wake()
 
-    def on_answer(self, message: dict) -> None:
-        _, reads = self._asked.pop(message.get("id"), (0.0, []))
+    def on_answer(self, node, message: dict) -> None:
+        asked = self._asked.get(message.get("id"))
+        if asked is None or asked[1] != node:
+            return  # not a request of this run, or not to this node
+        _, _, reads = self._asked.pop(message.get("id"))
         index = message.get("index")
         for future in reads:
             if isinstance(index, int):
@@ -194,7 +205,7 @@ class ReadIndex:
                 self._answer(read, None)
         for read in self._next:
             self._answer(read, None)
-        for _, reads in self._asked.values():
+        for _, _, reads in self._asked.values():
             for future in reads:
                 _fail(future, reason)
         self._rounds, self._next, self._asked, self._echoed = [], [], {}, {}

@@ -266,7 +266,7 @@ class DurableTransport(TCPTransport):
             self._syncObj.read_index.on_request(node, message)
             return
         if kind == readindex.ANSWER:
-            self._syncObj.read_index.on_answer(message)
+            self._syncObj.read_index.on_answer(node, message)
             return
         if kind == "append_entries" and "transmission" in message:
             message = self._reassembled(node, message)

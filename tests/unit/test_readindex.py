@@ -23,6 +23,7 @@ class FakeRaft:
         self.revision = 13
         self.appends_sent = 0
         self.sent = []
+        self.reachable = True
         self._SyncObj__transport = self
 
     def _getLeader(self):
@@ -33,6 +34,7 @@ class FakeRaft:
 
     def send(self, node, message):
         self.sent.append((node, message))
+        return self.reachable
 
 
 def started(raft: FakeRaft):
@@ -113,13 +115,51 @@ def test_a_follower_asks_the_leader_and_waits_for_its_answer():
     reads.on_tick()
     ((to, asked),) = raft.sent  # one request for both reads
     assert to == "a" and asked["type"] == REQUEST
-    reads.on_answer({"id": asked["id"], "index": 57})
+    reads.on_answer("b", {"id": asked["id"], "index": 99})  # not whom it asked
+    reads.on_answer("a", {"id": ("an earlier run", 1), "index": 99})
+    assert not first.done()
+    reads.on_answer("a", {"id": asked["id"], "index": 57})
     assert (first.result(0), second.result(0)) == (57, 57)
     third = reads.request()
     reads.on_tick()
-    reads.on_answer({"id": raft.sent[-1][1]["id"], "index": None})  # no longer the leader
+    reads.on_answer("a", {"id": raft.sent[-1][1]["id"], "index": None})  # no longer leads
     with pytest.raises(NotConfirmed):
         third.result(0)
+
+
+def test_request_ids_differ_from_one_run_of_a_replica_to_the_next():
+    ids = []
+    for _ in range(2):
+        raft = FakeRaft(state=FOLLOWER, leader="a")
+        reads = started(raft)
+        reads.request()
+        reads.on_tick()
+        ids.append(raft.sent[0][1]["id"])
+    assert ids[0] != ids[1]
+
+
+def test_a_follower_that_cannot_reach_the_leader_fails_at_once():
+    raft = FakeRaft(state=FOLLOWER, leader="a")
+    raft.reachable = False
+    reads = started(raft)
+    future = reads.request()
+    reads.on_tick()
+    with pytest.raises(NotConfirmed, match="cannot be reached"):
+        future.result(0)
+
+
+def test_a_round_is_confirmed_when_fewer_voters_make_its_echoes_a_majority():
+    """Four voters, two of them down: one echo is not enough until one down voter is
+    removed; nothing else echoes, and the next tick confirms it."""
+    raft = FakeRaft(voters=("b", "c", "d"))
+    reads = started(raft)
+    future = reads.request()
+    reads.on_tick()
+    echo(reads, "b", 1)
+    assert not future.done()
+    raft._SyncObj__otherNodes = {"b", "c"}
+    reads.on_tick()
+    assert future.result(0) == 13
 
 
 def test_a_follower_without_a_leader_fails_at_once():

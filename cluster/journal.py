@@ -36,6 +36,8 @@ _ENTRY = struct.Struct("<QQ")
 # For the power-loss test only: record after each fsync how many bytes are durable,
 # so that a test can drop the rest as a power cut would.
 _TRACE_SYNCED = os.environ.get("REGRAFT_TRACE_SYNCED") == "1"
+# After a failed append, this much must be writable for the error to clear.
+ROOM_PROBE_BYTES = 64 << 10
 
 
 class DurableJournal(Journal):
@@ -218,7 +220,28 @@ class DurableJournal(Journal):
         return self._meta.get("voted_for")
 
     def onOneSecondTimer(self) -> None:
+        if "append" in self._errors:
+            self._probe_room()
         self._store_meta()
+
+    def _probe_room(self) -> None:
+        """After a failed append, whether the disk has room again. Only an append
+        clears the error, and none comes while the replica refuses proposals because of
+        it (a leader that nothing else makes append): so write, in a file of its own."""
+        probe = self._path + ".room"
+        try:
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                _write_all(fd, bytes(ROOM_PROBE_BYTES))
+            finally:
+                os.close(fd)
+        except OSError:
+            return  # still full
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(probe)
+        with self._lock:
+            self._errors.pop("append", None)
 
     # -- term, vote and commit index --------------------------------------------------
 

@@ -13,10 +13,10 @@ appended a barrier entry: three fsyncs, an apply on every replica, and a commit.
 The round's index is the commit index when it starts (the last command at or below
 it: revisions count commands), and only once that commit index has reached an entry
 of the leader's own term (its no-op): until then it may lag entries earlier leaders
-committed. A read on a follower asks the leader for a
-confirmed index (REQUEST) and waits until it applied that far. Every member must
-echo and answer, so this runs only from machine version READ_INDEX on
-(storage/versions.py); before, reads append barriers (cluster/reads.py).
+committed. A read on a follower asks the leader for a confirmed index (REQUEST) and
+waits until it applied that far. Every member must echo and answer, so this runs
+only from machine version READ_INDEX on (storage/versions.py); before, reads append
+barriers (cluster/reads.py).
 
 Everything here runs on the Raft thread, except `request`.
 """

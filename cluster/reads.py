@@ -1,11 +1,12 @@
-"""Read consistency: STALE, min_revision, and LINEARIZABLE through a shared log barrier.
+"""Read consistency: STALE, min_revision, and LINEARIZABLE.
 
-PySyncObj has no ReadIndex and no leases, and a partitioned leader believes in itself
-for a while, so a linearizable read is confirmed through the log: a no-op barrier is
-committed and the read waits until this replica has applied it. One barrier serves
-every read that arrived before it was proposed; reads arriving while it is in flight
-wait for the next one (a barrier proposed before a read began could be ordered before
-a write that completed before the read began).
+A partitioned leader believes in itself for a while, so a linearizable read is never
+served on a leader's word. From machine version 4 a round of heartbeats confirms it
+(cluster/readindex.py). Before, during an upgrade from older releases, it is confirmed
+through the log: a no-op barrier is committed and the read waits until this replica
+has applied it. One barrier serves every read that arrived before it was proposed;
+reads arriving while it is in flight wait for the next one (a barrier proposed before
+a read began could be ordered before a write that completed before the read began).
 
 A waiting read holds one of the server's threads (cluster/streams.py), so waits are
 bounded by more than the caller's deadline: a read stops waiting when its caller goes

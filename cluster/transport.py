@@ -1,4 +1,4 @@
-"""PySyncObj's TCP transport with two changes that make it safe.
+"""PySyncObj's TCP transport with the changes below, which make it safe and cheaper.
 
 - Durability: before a vote or a follower's reply leaves, the journal is fsynced: it
   can then only speak of entries that are on disk, and one fsync covers everything

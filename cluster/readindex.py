@@ -28,6 +28,8 @@ import queue
 import time
 from collections.abc import Callable
 
+from pysyncobj.syncobj import _COMMAND_TYPE, _RAFT_STATE
+
 from cluster import metrics
 
 # The keys and messages this module adds to PySyncObj's protocol: an append's round,
@@ -36,8 +38,6 @@ ROUND = "regraft_round"
 ECHO = "regraft_echo"
 REQUEST = "regraft_read_index"
 ANSWER = "regraft_read_index_answer"
-_LEADER = 2  # PySyncObj's _RAFT_STATE.LEADER
-_COMMAND = b"\x00"  # the first byte of a command entry (_COMMAND_TYPE.REGULAR)
 # A request to the leader unanswered this long (a lost message) fails its reads.
 ASK_TIMEOUT = 5.0
 
@@ -79,7 +79,7 @@ class ReadIndex:
     def on_tick(self) -> None:
         raft = self._raft
         leader, term = raft._getLeader(), raft.raftCurrentTerm
-        leading = raft._SyncObj__raftState == _LEADER
+        leading = raft._SyncObj__raftState == _RAFT_STATE.LEADER
         if term != self._term or leader != self._leader:
             self._fail_all("the leader changed while the read waited")
             self._term, self._leader = term, leader
@@ -113,7 +113,7 @@ class ReadIndex:
         log = raft._SyncObj__raftLog
         first = log[0][1]
         for index in range(raft.raftCommitIndex, first - 1, -1):
-            if log[index - first][0][:1] == _COMMAND:
+            if log[index - first][0][0] == _COMMAND_TYPE.REGULAR:
                 return index
         return raft.revision  # every command is in the snapshot, applied here
 
@@ -147,14 +147,14 @@ class ReadIndex:
         if not isinstance(echo, tuple) or len(echo) != 2 or node not in self._voters():
             return
         echoed, term = echo
-        if term != self._term or self._raft._SyncObj__raftState != _LEADER:
+        if term != self._term or self._raft._SyncObj__raftState != _RAFT_STATE.LEADER:
             return
         if echoed > self._echoed.get(node, 0):
             self._echoed[node] = echoed
             self._confirm()
 
     def on_request(self, node, message: dict) -> None:
-        if self._raft._SyncObj__raftState != _LEADER:
+        if self._raft._SyncObj__raftState != _RAFT_STATE.LEADER:
             self._answer((node, message.get("id")), None)
             return
         self._next.append((node, message.get("id")))

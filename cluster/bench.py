@@ -12,7 +12,6 @@ Range of one key holding the same manifest, serializable for STALE. Comparisons
 with etcd are then of the servers, not of two load generators.
 """
 
-import hashlib
 import json
 import multiprocessing
 import statistics
@@ -26,12 +25,13 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from cluster.client import Client, Credentials, dial
 from regraft.v1 import registry_pb2, registry_pb2_grpc
+from storage import names
 
 REPOSITORY = "bench/app"
 OPS = ("write", "read-stale", "read-linearizable")
 TARGETS = ("regraft", "etcd")
 _CONFIG = b'{"architecture":"amd64","os":"linux"}'
-_CONFIG_DIGEST = "sha256:" + hashlib.sha256(_CONFIG).hexdigest()
+_CONFIG_DIGEST = names.compute_digest(_CONFIG)
 MANIFEST = json.dumps(
     {
         "schemaVersion": 2,
@@ -79,7 +79,7 @@ def prepare(target: str, endpoints: list[str], credentials: Credentials | None =
     if target == "etcd":
         with dial(endpoints[0], credentials) as channel:
             _etcd_put(channel)(EtcdPut(key=_ETCD_LATEST, value=MANIFEST), timeout=10)
-        return "sha256:" + hashlib.sha256(MANIFEST).hexdigest()
+        return names.compute_digest(MANIFEST)
     with Client(endpoints, credentials=credentials) as client:
         client.link_blob(REPOSITORY, _CONFIG_DIGEST, len(_CONFIG))
         return client.put_manifest(REPOSITORY, "latest", MANIFEST).digest

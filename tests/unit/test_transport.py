@@ -233,7 +233,7 @@ def append_and_reply(wire, applied, message):
     transport._onMessageReceived("leader", append)
     (append,) = handled
     ((_, reply),) = wire
-    assert transport._claims == {}
+    assert transport._claims == {} and transport._echoes == {}
     assert raft._SyncObj__leaderCommitIndex == 30  # what status reports: the leader's
     return append, reply["next_node_idx"]
 
@@ -467,21 +467,14 @@ def test_forwarded_commands_are_batched_up_to_a_bound(wire):
 
 def test_a_reply_echoes_the_round_and_term_of_the_append_it_answers(wire):
     """The leader counts echoes of its heartbeat rounds (cluster/readindex.py)."""
-    transport = make_transport(Recorder())
-    raft = transport._syncObj
-    raft._SyncObj__raftLog, raft.raftLastApplied, raft.raftCurrentTerm = HELD, 12, 3
-
-    def pysyncobj_handler(node, append):
-        transport.send(node, {"type": "next_node_idx", "next_node_idx": 21, "success": True})
-
-    transport._onMessageReceivedCallback = pysyncobj_handler
-    heartbeat = {"type": "append_entries", "term": 3, "commit_index": 20, "prevLogIdx": 20,
-                 "prevLogTerm": 3, "entries": []}  # fmt: skip
-    transport._onMessageReceived("leader", heartbeat | {readindex.ROUND: 5})
-    transport._onMessageReceived("leader", heartbeat)
-    (_, echoed), (_, plain) = wire
+    heartbeat = {"term": 3, "prevLogIdx": 20, "prevLogTerm": 3, "entries": []}
+    append_and_reply(wire, 12, heartbeat | {readindex.ROUND: 5})
+    ((_, echoed),) = wire
     assert echoed[readindex.ECHO] == (5, 3)
-    assert readindex.ECHO not in plain and transport._echoes == {}
+    wire.clear()
+    append_and_reply(wire, 12, heartbeat)
+    ((_, plain),) = wire
+    assert readindex.ECHO not in plain
 
 
 def test_appends_carry_the_leaders_latest_round(wire):

@@ -38,7 +38,7 @@ from pysyncobj.node import TCPNode
 from pysyncobj.pipe_notifier import PipeNotifier
 from pysyncobj.syncobj import _COMMAND_TYPE, SyncObjException
 
-from cluster import fernet, metrics
+from cluster import cipher, metrics
 from cluster.config import ConfigError
 from cluster.journal import DurableJournal
 from cluster.readindex import ReadIndex
@@ -132,8 +132,8 @@ class Raft(SyncObj):
     def __init__(self, settings: RaftSettings, store: Store) -> None:
         self.store = store
         # Read by PySyncObj's transport through the `encryptor` property, from __init__ on.
-        self._fernet = (
-            fernet.Fernet(fernet.key_from_secret(settings.secret))
+        self._cipher = (
+            cipher.PeerCipher(cipher.key_from_secret(settings.secret))
             if settings.secret is not None
             else None
         )
@@ -215,9 +215,10 @@ class Raft(SyncObj):
         self.addOnTickCallback(self._after_tick)
 
     @property
-    def encryptor(self) -> fernet.Fernet | None:
-        """PySyncObj's peer-message cipher, replaced by the same tokens made faster."""
-        return self._fernet
+    def encryptor(self) -> cipher.PeerCipher | None:
+        """PySyncObj's peer-message cipher, replaced: its tokens made faster, and
+        sealed messages once every member reads them (cluster/cipher.py)."""
+        return self._cipher
 
     # -- proposing --------------------------------------------------------------------
 
@@ -626,9 +627,11 @@ class Raft(SyncObj):
     def _note_versions(self, version: int) -> None:
         """What every member's code can do, by the machine version in force: read
         batched peer messages (cluster/transport.py), confirm reads by a round of
-        heartbeats (cluster/readindex.py)."""
+        heartbeats (cluster/readindex.py), read sealed peer messages (cluster/cipher.py)."""
         self.batch_peer_messages = version >= versions.BATCHED_PEER_MESSAGES
         self.reads_by_round = version >= versions.READ_INDEX
+        if self._cipher is not None:
+            self._cipher.seal = version >= versions.SEALED_PEER_MESSAGES
 
     def close(self) -> None:
         self.destroy_synchronous()

@@ -67,8 +67,9 @@
 - CPU: PySyncObj compresses every message with zlib (level 3: about 10 us for a
   small one, more than the bytes cost on a LAN). A message is still a zlib stream,
   which every release reads, but one under STORED_BELOW bytes is stored, not
-  compressed, and a larger one is compressed at level 1 (_StoredZlib). Its Fernet
-  tokens are made and read by cluster/fernet.py.
+  compressed, and a larger one is compressed at level 1 (_StoredZlib). It is
+  encrypted by cluster/cipher.py (Fernet tokens, or sealed messages from machine
+  version 5).
 """
 
 import errno

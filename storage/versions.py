@@ -16,10 +16,13 @@ A new cluster starts at the version of the code that records its first members.
     4  Apply unchanged. Every member echoes the leader's heartbeat rounds and answers
        requests for a read index, so linearizable reads use them instead of barrier
        entries (cluster/readindex.py).
+    5  Apply unchanged. Every member reads sealed peer messages (AES-GCM), so they
+       are sent instead of Fernet tokens (cluster/cipher.py).
 """
 
 AUDIT_EVENTS = 2
 BATCHED_PEER_MESSAGES = 3
 READ_INDEX = 4
+SEALED_PEER_MESSAGES = 5
 # The newest version this code can apply.
-LATEST = 4
+LATEST = 5

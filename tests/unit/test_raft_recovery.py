@@ -17,7 +17,7 @@ from cluster.datadir import STATE
 from cluster.raft import Raft, RaftSettings, _encode_entry, is_voter_change
 from cluster.repair import DataDir
 from regraft.v1 import command_pb2
-from storage import snapshot
+from storage import commands, snapshot, versions
 from storage.db import Store
 from tests.cluster.harness import free_port
 
@@ -37,10 +37,10 @@ def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
 class Member:
     """A single-member Raft over its own store in `directory`; close() stops both."""
 
-    def __init__(self, directory: str) -> None:
+    def __init__(self, directory: str, secret: str | None = None) -> None:
         self.store = Store(os.path.join(directory, STATE), map_size=64 << 20)
         settings = RaftSettings(
-            address=f"127.0.0.1:{free_port()}", peers=[], data_dir=directory, secret=None
+            address=f"127.0.0.1:{free_port()}", peers=[], data_dir=directory, secret=secret
         )
         self.raft = Raft(settings, self.store)
 
@@ -58,8 +58,8 @@ class Member:
 def member(tmp_path):
     made = []
 
-    def make() -> Member:
-        m = Member(str(tmp_path))
+    def make(secret: str | None = None) -> Member:
+        m = Member(str(tmp_path), secret)
         made.append(m)
         return m
 
@@ -103,6 +103,21 @@ def test_a_snapshot_newer_than_the_journal_start_keeps_the_later_entries(member,
     )
     second.write(1)
     assert second.store.revision > last_index
+
+
+def test_peer_messages_are_sealed_from_the_machine_version_that_says_all_read_them(member):
+    """Before it, replicas of an older release may be members: they read only Fernet."""
+    first = member("s3cret")
+    assert first.raft.encryptor.seal is False
+    wait_for(first.raft._isLeader, what="leadership")
+    version = commands.set_machine_version(versions.SEALED_PEER_MESSAGES - 1)
+    first.raft.propose(version.SerializeToString(), timeout=10.0).result(15.0)
+    assert first.raft.encryptor.seal is False
+    version = commands.set_machine_version(versions.SEALED_PEER_MESSAGES)
+    first.raft.propose(version.SerializeToString(), timeout=10.0).result(15.0)
+    assert first.raft.encryptor.seal is True
+    first.close()
+    assert member("s3cret").raft.encryptor.seal is True  # restarted: from the stored version
 
 
 def test_an_unreadable_snapshot_at_start_up_is_fatal(member, tmp_path):

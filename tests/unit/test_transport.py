@@ -10,7 +10,7 @@ from pysyncobj.transport import TCPTransport
 
 from cluster import readindex
 from cluster import transport as transport_module
-from cluster.fernet import Fernet
+from cluster.cipher import PeerCipher
 from cluster.transport import DurableTransport
 
 
@@ -440,7 +440,7 @@ def test_small_messages_are_zlib_streams_stored_rather_than_compressed():
 def frame_bytes(message) -> int:
     """The length of `message` on the wire, framed as PySyncObj's TcpConnection does."""
     data = transport_module._StoredZlib.compress(pysyncobj_pickle.dumps(message), 3)
-    return len(Fernet(bytes(32)).encrypt_at_time(data, 1))
+    return len(PeerCipher(bytes(32)).encrypt_at_time(data, 1))
 
 
 def test_the_largest_append_fits_in_a_frame():

@@ -10,6 +10,12 @@ round is confirmed once a majority, the leader included, echoed it or a later on
 One round serves every read that arrived before it started. Before, each read batch
 appended a barrier entry: three fsyncs, an apply on every replica, and a commit.
 
+One round is in flight at a time, and a follower has one request in flight: reads
+that arrive meanwhile wait for the next, all together (as etcd's read loop does).
+Every round costs each follower a heartbeat to handle and answer, and under many
+readers a round per tick cost more than the reads did; alone, a read finds nothing
+in flight and waits no longer.
+
 The round's index is the commit index when it starts (the last command at or below
 it: revisions count commands), and only once that commit index has reached an entry
 of the leader's own term (its no-op): until then it may lag entries earlier leaders
@@ -60,6 +66,8 @@ class ReadIndex:
         self._round = itertools.count(1)
         self.sent_round = 0  # put on every append sent from now on
         self._echoed: dict = {}  # voter -> highest round it echoed, this term
+        # Follower: reads waiting for the request in flight to be answered.
+        self._waiting: list[concurrent.futures.Future] = []
         # Follower: requests sent to the leader, by id: when, to whom, and their reads.
         # An id names this run too: the leader may answer a request of an earlier run
         # of this replica (restarted meanwhile) over the new connection.
@@ -88,16 +96,18 @@ class ReadIndex:
             arrived.append(self._arrived.get())
         if leading:
             self._next.extend(arrived)
-            if self._next and self._own_term_committed():
-                self._start_round()
             self._confirm()  # also when fewer voters now make a majority
+            if self._next and not self._rounds and self._own_term_committed():
+                self._start_round()
             return
-        if arrived:
-            self._ask_leader(arrived, leader)
         now = time.monotonic()
         for number in [n for n, (sent, _, _) in self._asked.items() if now - sent > ASK_TIMEOUT]:
             for future in self._asked.pop(number)[2]:
                 _fail(future, f"{self._leader_name()} did not answer within {ASK_TIMEOUT} s")
+        self._waiting.extend(arrived)
+        if self._waiting and not self._asked:
+            reads, self._waiting = self._waiting, []
+            self._ask_leader(reads, leader)
 
     def _own_term_committed(self) -> bool:
         raft = self._raft
@@ -208,7 +218,10 @@ class ReadIndex:
         for _, _, reads in self._asked.values():
             for future in reads:
                 _fail(future, reason)
+        for future in self._waiting:
+            _fail(future, reason)
         self._rounds, self._next, self._asked, self._echoed = [], [], {}, {}
+        self._waiting = []
 
     def _leader_name(self) -> str:
         return getattr(self._leader, "id", "the leader")

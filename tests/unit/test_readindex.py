@@ -189,3 +189,51 @@ def test_the_leader_answers_a_followers_request_once_confirmed():
     assert raft.sent == []
     echo(reads, "c", 1)
     assert raft.sent == [("b", {"type": readindex.ANSWER, "id": 7, "index": 13})]
+
+
+def test_reads_arriving_while_a_round_flies_share_the_next_one():
+    raft = FakeRaft()
+    reads = started(raft)
+    first = reads.request()
+    reads.on_tick()
+    later = [reads.request() for _ in range(3)]
+    reads.on_tick()
+    reads.on_tick()
+    assert (reads.sent_round, raft.appends_sent) == (1, 1)  # no second round yet
+    raft._SyncObj__raftLog.append((COMMAND, 15, 3))
+    raft.raftCommitIndex = 15  # a write committed before the later reads are confirmed
+    echo(reads, "b", 1)
+    assert first.result(0) == 13 and not any(f.done() for f in later)
+    reads.on_tick()
+    assert reads.sent_round == 2  # one round for all three
+    echo(reads, "c", 2)
+    assert [f.result(0) for f in later] == [15, 15, 15]
+
+
+def test_a_follower_has_one_request_in_flight_and_asks_for_the_rest_together():
+    raft = FakeRaft(state=FOLLOWER, leader="a")
+    reads = started(raft)
+    first = reads.request()
+    reads.on_tick()
+    later = [reads.request() for _ in range(3)]
+    reads.on_tick()
+    ((_, asked),) = raft.sent
+    reads.on_answer("a", {"id": asked["id"], "index": 20})
+    assert first.result(0) == 20 and not any(f.done() for f in later)
+    reads.on_tick()
+    assert len(raft.sent) == 2
+    reads.on_answer("a", {"id": raft.sent[1][1]["id"], "index": 21})
+    assert [f.result(0) for f in later] == [21, 21, 21]
+
+
+def test_reads_waiting_behind_a_request_fail_when_the_leader_changes():
+    raft = FakeRaft(state=FOLLOWER, leader="a")
+    reads = started(raft)
+    reads.request()
+    reads.on_tick()
+    waiting = reads.request()
+    reads.on_tick()
+    raft.leader, raft.raftCurrentTerm = "b", 4
+    reads.on_tick()
+    with pytest.raises(NotConfirmed, match="leader changed"):
+        waiting.result(0)

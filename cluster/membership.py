@@ -420,13 +420,8 @@ class Changes:
                 f"cannot ask learner {member.id!r} at {member.grpc_address} how far it is: "
                 f"{e.code().name}",
             ) from None
-        if status.applied_index < member.added_at:
-            raise FailedPrecondition(
-                "LEARNER_BEHIND",
-                f"learner {member.id!r} has applied index {status.applied_index}, not yet the "
-                f"entry that added it ({member.added_at}): it is not receiving the log. Check "
-                "that it runs with --join, the cluster secret, and a peer it can reach",
-            )
+        # First: code too old for the version in force may not even read the peer
+        # messages (sealed from version 5), so it is behind too, for that reason.
         with self._raft.store.read() as view:
             in_force = view.machine_version
         if max(status.supported_machine_version, 1) < in_force:
@@ -435,6 +430,13 @@ class Changes:
                 f"learner {member.id!r} runs code that supports machine version "
                 f"{max(status.supported_machine_version, 1)}, and the cluster applies version "
                 f"{in_force}: it would apply entries differently; upgrade it first",
+            )
+        if status.applied_index < member.added_at:
+            raise FailedPrecondition(
+                "LEARNER_BEHIND",
+                f"learner {member.id!r} has applied index {status.applied_index}, not yet the "
+                f"entry that added it ({member.added_at}): it is not receiving the log. Check "
+                "that it runs with --join, the cluster secret, and a peer it can reach",
             )
         behind = commit - status.applied_index
         if behind > PROMOTE_MAX_LAG:

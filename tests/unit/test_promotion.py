@@ -60,6 +60,14 @@ def test_a_learner_running_older_code_is_refused():
     assert "supports machine version 1" in error.message
 
 
+def test_a_learner_too_old_to_read_the_log_is_told_to_upgrade_not_to_check_its_flags():
+    """From machine version 5 an older learner cannot read the sealed peer messages,
+    so it never receives the entry that added it: the version is why."""
+    error = refusal(changes(commit=150, learner_applied=0, learner_supports=4, in_force=5))
+    assert error.oci_code == "LEARNER_TOO_OLD"
+    assert "upgrade it first" in error.message
+
+
 def test_a_voter_is_removed_under_the_address_raft_knows_it_by():
     """The member table says one address, this replica's configuration another (the
     one in Raft's voter set): PySyncObj would refuse to remove the first."""

@@ -237,3 +237,20 @@ def test_reads_waiting_behind_a_request_fail_when_the_leader_changes():
     reads.on_tick()
     with pytest.raises(NotConfirmed, match="leader changed"):
         waiting.result(0)
+
+
+def test_a_request_unanswered_for_a_while_does_not_hold_the_reads_after_it(monkeypatch):
+    """It may be lost with a reset connection: the later reads are asked for anew, and
+    the first read still gets its answer if one comes."""
+    raft = FakeRaft(state=FOLLOWER, leader="a")
+    reads = started(raft)
+    first = reads.request()
+    reads.on_tick()
+    monkeypatch.setattr(readindex, "ASK_AGAIN_AFTER", 0.0)
+    later = reads.request()
+    reads.on_tick()
+    assert len(raft.sent) == 2
+    reads.on_answer("a", {"id": raft.sent[1][1]["id"], "index": 30})
+    assert later.result(0) == 30 and not first.done()
+    reads.on_answer("a", {"id": raft.sent[0][1]["id"], "index": 29})
+    assert first.result(0) == 29

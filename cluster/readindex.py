@@ -64,9 +64,9 @@ class ReadIndex:
         self._term = -1
         self._leader = None
         # Leader: reads (local futures, or (node, id) of a follower's request) for the
-        # next round; rounds started and not yet confirmed: (round, index, reads).
+        # next round; the round started and not yet confirmed: (round, index, reads).
         self._next: list = []
-        self._rounds: list[tuple[int, int, list]] = []
+        self._round_in_flight: tuple[int, int, list] | None = None
         self._round = itertools.count(1)
         self.sent_round = 0  # put on every append sent from now on
         self._echoed: dict = {}  # voter -> highest round it echoed, this term
@@ -101,7 +101,7 @@ class ReadIndex:
         if leading:
             self._next.extend(arrived)
             self._confirm()  # also when fewer voters now make a majority
-            if self._next and not self._rounds and self._own_term_committed():
+            if self._next and self._round_in_flight is None and self._own_term_committed():
                 self._start_round()
             return
         now = time.monotonic()
@@ -135,7 +135,7 @@ class ReadIndex:
     def _start_round(self) -> None:
         number = next(self._round)
         reads, self._next = self._next, []
-        self._rounds.append((number, self._read_index(), reads))
+        self._round_in_flight = (number, self._read_index(), reads)
         metrics.read_barriers.inc()
         metrics.read_barrier_batch.observe(len(reads))
         self.sent_round = number
@@ -193,16 +193,17 @@ class ReadIndex:
         return self._raft._SyncObj__otherNodes
 
     def _confirm(self) -> None:
+        if self._round_in_flight is None:
+            return
         voters = self._voters()
         majority = (len(voters) + 1) // 2 + 1
-        while self._rounds:
-            number, index, reads = self._rounds[0]
-            echoed = 1 + sum(1 for node in voters if self._echoed.get(node, 0) >= number)
-            if echoed < majority:
-                return
-            self._rounds.pop(0)
-            for read in reads:
-                self._answer(read, index)
+        number, index, reads = self._round_in_flight
+        echoed = 1 + sum(1 for node in voters if self._echoed.get(node, 0) >= number)
+        if echoed < majority:
+            return
+        self._round_in_flight = None
+        for read in reads:
+            self._answer(read, index)
 
     def _answer(self, read, index: int | None) -> None:
         if isinstance(read, concurrent.futures.Future):
@@ -215,17 +216,15 @@ class ReadIndex:
         self._raft._SyncObj__transport.send(node, {"type": ANSWER, "id": number, "index": index})
 
     def _fail_all(self, reason: str) -> None:
-        for _, _, reads in self._rounds:
-            for read in reads:
-                self._answer(read, None)
-        for read in self._next:
+        in_flight = self._round_in_flight[2] if self._round_in_flight is not None else []
+        for read in [*in_flight, *self._next]:
             self._answer(read, None)
         for _, _, reads in self._asked.values():
             for future in reads:
                 _fail(future, reason)
         for future in self._waiting:
             _fail(future, reason)
-        self._rounds, self._next, self._asked, self._echoed = [], [], {}, {}
+        self._round_in_flight, self._next, self._asked, self._echoed = None, [], {}, {}
         self._waiting = []
 
     def _leader_name(self) -> str:

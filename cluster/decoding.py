@@ -61,10 +61,6 @@ class MalformedRequests(grpc.ServerInterceptor):
                     refuse(context, request)
                 return behavior(request, context, *args, **kwargs)
 
-            # Health.Watch runs without a thread of its own: keep what says so.
-            for name in ("experimental_non_blocking", "experimental_thread_pool"):
-                if hasattr(behavior, name):
-                    setattr(admitted, name, getattr(behavior, name))
             return admitted
 
         return streams.wrap(handler, admit, _tolerant(handler.request_deserializer))

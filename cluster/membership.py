@@ -26,7 +26,7 @@ from collections.abc import Iterator
 
 import grpc
 
-from cluster import auth
+from cluster import auth, workers
 from cluster.client import dial
 from cluster.config import Peer, ReplicaConfig
 from cluster.raft import ProposalError, Raft
@@ -182,9 +182,10 @@ class Changes:
                 "MEMBER_CHANGE_IN_PROGRESS", "another membership change is running on this replica"
             )
         try:
-            self._require_leader()
-            self.seed(_SEED_TIMEOUT)
-            yield
+            with workers.blocking():  # a change mostly waits: on Raft, on other members
+                self._require_leader()
+                self.seed(_SEED_TIMEOUT)
+                yield
         finally:
             self._lock.release()
 

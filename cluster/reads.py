@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
-from cluster import metrics
+from cluster import metrics, workers
 from cluster.raft import ProposalError, Raft
 from cluster.readindex import NotConfirmed
 from regraft.v1 import registry_pb2
@@ -78,7 +78,8 @@ class Reads:
         if not wanted and options.consistency == registry_pb2.LINEARIZABLE:
             wanted = self._linearizable_revision(timeout, active)
         if wanted:
-            self._wait_applied(wanted, deadline, active)
+            with workers.blocking():
+                self._wait_applied(wanted, deadline, active)
         with self._raft.store.read() as view:
             yield view
 
@@ -177,11 +178,12 @@ class Reads:
 def _result(future: concurrent.futures.Future, timeout: float, active, what: str):
     """The future's result within `timeout`, or Cancelled once the caller went away."""
     deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return future.result(max(0.0, min(_SLICE, deadline - time.monotonic())))
-        except concurrent.futures.TimeoutError:
-            if time.monotonic() >= deadline:
-                raise ProposalError(f"{what} within the deadline", True) from None
-            if not active():
-                raise Cancelled() from None
+    with workers.blocking():
+        while True:
+            try:
+                return future.result(max(0.0, min(_SLICE, deadline - time.monotonic())))
+            except concurrent.futures.TimeoutError:
+                if time.monotonic() >= deadline:
+                    raise ProposalError(f"{what} within the deadline", True) from None
+                if not active():
+                    raise Cancelled() from None

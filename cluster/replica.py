@@ -36,6 +36,7 @@ from cluster.rpc import Counted
 from cluster.service_access import AccessService
 from cluster.service_cluster import VERSION, ClusterService
 from cluster.service_registry import RegistryService
+from cluster.workers import Workers
 from regraft.v1 import (
     access_pb2,
     access_pb2_grpc,
@@ -137,17 +138,23 @@ class Replica:
         self.health = _Health()
         for service in _HEALTH_SERVICES:
             self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+        self._workers = Workers(streams.WORKERS)
+        self._stream_threads = concurrent.futures.ThreadPoolExecutor(
+            max_workers=streams.STREAM_THREADS, thread_name_prefix="grpc-stream"
+        )
         self.server = grpc.server(
-            concurrent.futures.ThreadPoolExecutor(
-                max_workers=streams.WORKERS, thread_name_prefix="grpc"
-            ),
+            self._workers,
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.so_reuseport", 0),
             ],
             maximum_concurrent_rpcs=1024,
-            interceptors=[decoding.MalformedRequests(), *api_checks, streams.StreamCaps()],
+            interceptors=[
+                decoding.MalformedRequests(),
+                *api_checks,
+                streams.StreamCaps(self._stream_threads),
+            ],
         )
         cluster_service = ClusterService(
             self.raft,
@@ -177,12 +184,18 @@ class Replica:
         try:
             self._listen(api_credentials)
         except ConfigError:
+            self._end_threads()
             self.raft.close()
             self.store.close()
             REGISTRY.unregister(self._collector)
             self._lock_file.close()
             raise
         self._health_thread = threading.Thread(target=self._watch_health, name="health")
+
+    def _end_threads(self) -> None:
+        """Let the call threads end once their calls do (a read may wait out its deadline)."""
+        self._workers.shutdown(wait=False)
+        self._stream_threads.shutdown(wait=False)
 
     def _listen(self, api_credentials: grpc.ServerCredentials | None) -> None:
         """Bind the API and probe ports; one in use is said in words, not a traceback."""
@@ -298,6 +311,7 @@ class Replica:
         self._stop_requested.set()
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
+        self._end_threads()
         if self.probes:
             self.probes.stop()
         if self._health_thread.is_alive():

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 
 import grpc
 
-from cluster import metrics
+from cluster import metrics, workers
 from cluster.raft import ProposalError, Raft
 from cluster.reads import Cancelled, ReadTimeout
 from regraft.v1 import command_pb2
@@ -85,7 +85,7 @@ def propose_within(raft: Raft, command: command_pb2.Command, wait: float) -> com
     command.time_ms = command.time_ms or int(time.time() * 1000)
     future = raft.propose(command.SerializeToString(), wait)
     try:
-        with metrics.proposals_pending.track_inprogress():
+        with metrics.proposals_pending.track_inprogress(), workers.blocking():
             result = future.result(wait + 1.0)
     except concurrent.futures.TimeoutError:
         # Raft's own deadline (at `wait`) should have failed the future first.

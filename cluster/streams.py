@@ -1,10 +1,11 @@
-"""Caps on the streaming calls one replica serves at once.
+"""Caps on the streaming calls one replica serves at once, and their threads.
 
-grpcio's synchronous server runs each call on a thread of a fixed pool (64), and a
-stream keeps its thread until it ends: a few dozen idle streams, from a client bug or
-an attacker (reflection needs no credentials), would leave no thread for the unary
-calls that front-ends depend on. Each streaming method gets a cap, the caps add up to
-well under the pool, and a call over its cap is refused at once with
+grpcio's synchronous server runs each call on a thread, and a stream keeps its
+thread until it ends. Streams run on a pool of their own, apart from the unary calls
+(cluster/workers.py), so that idle streams from a client bug or an attacker
+(reflection needs no credentials) never take a thread that front-ends' unary calls
+need. Each streaming method gets a cap, the stream pool has a thread for every
+stream the caps allow, and a call over its cap is refused at once with
 RESOURCE_EXHAUSTED rather than left waiting. Health.Watch is not capped: grpcio runs
 it without a thread (experimental_non_blocking), and clients and proxies open one per
 channel.
@@ -13,6 +14,7 @@ Also what the server's interceptors share (cluster/auth.py is the other one): wr
 a method's handler, and refusing a call so that the refusal is counted.
 """
 
+import concurrent.futures
 import threading
 from collections.abc import Callable
 
@@ -20,15 +22,17 @@ import grpc
 
 from cluster import metrics
 
-WORKERS = 64
+WORKERS = 64  # unary calls at once, most of them waiting (cluster/workers.py)
 # Streams at once, by method; a streaming method not listed gets DEFAULT_CAP.
 CAPS = {
     "/regraft.v1.Registry/Watch": 32,
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": 4,
 }
 DEFAULT_CAP = 2  # Cluster.Backup (which also runs one backup at a time)
-# Threads no stream can take: unary calls always find one.
-assert WORKERS - sum(CAPS.values()) - DEFAULT_CAP >= 16
+STREAM_THREADS = sum(CAPS.values()) + DEFAULT_CAP
+# What grpcio reads on a behavior to run it elsewhere than on the server's pool, or
+# on no thread at all; kept by every wrapper.
+_THREADING = ("experimental_non_blocking", "experimental_thread_pool")
 
 
 def wrap(
@@ -44,8 +48,12 @@ def wrap(
     ):
         behavior = getattr(handler, kind)
         if behavior is not None:
+            admitted = admit(behavior)
+            for name in _THREADING:
+                if hasattr(behavior, name):
+                    setattr(admitted, name, getattr(behavior, name))
             return make(
-                admit(behavior),
+                admitted,
                 request_deserializer=request_deserializer or handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
@@ -67,9 +75,11 @@ def refuse(context: grpc.ServicerContext, method: str, code: grpc.StatusCode, me
 
 
 class StreamCaps(grpc.ServerInterceptor):
-    """Refuses a streaming call once its method has its cap of streams open here."""
+    """Refuses a streaming call once its method has its cap of streams open here, and
+    runs the streams it admits on `threads` (STREAM_THREADS of them)."""
 
-    def __init__(self) -> None:
+    def __init__(self, threads: concurrent.futures.ThreadPoolExecutor) -> None:
+        self._threads = threads
         self._slots: dict[str, threading.BoundedSemaphore] = {}
         self._lock = threading.Lock()
 
@@ -105,6 +115,7 @@ class StreamCaps(grpc.ServerInterceptor):
                 finally:
                     slots.release()
 
+            capped.experimental_thread_pool = self._threads
             return capped
 
         return wrap(handler, admit)

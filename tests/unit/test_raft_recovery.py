@@ -10,6 +10,7 @@ import threading
 import time
 
 import pytest
+from pysyncobj import pickle as pysyncobj_pickle
 
 from cluster import raft as raft_module
 from cluster.config import ConfigError
@@ -118,6 +119,17 @@ def test_peer_messages_are_sealed_from_the_machine_version_that_says_all_read_th
     assert first.raft.encryptor.seal is True
     first.close()
     assert member("s3cret").raft.encryptor.seal is True  # restarted: from the stored version
+
+
+def test_entries_and_messages_are_pickled_with_protocol_5(member):
+    """PySyncObj's protocol 2 writes bytes as latin-1 strings, doubling those above 0x7f
+    and calling codecs.encode to load them (cluster/transport.py, Pickles)."""
+    first = member()
+    first.write(1)
+    command = first.raft._SyncObj__raftLog[-1][0]
+    assert command[1:3] == b"\x80\x05", command[:8]
+    message = pysyncobj_pickle.dumps({"type": "append_entries", "entries": [(command, 2, 1)]})
+    assert message[:2] == b"\x80\x05" and len(message) < len(command) + 100
 
 
 def test_an_unreadable_snapshot_at_start_up_is_fatal(member, tmp_path):

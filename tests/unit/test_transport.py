@@ -1,6 +1,7 @@
 """DurableTransport: what it adds to PySyncObj's TCP transport, without sockets."""
 
 import errno
+import pickle
 import random
 from types import SimpleNamespace
 
@@ -438,8 +439,9 @@ def test_small_messages_are_zlib_streams_stored_rather_than_compressed():
 
 
 def frame_bytes(message) -> int:
-    """The length of `message` on the wire, framed as PySyncObj's TcpConnection does."""
-    data = transport_module._StoredZlib.compress(pysyncobj_pickle.dumps(message), 3)
+    """The length of `message` on the wire, framed as PySyncObj's TcpConnection does in
+    an older release (pickle protocol 2, the larger)."""
+    data = transport_module._StoredZlib.compress(pickle.dumps(message, 2), 3)
     return len(PeerCipher(bytes(32)).encrypt_at_time(data, 1))
 
 

@@ -6,7 +6,10 @@ thread until it ends. Streams run on a pool of their own, apart from the unary c
 (reflection needs no credentials) never take a thread that front-ends' unary calls
 need. Each streaming method gets a cap, the stream pool has a thread for every
 stream the caps allow, and a call over its cap is refused at once with
-RESOURCE_EXHAUSTED rather than left waiting. Health.Watch is not capped: grpcio runs
+RESOURCE_EXHAUSTED rather than left waiting. (grpcio waits for a Watch's or a
+Backup's request on the pool's thread, before the cap is checked: callers that send
+headers and hold back the request can fill the stream pool, and streams then wait;
+unary calls do not.) Health.Watch is not capped: grpcio runs
 it without a thread (experimental_non_blocking), and clients and proxies open one per
 channel.
 

@@ -13,18 +13,22 @@ they are busy is queued, and a thread that finishes a call takes the next one
 without going to sleep. A call that waits for something (a write for its commit, a
 linearizable read for its barrier) says so with `blocking()`: its slot goes to the
 next queued call meanwhile, and up to `threads` calls can wait at once, as before.
-A call that blocks without saying so (a lock, a slow disk) cannot stall the others:
-when queued calls have not moved for STALL seconds, one more thread is let in.
+A call that blocks without saying so cannot stall the others: a call that has run
+for STALL seconds outside `blocking()` stops counting against RUNNING until it ends
+or waits. That includes grpcio's own wait for a request's message, which it does on
+the pool's thread before any handler or check runs: a client that sends headers and
+holds the message back takes a thread, as with grpcio's pool, not a turn.
 """
 
 import collections
 import contextlib
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future
 
-RUNNING = 2  # threads running calls at once: the best of 1 to 64 measured here
-STALL = 0.05  # seconds queued calls may wait on slots held by threads that block
+RUNNING = 2  # calls running at once: the best of 1 to 64 measured here
+STALL = 0.05  # seconds after which a running call no longer counts against RUNNING
 
 _local = threading.local()
 
@@ -32,22 +36,25 @@ _local = threading.local()
 @contextlib.contextmanager
 def blocking() -> Iterator[None]:
     """Mark the current call as waiting: its pool may run another call meanwhile.
-    A no-op on a thread that is not one of a pool's (the Raft thread, a stream's)."""
+    A no-op on a thread that is not one of a pool's (the Raft thread, a stream's),
+    and inside another blocking()."""
     pool = getattr(_local, "pool", None)
-    if pool is None:
+    if pool is None or _local.waiting:
         yield
         return
-    pool._release()
+    _local.waiting = True
+    pool._release(_local.inbox)
     try:
         yield
     finally:
-        pool._reclaim()
+        pool._reclaim(_local.inbox)
+        _local.waiting = False
 
 
 class Workers(Executor):
     """An executor for grpc.server: up to `threads` threads, `running` of them
-    running calls at once (calls inside `blocking()` do not count). Queued calls that
-    have not moved for `stall` seconds get one more thread."""
+    running calls at once. Calls inside `blocking()` do not count, nor calls that
+    have run for `stall` seconds (they are blocked on something else)."""
 
     def __init__(
         self, threads: int, running: int = RUNNING, stall: float = STALL, name: str = "grpc"
@@ -63,7 +70,8 @@ class Workers(Executor):
         self._idle: list[_Inbox] = []  # where parked threads wait
         self._threads: list[threading.Thread] = []
         self._running = 0  # threads in a call and not inside blocking()
-        self._started = 0  # calls started so far: the watchdog's sign of progress
+        self._limit = running  # running plus the calls the watchdog found stuck
+        self._since: dict[_Inbox, float] = {}  # running threads: since when
         self._closed = False
         self._stop = threading.Event()
         self._watchdog = threading.Thread(target=self._watch, name=f"{name}-watchdog", daemon=True)
@@ -75,26 +83,30 @@ class Workers(Executor):
             if self._closed:
                 raise RuntimeError("cannot schedule new calls after shutdown")
             self._queue.append((future, fn, args, kwargs))
-            self._start_queued(self._running_max)
+            self._start_queued()
         return future
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Run what is queued (or cancel it), then end the threads."""
         with self._lock:
             self._closed = True
+            dropped = list(self._queue) if cancel_futures else []
             if cancel_futures:
-                while self._queue:
-                    self._queue.popleft()[0].cancel()
+                self._queue.clear()
             self._wake_idle_to_exit()
+        for future, *_ in dropped:  # outside the lock: cancelling runs grpcio's callbacks
+            future.cancel()
         self._stop.set()
         if wait:
-            for thread in list(self._threads):
-                thread.join()
+            joined = 0
+            while joined < len(self._threads):  # threads started meanwhile are joined too
+                self._threads[joined].join()
+                joined += 1
             self._watchdog.join()
 
-    def _start_queued(self, limit: int) -> None:
-        """Give queued calls to threads while fewer than `limit` run (lock held)."""
-        while self._queue and self._running < limit:
+    def _start_queued(self) -> None:
+        """Give queued calls to threads while fewer than the limit run (lock held)."""
+        while self._queue and self._running < self._limit:
             if self._idle:
                 inbox = self._idle.pop()
             elif len(self._threads) < self._threads_max:
@@ -110,7 +122,7 @@ class Workers(Executor):
             else:
                 return  # every thread is in a call: the queue waits for one to end
             self._running += 1
-            self._started += 1
+            self._since[inbox] = time.monotonic()
             inbox.give(self._queue.popleft())
 
     def _wake_idle_to_exit(self) -> None:
@@ -118,38 +130,41 @@ class Workers(Executor):
             self._idle.pop().give(None)
 
     def _work(self, inbox: "_Inbox") -> None:
-        _local.pool = self
+        _local.pool, _local.inbox, _local.waiting = self, inbox, False
         item = inbox.take()
         while item is not None:
             _run(*item)
             with self._lock:
-                if self._queue and self._running <= self._running_max:
-                    item = self._queue.popleft()  # keep the slot: no sleep, no wake-up
-                    self._started += 1
+                if self._queue and self._running <= self._limit:
+                    item = self._queue.popleft()  # keep the turn: no sleep, no wake-up
+                    self._since[inbox] = time.monotonic()
                     continue
                 self._running -= 1
-                if self._closed and not self._queue:
-                    return
+                del self._since[inbox]
+                if self._closed:
+                    return  # the threads still running take what is queued
                 self._idle.append(inbox)
             item = inbox.take()
 
-    def _release(self) -> None:
+    def _release(self, inbox: "_Inbox") -> None:
         with self._lock:
             self._running -= 1
-            self._start_queued(self._running_max)
+            del self._since[inbox]
+            self._start_queued()
 
-    def _reclaim(self) -> None:
+    def _reclaim(self, inbox: "_Inbox") -> None:
         # Over the limit for a moment: the rest of the call is short (answer and go).
         with self._lock:
             self._running += 1
+            self._since[inbox] = time.monotonic()
 
     def _watch(self) -> None:
-        seen = -1
         while not self._stop.wait(self._stall):
             with self._lock:
-                if self._queue and self._started == seen:
-                    self._start_queued(self._running + 1)
-                seen = self._started
+                now = time.monotonic()
+                stuck = sum(1 for since in self._since.values() if now - since >= self._stall)
+                self._limit = self._running_max + stuck
+                self._start_queued()
 
 
 class _Inbox:

@@ -87,6 +87,67 @@ def test_a_call_blocking_unannounced_does_not_stall_the_others(pools):
     assert stuck.result(LIVENESS) is True
 
 
+def test_calls_stuck_unannounced_stop_counting_against_the_limit(pools):
+    """Two calls blocked without blocking() (a client holding back its request's
+    message, say) leave the others a full turn, not one call per stall."""
+    pool = pools(8, 2, stall=0.05)
+    release = threading.Event()
+    stuck = [pool.submit(release.wait, LIVENESS) for _ in range(2)]
+    started = time.monotonic()
+    quick = [pool.submit(lambda: None) for _ in range(200)]
+    concurrent.futures.wait(quick, timeout=LIVENESS)
+    # One call per 50 ms would take 10 s.
+    assert all(f.done() for f in quick) and time.monotonic() - started < LIVENESS / 2
+    release.set()
+    assert all(f.result(LIVENESS) for f in stuck)
+
+
+def test_a_wait_inside_a_wait_gives_the_turn_away_once(pools):
+    """A membership change waits, and proposes inside its wait: the turn it gave away
+    is not given away twice (two calls would then run where one may)."""
+    pool = pools(8, 1, stall=60)
+    release = threading.Event()
+
+    def nested():
+        with workers.blocking(), workers.blocking():
+            release.wait(LIVENESS)
+
+    waiting = pool.submit(nested)
+    together = threading.Barrier(2)
+    pair = [pool.submit(together.wait, 0.5) for _ in range(2)]
+    # One turn: the two never run at once, so the barrier breaks.
+    with pytest.raises(threading.BrokenBarrierError):
+        pair[0].result(LIVENESS)
+    release.set()
+    waiting.result(LIVENESS)
+
+
+def test_shutdown_ends_every_thread_even_over_the_limit(pools):
+    pool = pools(4, 1, stall=60)
+    resume, finish = threading.Event(), threading.Event()
+
+    def waits():
+        with workers.blocking():
+            resume.wait(LIVENESS)
+
+    first = pool.submit(waits)  # gives its turn away...
+    second = pool.submit(finish.wait, LIVENESS)  # ...to this one
+    third = pool.submit(lambda: "third")  # queued
+    ending = threading.Thread(target=pool.shutdown)  # waits for every thread
+    ending.start()
+    while True:  # until the pool is closed: quick calls queued meanwhile run too
+        try:
+            pool.submit(lambda: None)
+        except RuntimeError:
+            break
+    resume.set()  # the first comes back over the limit, with calls queued
+    first.result(LIVENESS)
+    finish.set()
+    assert second.result(LIVENESS) is True and third.result(LIVENESS) == "third"
+    ending.join(LIVENESS)
+    assert not ending.is_alive(), "a pool thread was left parked"
+
+
 def test_calls_beyond_the_threads_wait_for_one(pools):
     pool = pools(2, 2, stall=0.01)
     release = threading.Event()

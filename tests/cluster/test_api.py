@@ -3,6 +3,7 @@
 import hashlib
 import json
 import queue
+import socket
 import subprocess
 import sys
 import threading
@@ -238,6 +239,63 @@ def test_reads_for_revisions_nobody_has_do_not_take_every_thread(cluster):
         finally:
             for call in waiting:
                 call.cancel()
+
+
+def _held_back_call(endpoint: str, path: str, streams_: int) -> socket.socket:
+    """An HTTP/2 connection that opens unary calls and never sends their messages:
+    grpcio waits for each on a server thread (literal HPACK headers, no Huffman)."""
+
+    def literal(name: bytes, value: bytes) -> bytes:
+        return b"\x00" + bytes([len(name)]) + name + bytes([len(value)]) + value
+
+    def frame(kind: int, flags: int, stream: int, payload: bytes) -> bytes:
+        return (
+            len(payload).to_bytes(3, "big")
+            + bytes([kind, flags])
+            + stream.to_bytes(4, "big")
+            + payload
+        )
+
+    host, port = endpoint.rsplit(":", 1)
+    conn = socket.create_connection((host, int(port)), timeout=10)
+    conn.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0, b""))
+    headers = b"".join(
+        literal(name, value)
+        for name, value in (
+            (b":method", b"POST"),
+            (b":scheme", b"http"),
+            (b":path", path.encode()),
+            (b":authority", endpoint.encode()),
+            (b"content-type", b"application/grpc"),
+            (b"te", b"trailers"),
+        )
+    )
+    for n in range(streams_):
+        conn.sendall(frame(1, 0x4, 2 * n + 1, headers))  # HEADERS, END_HEADERS only
+    return conn
+
+
+def test_calls_whose_message_never_comes_do_not_slow_the_others(cluster):
+    """grpcio waits for a unary call's request message on a server thread, before any
+    check: anyone can open calls and hold their messages back. They hold threads, not
+    the turns the replica runs calls in (cluster/workers.py)."""
+    replica = cluster.replicas[2]
+    with cluster.client([replica]) as client:
+        push(client, "acme/held", "v1", seed="held")
+        held = [
+            _held_back_call(replica.endpoint, "/regraft.v1.Registry/GetManifest", 4)
+            for _ in range(2)
+        ]
+        try:
+            time.sleep(0.5)  # the server has taken the calls in
+            started = time.monotonic()
+            for _ in range(200):
+                client.get_manifest("acme/held", "v1", consistency=STALE)
+            # With the held calls taking the turns, one call per 50 ms: 10 s.
+            assert time.monotonic() - started < 6
+        finally:
+            for conn in held:
+                conn.close()
 
 
 def test_requests_that_do_not_parse_are_invalid_arguments_not_tracebacks(cluster):

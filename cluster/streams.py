@@ -9,9 +9,8 @@ stream the caps allow, and a call over its cap is refused at once with
 RESOURCE_EXHAUSTED rather than left waiting. (grpcio waits for a Watch's or a
 Backup's request on the pool's thread, before the cap is checked: callers that send
 headers and hold back the request can fill the stream pool, and streams then wait;
-unary calls do not.) Health.Watch is not capped: grpcio runs
-it without a thread (experimental_non_blocking), and clients and proxies open one per
-channel.
+unary calls do not.) Health.Watch is not capped: grpcio runs it without a thread
+(experimental_non_blocking), and clients and proxies open one per channel.
 
 Also what the server's interceptors share (cluster/auth.py is the other one): wrapping
 a method's handler, and refusing a call so that the refusal is counted.

@@ -6,7 +6,6 @@ then do the API ports open. Shutdown runs the other way: health goes NOT_SERVING
 the gRPC server drains, Raft stops, the last batch is committed, LMDB closes.
 """
 
-import concurrent.futures
 import fcntl
 import logging
 import os
@@ -19,7 +18,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import REGISTRY
 
-from cluster import auth, datadir, decoding, metrics, streams
+from cluster import arrivals, auth, datadir, decoding, metrics, streams
 from cluster.backup import BackupSource
 from cluster.config import ConfigError, ReplicaConfig
 from cluster.http import ProbeServer
@@ -52,6 +51,8 @@ from storage.members import Role
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 16 << 20  # manifests are up to 4 MiB; leave room for the envelope
+# Calls whose message has arrived, at once: more get RESOURCE_EXHAUSTED from grpcio.
+MAX_CALLS = 1024
 # A replica that is further behind its leader's commit index is not ready.
 READY_MAX_LAG = 1000
 _HEALTH_PERIOD = 0.5
@@ -138,9 +139,14 @@ class Replica:
         self.health = _Health()
         for service in _HEALTH_SERVICES:
             self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
-        self._workers = Workers(streams.WORKERS)
-        self._stream_threads = concurrent.futures.ThreadPoolExecutor(
-            max_workers=streams.STREAM_THREADS, thread_name_prefix="grpc-stream"
+        waiting = arrivals.Arrivals()
+        self._workers = Workers(streams.WORKERS, waiting=waiting)
+        # Every stream runs at once: each holds its thread until it ends.
+        self._stream_threads = Workers(
+            streams.STREAM_THREADS,
+            running=streams.STREAM_THREADS,
+            name="grpc-stream",
+            waiting=waiting,
         )
         self.server = grpc.server(
             self._workers,
@@ -149,7 +155,8 @@ class Replica:
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.so_reuseport", 0),
             ],
-            maximum_concurrent_rpcs=1024,
+            # Calls waiting for their message count too: room for all of them.
+            maximum_concurrent_rpcs=MAX_CALLS + arrivals.MAX_WAITING,
             interceptors=[
                 decoding.MalformedRequests(),
                 *api_checks,

@@ -6,11 +6,11 @@ thread until it ends. Streams run on a pool of their own, apart from the unary c
 (reflection needs no credentials) never take a thread that front-ends' unary calls
 need. Each streaming method gets a cap, the stream pool has a thread for every
 stream the caps allow, and a call over its cap is refused at once with
-RESOURCE_EXHAUSTED rather than left waiting. (grpcio waits for a Watch's or a
-Backup's request on the pool's thread, before the cap is checked: callers that send
-headers and hold back the request can fill the stream pool, and streams then wait;
-unary calls do not.) Health.Watch is not capped: grpcio runs it without a thread
-(experimental_non_blocking), and clients and proxies open one per channel.
+RESOURCE_EXHAUSTED rather than left waiting. A stream gets its thread only once its
+request message has arrived (cluster/arrivals.py), so callers that send headers and
+hold the message back take no thread. Health.Watch is not capped: grpcio runs it
+without a thread (experimental_non_blocking), and clients and proxies open one per
+channel.
 
 Also what the server's interceptors share (cluster/auth.py is the other one): wrapping
 a method's handler, and refusing a call so that the refusal is counted.
@@ -80,7 +80,7 @@ class StreamCaps(grpc.ServerInterceptor):
     """Refuses a streaming call once its method has its cap of streams open here, and
     runs the streams it admits on `threads` (STREAM_THREADS of them)."""
 
-    def __init__(self, threads: concurrent.futures.ThreadPoolExecutor) -> None:
+    def __init__(self, threads: concurrent.futures.Executor) -> None:
         self._threads = threads
         self._slots: dict[str, threading.BoundedSemaphore] = {}
         self._lock = threading.Lock()

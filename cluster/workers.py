@@ -15,17 +15,20 @@ linearizable read for its barrier) says so with `blocking()`: its slot goes to t
 next queued call meanwhile, and up to `threads` calls can wait at once, as before.
 A call that blocks without saying so cannot stall the others: a call that has run
 for STALL seconds outside `blocking()` stops counting against RUNNING until it ends
-or waits. That includes grpcio's own wait for a request's message, which it does on
-the pool's thread before any handler or check runs: a client that sends headers and
-holds the message back takes a thread, as with grpcio's pool, not a turn.
+or waits. A call gets a thread only once its request message has arrived
+(cluster/arrivals.py): grpcio would have its thread wait for it, and a client that
+sends headers and holds the message back would hold a thread.
 """
 
 import collections
 import contextlib
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future
+
+from cluster import arrivals
 
 RUNNING = 2  # calls running at once: the best of 1 to 64 measured here
 STALL = 0.05  # seconds after which a running call no longer counts against RUNNING
@@ -57,7 +60,12 @@ class Workers(Executor):
     have run for `stall` seconds (they are blocked on something else)."""
 
     def __init__(
-        self, threads: int, running: int = RUNNING, stall: float = STALL, name: str = "grpc"
+        self,
+        threads: int,
+        running: int = RUNNING,
+        stall: float = STALL,
+        name: str = "grpc",
+        waiting: arrivals.Arrivals | None = None,
     ) -> None:
         if not 1 <= running <= threads:
             raise ValueError(f"running must be between 1 and threads ({threads}), not {running}")
@@ -65,6 +73,8 @@ class Workers(Executor):
         self._running_max = running
         self._stall = stall
         self._name = name
+        # Calls waiting for their request message (shared with the replica's other pool).
+        self._arrivals = waiting if waiting is not None else arrivals.Arrivals()
         self._lock = threading.Lock()
         self._queue: collections.deque = collections.deque()
         self._idle: list[_Inbox] = []  # where parked threads wait
@@ -82,9 +92,20 @@ class Workers(Executor):
         with self._lock:
             if self._closed:
                 raise RuntimeError("cannot schedule new calls after shutdown")
-            self._queue.append((future, fn, args, kwargs))
-            self._start_queued()
+        if arrivals.awaiting_message(args):
+            run = functools.partial(self._enqueue, future, fn, kwargs=kwargs)
+            self._arrivals.receive_then(args, run)
+        else:
+            self._enqueue(future, fn, args, kwargs)
         return future
+
+    def _enqueue(self, future: Future, fn: Callable, args: tuple, kwargs: dict) -> None:
+        with self._lock:
+            if not self._closed:
+                self._queue.append((future, fn, args, kwargs))
+                self._start_queued()
+                return
+        future.cancel()  # its message arrived after shutdown: grpcio cancels the call
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Run what is queued (or cancel it), then end the threads."""

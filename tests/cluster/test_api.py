@@ -3,7 +3,6 @@
 import hashlib
 import json
 import queue
-import socket
 import subprocess
 import sys
 import threading
@@ -18,6 +17,7 @@ from cluster import streams
 from cluster.client import STALE
 from regraft.v1 import registry_pb2, registry_pb2_grpc
 from tests.cluster.harness import ROOT, image, push
+from tests.held_calls import held_back_calls
 
 
 def test_reflection_lists_the_services(cluster):
@@ -241,58 +241,32 @@ def test_reads_for_revisions_nobody_has_do_not_take_every_thread(cluster):
                 call.cancel()
 
 
-def _held_back_call(endpoint: str, path: str, streams_: int) -> socket.socket:
-    """An HTTP/2 connection that opens unary calls and never sends their messages:
-    grpcio waits for each on a server thread (literal HPACK headers, no Huffman)."""
-
-    def literal(name: bytes, value: bytes) -> bytes:
-        return b"\x00" + bytes([len(name)]) + name + bytes([len(value)]) + value
-
-    def frame(kind: int, flags: int, stream: int, payload: bytes) -> bytes:
-        return (
-            len(payload).to_bytes(3, "big")
-            + bytes([kind, flags])
-            + stream.to_bytes(4, "big")
-            + payload
-        )
-
-    host, port = endpoint.rsplit(":", 1)
-    conn = socket.create_connection((host, int(port)), timeout=10)
-    conn.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0, b""))
-    headers = b"".join(
-        literal(name, value)
-        for name, value in (
-            (b":method", b"POST"),
-            (b":scheme", b"http"),
-            (b":path", path.encode()),
-            (b":authority", endpoint.encode()),
-            (b"content-type", b"application/grpc"),
-            (b"te", b"trailers"),
-        )
-    )
-    for n in range(streams_):
-        conn.sendall(frame(1, 0x4, 2 * n + 1, headers))  # HEADERS, END_HEADERS only
-    return conn
-
-
-def test_calls_whose_message_never_comes_do_not_slow_the_others(cluster):
-    """grpcio waits for a unary call's request message on a server thread, before any
-    check: anyone can open calls and hold their messages back. They hold threads, not
-    the turns the replica runs calls in (cluster/workers.py)."""
+def test_calls_whose_message_never_comes_take_no_thread(cluster):
+    """grpcio has a thread wait for a call's request message, and anyone can open calls
+    and hold their messages back: more of them than a replica has threads, unary and
+    streaming, must stall neither its unary calls nor its Watch streams
+    (cluster/arrivals.py)."""
     replica = cluster.replicas[2]
     with cluster.client([replica]) as client:
         push(client, "acme/held", "v1", seed="held")
         held = [
-            _held_back_call(replica.endpoint, "/regraft.v1.Registry/GetManifest", 4)
-            for _ in range(2)
+            held_back_calls(replica.endpoint, path, 2 * streams.WORKERS)
+            for path in ("/regraft.v1.Registry/GetManifest", "/grpc.health.v1.Health/Check")
         ]
+        held.append(held_back_calls(replica.endpoint, "/regraft.v1.Registry/Watch", 80))
         try:
             time.sleep(0.5)  # the server has taken the calls in
             started = time.monotonic()
             for _ in range(200):
                 client.get_manifest("acme/held", "v1", consistency=STALE)
-            # With the held calls taking the turns, one call per 50 ms: 10 s.
+            # Liveness, not speed: held calls that took threads or turns stall these.
             assert time.monotonic() - started < 6
+            watch = client.registry(replica.endpoint).Watch(
+                registry_pb2.WatchRequest(from_revision=1, repository_prefix="acme/held"),
+                timeout=10,
+            )
+            assert next(watch).repository == "acme/held"
+            watch.cancel()
         finally:
             for conn in held:
                 conn.close()

@@ -1,0 +1,108 @@
+"""Calls wait for their request message without a thread.
+
+grpcio's synchronous server hands a call to a pool thread as soon as its headers
+arrive, and that thread waits for the call's request message (grpc/_server.py,
+`_unary_request`). Anyone may open calls and never send their messages (a health
+check needs no credentials): one connection holding back 64 of them took every thread
+of a replica's unary pool, and every unary call then timed out; 38 held-back Watch
+calls did the same to the streams. Here the message is received first, as grpcio's
+asyncio server does: the call reaches its pool once its message (or its end) has
+arrived, and until then costs an HTTP/2 stream and a few objects. At most
+MAX_WAITING calls wait at once; past that the one that has waited longest is
+cancelled, so that the calls of real clients, whose messages come with their
+headers, are not the ones dropped.
+
+This relies on grpcio's private server module (1.85). A job it does not recognize
+goes to the pool unchanged, as before; tests/unit/test_arrivals.py fails when
+grpcio no longer submits calls the way this expects.
+"""
+
+import collections
+import threading
+from collections.abc import Callable
+
+from grpc import _server
+from grpc._cython import cygrpc
+
+MAX_WAITING = 4096
+_IN_POOL = (_server._unary_response_in_pool, _server._stream_response_in_pool)
+_WAITS_FOR_MESSAGE = "_unary_request.<locals>.unary_request"
+
+
+def awaiting_message(args: tuple) -> bool:
+    """Whether a job grpcio submits to its pool would begin by waiting for the call's
+    request message: (in_pool, rpc_event, state, behavior, argument_thunk, ...)."""
+    return (
+        len(args) >= 6
+        and args[0] in _IN_POOL
+        and getattr(args[4], "__qualname__", "") == _WAITS_FOR_MESSAGE
+    )
+
+
+class Arrivals:
+    """The calls waiting for their request message, oldest first."""
+
+    def __init__(self, limit: int = MAX_WAITING) -> None:
+        self._limit = limit
+        self._lock = threading.Lock()
+        self._waiting: collections.OrderedDict[object, cygrpc.Call] = collections.OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def receive_then(self, args: tuple, run: Callable[[tuple], None]) -> None:
+        """Receive the message of the call a grpcio job (awaiting_message) is for, then
+        `run` the job with an argument thunk that returns the message at once.
+
+        Called on grpcio's serving thread, as the pool's submit is; so is `run`.
+        """
+        in_pool, rpc_event, state, behavior = args[:4]
+        call, token = rpc_event.call, object()
+        receive = _server._receive_message(state, call, args[5])
+
+        def arrived(event: cygrpc.BaseEvent):
+            outcome = receive(event)
+            with self._lock:
+                self._waiting.pop(token, None)
+            run((in_pool, rpc_event, state, behavior, lambda: _take(state, rpc_event), *args[5:]))
+            return outcome
+
+        with self._lock:  # before the message can arrive
+            self._waiting[token] = call
+            oldest = (
+                self._waiting.popitem(last=False)[1] if len(self._waiting) > self._limit else None
+            )
+        with state.condition:
+            active = _server._is_rpc_state_active(state)
+            if active:
+                call.start_server_batch(
+                    (cygrpc.ReceiveMessageOperation(_server._EMPTY_FLAGS),), arrived
+                )
+                state.due.add(_server._RECEIVE_MESSAGE_TOKEN)
+        if not active:
+            with self._lock:
+                self._waiting.pop(token, None)
+            run(args)  # grpcio's own thunk returns at once
+        if oldest is not None:
+            oldest.cancel()  # its message then "arrives" empty, and its job ends at once
+
+
+def _take(state, rpc_event):
+    """The message received for the call, as grpcio's thunk would return it: None when
+    there is none (the call was cancelled, or grpcio already answered it), after
+    answering a call that ended without one."""
+    with state.condition:
+        request, state.request = state.request, None
+        if request is None and state.client is _server._CLOSED and not state.statused:
+            # Empty when grpcio found the method among those registered.
+            method = rpc_event.call_details.method.decode(errors="replace")
+            _server._abort(
+                state,
+                rpc_event.call,
+                cygrpc.StatusCode.unimplemented,
+                (
+                    "the call ended without its request message: "
+                    f"{method or 'the method'} takes exactly one"
+                ).encode(),
+            )
+        return request

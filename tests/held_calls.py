@@ -1,0 +1,59 @@
+"""gRPC calls whose request message never comes, over a raw HTTP/2 connection.
+
+grpcio's clients always send the message with the headers; an attacker need not.
+Headers are literal HPACK (no Huffman, no table), which every server reads.
+"""
+
+import socket
+
+
+def _frame(kind: int, flags: int, stream: int, payload: bytes) -> bytes:
+    return (
+        len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
+    )
+
+
+def _literal(name: bytes, value: bytes) -> bytes:
+    return b"\x00" + bytes([len(name)]) + name + bytes([len(value)]) + value
+
+
+def held_back_calls(endpoint: str, path: str, calls: int) -> socket.socket:
+    """Open `calls` calls of `path` on one connection, send their headers, and never
+    their messages; the calls last until the returned socket is closed."""
+    host, port = endpoint.rsplit(":", 1)
+    conn = socket.create_connection((host, int(port)), timeout=10)
+    conn.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + _frame(4, 0, 0, b""))
+    headers = b"".join(
+        _literal(name, value)
+        for name, value in (
+            (b":method", b"POST"),
+            (b":scheme", b"http"),
+            (b":path", path.encode()),
+            (b":authority", endpoint.encode()),
+            (b"content-type", b"application/grpc"),
+            (b"te", b"trailers"),
+        )
+    )
+    conn.sendall(b"".join(_frame(1, 0x4, 2 * n + 1, headers) for n in range(calls)))
+    return conn
+
+
+def ended_streams(conn: socket.socket, count: int) -> set[int]:
+    """Read frames until `count` streams were ended by the server (RST_STREAM, or
+    HEADERS with END_STREAM: trailers); their ids."""
+    buffer, ended = b"", set()
+    while len(ended) < count:
+        while len(buffer) >= 9 and len(buffer) >= 9 + int.from_bytes(buffer[:3], "big"):
+            length = int.from_bytes(buffer[:3], "big")
+            kind, flags = buffer[3], buffer[4]
+            stream = int.from_bytes(buffer[5:9], "big") & 0x7FFFFFFF
+            if kind == 3 or (kind == 1 and flags & 0x1):
+                ended.add(stream)
+            buffer = buffer[9 + length :]
+        if len(ended) >= count:
+            break
+        chunk = conn.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"the server closed the connection; ended: {sorted(ended)}")
+        buffer += chunk
+    return ended

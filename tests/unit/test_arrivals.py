@@ -1,0 +1,118 @@
+"""Calls wait for their request message without a thread (cluster/arrivals.py), on a
+real grpc.server over loopback, with calls whose messages never come."""
+
+import time
+from collections.abc import Callable
+
+import grpc
+import pytest
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from cluster import arrivals
+from cluster.workers import Workers
+from tests.held_calls import ended_streams, held_back_calls
+
+LIVENESS = 10.0  # generous: only a hang fails
+CHECK = "/grpc.health.v1.Health/Check"
+
+
+class Recording(Workers):
+    """Workers that note, for every job grpcio submits, whether it awaits a message."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.recognized: list[bool] = []
+
+    def submit(self, fn, /, *args, **kwargs):
+        self.recognized.append(arrivals.awaiting_message(args))
+        return super().submit(fn, *args, **kwargs)
+
+
+@pytest.fixture
+def serve():
+    """serve(waiting) -> (endpoint, pool): a health server on 2 threads, 1 running."""
+    made = []
+
+    def start(waiting: arrivals.Arrivals) -> tuple[str, Recording]:
+        pool = Recording(2, 1, waiting=waiting)
+        server = grpc.server(pool)
+        health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        made.append((server, pool))
+        return f"127.0.0.1:{port}", pool
+
+    yield start
+    for server, pool in made:
+        server.stop(None).wait()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _eventually(condition: Callable[[], bool]) -> bool:
+    deadline = time.monotonic() + LIVENESS
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def _check(endpoint: str) -> int:
+    with grpc.insecure_channel(endpoint) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        return stub.Check(health_pb2.HealthCheckRequest(), timeout=LIVENESS).status
+
+
+def test_grpcio_submits_calls_the_way_this_expects(serve):
+    """Fails when a grpcio release changes the private names arrivals.py relies on:
+    held-back calls would then take threads again."""
+    endpoint, pool = serve(arrivals.Arrivals())
+    _check(endpoint)
+    with grpc.insecure_channel(endpoint) as channel:
+        stream = channel.unary_stream("/grpc.health.v1.Health/Watch")(b"", timeout=LIVENESS)
+        next(stream)
+        stream.cancel()
+    assert pool.recognized == [True, True]
+
+
+def test_calls_whose_message_never_comes_take_no_thread(serve):
+    waiting = arrivals.Arrivals()
+    endpoint, _ = serve(waiting)
+    held = held_back_calls(endpoint, CHECK, 20)  # ten times the pool's threads
+    try:
+        assert _eventually(lambda: len(waiting) == 20)
+        assert _check(endpoint) == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        held.close()
+    # The calls end with their connection, and are forgotten.
+    assert _eventually(lambda: len(waiting) == 0)
+    assert _check(endpoint) == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_past_the_limit_the_longest_waiting_call_is_cancelled(serve):
+    waiting = arrivals.Arrivals(limit=5)
+    endpoint, _ = serve(waiting)
+    first = held_back_calls(endpoint, CHECK, 5)
+    try:
+        assert _eventually(lambda: len(waiting) == 5)
+        second = held_back_calls(endpoint, CHECK, 3)
+        try:
+            first.settimeout(LIVENESS)
+            # The first connection's three oldest calls (streams 1, 3, 5) are ended.
+            assert ended_streams(first, 3) == {1, 3, 5}
+            assert len(waiting) == 5
+            assert _check(endpoint) == health_pb2.HealthCheckResponse.SERVING
+        finally:
+            second.close()
+    finally:
+        first.close()
+
+
+def test_a_call_that_ends_without_its_message_is_told_so(serve):
+    endpoint, _ = serve(arrivals.Arrivals())
+    with grpc.insecure_channel(endpoint) as channel:
+        no_message = channel.stream_unary(CHECK)
+        with pytest.raises(grpc.RpcError) as refused:
+            no_message(iter([]), timeout=LIVENESS)
+    assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert "ended without its request message" in refused.value.details()

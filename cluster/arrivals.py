@@ -18,13 +18,18 @@ grpcio no longer submits calls the way this expects.
 """
 
 import collections
+import logging
 import threading
 from collections.abc import Callable
 
 from grpc import _server
 from grpc._cython import cygrpc
 
-MAX_WAITING = 4096
+log = logging.getLogger(__name__)
+
+# As many as grpcio let a replica take in before (its maximum_concurrent_rpcs): a
+# call's buffered message may be up to MAX_MESSAGE_BYTES (cluster/replica.py).
+MAX_WAITING = 1024
 _IN_POOL = (_server._unary_response_in_pool, _server._stream_response_in_pool)
 _WAITS_FOR_MESSAGE = "_unary_request.<locals>.unary_request"
 
@@ -64,7 +69,12 @@ class Arrivals:
             outcome = receive(event)
             with self._lock:
                 self._waiting.pop(token, None)
-            run((in_pool, rpc_event, state, behavior, lambda: _take(state, rpc_event), *args[5:]))
+            ready = (in_pool, rpc_event, state, behavior, lambda: _take(state, rpc_event))
+            try:
+                run(ready + args[5:])
+            except Exception as e:  # raising here would end grpcio's serving thread
+                log.warning("cannot run a call whose message arrived (%s): cancelling it", e)
+                call.cancel()
             return outcome
 
         with self._lock:  # before the message can arrive

@@ -26,7 +26,7 @@ import functools
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor, Future
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from cluster import arrivals
 
@@ -54,10 +54,14 @@ def blocking() -> Iterator[None]:
         _local.waiting = False
 
 
-class Workers(Executor):
+class Workers(ThreadPoolExecutor):
     """An executor for grpc.server: up to `threads` threads, `running` of them
     running calls at once. Calls inside `blocking()` do not count, nor calls that
-    have run for `stall` seconds (they are blocked on something else)."""
+    have run for `stall` seconds (they are blocked on something else).
+
+    A ThreadPoolExecutor in type only, none of its machinery used (its __init__ is not
+    called): grpcio runs a method on the pool its handler names only if it is one.
+    """
 
     def __init__(
         self,
@@ -105,7 +109,8 @@ class Workers(Executor):
                 self._queue.append((future, fn, args, kwargs))
                 self._start_queued()
                 return
-        future.cancel()  # its message arrived after shutdown: grpcio cancels the call
+        future.cancel()  # a message that arrived after shutdown: the caller ends the call
+        raise RuntimeError("cannot schedule new calls after shutdown")
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Run what is queued (or cancel it), then end the threads."""

@@ -38,6 +38,12 @@ def held_back_calls(endpoint: str, path: str, calls: int) -> socket.socket:
     return conn
 
 
+def send_message(conn: socket.socket, call: int, message: bytes) -> None:
+    """Send, at last, the message of the `call`th call (from 0) opened on `conn`."""
+    data = b"\x00" + len(message).to_bytes(4, "big") + message
+    conn.sendall(_frame(0, 0x1, 2 * call + 1, data))  # DATA, END_STREAM
+
+
 def ended_streams(conn: socket.socket, count: int) -> set[int]:
     """Read frames until `count` streams were ended by the server (RST_STREAM, or
     HEADERS with END_STREAM: trailers); their ids."""

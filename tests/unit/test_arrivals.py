@@ -10,7 +10,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from cluster import arrivals
 from cluster.workers import Workers
-from tests.held_calls import ended_streams, held_back_calls
+from tests.held_calls import ended_streams, held_back_calls, send_message
 
 LIVENESS = 10.0  # generous: only a hang fails
 CHECK = "/grpc.health.v1.Health/Check"
@@ -116,3 +116,17 @@ def test_a_call_that_ends_without_its_message_is_told_so(serve):
             no_message(iter([]), timeout=LIVENESS)
     assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert "ended without its request message" in refused.value.details()
+
+
+def test_a_message_that_arrives_after_shutdown_ends_its_call(serve):
+    waiting = arrivals.Arrivals()
+    endpoint, pool = serve(waiting)
+    held = held_back_calls(endpoint, CHECK, 1)
+    try:
+        assert _eventually(lambda: len(waiting) == 1)
+        pool.shutdown(wait=True)
+        held.settimeout(LIVENESS)
+        send_message(held, 0, b"")
+        assert ended_streams(held, 1) == {1}
+    finally:
+        held.close()

@@ -5,11 +5,12 @@ import concurrent.futures
 import threading
 import time
 
+import grpc
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cluster import workers
+from cluster import streams, workers
 from cluster.workers import Workers
 
 LIVENESS = 10.0  # generous: only a hang fails
@@ -228,3 +229,32 @@ def test_every_call_runs_and_never_more_than_running_at_once(calls, running, thr
         assert most[0] <= running
     finally:
         pool.shutdown(wait=True)
+
+
+def test_streams_run_on_the_pool_their_cap_names():
+    """grpcio honours a handler's own pool only if it is a ThreadPoolExecutor: else a
+    stream silently takes a thread of the unary pool for as long as it lasts."""
+    unary, stream = Workers(2, 1), Workers(2, 2, name="grpc-stream")
+    server = grpc.server(unary, interceptors=[streams.StreamCaps(stream)])
+    here = threading.current_thread
+    handler = grpc.method_handlers_generic_handler(
+        "test.Threads",
+        {
+            "Unary": grpc.unary_unary_rpc_method_handler(lambda _, __: here().name.encode()),
+            "Stream": grpc.unary_stream_rpc_method_handler(
+                lambda _, __: iter([here().name.encode()])
+            ),
+        },
+    )
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            assert channel.unary_unary("/test.Threads/Unary")(b"", timeout=LIVENESS) == b"grpc_0"
+            names = list(channel.unary_stream("/test.Threads/Stream")(b"", timeout=LIVENESS))
+            assert names == [b"grpc-stream_0"]
+    finally:
+        server.stop(None).wait()
+        unary.shutdown()
+        stream.shutdown()

@@ -27,9 +27,9 @@ from grpc._cython import cygrpc
 
 log = logging.getLogger(__name__)
 
-# As many as grpcio let a replica take in before (its maximum_concurrent_rpcs): a
-# call's buffered message may be up to MAX_MESSAGE_BYTES (cluster/replica.py).
-MAX_WAITING = 1024
+# Real clients' calls wait microseconds (a large manifest: milliseconds), so few wait
+# at once; each may hold part of a message, up to MAX_REQUEST_BYTES (cluster/replica.py).
+MAX_WAITING = 256
 _IN_POOL = (_server._unary_response_in_pool, _server._stream_response_in_pool)
 _WAITS_FOR_MESSAGE = "_unary_request.<locals>.unary_request"
 

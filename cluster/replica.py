@@ -47,11 +47,16 @@ from regraft.v1 import (
 )
 from storage import members
 from storage.files import write_atomically
+from storage.manifest import MAX_MANIFEST_BYTES
 from storage.members import Role
 
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 16 << 20  # manifests are up to 4 MiB; leave room for the envelope
+# A request is at most a manifest (MAX_MANIFEST_BYTES) and a few names: one just over
+# is still read, and refused naming its content. Every call waiting for its message
+# may hold this much of it (cluster/arrivals.py); grpcio refuses a longer one at once.
+MAX_REQUEST_BYTES = MAX_MANIFEST_BYTES + (64 << 10)
 # Calls whose message has arrived, at once: more get RESOURCE_EXHAUSTED from grpcio.
 MAX_CALLS = 1024
 # A replica that is further behind its leader's commit index is not ready.
@@ -158,7 +163,7 @@ class Replica:
         self.server = grpc.server(
             self._workers,
             options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.so_reuseport", 0),
             ],

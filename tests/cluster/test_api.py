@@ -46,6 +46,11 @@ def test_bad_input_and_refusals_name_what_is_wrong(cluster):
         too_big = b" " * (4 * 1024 * 1024 + 1)
         code, details = code_and_details(lambda: client.put_manifest("ok/app", "v1", too_big))
         assert code == grpc.StatusCode.INVALID_ARGUMENT and "content" in details
+        # Far larger requests are refused as they arrive (each waiting call may hold
+        # this much: cluster/arrivals.py).
+        far_too_big = b" " * (5 * 1024 * 1024)
+        code, details = code_and_details(lambda: client.put_manifest("ok/app", "v1", far_too_big))
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in details
         blobs, manifest = image("refusals")
         code, details = code_and_details(lambda: client.put_manifest("ok/app", "v1", manifest))
         assert code == grpc.StatusCode.FAILED_PRECONDITION

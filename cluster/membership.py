@@ -28,7 +28,7 @@ import grpc
 
 from cluster import auth, workers
 from cluster.client import dial
-from cluster.config import ConfigError, Peer, ReplicaConfig
+from cluster.config import Peer, ReplicaConfig
 from cluster.raft import ProposalError, Raft
 from cluster.rpc import Unavailable, propose_within
 from regraft.v1 import cluster_pb2, cluster_pb2_grpc, command_pb2, registry_pb2
@@ -141,31 +141,20 @@ def configured_members(config: ReplicaConfig) -> list[Member]:
     return sorted(found, key=lambda m: m.id)
 
 
-def check_raft_addresses(config: ReplicaConfig, table: list[Member]) -> None:
-    """Refuse a configuration that names a member by another Raft address than the
-    table does: PySyncObj tells members apart by that exact string, so a peer named
-    otherwise (a host name, `localhost`) is a stranger to it (a voter the others
-    removed would live on here), and a replica whose own address differs cannot be
-    recognized by the others."""
-    recorded = {m.id: m.raft_address for m in table}
-    for p in [Peer(config.id, config.raft_address, config.grpc_address), *config.peers]:
-        known = recorded.get(p.id)
-        if known is not None and known != p.raft_address:
-            whose = "raft_address" if p.id == config.id else f"peer {p.id}'s Raft address"
-            raise ConfigError(
-                f"the configuration gives {whose} as {p.raft_address!r}, but the cluster "
-                f"knows {p.id} by {known!r}: members are told apart by this exact string, "
-                f"so use {known!r} (to change an address, remove the member and add it "
-                "again: docs/operations.md)"
-            )
-
-
 def raft_peers(config: ReplicaConfig, table: list[Member]) -> list[str]:
-    """The Raft addresses to start with: recorded voters, else the configured peers
-    (check_raft_addresses has made sure they agree)."""
+    """The Raft addresses to start with: recorded voters, else the configured peers.
+
+    A configured address wins for a member the configuration names, so that a
+    replica keeps reaching a peer the way it was told to.
+    """
     if not table:
         return [p.raft_address for p in config.peers]
-    return [m.raft_address for m in table if m.role in MAYBE_VOTING and m.id != config.id]
+    configured = {p.id: p.raft_address for p in config.peers}
+    return [
+        configured.get(m.id, m.raft_address)
+        for m in table
+        if m.role in MAYBE_VOTING and m.id != config.id
+    ]
 
 
 def starts_as_learner(config: ReplicaConfig, table: list[Member]) -> bool:

@@ -26,7 +26,6 @@ from cluster.membership import (
     SUPPORTED_MACHINE_VERSION,
     Changes,
     Members,
-    check_raft_addresses,
     raft_peers,
     starts_as_learner,
 )
@@ -111,12 +110,6 @@ class Replica:
         self.store = datadir.open_state(config.data_dir)
         with self.store.read() as view:
             table = members.members(view)
-        try:
-            check_raft_addresses(config, table)
-        except ConfigError:
-            self.store.close()
-            self._lock_file.close()
-            raise
         # A replica added with `regraft member add` runs as a learner (PySyncObj's
         # read-only node) until it is promoted; then it restarts its Raft as a voter.
         self._voter_marker = os.path.join(config.data_dir, VOTER_MARKER)

@@ -6,11 +6,9 @@ import subprocess
 
 import pytest
 
-from storage import commands, keys
+from storage import keys
 from storage.db import FORMAT_VERSION, Store
-from storage.members import Member, Role
 from tests.cluster.harness import free_port, regraft
-from tests.unit.test_storage import Replica
 
 
 def serve(data_dir, **addresses) -> subprocess.CompletedProcess:
@@ -50,26 +48,4 @@ def test_serve_exits_when_a_port_is_taken(tmp_path, port):
         finished = serve(tmp_path / "r1", **{port: address})
     assert finished.returncode == 2, finished.stderr
     assert f"regraft serve: cannot listen on {port}_address {address!r}" in finished.stderr
-    assert "Traceback" not in finished.stderr
-
-
-def test_serve_refuses_another_spelling_of_its_recorded_raft_address(tmp_path):
-    """Members are told apart by their Raft address string (cluster/membership.py)."""
-    data_dir = tmp_path / "r1"
-    port = free_port()
-    recorded = Replica(str(data_dir / "state"))
-    member = Member(
-        id="r1",
-        raft_address=f"127.0.0.1:{port}",
-        grpc_address=f"127.0.0.1:{free_port()}",
-        role=Role.VOTER,
-    )
-    recorded.ok(commands.seed_members([member]))
-    recorded.store.close()
-    finished = serve(data_dir, raft=f"localhost:{port}")
-    assert finished.returncode == 2, finished.stderr
-    assert (
-        f"regraft serve: the configuration gives raft_address as 'localhost:{port}', but the "
-        f"cluster knows r1 by '127.0.0.1:{port}'"
-    ) in finished.stderr
     assert "Traceback" not in finished.stderr

@@ -2,8 +2,6 @@
 
 import pytest
 
-from cluster.config import ConfigError, Peer, ReplicaConfig
-from cluster.membership import check_raft_addresses
 from regraft.v1 import command_pb2, registry_pb2
 from storage import commands, members
 from storage.errors import InvalidArgument
@@ -135,34 +133,3 @@ def test_membership_changes_are_audit_events(replica):
         ("SetMemberRole", "member 'r1': VOTER -> REMOVING", "token:bot"),
         ("SetMemberRole", "member 'r1': REMOVING -> removed", ""),
     ]
-
-
-def _config(raft_address: str, **peers: str) -> ReplicaConfig:
-    return ReplicaConfig(
-        id="r1",
-        raft_address=raft_address,
-        grpc_address="10.0.0.1:7400",
-        peers=[Peer(i, address, address.replace("7410", "7400")) for i, address in peers.items()],
-    )
-
-
-def test_a_configuration_must_name_members_by_their_recorded_raft_addresses():
-    """PySyncObj tells members apart by the address string: another spelling of the same
-    address is a stranger to it."""
-    table = [voter("r1", 1), voter("r2", 2), voter("r3", 3)]
-    check_raft_addresses(_config("10.0.0.1:7410", r2="10.0.0.2:7410", r3="10.0.0.3:7410"), table)
-    # Members the table does not hold yet (a new cluster) may be named freely.
-    check_raft_addresses(_config("10.0.0.1:7410", r4="10.0.0.4:7410"), table)
-    check_raft_addresses(_config("localhost:7410", r2="db2:7410"), [])
-    with pytest.raises(ConfigError) as peer:
-        check_raft_addresses(_config("10.0.0.1:7410", r2="db2:7410"), table)
-    assert (
-        "the configuration gives peer r2's Raft address as 'db2:7410', but the cluster "
-        "knows r2 by '10.0.0.2:7410'"
-    ) in str(peer.value)
-    with pytest.raises(ConfigError) as own:
-        check_raft_addresses(_config("localhost:7410", r2="10.0.0.2:7410"), table)
-    assert (
-        "gives raft_address as 'localhost:7410', but the cluster knows r1 by '10.0.0.1:7410'"
-        in (str(own.value))
-    )

@@ -25,6 +25,8 @@ from collections.abc import Callable
 from grpc import _server
 from grpc._cython import cygrpc
 
+from cluster import metrics
+
 log = logging.getLogger(__name__)
 
 # Real clients' calls wait microseconds (a large manifest: milliseconds), so few wait
@@ -67,8 +69,7 @@ class Arrivals:
 
         def arrived(event: cygrpc.BaseEvent):
             outcome = receive(event)
-            with self._lock:
-                self._waiting.pop(token, None)
+            self._forget(token)
             ready = (in_pool, rpc_event, state, behavior, lambda: _take(state, rpc_event))
             try:
                 run(ready + args[5:])
@@ -79,9 +80,12 @@ class Arrivals:
 
         with self._lock:  # before the message can arrive
             self._waiting[token] = call
-            oldest = (
-                self._waiting.popitem(last=False)[1] if len(self._waiting) > self._limit else None
-            )
+            metrics.grpc_awaiting_message.inc()
+            oldest = None
+            if len(self._waiting) > self._limit:
+                oldest = self._waiting.popitem(last=False)[1]
+                metrics.grpc_awaiting_message.dec()
+                metrics.grpc_awaiting_cancelled.inc()
         with state.condition:
             active = _server._is_rpc_state_active(state)
             if active:
@@ -90,11 +94,15 @@ class Arrivals:
                 )
                 state.due.add(_server._RECEIVE_MESSAGE_TOKEN)
         if not active:
-            with self._lock:
-                self._waiting.pop(token, None)
+            self._forget(token)
             run(args)  # grpcio's own thunk returns at once
         if oldest is not None:
             oldest.cancel()  # its message then "arrives" empty, and its job ends at once
+
+    def _forget(self, token: object) -> None:
+        with self._lock:
+            if self._waiting.pop(token, None) is not None:
+                metrics.grpc_awaiting_message.dec()
 
 
 def _take(state, rpc_event):

@@ -68,6 +68,14 @@ grpc_seconds = Histogram(
     buckets=_FAST,
 )
 grpc_in_flight = Gauge("regraft_grpc_requests_in_flight", "gRPC requests being handled.")
+grpc_awaiting_message = Gauge(
+    "regraft_grpc_calls_awaiting_message",
+    "gRPC calls whose headers came and whose request message has not (cluster/arrivals.py).",
+)
+grpc_awaiting_cancelled = Counter(
+    "regraft_grpc_calls_awaiting_message_cancelled_total",
+    "gRPC calls cancelled for waiting longest for their message while too many waited.",
+)
 
 # Export the outcomes at zero from the start: rate() and increase() miss the first
 # event of a series that appears only when it happens.

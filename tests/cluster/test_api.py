@@ -13,7 +13,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from cluster import streams
+from cluster import arrivals, streams
 from cluster.client import STALE
 from regraft.v1 import registry_pb2, registry_pb2_grpc
 from tests.cluster.harness import ROOT, image, push
@@ -266,6 +266,14 @@ def test_calls_whose_message_never_comes_take_no_thread(cluster):
                 client.get_manifest("acme/held", "v1", consistency=STALE)
             # Liveness, not speed: held calls that took threads or turns stall these.
             assert time.monotonic() - started < 6
+            # 336 held: at most the limit's worth wait, the oldest beyond it were
+            # cancelled (with any of the test's own calls waiting at that moment).
+            waiting = cluster.metric(replica, "regraft_grpc_calls_awaiting_message")
+            cancelled = cluster.metric(
+                replica, "regraft_grpc_calls_awaiting_message_cancelled_total"
+            )
+            assert waiting <= arrivals.MAX_WAITING
+            assert cancelled >= 336 - arrivals.MAX_WAITING and waiting + cancelled >= 336
             watch = client.registry(replica.endpoint).Watch(
                 registry_pb2.WatchRequest(from_revision=1, repository_prefix="acme/held"),
                 timeout=10,

@@ -44,6 +44,8 @@ REQUIRED = {
     "regraft_grpc_requests_total",
     "regraft_grpc_request_duration_seconds_bucket",
     "regraft_grpc_requests_in_flight",
+    "regraft_grpc_calls_awaiting_message",
+    "regraft_grpc_calls_awaiting_message_cancelled_total",
     "regraft_read_barriers_total",
     "regraft_read_barrier_batch_size_bucket",
     # process

@@ -108,6 +108,7 @@ def test_every_alert_the_issue_names_exists_with_summary_and_runbook():
         "RegraftHighGrpcErrorRate",
         "RegraftDatabaseNearSizeLimit",
         "RegraftSnapshotFailures",
+        "RegraftCallsHeldBack",
     } <= set(rules)
     for name, rule in rules.items():
         assert rule["labels"]["severity"] in {"warning", "critical"}, name

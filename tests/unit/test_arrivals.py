@@ -7,6 +7,7 @@ from collections.abc import Callable
 import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from prometheus_client import REGISTRY
 
 from cluster import arrivals
 from cluster.workers import Workers
@@ -14,6 +15,12 @@ from tests.held_calls import ended_streams, held_back_calls, send_message
 
 LIVENESS = 10.0  # generous: only a hang fails
 CHECK = "/grpc.health.v1.Health/Check"
+AWAITING = "regraft_grpc_calls_awaiting_message"
+CANCELLED = "regraft_grpc_calls_awaiting_message_cancelled_total"
+
+
+def _metric(name: str) -> float:
+    return REGISTRY.get_sample_value(name) or 0.0
 
 
 class Recording(Workers):
@@ -78,20 +85,24 @@ def test_grpcio_submits_calls_the_way_this_expects(serve):
 def test_calls_whose_message_never_comes_take_no_thread(serve):
     waiting = arrivals.Arrivals()
     endpoint, _ = serve(waiting)
+    before = _metric(AWAITING)
     held = held_back_calls(endpoint, CHECK, 20)  # ten times the pool's threads
     try:
         assert _eventually(lambda: len(waiting) == 20)
+        assert _metric(AWAITING) == before + 20
         assert _check(endpoint) == health_pb2.HealthCheckResponse.SERVING
     finally:
         held.close()
     # The calls end with their connection, and are forgotten.
     assert _eventually(lambda: len(waiting) == 0)
+    assert _metric(AWAITING) == before
     assert _check(endpoint) == health_pb2.HealthCheckResponse.SERVING
 
 
 def test_past_the_limit_the_longest_waiting_call_is_cancelled(serve):
     waiting = arrivals.Arrivals(limit=5)
     endpoint, _ = serve(waiting)
+    cancelled = _metric(CANCELLED)
     first = held_back_calls(endpoint, CHECK, 5)
     try:
         assert _eventually(lambda: len(waiting) == 5)
@@ -101,6 +112,7 @@ def test_past_the_limit_the_longest_waiting_call_is_cancelled(serve):
             # The first connection's three oldest calls (streams 1, 3, 5) are ended.
             assert ended_streams(first, 3) == {1, 3, 5}
             assert len(waiting) == 5
+            assert _metric(CANCELLED) == cancelled + 3
             assert _check(endpoint) == health_pb2.HealthCheckResponse.SERVING
         finally:
             second.close()

@@ -3,14 +3,16 @@
 grpcio's synchronous server hands a call to a pool thread as soon as its headers
 arrive, and that thread waits for the call's request message (grpc/_server.py,
 `_unary_request`). Anyone may open calls and never send their messages (a health
-check needs no credentials): one connection holding back 64 of them took every thread
+check needs no credentials): one connection holding back 70 of them took every thread
 of a replica's unary pool, and every unary call then timed out; 38 held-back Watch
-calls did the same to the streams. Here the message is received first, as grpcio's
-asyncio server does: the call reaches its pool once its message (or its end) has
-arrived, and until then costs an HTTP/2 stream and a few objects. At most
+calls would have done the same to the streams. Here the message of a call that takes
+one request message (every regraft method, Health, Backup, Watch) is received first,
+as grpcio's asyncio server does: the call reaches its pool once its message (or its
+end) has arrived, and until then costs an HTTP/2 stream and a few objects. At most
 MAX_WAITING calls wait at once; past that the one that has waited longest is
 cancelled, so that the calls of real clients, whose messages come with their
-headers, are not the ones dropped.
+headers, are not the ones dropped. A call that streams its requests (reflection)
+still has its thread wait for them; its cap bounds those (cluster/streams.py).
 
 This relies on grpcio's private server module (1.85). A job it does not recognize
 goes to the pool unchanged, as before; tests/unit/test_arrivals.py fails when
@@ -50,6 +52,10 @@ class Arrivals:
     """The calls waiting for their request message, oldest first."""
 
     def __init__(self, limit: int = MAX_WAITING) -> None:
+        if limit < 1:
+            raise ValueError(
+                f"the limit of calls waiting for their message must be at least 1, not {limit}"
+            )
         self._limit = limit
         self._lock = threading.Lock()
         self._waiting: collections.OrderedDict[object, cygrpc.Call] = collections.OrderedDict()
@@ -74,30 +80,39 @@ class Arrivals:
             try:
                 run(ready + args[5:])
             except Exception as e:  # raising here would end grpcio's serving thread
-                log.warning("cannot run a call whose message arrived (%s): cancelling it", e)
+                log.warning(
+                    "cannot run a call of %s whose message arrived (%s): cancelling it",
+                    _method(rpc_event),
+                    e,
+                )
                 call.cancel()
             return outcome
 
-        with self._lock:  # before the message can arrive
-            self._waiting[token] = call
-            metrics.grpc_awaiting_message.inc()
-            oldest = None
-            if len(self._waiting) > self._limit:
-                oldest = self._waiting.popitem(last=False)[1]
-                metrics.grpc_awaiting_message.dec()
-                metrics.grpc_awaiting_cancelled.inc()
+        oldest = None
         with state.condition:
-            active = _server._is_rpc_state_active(state)
-            if active:
-                call.start_server_batch(
+            started = _server._is_rpc_state_active(state)
+            if started:
+                with self._lock:  # before the message can arrive
+                    self._waiting[token] = call
+                    metrics.grpc_awaiting_message.inc()
+                    if len(self._waiting) > self._limit:
+                        oldest = self._waiting.popitem(last=False)[1]
+                        metrics.grpc_awaiting_message.dec()
+                        metrics.grpc_awaiting_cancelled.inc()
+                error = call.start_server_batch(
                     (cygrpc.ReceiveMessageOperation(_server._EMPTY_FLAGS),), arrived
                 )
-                state.due.add(_server._RECEIVE_MESSAGE_TOKEN)
-        if not active:
-            self._forget(token)
-            run(args)  # grpcio's own thunk returns at once
+                if error == cygrpc.CallError.ok:
+                    state.due.add(_server._RECEIVE_MESSAGE_TOKEN)
+                else:  # never seen: the call is cancelled, and grpcio's thunk ends it
+                    log.warning("cannot receive a message of %s (%s)", _method(rpc_event), error)
+                    self._forget(token)
+                    call.cancel()
+                    started = False
         if oldest is not None:
             oldest.cancel()  # its message then "arrives" empty, and its job ends at once
+        if not started:
+            run(args)  # grpcio's own thunk returns at once for a call that is over
 
     def _forget(self, token: object) -> None:
         with self._lock:
@@ -112,15 +127,23 @@ def _take(state, rpc_event):
     with state.condition:
         request, state.request = state.request, None
         if request is None and state.client is _server._CLOSED and not state.statused:
-            # Empty when grpcio found the method among those registered.
-            method = rpc_event.call_details.method.decode(errors="replace")
             _server._abort(
                 state,
                 rpc_event.call,
                 cygrpc.StatusCode.unimplemented,
                 (
                     "the call ended without its request message: "
-                    f"{method or 'the method'} takes exactly one"
+                    f"{_method(rpc_event)} takes exactly one"
                 ).encode(),
             )
         return request
+
+
+def _method(rpc_event) -> str:
+    """The call's method: grpcio leaves call_details empty for registered methods and
+    tags their calls with the method's name instead."""
+    method = rpc_event.call_details.method
+    if method:
+        return method.decode(errors="replace")
+    tag = rpc_event.tag
+    return tag if isinstance(tag, str) and tag.startswith("/") else "the method"

@@ -51,12 +51,13 @@ from storage.members import Role
 
 log = logging.getLogger(__name__)
 
-MAX_MESSAGE_BYTES = 16 << 20  # manifests are up to 4 MiB; leave room for the envelope
+MAX_RESPONSE_BYTES = 16 << 20  # a manifest (4 MiB) and its envelope, backup chunks
 # A request is at most a manifest (MAX_MANIFEST_BYTES) and a few names: one just over
 # is still read, and refused naming its content. Every call waiting for its message
 # may hold this much of it (cluster/arrivals.py); grpcio refuses a longer one at once.
 MAX_REQUEST_BYTES = MAX_MANIFEST_BYTES + (64 << 10)
-# Calls whose message has arrived, at once: more get RESOURCE_EXHAUSTED from grpcio.
+# Calls at once, beside those waiting for their message (up to arrivals.MAX_WAITING):
+# grpcio counts both against one limit, and answers RESOURCE_EXHAUSTED past it.
 MAX_CALLS = 1024
 # A replica that is further behind its leader's commit index is not ready.
 READY_MAX_LAG = 1000
@@ -145,19 +146,19 @@ class Replica:
         for service in _HEALTH_SERVICES:
             self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
         waiting = arrivals.Arrivals()
-        self._workers = Workers(streams.WORKERS, waiting=waiting)
+        self._workers = Workers(streams.WORKERS, awaiting=waiting)
         # Every stream runs at once: each holds its thread until it ends.
         self._stream_threads = Workers(
             streams.STREAM_THREADS,
             running=streams.STREAM_THREADS,
             name="grpc-stream",
-            waiting=waiting,
+            awaiting=waiting,
         )
         self.server = grpc.server(
             self._workers,
             options=[
                 ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_RESPONSE_BYTES),
                 ("grpc.so_reuseport", 0),
             ],
             # Calls waiting for their message count too: room for all of them.

@@ -6,9 +6,10 @@ thread until it ends. Streams run on a pool of their own, apart from the unary c
 (reflection needs no credentials) never take a thread that front-ends' unary calls
 need. Each streaming method gets a cap, the stream pool has a thread for every
 stream the caps allow, and a call over its cap is refused at once with
-RESOURCE_EXHAUSTED rather than left waiting. A stream gets its thread only once its
-request message has arrived (cluster/arrivals.py), so callers that send headers and
-hold the message back take no thread. Health.Watch is not capped: grpcio runs it
+RESOURCE_EXHAUSTED rather than left waiting. A Watch or a Backup gets its thread only
+once its request message has arrived (cluster/arrivals.py), so callers that send
+headers and hold the message back take no thread; a reflection stream, whose requests
+stream, has its thread wait for them, 4 at most. Health.Watch is not capped: grpcio runs it
 without a thread (experimental_non_blocking), and clients and proxies open one per
 channel.
 
@@ -80,7 +81,11 @@ class StreamCaps(grpc.ServerInterceptor):
     """Refuses a streaming call once its method has its cap of streams open here, and
     runs the streams it admits on `threads` (STREAM_THREADS of them)."""
 
-    def __init__(self, threads: concurrent.futures.Executor) -> None:
+    def __init__(self, threads: concurrent.futures.ThreadPoolExecutor) -> None:
+        # grpcio runs a stream on the pool its handler names only if it is one of these:
+        # on any other it would take a thread of the unary pool, silently.
+        if not isinstance(threads, concurrent.futures.ThreadPoolExecutor):
+            raise TypeError(f"threads must be a ThreadPoolExecutor, not {type(threads).__name__}")
         self._threads = threads
         self._slots: dict[str, threading.BoundedSemaphore] = {}
         self._lock = threading.Lock()

@@ -15,9 +15,9 @@ linearizable read for its barrier) says so with `blocking()`: its slot goes to t
 next queued call meanwhile, and up to `threads` calls can wait at once, as before.
 A call that blocks without saying so cannot stall the others: a call that has run
 for STALL seconds outside `blocking()` stops counting against RUNNING until it ends
-or waits. A call gets a thread only once its request message has arrived
-(cluster/arrivals.py): grpcio would have its thread wait for it, and a client that
-sends headers and holds the message back would hold a thread.
+or waits. A call that takes one request message gets a thread only once the message
+has arrived (cluster/arrivals.py): grpcio would have its thread wait for it, and a
+client that sends headers and holds the message back would hold a thread.
 """
 
 import collections
@@ -32,6 +32,7 @@ from cluster import arrivals
 
 RUNNING = 2  # calls running at once: the best of 1 to 64 measured here
 STALL = 0.05  # seconds after which a running call no longer counts against RUNNING
+_SHUT_DOWN = "cannot schedule new calls after shutdown"
 
 _local = threading.local()
 
@@ -69,7 +70,7 @@ class Workers(ThreadPoolExecutor):
         running: int = RUNNING,
         stall: float = STALL,
         name: str = "grpc",
-        waiting: arrivals.Arrivals | None = None,
+        awaiting: arrivals.Arrivals | None = None,
     ) -> None:
         if not 1 <= running <= threads:
             raise ValueError(f"running must be between 1 and threads ({threads}), not {running}")
@@ -78,7 +79,7 @@ class Workers(ThreadPoolExecutor):
         self._stall = stall
         self._name = name
         # Calls waiting for their request message (shared with the replica's other pool).
-        self._arrivals = waiting if waiting is not None else arrivals.Arrivals()
+        self._arrivals = awaiting if awaiting is not None else arrivals.Arrivals()
         self._lock = threading.Lock()
         self._queue: collections.deque = collections.deque()
         self._idle: list[_Inbox] = []  # where parked threads wait
@@ -95,7 +96,7 @@ class Workers(ThreadPoolExecutor):
         future: Future = Future()
         with self._lock:
             if self._closed:
-                raise RuntimeError("cannot schedule new calls after shutdown")
+                raise RuntimeError(_SHUT_DOWN)
         if arrivals.awaiting_message(args):
             run = functools.partial(self._enqueue, future, fn, kwargs=kwargs)
             self._arrivals.receive_then(args, run)
@@ -110,7 +111,7 @@ class Workers(ThreadPoolExecutor):
                 self._start_queued()
                 return
         future.cancel()  # a message that arrived after shutdown: the caller ends the call
-        raise RuntimeError("cannot schedule new calls after shutdown")
+        raise RuntimeError(_SHUT_DOWN)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Run what is queued (or cancel it), then end the threads."""

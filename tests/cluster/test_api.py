@@ -1,5 +1,6 @@
 """The gRPC API as a front-end meets it: reflection, errors, referrers, Watch, the CLI."""
 
+import contextlib
 import hashlib
 import json
 import queue
@@ -17,6 +18,7 @@ from cluster import arrivals, streams
 from cluster.client import STALE
 from regraft.v1 import registry_pb2, registry_pb2_grpc
 from tests.cluster.harness import ROOT, image, push
+from tests.cluster.test_membership import wait_for
 from tests.held_calls import held_back_calls
 
 
@@ -252,37 +254,36 @@ def test_calls_whose_message_never_comes_take_no_thread(cluster):
     streaming, must stall neither its unary calls nor its Watch streams
     (cluster/arrivals.py)."""
     replica = cluster.replicas[2]
-    with cluster.client([replica]) as client:
+    waiting = "regraft_grpc_calls_awaiting_message"
+    cancelled = "regraft_grpc_calls_awaiting_message_cancelled_total"
+    held = {
+        "/regraft.v1.Registry/GetManifest": 2 * streams.WORKERS,
+        "/grpc.health.v1.Health/Check": 2 * streams.WORKERS,
+        "/regraft.v1.Registry/Watch": 80,
+    }
+    with cluster.client([replica]) as client, contextlib.ExitStack() as connections:
         push(client, "acme/held", "v1", seed="held")
-        held = [
-            held_back_calls(replica.endpoint, path, 2 * streams.WORKERS)
-            for path in ("/regraft.v1.Registry/GetManifest", "/grpc.health.v1.Health/Check")
-        ]
-        held.append(held_back_calls(replica.endpoint, "/regraft.v1.Registry/Watch", 80))
-        try:
-            time.sleep(0.5)  # the server has taken the calls in
-            started = time.monotonic()
-            for _ in range(200):
-                client.get_manifest("acme/held", "v1", consistency=STALE)
-            # Liveness, not speed: held calls that took threads or turns stall these.
-            assert time.monotonic() - started < 6
-            # 336 held: at most the limit's worth wait, the oldest beyond it were
-            # cancelled (with any of the test's own calls waiting at that moment).
-            waiting = cluster.metric(replica, "regraft_grpc_calls_awaiting_message")
-            cancelled = cluster.metric(
-                replica, "regraft_grpc_calls_awaiting_message_cancelled_total"
-            )
-            assert waiting <= arrivals.MAX_WAITING
-            assert cancelled >= 336 - arrivals.MAX_WAITING and waiting + cancelled >= 336
-            watch = client.registry(replica.endpoint).Watch(
-                registry_pb2.WatchRequest(from_revision=1, repository_prefix="acme/held"),
-                timeout=10,
-            )
-            assert next(watch).repository == "acme/held"
-            watch.cancel()
-        finally:
-            for conn in held:
-                conn.close()
+        for path, count in held.items():
+            connections.callback(held_back_calls(replica.endpoint, path, count).close)
+        total = sum(held.values())
+
+        def taken_in() -> bool:  # each held call waits, or was cancelled for the limit
+            return cluster.metric(replica, waiting) + cluster.metric(replica, cancelled) >= total
+
+        wait_for(taken_in, "the held calls to be taken in")
+        assert cluster.metric(replica, waiting) <= arrivals.MAX_WAITING
+        assert cluster.metric(replica, cancelled) >= total - arrivals.MAX_WAITING
+        started = time.monotonic()
+        for _ in range(200):
+            client.get_manifest("acme/held", "v1", consistency=STALE)
+        # Liveness only: with threads or turns taken, these time out.
+        assert time.monotonic() - started < 60
+        watch = client.registry(replica.endpoint).Watch(
+            registry_pb2.WatchRequest(from_revision=1, repository_prefix="acme/held"),
+            timeout=10,
+        )
+        assert next(watch).repository == "acme/held"
+        watch.cancel()
 
 
 def test_requests_that_do_not_parse_are_invalid_arguments_not_tracebacks(cluster):

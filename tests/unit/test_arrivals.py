@@ -41,7 +41,7 @@ def serve():
     made = []
 
     def start(waiting: arrivals.Arrivals) -> tuple[str, Recording]:
-        pool = Recording(2, 1, waiting=waiting)
+        pool = Recording(2, 1, awaiting=waiting)
         server = grpc.server(pool)
         health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)
         port = server.add_insecure_port("127.0.0.1:0")
@@ -102,16 +102,18 @@ def test_calls_whose_message_never_comes_take_no_thread(serve):
 def test_past_the_limit_the_longest_waiting_call_is_cancelled(serve):
     waiting = arrivals.Arrivals(limit=5)
     endpoint, _ = serve(waiting)
-    cancelled = _metric(CANCELLED)
+    before, cancelled = _metric(AWAITING), _metric(CANCELLED)
     first = held_back_calls(endpoint, CHECK, 5)
     try:
         assert _eventually(lambda: len(waiting) == 5)
+        assert _metric(AWAITING) == before + 5
         second = held_back_calls(endpoint, CHECK, 3)
         try:
             first.settimeout(LIVENESS)
             # The first connection's three oldest calls (streams 1, 3, 5) are ended.
             assert ended_streams(first, 3) == {1, 3, 5}
             assert len(waiting) == 5
+            assert _metric(AWAITING) == before + 5
             assert _metric(CANCELLED) == cancelled + 3
             assert _check(endpoint) == health_pb2.HealthCheckResponse.SERVING
         finally:
@@ -127,12 +129,14 @@ def test_a_call_that_ends_without_its_message_is_told_so(serve):
         with pytest.raises(grpc.RpcError) as refused:
             no_message(iter([]), timeout=LIVENESS)
     assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "ended without its request message" in refused.value.details()
+    details = refused.value.details()
+    assert f"the call ended without its request message: {CHECK} takes exactly one" in details
 
 
 def test_a_message_that_arrives_after_shutdown_ends_its_call(serve):
     waiting = arrivals.Arrivals()
     endpoint, pool = serve(waiting)
+    before = _metric(AWAITING)
     held = held_back_calls(endpoint, CHECK, 1)
     try:
         assert _eventually(lambda: len(waiting) == 1)
@@ -140,5 +144,11 @@ def test_a_message_that_arrives_after_shutdown_ends_its_call(serve):
         held.settimeout(LIVENESS)
         send_message(held, 0, b"")
         assert ended_streams(held, 1) == {1}
+        assert _metric(AWAITING) == before
     finally:
         held.close()
+
+
+def test_the_limit_is_at_least_one():
+    with pytest.raises(ValueError, match="must be at least 1, not 0"):
+        arrivals.Arrivals(limit=0)

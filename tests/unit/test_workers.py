@@ -258,3 +258,5 @@ def test_streams_run_on_the_pool_their_cap_names():
         server.stop(None).wait()
         unary.shutdown()
         stream.shutdown()
+    with pytest.raises(TypeError, match="threads must be a ThreadPoolExecutor, not Executor"):
+        streams.StreamCaps(concurrent.futures.Executor())

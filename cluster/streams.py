@@ -9,9 +9,9 @@ stream the caps allow, and a call over its cap is refused at once with
 RESOURCE_EXHAUSTED rather than left waiting. A Watch or a Backup gets its thread only
 once its request message has arrived (cluster/arrivals.py), so callers that send
 headers and hold the message back take no thread; a reflection stream, whose requests
-stream, has its thread wait for them, 4 at most. Health.Watch is not capped: grpcio runs it
-without a thread (experimental_non_blocking), and clients and proxies open one per
-channel.
+stream, has its thread wait for them, 4 at most. Health.Watch is not capped: grpcio
+runs it without a thread (experimental_non_blocking), and clients and proxies open one
+per channel.
 
 Also what the server's interceptors share (cluster/auth.py is the other one): wrapping
 a method's handler, and refusing a call so that the refusal is counted.

@@ -1,9 +1,6 @@
 """Calls wait for their request message without a thread (cluster/arrivals.py), on a
 real grpc.server over loopback, with calls whose messages never come."""
 
-import time
-from collections.abc import Callable
-
 import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -12,6 +9,7 @@ from prometheus_client import REGISTRY
 from cluster import arrivals
 from cluster.workers import Workers
 from tests.held_calls import ended_streams, held_back_calls, send_message
+from tests.unit.test_raft_recovery import wait_for
 
 LIVENESS = 10.0  # generous: only a hang fails
 CHECK = "/grpc.health.v1.Health/Check"
@@ -55,15 +53,6 @@ def serve():
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _eventually(condition: Callable[[], bool]) -> bool:
-    deadline = time.monotonic() + LIVENESS
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
 def _check(endpoint: str) -> int:
     with grpc.insecure_channel(endpoint) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
@@ -88,13 +77,13 @@ def test_calls_whose_message_never_comes_take_no_thread(serve):
     before = _metric(AWAITING)
     held = held_back_calls(endpoint, CHECK, 20)  # ten times the pool's threads
     try:
-        assert _eventually(lambda: len(waiting) == 20)
+        wait_for(lambda: len(waiting) == 20, LIVENESS, "20 calls waiting")
         assert _metric(AWAITING) == before + 20
         assert _check(endpoint) == health_pb2.HealthCheckResponse.SERVING
     finally:
         held.close()
     # The calls end with their connection, and are forgotten.
-    assert _eventually(lambda: len(waiting) == 0)
+    wait_for(lambda: len(waiting) == 0, LIVENESS, "no call waiting")
     assert _metric(AWAITING) == before
     assert _check(endpoint) == health_pb2.HealthCheckResponse.SERVING
 
@@ -105,7 +94,7 @@ def test_past_the_limit_the_longest_waiting_call_is_cancelled(serve):
     before, cancelled = _metric(AWAITING), _metric(CANCELLED)
     first = held_back_calls(endpoint, CHECK, 5)
     try:
-        assert _eventually(lambda: len(waiting) == 5)
+        wait_for(lambda: len(waiting) == 5, LIVENESS, "5 calls waiting")
         assert _metric(AWAITING) == before + 5
         second = held_back_calls(endpoint, CHECK, 3)
         try:
@@ -139,7 +128,7 @@ def test_a_message_that_arrives_after_shutdown_ends_its_call(serve):
     before = _metric(AWAITING)
     held = held_back_calls(endpoint, CHECK, 1)
     try:
-        assert _eventually(lambda: len(waiting) == 1)
+        wait_for(lambda: len(waiting) == 1, LIVENESS, "1 call waiting")
         pool.shutdown(wait=True)
         held.settimeout(LIVENESS)
         send_message(held, 0, b"")

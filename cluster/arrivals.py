@@ -11,8 +11,8 @@ as grpcio's asyncio server does: the call reaches its pool once its message (or 
 end) has arrived, and until then costs an HTTP/2 stream and a few objects. At most
 MAX_WAITING calls wait at once; past that the one that has waited longest is
 cancelled, so that the calls of real clients, whose messages come with their
-headers, are not the ones dropped. A call that streams its requests (reflection)
-still has its thread wait for them; its cap bounds those (cluster/streams.py).
+headers, are not the ones dropped. Reflection, whose requests stream, receives each
+of them with receive() too (cluster/reflection.py).
 
 This relies on grpcio's private server module (1.85). A job it does not recognize
 goes to the pool unchanged, as before; tests/unit/test_arrivals.py fails when
@@ -70,54 +70,75 @@ class Arrivals:
         Called on grpcio's serving thread, as the pool's submit is; so is `run`.
         """
         in_pool, rpc_event, state, behavior = args[:4]
-        call, token = rpc_event.call, object()
-        receive = _server._receive_message(state, call, args[5])
+        ready = (in_pool, rpc_event, state, behavior, lambda: _take(state, rpc_event))
+        if not self.receive(rpc_event, state, args[5], lambda: run(ready + args[5:])):
+            run(args)  # grpcio's own thunk returns at once for a call that is over
 
-        def arrived(event: cygrpc.BaseEvent):
-            outcome = receive(event)
-            self._forget(token)
-            ready = (in_pool, rpc_event, state, behavior, lambda: _take(state, rpc_event))
-            try:
-                run(ready + args[5:])
-            except Exception as e:  # raising here would end grpcio's serving thread
-                log.warning(
-                    "cannot run a call of %s whose message arrived (%s): cancelling it",
-                    _method(rpc_event),
-                    e,
-                )
-                call.cancel()
-            return outcome
-
-        oldest = None
+    def receive(self, rpc_event, state, deserializer, then: Callable[[], None]) -> bool:
+        """receive(), the call counted among the waiting ones until its message arrives."""
         with state.condition:
-            started = _server._is_rpc_state_active(state)
-            if started:
-                with self._lock:  # before the message can arrive
-                    self._waiting[token] = call
-                    metrics.grpc_awaiting_message.inc()
-                    if len(self._waiting) > self._limit:
-                        oldest = self._waiting.popitem(last=False)[1]
-                        metrics.grpc_awaiting_message.dec()
-                        metrics.grpc_awaiting_cancelled.inc()
-                error = call.start_server_batch(
-                    (cygrpc.ReceiveMessageOperation(_server._EMPTY_FLAGS),), arrived
-                )
-                if error == cygrpc.CallError.ok:
-                    state.due.add(_server._RECEIVE_MESSAGE_TOKEN)
-                else:  # never seen: the call is cancelled, and grpcio's thunk ends it
-                    log.warning("cannot receive a message of %s (%s)", _method(rpc_event), error)
-                    self._forget(token)
-                    call.cancel()
-                    started = False
+            if not _server._is_rpc_state_active(state):
+                return False  # an inactive call evicts nobody
+        token, oldest = object(), None
+        with self._lock:  # before the message can arrive
+            self._waiting[token] = rpc_event.call
+            metrics.grpc_awaiting_message.inc()
+            if len(self._waiting) > self._limit:
+                oldest = self._waiting.popitem(last=False)[1]
+                metrics.grpc_awaiting_message.dec()
+                metrics.grpc_awaiting_cancelled.inc()
+
+        def arrived() -> None:
+            self._forget(token)
+            then()
+
+        started = receive(rpc_event, state, deserializer, arrived)
+        if not started:
+            self._forget(token)
         if oldest is not None:
             oldest.cancel()  # its message then "arrives" empty, and its job ends at once
-        if not started:
-            run(args)  # grpcio's own thunk returns at once for a call that is over
+        return started
 
     def _forget(self, token: object) -> None:
         with self._lock:
             if self._waiting.pop(token, None) is not None:
                 metrics.grpc_awaiting_message.dec()
+
+
+def receive(rpc_event, state, deserializer, then: Callable[[], None]) -> bool:
+    """Start receiving the call's next message; `then()` on grpcio's serving thread once
+    it (or the call's end) has arrived, the message in `state.request`. False if the
+    call is over and nothing was started.
+    """
+    call = rpc_event.call
+    take_message = _server._receive_message(state, call, deserializer)
+
+    def arrived(event: cygrpc.BaseEvent):
+        outcome = take_message(event)
+        try:
+            then()
+        except Exception as e:  # raising here would end grpcio's serving thread
+            log.warning(
+                "cannot go on with a call of %s whose message arrived (%s): cancelling it",
+                _method(rpc_event),
+                e,
+            )
+            call.cancel()
+        return outcome
+
+    with state.condition:
+        if not _server._is_rpc_state_active(state):
+            return False
+        error = call.start_server_batch(
+            (cygrpc.ReceiveMessageOperation(_server._EMPTY_FLAGS),), arrived
+        )
+        if error == cygrpc.CallError.ok:
+            state.due.add(_server._RECEIVE_MESSAGE_TOKEN)
+            return True
+    # Never seen: the call is cancelled, and grpcio ends it.
+    log.warning("cannot receive a message of %s (%s)", _method(rpc_event), error)
+    call.cancel()
+    return False
 
 
 def _take(state, rpc_event):

@@ -5,7 +5,8 @@ INTERNAL ("Exception deserializing request!") and logs the exception, traceback 
 all, at ERROR: anyone who reaches the port (reflection and health need no
 credentials) could fill the log, and a client's bug would read as the server's.
 Here every method reads its requests through a parser that cannot raise, and its
-behavior refuses a request that did not parse, counted like the other refusals.
+behavior refuses a request that did not parse, counted like the other refusals; a
+behavior that receives its requests itself (cluster/reflection.py) calls check().
 """
 
 from collections.abc import Callable, Iterator
@@ -32,6 +33,17 @@ def _tolerant(deserialize: Callable[[bytes], object]) -> Callable[[bytes], objec
     return parse
 
 
+def check(request: object, context: grpc.ServicerContext, method: str) -> None:
+    """Refuse the call (INVALID_ARGUMENT) if its request did not parse."""
+    if isinstance(request, _Undecodable):
+        streams.refuse(
+            context,
+            method,
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"the request is not a valid {method} message: {request.error}",
+        )
+
+
 class MalformedRequests(grpc.ServerInterceptor):
     def intercept_service(self, continuation, details: grpc.HandlerCallDetails):
         handler = continuation(details)
@@ -39,26 +51,17 @@ class MalformedRequests(grpc.ServerInterceptor):
             return handler
         method = details.method
 
-        def refuse(context: grpc.ServicerContext, request: _Undecodable) -> None:
-            streams.refuse(
-                context,
-                method,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"the request is not a valid {method} message: {request.error}",
-            )
-
         def checked(requests: Iterator, context: grpc.ServicerContext) -> Iterator:
             for request in requests:
-                if isinstance(request, _Undecodable):
-                    refuse(context, request)
+                check(request, context, method)
                 yield request
 
         def admit(behavior: Callable) -> Callable:
             def admitted(request, context, *args, **kwargs):
                 if handler.request_streaming:
                     request = checked(request, context)
-                elif isinstance(request, _Undecodable):
-                    refuse(context, request)
+                else:
+                    check(request, context, method)
                 return behavior(request, context, *args, **kwargs)
 
             return admitted

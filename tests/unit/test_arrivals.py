@@ -3,7 +3,7 @@ real grpc.server over loopback, with calls whose messages never come."""
 
 import grpc
 import pytest
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY
 
 from cluster import arrivals
@@ -34,23 +34,14 @@ class Recording(Workers):
 
 
 @pytest.fixture
-def serve():
+def serve(health_server):
     """serve(waiting) -> (endpoint, pool): a health server on 2 threads, 1 running."""
-    made = []
 
     def start(waiting: arrivals.Arrivals) -> tuple[str, Recording]:
         pool = Recording(2, 1, awaiting=waiting)
-        server = grpc.server(pool)
-        health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)
-        port = server.add_insecure_port("127.0.0.1:0")
-        server.start()
-        made.append((server, pool))
-        return f"127.0.0.1:{port}", pool
+        return health_server(pool), pool
 
-    yield start
-    for server, pool in made:
-        server.stop(None).wait()
-        pool.shutdown(wait=True, cancel_futures=True)
+    return start
 
 
 def _check(endpoint: str) -> int:

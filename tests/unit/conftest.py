@@ -1,0 +1,32 @@
+"""Fixtures shared by the unit tests."""
+
+from collections.abc import Callable
+
+import grpc
+import pytest
+from grpc_health.v1 import health, health_pb2_grpc
+
+from cluster.workers import Workers
+
+
+@pytest.fixture
+def health_server():
+    """health_server(pool, add=None) -> endpoint: a grpc.server on `pool` over
+    loopback, serving health (and what `add(server)` adds); stopped, and its pool
+    shut down, after the test."""
+    made = []
+
+    def start(pool: Workers, add: Callable[[grpc.Server], None] | None = None) -> str:
+        server = grpc.server(pool)
+        made.append((server, pool))
+        health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)
+        if add is not None:
+            add(server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        return f"127.0.0.1:{port}"
+
+    yield start
+    for server, pool in made:
+        server.stop(None).wait()
+        pool.shutdown(wait=True, cancel_futures=True)

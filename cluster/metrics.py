@@ -76,6 +76,14 @@ grpc_awaiting_cancelled = Counter(
     "regraft_grpc_calls_awaiting_message_cancelled_total",
     "gRPC calls cancelled for waiting longest for their message while too many waited.",
 )
+reflection_streams = Gauge(
+    "regraft_grpc_reflection_streams_open",
+    "Server reflection streams open on this replica (cluster/reflection.py).",
+)
+reflection_cancelled = Counter(
+    "regraft_grpc_reflection_streams_cancelled_total",
+    "Reflection streams cancelled for being idle longest while too many were open.",
+)
 
 # Export the outcomes at zero from the start: rate() and increase() miss the first
 # event of a series that appears only when it happens.

@@ -15,10 +15,9 @@ from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from prometheus_client import REGISTRY
 
-from cluster import arrivals, auth, datadir, decoding, metrics, streams
+from cluster import arrivals, auth, datadir, decoding, metrics, reflection, streams
 from cluster.backup import BackupSource
 from cluster.config import ConfigError, ReplicaConfig
 from cluster.http import ProbeServer
@@ -161,8 +160,9 @@ class Replica:
                 ("grpc.max_send_message_length", MAX_RESPONSE_BYTES),
                 ("grpc.so_reuseport", 0),
             ],
-            # Calls waiting for their message count too: room for all of them.
-            maximum_concurrent_rpcs=MAX_CALLS + arrivals.MAX_WAITING,
+            # Calls waiting for their message count too, and reflection streams waiting
+            # for their next request: room for all of them.
+            maximum_concurrent_rpcs=MAX_CALLS + arrivals.MAX_WAITING + reflection.MAX_OPEN,
             interceptors=[
                 decoding.MalformedRequests(),
                 *api_checks,
@@ -184,16 +184,15 @@ class Replica:
         )
         cluster_pb2_grpc.add_ClusterServicer_to_server(cluster_service, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
+        reflection.Reflection(
             [
                 registry_pb2.DESCRIPTOR.services_by_name["Registry"].full_name,
                 access_pb2.DESCRIPTOR.services_by_name["Access"].full_name,
                 cluster_pb2.DESCRIPTOR.services_by_name["Cluster"].full_name,
                 health.SERVICE_NAME,
-                reflection.SERVICE_NAME,
             ],
-            self.server,
-        )
+            self._workers,
+        ).add_to(self.server)
         try:
             self._listen(api_credentials)
         except ConfigError:

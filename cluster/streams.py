@@ -2,16 +2,15 @@
 
 grpcio's synchronous server runs each call on a thread, and a stream keeps its
 thread until it ends. Streams run on a pool of their own, apart from the unary calls
-(cluster/workers.py), so that idle streams from a client bug or an attacker
-(reflection needs no credentials) never take a thread that front-ends' unary calls
-need. Each streaming method gets a cap, the stream pool has a thread for every
-stream the caps allow, and a call over its cap is refused at once with
-RESOURCE_EXHAUSTED rather than left waiting. A Watch or a Backup gets its thread only
-once its request message has arrived (cluster/arrivals.py), so callers that send
-headers and hold the message back take no thread; a reflection stream, whose requests
-stream, has its thread wait for them, 4 at most. Health.Watch is not capped: grpcio
-runs it without a thread (experimental_non_blocking), and clients and proxies open one
-per channel.
+(cluster/workers.py), so that idle streams from a client bug or an attacker never
+take a thread that front-ends' unary calls need. Each streaming method gets a cap, the
+stream pool has a thread for every stream the caps allow, and a call over its cap is
+refused at once with RESOURCE_EXHAUSTED rather than left waiting. A Watch or a Backup
+gets its thread only once its request message has arrived (cluster/arrivals.py), so
+callers that send headers and hold the message back take no thread. Streams that
+grpcio runs without a thread (experimental_non_blocking) are not capped here:
+Health.Watch, which clients and proxies open one per channel, and reflection
+(cluster/reflection.py), which bounds its streams itself.
 
 Also what the server's interceptors share (cluster/auth.py is the other one): wrapping
 a method's handler, and refusing a call so that the refusal is counted.
@@ -29,7 +28,6 @@ WORKERS = 64  # unary calls at once, most of them waiting (cluster/workers.py)
 # Streams at once, by method; a streaming method not listed gets DEFAULT_CAP.
 CAPS = {
     "/regraft.v1.Registry/Watch": 32,
-    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": 4,
 }
 DEFAULT_CAP = 2  # Cluster.Backup (which also runs one backup at a time)
 STREAM_THREADS = sum(CAPS.values()) + DEFAULT_CAP

@@ -3,7 +3,6 @@
 import contextlib
 import hashlib
 import json
-import queue
 import subprocess
 import sys
 import threading
@@ -11,8 +10,12 @@ import time
 
 import grpc
 import pytest
+from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
 
 from cluster import arrivals, streams
 from cluster.client import STALE
@@ -20,6 +23,7 @@ from regraft.v1 import registry_pb2, registry_pb2_grpc
 from tests.cluster.harness import ROOT, image, push
 from tests.cluster.test_membership import wait_for
 from tests.held_calls import held_back_calls
+from tests.unit.test_reflection import Idle
 
 
 def test_reflection_lists_the_services(cluster):
@@ -168,59 +172,67 @@ def test_watch_streams_changes_in_order_and_resumes(cluster):
 
 def open_watch(channel):
     """A Registry.Watch stream; it is running once the replica counts it in flight."""
-    return registry_pb2_grpc.RegistryStub(channel).Watch(registry_pb2.WatchRequest()), None
+    return registry_pb2_grpc.RegistryStub(channel).Watch(registry_pb2.WatchRequest())
 
 
 def open_health_watch(channel):
-    """A Health.Watch stream (no credentials needed); running once it said the status."""
-    stream = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
-    return stream, stream
+    """A Health.Watch stream (no credentials needed)."""
+    return health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
 
 
-def open_reflection(channel):
-    """A reflection stream left open after one answer (no credentials needed)."""
-    requests = queue.Queue()
-    requests.put(reflection_pb2.ServerReflectionRequest(list_services=""))
-    stream = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
-        iter(requests.get, None)
-    )
-    return stream, stream
-
-
-@pytest.mark.parametrize(
-    ("method", "open_stream"),
-    [
-        ("/regraft.v1.Registry/Watch", open_watch),
-        ("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", open_reflection),
-    ],
-    ids=["watch", "reflection"],
-)
-def test_streams_are_capped_and_never_starve_unary_calls(cluster, method, open_stream):
-    """Each stream holds a server thread: past its cap, RESOURCE_EXHAUSTED, not a hang,
+def test_watch_streams_are_capped_and_never_starve_unary_calls(cluster):
+    """Each Watch holds a server thread: past its cap, RESOURCE_EXHAUSTED, not a hang,
     and the streams that idle on a replica never take the threads of unary calls."""
     replica = cluster.replicas[0]
+    method = "/regraft.v1.Registry/Watch"
     cap = streams.CAPS[method]
     with grpc.insecure_channel(replica.endpoint) as channel, cluster.client() as client:
-        opened = [open_stream(channel) for _ in range(cap)]
+        opened = [open_watch(channel) for _ in range(cap)]
         try:
-            for _, first in opened:
-                if first is not None:
-                    next(first)  # the server answered: the stream holds its thread
             deadline = time.monotonic() + 30
-            while method.endswith("Registry/Watch") and (
-                cluster.metric(replica, "regraft_grpc_requests_in_flight") < cap
-            ):
-                assert time.monotonic() < deadline, "the Watch streams never all started"
+            while cluster.metric(replica, "regraft_grpc_requests_in_flight") < cap:
+                assert time.monotonic() < deadline, "the streams never all started"
                 time.sleep(0.1)
-            extra, _ = open_stream(channel)
+            extra = open_watch(channel)
             with pytest.raises(grpc.RpcError) as refused:
                 next(iter(extra))
             assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             assert f"already serves {cap} {method} streams" in refused.value.details()
             assert client.status(replica.endpoint).id
         finally:
-            for stream, _ in opened:
+            for stream in opened:
                 stream.cancel()
+
+
+def test_idle_reflection_streams_take_no_thread(cluster):
+    """grpcurl keeps its reflection stream open for as long as the call it looked up
+    runs, and reflection needs no credentials: more idle streams than the replica has
+    threads leave reflection, unary calls and Watch to everyone else
+    (cluster/reflection.py)."""
+    replica = cluster.replicas[1]
+    count = streams.WORKERS + streams.STREAM_THREADS + 8
+    with grpc.insecure_channel(replica.endpoint) as channel, cluster.client([replica]) as client:
+        push(client, "acme/reflected", "v1", seed="reflected")
+        idle = [Idle(channel) for _ in range(count)]
+        try:
+            assert cluster.metric(replica, "regraft_grpc_reflection_streams_open") >= count
+            with grpc.insecure_channel(replica.endpoint) as other:
+                database = ProtoReflectionDescriptorDatabase(other)
+                assert "regraft.v1.Registry" in database.get_services()
+                pool = descriptor_pool.DescriptorPool(database)
+                put_tag = pool.FindServiceByName("regraft.v1.Registry").FindMethodByName("PutTag")
+                assert put_tag.input_type.full_name == "regraft.v1.PutTagRequest"
+            assert client.get_manifest("acme/reflected", "v1", consistency=STALE).digest
+            watch = client.registry(replica.endpoint).Watch(
+                registry_pb2.WatchRequest(from_revision=1, repository_prefix="acme/reflected"),
+                timeout=10,
+            )
+            assert next(watch).repository == "acme/reflected"
+            watch.cancel()
+            assert idle[0].ask().list_services_response.service  # the idle are served too
+        finally:
+            for stream in idle:
+                stream.close()
 
 
 def test_reads_for_revisions_nobody_has_do_not_take_every_thread(cluster):
@@ -329,8 +341,8 @@ def test_health_watches_hold_no_server_thread(cluster):
     with grpc.insecure_channel(replica.endpoint) as channel, cluster.client() as client:
         opened = [open_health_watch(channel) for _ in range(count)]
         try:
-            for _, first in opened:
-                assert next(first).status in (
+            for stream in opened:
+                assert next(stream).status in (
                     health_pb2.HealthCheckResponse.SERVING,
                     health_pb2.HealthCheckResponse.NOT_SERVING,
                 )
@@ -338,7 +350,7 @@ def test_health_watches_hold_no_server_thread(cluster):
             # Counted like the API's streams: in flight while open.
             assert cluster.metric(replica, "regraft_grpc_requests_in_flight") >= count
         finally:
-            for stream, _ in opened:
+            for stream in opened:
                 stream.cancel()
     deadline = time.monotonic() + 60
     while (

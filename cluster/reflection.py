@@ -1,0 +1,169 @@
+"""Server reflection whose streams hold no thread while they wait.
+
+grpc_reflection's servicer reads its requests from an iterator, so grpcio's synchronous
+server gives each reflection stream a thread for as long as the stream is open, waiting
+for the next request. Clients keep the stream open while they work: grpcurl for the
+whole of the call it looked up (a Watch: for as long as it runs). With a thread per
+stream and a cap of 4, four idle clients, or anyone (reflection needs no credentials),
+took reflection away from everybody else.
+
+Here grpcio's callbacks drive each stream instead: a request is received without a
+thread (cluster/arrivals.py), answered by grpc_reflection's servicer on the unary pool,
+and the answer sent without waiting for the client to read it; the next request is
+received once the answer is out. A stream takes a thread only while an answer is
+computed. At most MAX_OPEN streams are open on a replica: one more cancels the stream
+that has been idle longest, so that a new caller always gets in.
+
+Like arrivals.py this relies on grpcio's private server module (1.85);
+tests/unit/test_reflection.py fails when it changes.
+"""
+
+import collections
+import logging
+import threading
+from concurrent.futures import Executor
+
+import grpc
+from grpc import _server
+from grpc._cython import cygrpc
+from grpc_reflection.v1alpha import reflection, reflection_pb2
+
+from cluster import arrivals, decoding, metrics
+
+log = logging.getLogger(__name__)
+
+SERVICE = reflection.SERVICE_NAME
+METHOD = f"/{SERVICE}/ServerReflectionInfo"
+# Each costs an HTTP/2 stream while idle, and up to a request (cluster/replica.py:
+# MAX_REQUEST_BYTES) while one arrives; real clients open one or two at a time.
+MAX_OPEN = 64
+
+
+class Reflection:
+    """Serves grpc.reflection.v1alpha.ServerReflection on a grpc.server."""
+
+    def __init__(self, service_names: list[str], pool: Executor, limit: int = MAX_OPEN) -> None:
+        if limit < 1:
+            raise ValueError(f"the limit of open reflection streams must be 1 or more, not {limit}")
+        self._servicer = reflection.ReflectionServicer([*service_names, SERVICE])
+        self._pool = pool
+        self._limit = limit
+        self._lock = threading.Lock()
+        # Open streams, the one idle longest first.
+        self._open: collections.OrderedDict[_Stream, None] = collections.OrderedDict()
+
+    def add_to(self, server: grpc.Server) -> None:
+        def open_stream(requests, context, send_response_callback):
+            # `requests` stays unread: reading it would hold this thread until the next
+            # request comes. grpcio runs this without waiting (non-blocking below).
+            _Stream(self, context).receive()
+
+        open_stream.experimental_non_blocking = True
+        handlers = {
+            "ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
+                open_stream,
+                request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+                response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+            )
+        }
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+        server.add_registered_method_handlers(SERVICE, handlers)
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def _opened(self, stream: "_Stream") -> None:
+        idlest = None
+        with self._lock:
+            self._open[stream] = None
+            metrics.reflection_streams.inc()
+            if len(self._open) > self._limit:
+                idlest, _ = self._open.popitem(last=False)
+                metrics.reflection_streams.dec()
+                metrics.reflection_cancelled.inc()
+        if idlest is not None:
+            idlest.call.cancel()
+
+    def _active(self, stream: "_Stream") -> None:
+        """The stream did something: it is now the one idle the shortest."""
+        with self._lock:
+            if stream in self._open:  # not if it was cancelled for being idle
+                self._open.move_to_end(stream)
+
+    def _ended(self, stream: "_Stream") -> None:
+        with self._lock:
+            if self._open.pop(stream, None) is not None:
+                metrics.reflection_streams.dec()
+
+
+class _Stream:
+    """One reflection stream: receive a request, answer it, send the answer, again."""
+
+    def __init__(self, reflection: Reflection, context: grpc.ServicerContext) -> None:
+        self._reflection = reflection
+        self._context = context
+        self._rpc_event = context._rpc_event
+        self._state = context._state
+        self.call = self._rpc_event.call
+        # The method's parser, which the interceptors made tolerant (cluster/decoding.py).
+        self._deserializer = context._request_deserializer
+        reflection._opened(self)
+        if not context.add_callback(lambda: reflection._ended(self)):
+            reflection._ended(self)  # the call is already over
+
+    def receive(self) -> None:
+        """Receive the next request; it is answered on the pool once it has come."""
+        arrivals.receive(self._rpc_event, self._state, self._deserializer, self._arrived)
+
+    def _arrived(self) -> None:  # on grpcio's serving thread
+        self._reflection._active(self)
+        self._reflection._pool.submit(self._answer)
+
+    def _answer(self) -> None:
+        state = self._state
+        with state.condition:
+            request, state.request = state.request, None
+            if request is None:  # the client is done (half-closed) or gone
+                if state.client is _server._CLOSED and not state.statused:
+                    _server._status(self._rpc_event, state, None)
+                return
+        try:
+            decoding.check(request, self._context, METHOD)
+            (response,) = self._reflection._servicer.ServerReflectionInfo(
+                iter((request,)), self._context
+            )
+        except Exception as e:  # what grpcio does when a behavior raises
+            if not state.aborted:
+                log.exception("cannot answer a reflection request: %s", e)
+            with state.condition:
+                _server._abort(state, self.call, cygrpc.StatusCode.unknown, b"RPC Aborted")
+            return
+        self._send(response.SerializeToString())
+
+    def _send(self, data: bytes) -> None:
+        """Start sending; the next request is received once the answer is out."""
+        state = self._state
+        with state.condition:
+            if not _server._is_rpc_state_active(state):
+                return
+            message = cygrpc.SendMessageOperation(data, _server._EMPTY_FLAGS)
+            if state.initial_metadata_allowed:
+                operations = (_server._get_initial_metadata_operation(state, None), message)
+                token = _server._SEND_INITIAL_METADATA_AND_SEND_MESSAGE_TOKEN
+                state.initial_metadata_allowed = False
+            else:
+                operations, token = (message,), _server._SEND_MESSAGE_TOKEN
+            sent = _server._send_message(state, token)
+
+            def then(event):  # on grpcio's serving thread, which must not raise
+                outcome = sent(event)
+                try:
+                    self._reflection._active(self)
+                    self.receive()
+                except Exception as e:
+                    log.warning("cannot go on with a reflection stream (%s): cancelling it", e)
+                    self.call.cancel()
+                return outcome
+
+            self.call.start_server_batch(operations, then)
+            state.due.add(token)

@@ -1,0 +1,145 @@
+"""Reflection streams hold no thread while they wait (cluster/reflection.py), on a real
+grpc.server over loopback with a pool of 2 threads."""
+
+import queue
+
+import grpc
+import pytest
+from google.protobuf import descriptor_pool
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
+from prometheus_client import REGISTRY
+
+from cluster import reflection
+from cluster.workers import Workers
+from tests.unit.test_raft_recovery import wait_for
+
+LIVENESS = 10.0  # generous: only a hang fails
+HEALTH = "grpc.health.v1.Health"
+LIST = reflection_pb2.ServerReflectionRequest(list_services="")
+CANCELLED = "regraft_grpc_reflection_streams_cancelled_total"
+
+
+@pytest.fixture
+def serve(health_server):
+    """serve(limit) -> (endpoint, Reflection): health and reflection, 2 threads."""
+
+    def start(limit: int = reflection.MAX_OPEN) -> tuple[str, reflection.Reflection]:
+        pool = Workers(2, 1)
+        served = reflection.Reflection([HEALTH], pool, limit=limit)
+        return health_server(pool, served.add_to), served
+
+    return start
+
+
+class Idle:
+    """A reflection stream that asked once, was answered, and stays open."""
+
+    def __init__(self, channel: grpc.Channel) -> None:
+        self._requests: queue.Queue = queue.Queue()
+        self._requests.put(LIST)
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        self.responses = stub.ServerReflectionInfo(iter(self._requests.get, None), timeout=60)
+        self.first = next(self.responses)
+
+    def ask(self) -> reflection_pb2.ServerReflectionResponse:
+        self._requests.put(LIST)
+        return next(self.responses)
+
+    def close(self) -> None:
+        self._requests.put(None)
+
+
+def _services(response: reflection_pb2.ServerReflectionResponse) -> set[str]:
+    return {s.name for s in response.list_services_response.service}
+
+
+def test_one_stream_answers_requests_in_turn_and_ends_when_the_client_does(serve):
+    endpoint, served = serve()
+    requests = [
+        LIST,
+        reflection_pb2.ServerReflectionRequest(file_containing_symbol=HEALTH),
+        reflection_pb2.ServerReflectionRequest(file_containing_symbol="no.such.Service"),
+        LIST,
+    ]
+    with grpc.insecure_channel(endpoint) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        call = stub.ServerReflectionInfo(iter(requests), timeout=LIVENESS)
+        responses = list(call)
+        assert call.code() == grpc.StatusCode.OK
+    assert len(responses) == 4
+    assert _services(responses[0]) == {HEALTH, reflection.SERVICE}
+    assert responses[1].file_descriptor_response.file_descriptor_proto
+    assert responses[2].error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0]
+    assert responses[3] == responses[0]
+    wait_for(lambda: len(served) == 0, LIVENESS, "the stream to be forgotten")
+
+
+def test_a_descriptor_database_resolves_services_over_one_stream(serve):
+    """What Python tools (and grpcurl, likewise) do: one stream, several lookups."""
+    endpoint, _ = serve()
+    with grpc.insecure_channel(endpoint) as channel:
+        database = ProtoReflectionDescriptorDatabase(channel)
+        pool = descriptor_pool.DescriptorPool(database)
+        assert set(database.get_services()) == {HEALTH, reflection.SERVICE}
+        method = pool.FindServiceByName(HEALTH).FindMethodByName("Check")
+        assert method.input_type.full_name == "grpc.health.v1.HealthCheckRequest"
+
+
+def test_idle_streams_take_no_thread(serve):
+    """Twenty idle streams on a pool of two threads: others are answered all the same."""
+    endpoint, served = serve()
+    with grpc.insecure_channel(endpoint) as channel:
+        idle = [Idle(channel) for _ in range(20)]
+        try:
+            assert len(served) == 20
+            fresh = Idle(channel)
+            assert _services(fresh.first) == {HEALTH, reflection.SERVICE}
+            assert _services(idle[0].ask()) == _services(fresh.first)  # still served
+            fresh.close()
+        finally:
+            for stream in idle:
+                stream.close()
+        for stream in idle:
+            assert list(stream.responses) == []  # ended cleanly: OK, nothing more
+    wait_for(lambda: len(served) == 0, LIVENESS, "the streams to be forgotten")
+
+
+def test_past_the_limit_the_stream_idle_longest_is_cancelled(serve):
+    endpoint, served = serve(limit=3)
+    before = REGISTRY.get_sample_value(CANCELLED) or 0.0
+    with grpc.insecure_channel(endpoint) as channel:
+        first, second, third = Idle(channel), Idle(channel), Idle(channel)
+        second.ask()  # now the first is the one idle longest, then the third
+        fourth = Idle(channel)
+        with pytest.raises(grpc.RpcError) as ended:
+            first.ask()
+        assert ended.value.code() == grpc.StatusCode.CANCELLED
+        fifth = Idle(channel)
+        with pytest.raises(grpc.RpcError):
+            third.ask()
+        assert _services(second.ask()) == _services(fifth.first)
+        assert len(served) == 3
+        for stream in (second, fourth, fifth):
+            stream.close()
+    assert REGISTRY.get_sample_value(CANCELLED) == before + 2
+
+
+def test_a_stream_the_client_cancels_is_forgotten(serve):
+    endpoint, served = serve()
+    with grpc.insecure_channel(endpoint) as channel:
+        stream = Idle(channel)
+        assert len(served) == 1
+        stream.responses.cancel()
+        wait_for(lambda: len(served) == 0, LIVENESS, "the cancelled stream to be forgotten")
+
+
+def test_the_limit_is_at_least_one():
+    pool = Workers(1, 1)
+    try:
+        with pytest.raises(ValueError, match="must be 1 or more, not 0"):
+            reflection.Reflection([HEALTH], pool, limit=0)
+    finally:
+        pool.shutdown()

@@ -17,12 +17,12 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
-from cluster import arrivals, streams
+from cluster import arrivals, reflection, streams
 from cluster.client import STALE
 from regraft.v1 import registry_pb2, registry_pb2_grpc
 from tests.cluster.harness import ROOT, image, push
-from tests.cluster.test_membership import wait_for
 from tests.held_calls import held_back_calls
+from tests.polling import wait_for
 from tests.unit.test_reflection import Idle
 
 
@@ -206,22 +206,19 @@ def test_watch_streams_are_capped_and_never_starve_unary_calls(cluster):
 
 def test_idle_reflection_streams_take_no_thread(cluster):
     """grpcurl keeps its reflection stream open for as long as the call it looked up
-    runs, and reflection needs no credentials: more idle streams than the replica has
-    threads leave reflection, unary calls and Watch to everyone else
+    runs, and reflection needs no credentials: as many idle streams as the replica has
+    unary threads leave reflection, unary calls and Watch to everyone else, and a new
+    reflection caller gets in by cancelling the stream idle longest
     (cluster/reflection.py)."""
     replica = cluster.replicas[1]
-    count = streams.WORKERS + streams.STREAM_THREADS + 8
+    count = reflection.MAX_OPEN
+    assert count >= streams.WORKERS  # holding a thread each, they would take them all
+    cancelled = "regraft_grpc_reflection_streams_cancelled_total"
     with grpc.insecure_channel(replica.endpoint) as channel, cluster.client([replica]) as client:
         push(client, "acme/reflected", "v1", seed="reflected")
         idle = [Idle(channel) for _ in range(count)]
         try:
-            assert cluster.metric(replica, "regraft_grpc_reflection_streams_open") >= count
-            with grpc.insecure_channel(replica.endpoint) as other:
-                database = ProtoReflectionDescriptorDatabase(other)
-                assert "regraft.v1.Registry" in database.get_services()
-                pool = descriptor_pool.DescriptorPool(database)
-                put_tag = pool.FindServiceByName("regraft.v1.Registry").FindMethodByName("PutTag")
-                assert put_tag.input_type.full_name == "regraft.v1.PutTagRequest"
+            assert cluster.metric(replica, "regraft_grpc_reflection_streams_open") == count
             assert client.get_manifest("acme/reflected", "v1", consistency=STALE).digest
             watch = client.registry(replica.endpoint).Watch(
                 registry_pb2.WatchRequest(from_revision=1, repository_prefix="acme/reflected"),
@@ -229,7 +226,18 @@ def test_idle_reflection_streams_take_no_thread(cluster):
             )
             assert next(watch).repository == "acme/reflected"
             watch.cancel()
-            assert idle[0].ask().list_services_response.service  # the idle are served too
+            assert idle[-1].ask().list_services_response.service  # the idle are served too
+            before = cluster.metric(replica, cancelled)
+            with grpc.insecure_channel(replica.endpoint) as other:
+                database = ProtoReflectionDescriptorDatabase(other)
+                assert "regraft.v1.Registry" in database.get_services()
+                pool = descriptor_pool.DescriptorPool(database)
+                put_tag = pool.FindServiceByName("regraft.v1.Registry").FindMethodByName("PutTag")
+                assert put_tag.input_type.full_name == "regraft.v1.PutTagRequest"
+            with pytest.raises(grpc.RpcError) as ended:
+                idle[0].ask()
+            assert ended.value.code() == grpc.StatusCode.CANCELLED
+            assert cluster.metric(replica, cancelled) == before + 1
         finally:
             for stream in idle:
                 stream.close()

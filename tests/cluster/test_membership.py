@@ -16,6 +16,7 @@ from regraft.v1 import cluster_pb2, record_pb2
 from storage.versions import LATEST
 from tests.cluster.harness import push, regraft
 from tests.cluster.test_replication import Writer, assert_all_present
+from tests.polling import wait_for
 
 Role = record_pb2.MemberRecord.Role
 ELECTION_TIMEOUT_MAX = ReplicaConfig().election_timeout_max
@@ -38,16 +39,6 @@ def refused(cluster, method: str, request) -> grpc.RpcError:
         change(cluster, method, request)
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION, caught.value
     return caught.value
-
-
-def wait_for(predicate, what: str, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def role_of(cluster, replica) -> int | None:

@@ -14,7 +14,7 @@ import grpc
 
 from cluster.transport import IDENTIFY_WITHIN, MAX_UNIDENTIFIED
 from tests.cluster.harness import closed_by_peer, push
-from tests.cluster.test_membership import wait_for
+from tests.polling import wait_for
 
 
 class RunsCommand:

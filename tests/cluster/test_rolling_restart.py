@@ -6,8 +6,9 @@ import time
 from cluster.replica import _UPGRADE_PERIOD
 from regraft.v1 import access_pb2, cluster_pb2, registry_pb2
 from storage.versions import LATEST
-from tests.cluster.test_membership import change, wait_for
+from tests.cluster.test_membership import change
 from tests.cluster.test_replication import Writer, assert_all_present
+from tests.polling import wait_for
 
 # Generous on a shared 2-core machine: a leader change takes an election timeout
 # (1-2 s) plus the client's backoff; the figure itself is printed.

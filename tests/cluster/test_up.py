@@ -12,7 +12,7 @@ import time
 
 from cluster.client import Client
 from tests.cluster.harness import ROOT, free_port_block, push, regraft
-from tests.cluster.test_membership import wait_for
+from tests.polling import wait_for
 
 REPLICA_LINE = re.compile(r"^  (r\d)  pid (\d+)  gRPC (\S+)")
 RESTARTED = re.compile(

@@ -16,7 +16,8 @@ from regraft.v1.cluster_pb2 import RemoveMemberRequest, TransferLeadershipReques
 from regraft.v1.record_pb2 import MemberRecord
 from tests.cluster.harness import LocalCluster
 from tests.cluster.test_durability import power_cut
-from tests.cluster.test_membership import change, join, members_of, wait_for
+from tests.cluster.test_membership import change, join, members_of
+from tests.polling import wait_for
 from tests.robustness.proxy import Network
 
 

@@ -9,7 +9,7 @@ from prometheus_client import REGISTRY
 from cluster import arrivals
 from cluster.workers import Workers
 from tests.held_calls import ended_streams, held_back_calls, send_message
-from tests.unit.test_raft_recovery import wait_for
+from tests.polling import wait_for
 
 LIVENESS = 10.0  # generous: only a hang fails
 CHECK = "/grpc.health.v1.Health/Check"
@@ -68,13 +68,13 @@ def test_calls_whose_message_never_comes_take_no_thread(serve):
     before = _metric(AWAITING)
     held = held_back_calls(endpoint, CHECK, 20)  # ten times the pool's threads
     try:
-        wait_for(lambda: len(waiting) == 20, LIVENESS, "20 calls waiting")
+        wait_for(lambda: len(waiting) == 20, "20 calls waiting", LIVENESS)
         assert _metric(AWAITING) == before + 20
         assert _check(endpoint) == health_pb2.HealthCheckResponse.SERVING
     finally:
         held.close()
     # The calls end with their connection, and are forgotten.
-    wait_for(lambda: len(waiting) == 0, LIVENESS, "no call waiting")
+    wait_for(lambda: len(waiting) == 0, "no call waiting", LIVENESS)
     assert _metric(AWAITING) == before
     assert _check(endpoint) == health_pb2.HealthCheckResponse.SERVING
 
@@ -85,7 +85,7 @@ def test_past_the_limit_the_longest_waiting_call_is_cancelled(serve):
     before, cancelled = _metric(AWAITING), _metric(CANCELLED)
     first = held_back_calls(endpoint, CHECK, 5)
     try:
-        wait_for(lambda: len(waiting) == 5, LIVENESS, "5 calls waiting")
+        wait_for(lambda: len(waiting) == 5, "5 calls waiting", LIVENESS)
         assert _metric(AWAITING) == before + 5
         second = held_back_calls(endpoint, CHECK, 3)
         try:
@@ -119,7 +119,7 @@ def test_a_message_that_arrives_after_shutdown_ends_its_call(serve):
     before = _metric(AWAITING)
     held = held_back_calls(endpoint, CHECK, 1)
     try:
-        wait_for(lambda: len(waiting) == 1, LIVENESS, "1 call waiting")
+        wait_for(lambda: len(waiting) == 1, "1 call waiting", LIVENESS)
         pool.shutdown(wait=True)
         held.settimeout(LIVENESS)
         send_message(held, 0, b"")

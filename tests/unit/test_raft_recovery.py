@@ -7,7 +7,6 @@ enough to see what start-up makes of the files, without a cluster.
 import os
 import socket
 import threading
-import time
 
 import pytest
 from pysyncobj import pickle as pysyncobj_pickle
@@ -21,18 +20,9 @@ from regraft.v1 import command_pb2
 from storage import commands, snapshot, versions
 from storage.db import Store
 from tests.cluster.harness import free_port
+from tests.polling import wait_for
 
 BARRIER = command_pb2.Command(barrier=command_pb2.BarrierOp()).SerializeToString()
-
-
-def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Member:

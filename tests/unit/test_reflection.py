@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY
 
 from cluster import reflection
 from cluster.workers import Workers
-from tests.unit.test_raft_recovery import wait_for
+from tests.polling import wait_for
 
 LIVENESS = 10.0  # generous: only a hang fails
 HEALTH = "grpc.health.v1.Health"
@@ -74,7 +74,7 @@ def test_one_stream_answers_requests_in_turn_and_ends_when_the_client_does(serve
     assert responses[1].file_descriptor_response.file_descriptor_proto
     assert responses[2].error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0]
     assert responses[3] == responses[0]
-    wait_for(lambda: len(served) == 0, LIVENESS, "the stream to be forgotten")
+    wait_for(lambda: len(served) == 0, "the stream to be forgotten", LIVENESS)
 
 
 def test_a_descriptor_database_resolves_services_over_one_stream(serve):
@@ -104,7 +104,7 @@ def test_idle_streams_take_no_thread(serve):
                 stream.close()
         for stream in idle:
             assert list(stream.responses) == []  # ended cleanly: OK, nothing more
-    wait_for(lambda: len(served) == 0, LIVENESS, "the streams to be forgotten")
+    wait_for(lambda: len(served) == 0, "the streams to be forgotten", LIVENESS)
 
 
 def test_past_the_limit_the_stream_idle_longest_is_cancelled(serve):
@@ -133,7 +133,7 @@ def test_a_stream_the_client_cancels_is_forgotten(serve):
         stream = Idle(channel)
         assert len(served) == 1
         stream.responses.cancel()
-        wait_for(lambda: len(served) == 0, LIVENESS, "the cancelled stream to be forgotten")
+        wait_for(lambda: len(served) == 0, "the cancelled stream to be forgotten", LIVENESS)
 
 
 def test_the_limit_is_at_least_one():

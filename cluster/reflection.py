@@ -12,7 +12,8 @@ thread (cluster/arrivals.py), answered by grpc_reflection's servicer on the unar
 and the answer sent without waiting for the client to read it; the next request is
 received once the answer is out. A stream takes a thread only while an answer is
 computed. At most MAX_OPEN streams are open on a replica: one more cancels the stream
-that has been idle longest, so that a new caller always gets in.
+whose last request is oldest, so that a new caller always gets in. Requests are
+names, and one over MAX_REQUEST_BYTES is refused.
 
 Like arrivals.py this relies on grpcio's private server module (1.85);
 tests/unit/test_reflection.py fails when it changes.
@@ -34,9 +35,13 @@ log = logging.getLogger(__name__)
 
 SERVICE = reflection.SERVICE_NAME
 METHOD = f"/{SERVICE}/ServerReflectionInfo"
-# Each costs an HTTP/2 stream while idle, and up to a request (cluster/replica.py:
-# MAX_REQUEST_BYTES) while one arrives; real clients open one or two at a time.
+# Real clients open one or two at a time. An idle stream costs an HTTP/2 stream and
+# the part of a request that has arrived: grpcio buffers up to the server's limit
+# (cluster/replica.py: MAX_REQUEST_BYTES) before this module can refuse it.
 MAX_OPEN = 64
+# A request names a symbol or a file: tens of bytes. Larger ones are refused, which
+# also bounds the answers (they repeat the request) that wait for a client to read.
+MAX_REQUEST_BYTES = 4096
 
 
 class Reflection:
@@ -62,7 +67,7 @@ class Reflection:
         handlers = {
             "ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
                 open_stream,
-                request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+                request_deserializer=_parse,
                 response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
             )
         }
@@ -85,15 +90,25 @@ class Reflection:
             idlest.call.cancel()
 
     def _active(self, stream: "_Stream") -> None:
-        """The stream did something: it is now the one idle the shortest."""
+        """A request came: the stream is now the one idle the shortest. (An answer going
+        out is no sign of life: a client that stopped reading still sends requests.)"""
         with self._lock:
             if stream in self._open:  # not if it was cancelled for being idle
                 self._open.move_to_end(stream)
 
     def _ended(self, stream: "_Stream") -> None:
         with self._lock:
-            if self._open.pop(stream, None) is not None:
+            if stream in self._open:  # not if it was cancelled for being idle
+                del self._open[stream]
                 metrics.reflection_streams.dec()
+
+
+def _parse(data: bytes) -> reflection_pb2.ServerReflectionRequest:
+    if len(data) > MAX_REQUEST_BYTES:
+        raise ValueError(
+            f"a reflection request is at most {MAX_REQUEST_BYTES} bytes, not {len(data)}"
+        )
+    return reflection_pb2.ServerReflectionRequest.FromString(data)
 
 
 class _Stream:
@@ -116,7 +131,8 @@ class _Stream:
         arrivals.receive(self._rpc_event, self._state, self._deserializer, self._arrived)
 
     def _arrived(self) -> None:  # on grpcio's serving thread
-        self._reflection._active(self)
+        if self._state.request is not None:
+            self._reflection._active(self)
         self._reflection._pool.submit(self._answer)
 
     def _answer(self) -> None:
@@ -158,7 +174,6 @@ class _Stream:
             def then(event):  # on grpcio's serving thread, which must not raise
                 outcome = sent(event)
                 try:
-                    self._reflection._active(self)
                     self.receive()
                 except Exception as e:
                     log.warning("cannot go on with a reflection stream (%s): cancelling it", e)

@@ -160,9 +160,10 @@ class Replica:
                 ("grpc.max_send_message_length", MAX_RESPONSE_BYTES),
                 ("grpc.so_reuseport", 0),
             ],
-            # Calls waiting for their message count too, and reflection streams waiting
-            # for their next request: room for all of them.
-            maximum_concurrent_rpcs=MAX_CALLS + arrivals.MAX_WAITING + reflection.MAX_OPEN,
+            # Calls waiting for their message count too: room for all of them. (grpcio
+            # counts a call until its pool job ends: reflection streams, whose jobs end
+            # at once, do not count.)
+            maximum_concurrent_rpcs=MAX_CALLS + arrivals.MAX_WAITING,
             interceptors=[
                 decoding.MalformedRequests(),
                 *api_checks,

@@ -11,13 +11,17 @@ from cluster.workers import Workers
 
 @pytest.fixture
 def health_server():
-    """health_server(pool, add=None) -> endpoint: a grpc.server on `pool` over
-    loopback, serving health (and what `add(server)` adds); stopped, and its pool
-    shut down, after the test."""
+    """health_server(pool, add=None, interceptors=()) -> endpoint: a grpc.server on
+    `pool` over loopback, serving health (and what `add(server)` adds); stopped, and
+    its pool shut down, after the test."""
     made = []
 
-    def start(pool: Workers, add: Callable[[grpc.Server], None] | None = None) -> str:
-        server = grpc.server(pool)
+    def start(
+        pool: Workers,
+        add: Callable[[grpc.Server], None] | None = None,
+        interceptors: tuple[grpc.ServerInterceptor, ...] = (),
+    ) -> str:
+        server = grpc.server(pool, interceptors=interceptors)
         made.append((server, pool))
         health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)
         if add is not None:

@@ -12,7 +12,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 from prometheus_client import REGISTRY
 
-from cluster import reflection
+from cluster import decoding, reflection
 from cluster.workers import Workers
 from tests.polling import wait_for
 
@@ -20,16 +20,22 @@ LIVENESS = 10.0  # generous: only a hang fails
 HEALTH = "grpc.health.v1.Health"
 LIST = reflection_pb2.ServerReflectionRequest(list_services="")
 CANCELLED = "regraft_grpc_reflection_streams_cancelled_total"
+OPEN = "regraft_grpc_reflection_streams_open"
+
+
+def _metric(name: str) -> float:
+    return REGISTRY.get_sample_value(name) or 0.0
 
 
 @pytest.fixture
 def serve(health_server):
-    """serve(limit) -> (endpoint, Reflection): health and reflection, 2 threads."""
+    """serve(limit) -> (endpoint, Reflection): health and reflection on 2 threads, with
+    the replica's interceptor for requests that do not parse."""
 
     def start(limit: int = reflection.MAX_OPEN) -> tuple[str, reflection.Reflection]:
         pool = Workers(2, 1)
         served = reflection.Reflection([HEALTH], pool, limit=limit)
-        return health_server(pool, served.add_to), served
+        return health_server(pool, served.add_to, (decoding.MalformedRequests(),)), served
 
     return start
 
@@ -91,10 +97,12 @@ def test_a_descriptor_database_resolves_services_over_one_stream(serve):
 def test_idle_streams_take_no_thread(serve):
     """Twenty idle streams on a pool of two threads: others are answered all the same."""
     endpoint, served = serve()
+    before = _metric(OPEN)
     with grpc.insecure_channel(endpoint) as channel:
         idle = [Idle(channel) for _ in range(20)]
         try:
             assert len(served) == 20
+            assert _metric(OPEN) == before + 20
             fresh = Idle(channel)
             assert _services(fresh.first) == {HEALTH, reflection.SERVICE}
             assert _services(idle[0].ask()) == _services(fresh.first)  # still served
@@ -105,11 +113,12 @@ def test_idle_streams_take_no_thread(serve):
         for stream in idle:
             assert list(stream.responses) == []  # ended cleanly: OK, nothing more
     wait_for(lambda: len(served) == 0, "the streams to be forgotten", LIVENESS)
+    assert _metric(OPEN) == before
 
 
 def test_past_the_limit_the_stream_idle_longest_is_cancelled(serve):
     endpoint, served = serve(limit=3)
-    before = REGISTRY.get_sample_value(CANCELLED) or 0.0
+    before, opened = _metric(CANCELLED), _metric(OPEN)
     with grpc.insecure_channel(endpoint) as channel:
         first, second, third = Idle(channel), Idle(channel), Idle(channel)
         second.ask()  # now the first is the one idle longest, then the third
@@ -122,9 +131,29 @@ def test_past_the_limit_the_stream_idle_longest_is_cancelled(serve):
             third.ask()
         assert _services(second.ask()) == _services(fifth.first)
         assert len(served) == 3
+        assert _metric(OPEN) == opened + 3
         for stream in (second, fourth, fifth):
             stream.close()
-    assert REGISTRY.get_sample_value(CANCELLED) == before + 2
+    assert _metric(CANCELLED) == before + 2
+    wait_for(lambda: len(served) == 0, "the streams to be forgotten", LIVENESS)
+    assert _metric(OPEN) == opened
+
+
+def test_requests_longer_than_a_name_are_refused(serve):
+    """Answers repeat their request: large requests, not read, would pile up."""
+    endpoint, served = serve()
+    symbol = "x" * reflection.MAX_REQUEST_BYTES
+    with grpc.insecure_channel(endpoint) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(file_containing_symbol=symbol)
+        with pytest.raises(grpc.RpcError) as refused:
+            list(stub.ServerReflectionInfo(iter([LIST, request]), timeout=LIVENESS))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    size = request.ByteSize()
+    assert f"a reflection request is at most {reflection.MAX_REQUEST_BYTES} bytes, not {size}" in (
+        refused.value.details()
+    )
+    wait_for(lambda: len(served) == 0, "the refused stream to be forgotten", LIVENESS)
 
 
 def test_a_stream_the_client_cancels_is_forgotten(serve):

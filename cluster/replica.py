@@ -17,7 +17,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY
 
-from cluster import arrivals, auth, datadir, decoding, metrics, reflection, streams
+from cluster import arrivals, auth, datadir, decoding, metrics, openfiles, reflection, streams
 from cluster.backup import BackupSource
 from cluster.config import ConfigError, ReplicaConfig
 from cluster.http import ProbeServer
@@ -102,6 +102,7 @@ class Replica:
     def __init__(self, config: ReplicaConfig) -> None:
         config.validate()
         self.config = config
+        connections = openfiles.connection_cap(openfiles.raise_limit())
         # TLS files and the callers file are read before anything starts: errors first.
         api_credentials = auth.server_credentials(config)
         api_checks = auth.interceptors(config, config.read_secret())
@@ -159,6 +160,9 @@ class Replica:
                 ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
                 ("grpc.max_send_message_length", MAX_RESPONSE_BYTES),
                 ("grpc.so_reuseport", 0),
+                # Idle connections cannot take the descriptors the rest of the replica
+                # needs (cluster/openfiles.py).
+                ("grpc.max_allowed_incoming_connections", connections),
             ],
             # Calls waiting for their message count too: room for all of them. (grpcio
             # counts a call until its pool job ends: reflection streams, whose jobs end

@@ -6,6 +6,7 @@ stopped by it, by PID, even when a test fails.
 
 import os
 import random
+import resource
 import shutil
 import signal
 import socket
@@ -118,6 +119,7 @@ class ReplicaProcess:
         self._config_path = os.path.join(directory, f"{config.id}.toml")
         self._log_path = os.path.join(directory, f"{config.id}.log")
         self.env = env  # of the next start
+        self.open_files: int | None = None  # its RLIMIT_NOFILE (soft and hard), if set
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
@@ -130,7 +132,11 @@ class ReplicaProcess:
                 stderr=subprocess.STDOUT,
                 cwd=ROOT,
                 env=self.env,
+                preexec_fn=self._limit_open_files if self.open_files else None,
             )
+
+    def _limit_open_files(self) -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.open_files, self.open_files))
 
     @property
     def running(self) -> bool:

@@ -3,6 +3,7 @@
 import contextlib
 import hashlib
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -17,9 +18,9 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
-from cluster import arrivals, reflection, streams
+from cluster import arrivals, openfiles, reflection, streams
 from cluster.client import STALE
-from regraft.v1 import registry_pb2, registry_pb2_grpc
+from regraft.v1 import cluster_pb2, cluster_pb2_grpc, registry_pb2, registry_pb2_grpc
 from tests.cluster.harness import ROOT, image, push
 from tests.held_calls import held_back_calls
 from tests.polling import wait_for
@@ -436,3 +437,42 @@ def test_metrics_and_probes_describe_the_cluster(cluster):
         for peer in peers:
             assert f'regraft_peer_reachable{{peer="{peer}"}} 1.0' in text
     assert cluster.metric(leader, "regraft_entries") >= 3  # a repository, two blobs, ...
+
+
+def test_a_flood_of_connections_leaves_the_replica_its_descriptors(cluster):
+    """Anyone can open TCP connections to the gRPC port and say nothing. More of them
+    than the replica may open files: it keeps descriptors for its metrics port, its
+    Raft peers and its files, and its clients' channels go on (cluster/openfiles.py)."""
+    replica = cluster.replicas[2]
+
+    def answers() -> bool:  # on a new connection
+        try:
+            return cluster.status(replica).id == replica.id
+        except grpc.RpcError:
+            return False
+
+    replica.stop()
+    replica.open_files = openfiles.RESERVED + openfiles.MIN_CONNECTIONS
+    replica.start()
+    wait_for(answers, f"{replica.id} to answer")
+    host, port = replica.config.grpc_address.rsplit(":", 1)
+    flood = []
+    others = cluster.replicas[:2]
+    with grpc.insecure_channel(replica.endpoint) as channel, cluster.client(others) as client:
+        stub = cluster_pb2_grpc.ClusterStub(channel)
+        assert stub.Status(cluster_pb2.StatusRequest(), timeout=10).id == replica.id
+        try:
+            for _ in range(replica.open_files + 64):
+                flood.append(socket.create_connection((host, int(port))))
+            # Writes reach it over Raft, and its metrics port answers.
+            written = push(client, "acme/flooded", "v1", seed="flooded").revision
+            wait_for(
+                lambda: cluster.metric(replica, "regraft_revision") >= written,
+                f"{replica.id} to apply revision {written}",
+            )
+            assert stub.Status(cluster_pb2.StatusRequest(), timeout=10).id == replica.id
+        finally:
+            for connection in flood:
+                connection.close()
+    assert "Too many open files" not in replica.log()
+    wait_for(answers, f"{replica.id} to take new connections again")

@@ -180,5 +180,7 @@ class _Stream:
                     self.call.cancel()
                 return outcome
 
-            self.call.start_server_batch(operations, then)
-            state.due.add(token)
+            if self.call.start_server_batch(operations, then) == cygrpc.CallError.ok:
+                state.due.add(token)
+                return
+        self.call.cancel()  # never seen: the call is over; cancelling makes sure it ends

@@ -102,7 +102,7 @@ class Replica:
     def __init__(self, config: ReplicaConfig) -> None:
         config.validate()
         self.config = config
-        connections = openfiles.connection_cap(openfiles.raise_limit())
+        connections = openfiles.connection_cap(openfiles.raise_limit(), config.grpc_address)
         # TLS files and the callers file are read before anything starts: errors first.
         api_credentials = auth.server_credentials(config)
         api_checks = auth.interceptors(config, config.read_secret())

@@ -6,7 +6,6 @@ stopped by it, by PID, even when a test fails.
 
 import os
 import random
-import resource
 import shutil
 import signal
 import socket
@@ -48,6 +47,13 @@ def regraft(*args: str, stdin: str = "", timeout: float = 300.0) -> subprocess.C
         text=True,
         timeout=timeout,
     )
+
+
+def with_open_files(command: list[str], soft: int, hard: int) -> list[str]:
+    """`command` run under these open-files limits: the shell sets them and becomes the
+    command (same PID), since setting them in a forked pytest (preexec_fn) may deadlock."""
+    limits = f"ulimit -S -n {soft} && ulimit -H -n {hard}"
+    return ["sh", "-c", f'{limits} && exec "$0" "$@"', *command]
 
 
 def closed_by_peer(connection: socket.socket, within: float) -> bool:
@@ -126,17 +132,16 @@ class ReplicaProcess:
         with open(self._config_path, "w") as f:
             f.write(config_module.dump(self.config))
         with open(self._log_path, "ab") as log:
+            command = [sys.executable, "-m", "cluster.cli", "serve", "--config", self._config_path]
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "cluster.cli", "serve", "--config", self._config_path],
+                with_open_files(command, self.open_files, self.open_files)
+                if self.open_files
+                else command,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=ROOT,
                 env=self.env,
-                preexec_fn=self._limit_open_files if self.open_files else None,
             )
-
-    def _limit_open_files(self) -> None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (self.open_files, self.open_files))
 
     @property
     def running(self) -> bool:

@@ -356,12 +356,18 @@ class Replica:
         return self.not_live() or readiness_problem(self.raft.status())
 
     def _watch_health(self) -> None:
+        """Keep the health service's status current. Set only on a change: grpcio's
+        servicer sends every set() to each Health.Watch, and the protocol promises
+        watchers a message when the status changes, not one per period."""
         serving = health_pb2.HealthCheckResponse.SERVING
         not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+        last = None
         while not self._stopping.wait(_HEALTH_PERIOD):
             state = not_serving if self.not_ready() else serving
-            for service in _HEALTH_SERVICES:
-                self.health.set(service, state)
+            if state != last:
+                for service in _HEALTH_SERVICES:
+                    self.health.set(service, state)
+                last = state
 
 
 def readiness_problem(status: dict) -> str | None:

@@ -72,28 +72,50 @@ def test_a_replica_cut_off_from_the_quorum_stops_serving_and_comes_back(cluster)
         assert wait_for(replica, SERVING) == "ok\n"
 
 
+def _watched(channel: grpc.Channel, seen: list[int]):
+    """A Health.Watch stream whose messages a thread appends to `seen`, once it has
+    seen the first."""
+    stream = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
+
+    def watch() -> None:
+        with contextlib.suppress(grpc.RpcError):  # the server went away, or we did
+            for response in stream:
+                seen.append(response.status)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    deadline = time.monotonic() + BOUND
+    while not seen and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return stream, watcher
+
+
 def test_shutdown_reports_not_serving_before_the_server_goes(cluster):
     replica = cluster.replicas[0]
     wait_for(replica, SERVING)
     seen: list[int] = []
     with grpc.insecure_channel(replica.endpoint) as channel:
-        stream = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
-
-        def watch() -> None:
-            with contextlib.suppress(grpc.RpcError):  # the server went away
-                for response in stream:
-                    seen.append(response.status)
-
-        watcher = threading.Thread(target=watch)
-        watcher.start()
-        deadline = time.monotonic() + BOUND
-        while not seen and time.monotonic() < deadline:
-            time.sleep(0.05)
+        _, watcher = _watched(channel, seen)
         assert seen == [SERVING]
         replica.stop()
         watcher.join(BOUND)
         assert not watcher.is_alive(), "the Watch stream outlived the replica"
     assert seen[-1] == NOT_SERVING, seen
+
+
+def test_health_watch_speaks_only_when_the_status_changes(cluster):
+    """The protocol sends watchers a message when the status changes. A replica checks
+    its readiness twice a second, and grpcio's servicer sends every status it is given:
+    each check used to reach every watcher."""
+    replica = cluster.replicas[1]
+    wait_for(replica, SERVING)
+    seen: list[int] = []
+    with grpc.insecure_channel(replica.endpoint) as channel:
+        stream, watcher = _watched(channel, seen)
+        time.sleep(3.0)  # six checks, each of which would have sent SERVING again
+        stream.cancel()
+        watcher.join(BOUND)
+    assert seen == [SERVING]
 
 
 def test_health_checks_are_counted_like_api_calls(cluster):

@@ -26,6 +26,7 @@ from collections.abc import Callable
 
 from grpc import _server
 from grpc._cython import cygrpc
+from prometheus_client import Counter, Gauge
 
 from cluster import metrics
 
@@ -48,6 +49,44 @@ def awaiting_message(args: tuple) -> bool:
     )
 
 
+class IdlestFirst:
+    """Calls kept with the one idle longest first, at most `limit` of them: one more
+    cancels that one. Counted in `gauge`; the cancelled in `cancelled`."""
+
+    def __init__(self, limit: int, gauge: Gauge, cancelled: Counter) -> None:
+        self._limit = limit
+        self._gauge = gauge
+        self._cancelled = cancelled
+        self._lock = threading.Lock()
+        self._calls: collections.OrderedDict[object, cygrpc.Call] = collections.OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def add(self, key: object, call: cygrpc.Call) -> None:
+        idlest = None
+        with self._lock:
+            self._calls[key] = call
+            self._gauge.inc()
+            if len(self._calls) > self._limit:
+                idlest = self._calls.popitem(last=False)[1]
+                self._gauge.dec()
+                self._cancelled.inc()
+        if idlest is not None:
+            idlest.cancel()  # outside the lock: grpcio may run callbacks
+
+    def active(self, key: object) -> None:
+        """The call did something: it is now the one idle the shortest."""
+        with self._lock:
+            if key in self._calls:  # not if it was cancelled for being idle
+                self._calls.move_to_end(key)
+
+    def remove(self, key: object) -> None:
+        with self._lock:
+            if self._calls.pop(key, None) is not None:
+                self._gauge.dec()
+
+
 class Arrivals:
     """The calls waiting for their request message, oldest first."""
 
@@ -56,9 +95,9 @@ class Arrivals:
             raise ValueError(
                 f"the limit of calls waiting for their message must be at least 1, not {limit}"
             )
-        self._limit = limit
-        self._lock = threading.Lock()
-        self._waiting: collections.OrderedDict[object, cygrpc.Call] = collections.OrderedDict()
+        self._waiting = IdlestFirst(
+            limit, metrics.grpc_awaiting_message, metrics.grpc_awaiting_cancelled
+        )
 
     def __len__(self) -> int:
         return len(self._waiting)
@@ -79,30 +118,17 @@ class Arrivals:
         with state.condition:
             if not _server._is_rpc_state_active(state):
                 return False  # an inactive call evicts nobody
-        token, oldest = object(), None
-        with self._lock:  # before the message can arrive
-            self._waiting[token] = rpc_event.call
-            metrics.grpc_awaiting_message.inc()
-            if len(self._waiting) > self._limit:
-                oldest = self._waiting.popitem(last=False)[1]
-                metrics.grpc_awaiting_message.dec()
-                metrics.grpc_awaiting_cancelled.inc()
+        token = object()
+        self._waiting.add(token, rpc_event.call)  # before the message can arrive
 
         def arrived() -> None:
-            self._forget(token)
+            self._waiting.remove(token)
             then()
 
         started = receive(rpc_event, state, deserializer, arrived)
         if not started:
-            self._forget(token)
-        if oldest is not None:
-            oldest.cancel()  # its message then "arrives" empty, and its job ends at once
+            self._waiting.remove(token)
         return started
-
-    def _forget(self, token: object) -> None:
-        with self._lock:
-            if self._waiting.pop(token, None) is not None:
-                metrics.grpc_awaiting_message.dec()
 
 
 def receive(rpc_event, state, deserializer, then: Callable[[], None]) -> bool:

@@ -19,9 +19,7 @@ Like arrivals.py this relies on grpcio's private server module (1.85);
 tests/unit/test_reflection.py fails when it changes.
 """
 
-import collections
 import logging
-import threading
 from concurrent.futures import Executor
 
 import grpc
@@ -52,10 +50,10 @@ class Reflection:
             raise ValueError(f"the limit of open reflection streams must be 1 or more, not {limit}")
         self._servicer = reflection.ReflectionServicer([*service_names, SERVICE])
         self._pool = pool
-        self._limit = limit
-        self._lock = threading.Lock()
-        # Open streams, the one idle longest first.
-        self._open: collections.OrderedDict[_Stream, None] = collections.OrderedDict()
+        # Open streams; one idle longest is cancelled for a new one past the limit.
+        self._open = arrivals.IdlestFirst(
+            limit, metrics.reflection_streams, metrics.reflection_cancelled
+        )
 
     def add_to(self, server: grpc.Server) -> None:
         def open_stream(requests, context, send_response_callback):
@@ -77,31 +75,6 @@ class Reflection:
     def __len__(self) -> int:
         return len(self._open)
 
-    def _opened(self, stream: "_Stream") -> None:
-        idlest = None
-        with self._lock:
-            self._open[stream] = None
-            metrics.reflection_streams.inc()
-            if len(self._open) > self._limit:
-                idlest, _ = self._open.popitem(last=False)
-                metrics.reflection_streams.dec()
-                metrics.reflection_cancelled.inc()
-        if idlest is not None:
-            idlest.call.cancel()
-
-    def _active(self, stream: "_Stream") -> None:
-        """A request came: the stream is now the one idle the shortest. (An answer going
-        out is no sign of life: a client that stopped reading still sends requests.)"""
-        with self._lock:
-            if stream in self._open:  # not if it was cancelled for being idle
-                self._open.move_to_end(stream)
-
-    def _ended(self, stream: "_Stream") -> None:
-        with self._lock:
-            if stream in self._open:  # not if it was cancelled for being idle
-                del self._open[stream]
-                metrics.reflection_streams.dec()
-
 
 def _parse(data: bytes) -> reflection_pb2.ServerReflectionRequest:
     if len(data) > MAX_REQUEST_BYTES:
@@ -122,17 +95,19 @@ class _Stream:
         self.call = self._rpc_event.call
         # The method's parser, which the interceptors made tolerant (cluster/decoding.py).
         self._deserializer = context._request_deserializer
-        reflection._opened(self)
-        if not context.add_callback(lambda: reflection._ended(self)):
-            reflection._ended(self)  # the call is already over
+        reflection._open.add(self, self.call)
+        if not context.add_callback(lambda: reflection._open.remove(self)):
+            reflection._open.remove(self)  # the call is already over
 
     def receive(self) -> None:
         """Receive the next request; it is answered on the pool once it has come."""
         arrivals.receive(self._rpc_event, self._state, self._deserializer, self._arrived)
 
     def _arrived(self) -> None:  # on grpcio's serving thread
+        # A request is a sign of life; an answer going out is not: a client that stopped
+        # reading still sends requests.
         if self._state.request is not None:
-            self._reflection._active(self)
+            self._reflection._open.active(self)
         self._reflection._pool.submit(self._answer)
 
     def _answer(self) -> None:

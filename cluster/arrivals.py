@@ -11,8 +11,7 @@ as grpcio's asyncio server does: the call reaches its pool once its message (or 
 end) has arrived, and until then costs an HTTP/2 stream and a few objects. At most
 MAX_WAITING calls wait at once; past that the one that has waited longest is
 cancelled, so that the calls of real clients, whose messages come with their
-headers, are not the ones dropped. Reflection, whose requests stream, receives each
-of them with receive() too (cluster/reflection.py).
+headers, are not the ones dropped. The receive itself is nonblocking.receive().
 
 This relies on grpcio's private server module (1.85). A job it does not recognize
 goes to the pool unchanged, as before; tests/unit/test_arrivals.py fails when
@@ -20,7 +19,6 @@ grpcio no longer submits calls the way this expects.
 """
 
 import collections
-import logging
 import threading
 from collections.abc import Callable
 
@@ -28,9 +26,7 @@ from grpc import _server
 from grpc._cython import cygrpc
 from prometheus_client import Counter, Gauge
 
-from cluster import metrics
-
-log = logging.getLogger(__name__)
+from cluster import metrics, nonblocking
 
 # Real clients' calls wait microseconds (a large manifest: milliseconds), so few wait
 # at once; each may hold part of a message, up to MAX_REQUEST_BYTES (cluster/replica.py).
@@ -114,7 +110,8 @@ class Arrivals:
             run(args)  # grpcio's own thunk returns at once for a call that is over
 
     def receive(self, rpc_event, state, deserializer, then: Callable[[], None]) -> bool:
-        """receive(), the call counted among the waiting ones until its message arrives."""
+        """nonblocking.receive(), the call counted among the waiting ones until its
+        message arrives."""
         with state.condition:
             if not _server._is_rpc_state_active(state):
                 return False  # an inactive call evicts nobody
@@ -125,46 +122,10 @@ class Arrivals:
             self._waiting.remove(token)
             then()
 
-        started = receive(rpc_event, state, deserializer, arrived)
+        started = nonblocking.receive(rpc_event, state, deserializer, arrived)
         if not started:
             self._waiting.remove(token)
         return started
-
-
-def receive(rpc_event, state, deserializer, then: Callable[[], None]) -> bool:
-    """Start receiving the call's next message; `then()` on grpcio's serving thread once
-    it (or the call's end) has arrived, the message in `state.request`. False if the
-    call is over and nothing was started.
-    """
-    call = rpc_event.call
-    take_message = _server._receive_message(state, call, deserializer)
-
-    def arrived(event: cygrpc.BaseEvent):
-        outcome = take_message(event)
-        try:
-            then()
-        except Exception as e:  # raising here would end grpcio's serving thread
-            log.warning(
-                "cannot go on with a call of %s whose message arrived (%s): cancelling it",
-                _method(rpc_event),
-                e,
-            )
-            call.cancel()
-        return outcome
-
-    with state.condition:
-        if not _server._is_rpc_state_active(state):
-            return False
-        error = call.start_server_batch(
-            (cygrpc.ReceiveMessageOperation(_server._EMPTY_FLAGS),), arrived
-        )
-        if error == cygrpc.CallError.ok:
-            state.due.add(_server._RECEIVE_MESSAGE_TOKEN)
-            return True
-    # Never seen: the call is cancelled, and grpcio ends it.
-    log.warning("cannot receive a message of %s (%s)", _method(rpc_event), error)
-    call.cancel()
-    return False
 
 
 def _take(state, rpc_event):
@@ -180,17 +141,7 @@ def _take(state, rpc_event):
                 cygrpc.StatusCode.unimplemented,
                 (
                     "the call ended without its request message: "
-                    f"{_method(rpc_event)} takes exactly one"
+                    f"{nonblocking.method(rpc_event)} takes exactly one"
                 ).encode(),
             )
         return request
-
-
-def _method(rpc_event) -> str:
-    """The call's method: grpcio leaves call_details empty for registered methods and
-    tags their calls with the method's name instead."""
-    method = rpc_event.call_details.method
-    if method:
-        return method.decode(errors="replace")
-    tag = rpc_event.tag
-    return tag if isinstance(tag, str) and tag.startswith("/") else "the method"

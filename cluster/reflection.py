@@ -8,14 +8,14 @@ stream and a cap of 4, four idle clients, or anyone (reflection needs no credent
 took reflection away from everybody else.
 
 Here grpcio's callbacks drive each stream instead: a request is received without a
-thread (cluster/arrivals.py), answered by grpc_reflection's servicer on the unary pool,
+thread (cluster/nonblocking.py), answered by grpc_reflection's servicer on the unary pool,
 and the answer sent without waiting for the client to read it; the next request is
 received once the answer is out. A stream takes a thread only while an answer is
 computed. At most MAX_OPEN streams are open on a replica: one more cancels the stream
 whose last request is oldest, so that a new caller always gets in. Requests are
 names, and one over MAX_REQUEST_BYTES is refused.
 
-Like arrivals.py this relies on grpcio's private server module (1.85);
+Like nonblocking.py this relies on grpcio's private server module (1.85);
 tests/unit/test_reflection.py fails when it changes.
 """
 
@@ -27,7 +27,7 @@ from grpc import _server
 from grpc._cython import cygrpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
-from cluster import arrivals, decoding, metrics
+from cluster import arrivals, decoding, metrics, nonblocking
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class _Stream:
 
     def receive(self) -> None:
         """Receive the next request; it is answered on the pool once it has come."""
-        arrivals.receive(self._rpc_event, self._state, self._deserializer, self._arrived)
+        nonblocking.receive(self._rpc_event, self._state, self._deserializer, self._arrived)
 
     def _arrived(self) -> None:  # on grpcio's serving thread
         # A request is a sign of life; an answer going out is not: a client that stopped
@@ -133,29 +133,4 @@ class _Stream:
 
     def _send(self, data: bytes) -> None:
         """Start sending; the next request is received once the answer is out."""
-        state = self._state
-        with state.condition:
-            if not _server._is_rpc_state_active(state):
-                return
-            message = cygrpc.SendMessageOperation(data, _server._EMPTY_FLAGS)
-            if state.initial_metadata_allowed:
-                operations = (_server._get_initial_metadata_operation(state, None), message)
-                token = _server._SEND_INITIAL_METADATA_AND_SEND_MESSAGE_TOKEN
-                state.initial_metadata_allowed = False
-            else:
-                operations, token = (message,), _server._SEND_MESSAGE_TOKEN
-            sent = _server._send_message(state, token)
-
-            def then(event):  # on grpcio's serving thread, which must not raise
-                outcome = sent(event)
-                try:
-                    self.receive()
-                except Exception as e:
-                    log.warning("cannot go on with a reflection stream (%s): cancelling it", e)
-                    self.call.cancel()
-                return outcome
-
-            if self.call.start_server_batch(operations, then) == cygrpc.CallError.ok:
-                state.due.add(token)
-                return
-        self.call.cancel()  # never seen: the call is over; cancelling makes sure it ends
+        nonblocking.send(self._rpc_event, self._state, data, self.receive)

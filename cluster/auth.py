@@ -363,9 +363,9 @@ class AuthInterceptor(grpc.ServerInterceptor):
         metadata = details.invocation_metadata or ()
 
         def admit(behavior: Callable) -> Callable:
-            def checked(request, context):
+            def checked(request, context, *args):  # args: a non-blocking method's callback
                 caller = self._admit(method, metadata, context)
-                return behavior(request, _CallerContext(context, caller))
+                return behavior(request, _CallerContext(context, caller), *args)
 
             return checked
 

@@ -80,6 +80,10 @@ reflection_streams = Gauge(
     "regraft_grpc_reflection_streams_open",
     "Server reflection streams open on this replica (cluster/reflection.py).",
 )
+watch_streams = Gauge(
+    "regraft_grpc_watch_streams_open",
+    "Registry.Watch streams open on this replica (cluster/watches.py).",
+)
 reflection_cancelled = Counter(
     "regraft_grpc_reflection_streams_cancelled_total",
     "Reflection streams cancelled for being idle longest while too many were open.",

@@ -34,6 +34,7 @@ from cluster.rpc import Counted
 from cluster.service_access import AccessService
 from cluster.service_cluster import VERSION, ClusterService
 from cluster.service_registry import RegistryService
+from cluster.watches import Watches
 from cluster.workers import Workers
 from regraft.v1 import (
     access_pb2,
@@ -181,8 +182,10 @@ class Replica:
             BackupSource(self.raft, self.reads, config.id),
             self.changes,
         )
+        self.watches = Watches(self.raft, self._workers, cluster_service.leader_hint)
         registry_pb2_grpc.add_RegistryServicer_to_server(
-            RegistryService(self.raft, self.reads, cluster_service.leader_hint), self.server
+            RegistryService(self.raft, self.reads, cluster_service.leader_hint, self.watches),
+            self.server,
         )
         access_pb2_grpc.add_AccessServicer_to_server(
             AccessService(self.raft, self.reads, cluster_service.leader_hint), self.server
@@ -239,6 +242,7 @@ class Replica:
                 ) from None
 
     def start(self) -> None:
+        self.watches.start()
         self.server.start()
         if self.probes:
             self.probes.start()
@@ -328,6 +332,7 @@ class Replica:
         self._stop_requested.set()
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
+        self.watches.stop()
         self._end_threads()
         if self.probes:
             self.probes.stop()

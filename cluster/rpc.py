@@ -153,13 +153,16 @@ def _guard(servicer, context: grpc.ServicerContext, name: str) -> Iterator[None]
         try:
             yield
         except Exception as error:
-            call.code, message, trailers = _status(error, servicer.leader_hint)
+            call.code, message, trailers = failure(error, servicer.leader_hint)
             if trailers:
                 context.set_trailing_metadata(trailers)
             context.abort(call.code, message)
 
 
-def _status(error: Exception, leader_hint: Callable[[], str]):
+def failure(
+    error: Exception, leader_hint: Callable[[], str]
+) -> tuple[grpc.StatusCode, str, tuple[tuple[str, str], ...]]:
+    """The status code, message and trailing metadata that tell a caller of `error`."""
     if isinstance(error, InvalidArgument):
         return grpc.StatusCode.INVALID_ARGUMENT, str(error), ()
     if isinstance(error, RegistryError):

@@ -4,25 +4,26 @@ Writes: request -> storage.commands (validation) -> Raft -> storage.machine -> r
 Reads: a view as fresh as the request's ReadOptions ask -> storage.registry.
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 from cluster import auth, rpc
 from cluster.raft import Raft
 from cluster.reads import Reads
+from cluster.watches import Watches
 from regraft.v1 import registry_pb2, registry_pb2_grpc
 from storage import commands, names, registry
-from storage.errors import InvalidArgument
 
 pb = registry_pb2
 
-_WATCH_PAGE = 256
-
 
 class RegistryService(registry_pb2_grpc.RegistryServicer):
-    def __init__(self, raft: Raft, reads: Reads, leader_hint: Callable[[], str]) -> None:
+    def __init__(
+        self, raft: Raft, reads: Reads, leader_hint: Callable[[], str], watches: Watches
+    ) -> None:
         self._raft = raft
         self._reads = reads
         self.leader_hint = leader_hint
+        self._watches = watches
 
     def _write(self, command, context):
         return rpc.propose(self._raft, command, context)
@@ -133,28 +134,10 @@ class RegistryService(registry_pb2_grpc.RegistryServicer):
 
     # -- history ------------------------------------------------------------------------
 
-    @rpc.handler
-    def Watch(self, request, context) -> Iterator[pb.Event]:
+    def Watch(self, request, context, send_response_callback=None) -> None:
         """Stream events from `from_revision` on, until `to_revision` or until the
-        caller goes away."""
-        prefix = names.validate_repository_prefix(request.repository_prefix)
-        position = request.from_revision or self._raft.revision + 1
-        last = request.to_revision
-        if last and last < position:
-            first = (
-                f"from_revision {position}"
-                if request.from_revision
-                else (f"the next revision, {position} (from_revision 0 means from now on)")
-            )
-            raise InvalidArgument("to_revision", f"{last} is before {first}: an empty range")
-        while context.is_active():
-            with self._raft.store.read() as view:
-                oldest = registry.events_floor(view)
-                if position < oldest:
-                    raise rpc.OutOfRange(position, oldest)
-                found, position = registry.events(view, position, prefix, _WATCH_PAGE)
-            yield from (event for event in found if not last or event.revision <= last)
-            if last and position > last:
-                return
-            if not found:
-                self._raft.wait_applied(position, 1.0)
+        caller goes away: grpcio runs this without a thread (non-blocking), and the
+        stream goes on without one (cluster/watches.py)."""
+        self._watches.open(request, context)
+
+    Watch.experimental_non_blocking = True

@@ -1,16 +1,17 @@
-"""Caps on the streaming calls one replica serves at once, and their threads.
+"""Caps on the streams that hold a thread, and their threads.
 
 grpcio's synchronous server runs each call on a thread, and a stream keeps its
-thread until it ends. Streams run on a pool of their own, apart from the unary calls
-(cluster/workers.py), so that idle streams from a client bug or an attacker never
-take a thread that front-ends' unary calls need. Each streaming method gets a cap, the
-stream pool has a thread for every stream the caps allow, and a call over its cap is
-refused at once with RESOURCE_EXHAUSTED rather than left waiting. A Watch or a Backup
-gets its thread only once its request message has arrived (cluster/arrivals.py), so
-callers that send headers and hold the message back take no thread. Streams that
-grpcio runs without a thread (experimental_non_blocking) are not capped here:
+thread until it ends. Such streams run on a pool of their own, apart from the unary
+calls (cluster/workers.py), so that idle streams from a client bug or an attacker
+never take a thread that front-ends' unary calls need. Each streaming method gets a
+cap, the stream pool has a thread for every stream the cap allows, and a call over
+its cap is refused at once with RESOURCE_EXHAUSTED rather than left waiting. A
+Backup gets its thread only once its request message has arrived
+(cluster/arrivals.py), so callers that send headers and hold the message back take
+no thread. Streams that grpcio runs without a thread (experimental_non_blocking) are
+not capped here, and bound themselves: Registry.Watch (cluster/watches.py),
 Health.Watch, which clients and proxies open one per channel, and reflection
-(cluster/reflection.py), which bounds its streams itself.
+(cluster/reflection.py).
 
 Also what the server's interceptors share (cluster/auth.py is the other one): wrapping
 a method's handler, and refusing a call so that the refusal is counted.
@@ -25,12 +26,10 @@ import grpc
 from cluster import metrics
 
 WORKERS = 64  # unary calls at once, most of them waiting (cluster/workers.py)
-# Streams at once, by method; a streaming method not listed gets DEFAULT_CAP.
-CAPS = {
-    "/regraft.v1.Registry/Watch": 32,
-}
-DEFAULT_CAP = 2  # Cluster.Backup (which also runs one backup at a time)
-STREAM_THREADS = sum(CAPS.values()) + DEFAULT_CAP
+# Streams at once, per method. Cluster.Backup is the one streaming method that holds
+# a thread (and it runs one backup at a time); another would need threads of its own.
+CAP = 2
+STREAM_THREADS = CAP + 1  # one to refuse a call over the cap on, at once
 # What grpcio reads on a behavior to run it elsewhere than on the server's pool, or
 # on no thread at all; kept by every wrapper.
 _THREADING = ("experimental_non_blocking", "experimental_thread_pool")
@@ -76,8 +75,8 @@ def refuse(context: grpc.ServicerContext, method: str, code: grpc.StatusCode, me
 
 
 class StreamCaps(grpc.ServerInterceptor):
-    """Refuses a streaming call once its method has its cap of streams open here, and
-    runs the streams it admits on `threads` (STREAM_THREADS of them)."""
+    """Refuses a streaming call once its method has CAP streams open here, and runs
+    the streams it admits on `threads` (STREAM_THREADS of them)."""
 
     def __init__(self, threads: concurrent.futures.ThreadPoolExecutor) -> None:
         # grpcio runs a stream on the pool its handler names only if it is one of these:
@@ -88,12 +87,11 @@ class StreamCaps(grpc.ServerInterceptor):
         self._slots: dict[str, threading.BoundedSemaphore] = {}
         self._lock = threading.Lock()
 
-    def _semaphore(self, method: str) -> tuple[threading.BoundedSemaphore, int]:
-        cap = CAPS.get(method, DEFAULT_CAP)
+    def _semaphore(self, method: str) -> threading.BoundedSemaphore:
         with self._lock:
             if method not in self._slots:
-                self._slots[method] = threading.BoundedSemaphore(cap)
-            return self._slots[method], cap
+                self._slots[method] = threading.BoundedSemaphore(CAP)
+            return self._slots[method]
 
     def intercept_service(self, continuation, details: grpc.HandlerCallDetails):
         handler = continuation(details)
@@ -103,7 +101,7 @@ class StreamCaps(grpc.ServerInterceptor):
         if getattr(behavior, "experimental_non_blocking", False):
             return handler  # holds no thread; wrapping would make it block one
         method = details.method
-        slots, cap = self._semaphore(method)
+        slots = self._semaphore(method)
 
         def admit(behavior: Callable) -> Callable:
             def capped(request, context):
@@ -112,7 +110,7 @@ class StreamCaps(grpc.ServerInterceptor):
                         context,
                         method,
                         grpc.StatusCode.RESOURCE_EXHAUSTED,
-                        f"this replica already serves {cap} {method} streams: "
+                        f"this replica already serves {CAP} {method} streams: "
                         "end one, or use another replica",
                     )
                 try:

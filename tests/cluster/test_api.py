@@ -171,38 +171,35 @@ def test_watch_streams_changes_in_order_and_resumes(cluster):
         assert f"to_revision: {revisions[0]} is before from_revision" in empty.value.details()
 
 
-def open_watch(channel):
-    """A Registry.Watch stream; it is running once the replica counts it in flight."""
-    return registry_pb2_grpc.RegistryStub(channel).Watch(registry_pb2.WatchRequest())
-
-
 def open_health_watch(channel):
     """A Health.Watch stream (no credentials needed)."""
     return health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
 
 
-def test_watch_streams_are_capped_and_never_starve_unary_calls(cluster):
-    """Each Watch holds a server thread: past its cap, RESOURCE_EXHAUSTED, not a hang,
-    and the streams that idle on a replica never take the threads of unary calls."""
-    replica = cluster.replicas[0]
-    method = "/regraft.v1.Registry/Watch"
-    cap = streams.CAPS[method]
-    with grpc.insecure_channel(replica.endpoint) as channel, cluster.client() as client:
-        opened = [open_watch(channel) for _ in range(cap)]
+def test_idle_watch_streams_take_no_thread(cluster):
+    """Front-ends keep a Watch open per process, for hours: many more idle streams
+    than a replica has threads stay open (each held a thread, capped at 32), unary
+    calls go on meanwhile, and one write through another replica reaches them all
+    (cluster/watches.py)."""
+    replica = cluster.replicas[1]
+    count = 4 * streams.WORKERS
+    gauge = "regraft_grpc_watch_streams_open"
+    writer = cluster.client([cluster.replicas[0]])
+    with grpc.insecure_channel(replica.endpoint) as channel, cluster.client() as client, writer:
+        watch = registry_pb2_grpc.RegistryStub(channel).Watch
+        request = registry_pb2.WatchRequest(repository_prefix="idle/")
+        opened = [watch(request, timeout=120) for _ in range(count)]
         try:
-            deadline = time.monotonic() + 30
-            while cluster.metric(replica, "regraft_grpc_requests_in_flight") < cap:
-                assert time.monotonic() < deadline, "the streams never all started"
-                time.sleep(0.1)
-            extra = open_watch(channel)
-            with pytest.raises(grpc.RpcError) as refused:
-                next(iter(extra))
-            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            assert f"already serves {cap} {method} streams" in refused.value.details()
-            assert client.status(replica.endpoint).id
+            wait_for(lambda: cluster.metric(replica, gauge) == count, "every stream to open")
+            assert client.status(replica.endpoint).id == replica.id
+            put = push(writer, "idle/app", "v1", seed="idle")
+            first = [next(stream) for stream in opened]
+            assert first[0].repository == "idle/app" and first[0].revision <= put.revision
+            assert all(event == first[0] for event in first)
         finally:
             for stream in opened:
                 stream.cancel()
+    wait_for(lambda: cluster.metric(replica, gauge) == 0, "the cancelled streams to be let go")
 
 
 def test_idle_reflection_streams_take_no_thread(cluster):

@@ -260,3 +260,41 @@ def test_streams_run_on_the_pool_their_cap_names():
         stream.shutdown()
     with pytest.raises(TypeError, match="threads must be a ThreadPoolExecutor, not Executor"):
         streams.StreamCaps(concurrent.futures.Executor())
+
+
+def test_streams_past_their_cap_are_refused_at_once_not_queued():
+    """A stream that holds a thread (Backup) is refused over streams.CAP, with the
+    method named, and admitted again once one ends."""
+    unary, stream = Workers(2, 1), Workers(streams.STREAM_THREADS, streams.STREAM_THREADS)
+    server = grpc.server(unary, interceptors=[streams.StreamCaps(stream)])
+    release = threading.Event()
+
+    def hold(_, context):
+        yield b"started"
+        release.wait(LIVENESS)
+
+    handler = grpc.method_handlers_generic_handler(
+        "test.Streams", {"Hold": grpc.unary_stream_rpc_method_handler(hold)}
+    )
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = channel.unary_stream("/test.Streams/Hold")
+            held = [call(b"", timeout=LIVENESS) for _ in range(streams.CAP)]
+            assert [next(h) for h in held] == [b"started"] * streams.CAP
+            with pytest.raises(grpc.RpcError) as refused:
+                next(call(b"", timeout=LIVENESS))
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert f"already serves {streams.CAP} /test.Streams/Hold streams" in (
+                refused.value.details()
+            )
+            release.set()
+            assert [list(h) for h in held] == [[]] * streams.CAP
+            assert list(call(b"", timeout=LIVENESS)) == [b"started"]
+    finally:
+        release.set()
+        server.stop(None).wait()
+        unary.shutdown()
+        stream.shutdown()

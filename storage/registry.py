@@ -26,6 +26,8 @@ EVENT_RETENTION = 200_000
 # The events of this many last revisions are never pruned by age: entries carry the
 # proposing replica's clock, and one clock far ahead must not erase the audit log.
 MIN_EVENT_REVISIONS = 1000
+# A page of events reads at most about this many per event it may return.
+READ_PER_EVENT = 16
 
 
 @dataclass
@@ -374,9 +376,12 @@ def events_floor(view: View) -> int:
 def events(
     view: View, from_revision: int, prefix: str, limit: int
 ) -> tuple[list[registry_pb2.Event], int]:
-    """Events at or after from_revision (about `limit`, never splitting a revision).
+    """Events at or after from_revision under `prefix`: about `limit`, never splitting a
+    revision, after reading at most about READ_PER_EVENT x `limit` events (a narrow
+    prefix over a long history), so that a page may be empty before the end.
 
-    Also returns the revision to continue from: everything before it was scanned.
+    Also returns the revision to continue from: everything before it was read. It is
+    past the last applied revision once the history was read to its end.
     """
     found: list[registry_pb2.Event] = []
     cursor = view.cursor("events")
@@ -384,12 +389,13 @@ def events(
     end = max(from_revision, view.revision + 1)
     if not cursor.set_range(keys.event(from_revision, 0)):
         return found, end
-    current = from_revision
+    current, budget = from_revision, READ_PER_EVENT * limit
     for key, value in cursor:
         revision = keys.event_revision(key)
-        if revision != current and len(found) >= limit:
+        if revision != current and (len(found) >= limit or budget <= 0):
             return found, revision
         current = revision
+        budget -= 1
         event = registry_pb2.Event.FromString(value)
         if event.repository.startswith(prefix):
             found.append(event)

@@ -739,10 +739,8 @@ class RegistryMachine(RuleBasedStateMachine):
         want = [e for e in self.model.events if e[0] >= since and e[2].startswith(prefix)]
         got, position = [], since
         with self.store_b.read() as view:
-            while True:
+            while position <= self.index:
                 page, position = registry.events(view, position, prefix, limit)
-                if not page:
-                    break
                 got += [(e.revision, e.kind, e.repository, e.digest, e.tag, e.actor) for e in page]
             assert position == max(since, self.index + 1)  # never behind what was asked
         assert got == want

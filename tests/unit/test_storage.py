@@ -295,11 +295,10 @@ def test_event_pages_never_split_a_revision(replica, prefix, limit):
         for since in (0, 1, 7, replica.index, replica.index + 1):
             want = _flatten(expected, since, prefix)
             position, pages = since, []
-            while True:
+            while position <= view.revision:
                 page, position = registry.events(view, position, prefix, limit)
-                if not page:
-                    break
-                pages.append(_as_tuples(page))
+                if page:
+                    pages.append(_as_tuples(page))
             assert position == view.revision + 1
             assert [e for page in pages for e in page] == want
             revisions_seen = [sorted({e[0] for e in page}) for page in pages]
@@ -311,6 +310,26 @@ def test_event_pages_never_split_a_revision(replica, prefix, limit):
                 before_last = [e for e in page if e[0] != last_revision]
                 assert len(before_last) < limit
                 assert all(e[2].startswith(prefix) for e in page)
+
+
+def test_an_event_page_reads_a_bounded_number_of_events(replica):
+    """A prefix that matches nothing, over a long history, costs pages of bounded work
+    (each empty, each moving on), not one read of the whole history."""
+    _history(replica)
+    with replica.store.read() as view:
+        total = len(registry.events(view, 0, "", 1 << 30)[0])
+        assert total > registry.READ_PER_EVENT + 10
+        pages, position = 0, 0
+        while position <= view.revision:
+            page, following = registry.events(view, position, "nothing", 1)
+            assert page == [] and following > position
+            read = len(registry.events(view, position, "", 1 << 30)[0]) - len(
+                registry.events(view, following, "", 1 << 30)[0]
+            )
+            # Never splitting a revision: up to the events of one more revision.
+            assert read <= registry.READ_PER_EVENT + 10
+            pages, position = pages + 1, following
+        assert pages > 1
 
 
 def test_event_position_never_moves_backwards(replica):

@@ -182,7 +182,7 @@ class Replica:
             BackupSource(self.raft, self.reads, config.id),
             self.changes,
         )
-        self.watches = Watches(self.raft, self._workers, cluster_service.leader_hint)
+        self.watches = Watches(self.raft, cluster_service.leader_hint)
         registry_pb2_grpc.add_RegistryServicer_to_server(
             RegistryService(self.raft, self.reads, cluster_service.leader_hint, self.watches),
             self.server,

@@ -6,9 +6,11 @@ would give each stream a thread for its whole life, which capped a replica at a 
 dozen. Here a stream holds no thread (cluster/nonblocking.py):
 
 - A stream that is behind (it asked for history, or its client reads more slowly than
-  events come) reads a page of events from LMDB on the unary pool, and sends them one
-  message at a time: each send's completion starts the next, and the page's last
-  starts the next page.
+  events come) reads a page of events from LMDB, and sends them one message at a
+  time: each send's completion starts the next, and the page's last starts the next
+  page. Pages are read on one thread of their own, in turn: streams scanning a long
+  history with a narrow prefix (pages that find nothing and go on at once) slow each
+  other, not unary calls, whose pool runs two at a time.
 - A stream that has caught up subscribes to the hub instead. The hub's thread wakes
   when Raft applies, reads the new events from LMDB once, and hands each subscriber
   those under its repository prefix. A subscriber with OUTBOX events not yet sent
@@ -23,10 +25,11 @@ what a Watch is, so none is cancelled to make room).
 """
 
 import collections
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Protocol
 
 import grpc
@@ -94,14 +97,15 @@ class Watches:
     def __init__(
         self,
         raft: Applied,
-        pool: Executor,
         leader_hint: Callable[[], str],
+        pool: Executor | None = None,
         limit: int = MAX_OPEN,
         outbox: int = OUTBOX,
         page: int = PAGE,
     ) -> None:
         self._raft = raft
-        self._pool = pool
+        # Where pages are read: one thread, streams in turn.
+        self._pool = pool or ThreadPoolExecutor(1, thread_name_prefix="watch-pages")
         self._leader_hint = leader_hint
         self._limit = limit
         self._outbox = outbox
@@ -122,12 +126,14 @@ class Watches:
         self._thread.start()
 
     def stop(self) -> None:
-        """End the hub; streams still open get no more events (stop the server first)."""
+        """End the hub and the page reads; streams still open get no more events (stop
+        the server first)."""
         self._stopping.set()
         with self._raft.applied:
             self._raft.applied.notify_all()
         if self._thread.is_alive():
             self._thread.join()
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
     # -- opening and ending -----------------------------------------------------------
 
@@ -198,7 +204,17 @@ class Watches:
     # -- one stream -------------------------------------------------------------------
 
     def _pump(self, stream: Stream) -> None:
-        """Take the stream's next step, unless one is under way (lock held)."""
+        """Take the stream's next step, unless one is under way (lock held). Never
+        raises: a stream that cannot go on is cancelled, and the others go on."""
+        try:
+            self._step(stream)
+        except Exception:
+            log.exception("cannot go on with a Watch stream: cancelling it")
+            stream.sending = stream.filling = False
+            with contextlib.suppress(Exception):
+                stream.call.cancel()
+
+    def _step(self, stream: Stream) -> None:
         if stream.ended or stream.sending or stream.filling:
             return
         if stream.outbox:
@@ -225,6 +241,10 @@ class Watches:
 
     def _fill(self, stream: Stream) -> None:  # on the pool
         """Read the stream's next page of events from LMDB."""
+        if stream.ended:  # read without the lock: at worst one page read for nothing
+            with self._lock:
+                stream.filling = False
+            return
         try:
             with self._raft.store.read() as view:
                 oldest = registry.events_floor(view)
@@ -304,29 +324,42 @@ class Watches:
                 found, following = registry.events(view, seen + 1, "", self._page)
             upto = following - 1
             with self._lock:
-                if complete:
-                    self._seen = upto
-                    self._deliver(found, upto)
-                else:  # history lost (a snapshot was installed): each stream finds out
+                if not complete:  # history lost (a snapshot was installed): each finds out
                     self._leave_all(upto)
+                    continue
+                woken = self._hand_out(found, upto)
+                self._seen = upto
+            # Sends start one stream at a time, so that grpcio's serving thread (which
+            # completes sends) takes the lock in between.
+            for stream in woken:
+                with self._lock:
+                    if stream.subscribed and (
+                        len(stream.outbox) >= self._outbox or (stream.last and stream.last <= upto)
+                    ):  # a slow reader goes back to pages; a range ends
+                        self._unsubscribe(stream, upto + 1)
+                    self._pump(stream)
 
-    def _deliver(self, found: list[registry_pb2.Event], upto: int) -> None:
-        """Hand out the events of revisions up to `upto` (lock held)."""
-        batches: dict[Stream, list[bytes]] = {}
+    def _hand_out(self, found: list[registry_pb2.Event], upto: int) -> list[Stream]:
+        """Put the events of revisions up to `upto` in the subscribers' outboxes; the
+        streams that have something to do (lock held)."""
+        matched: dict[str, list[tuple[int, bytes]]] = {}  # by subscribers' prefix
         for event in found:
             repository, data = event.repository, None
             for length in self._lengths:
                 if length > len(repository):
                     break
-                for stream in self._prefixes.get(repository[:length], ()):
-                    if stream.wants(event.revision):
-                        data = data or event.SerializeToString()
-                        batches.setdefault(stream, []).append(data)
-        for stream, data in batches.items():
-            stream.outbox.extend(data)
-            if len(stream.outbox) >= self._outbox:
-                self._unsubscribe(stream, upto + 1)  # a slow reader: back to pages
-            self._pump(stream)
-        for stream in [s for s in self._ranged if s.last <= upto]:
-            self._unsubscribe(stream, upto + 1)
-            self._pump(stream)
+                prefix = repository[:length]
+                if prefix in self._prefixes:
+                    data = data or event.SerializeToString()
+                    matched.setdefault(prefix, []).append((event.revision, data))
+        woken = [s for s in self._ranged if s.last <= upto]
+        for prefix, events in matched.items():
+            first, last = events[0][0], events[-1][0]
+            every = [data for _, data in events]
+            for stream in self._prefixes[prefix]:
+                if stream.wants(first) and stream.wants(last):
+                    stream.outbox.extend(every)
+                else:
+                    stream.outbox.extend(d for revision, d in events if stream.wants(revision))
+                woken.append(stream)
+        return list(dict.fromkeys(woken))

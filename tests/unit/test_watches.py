@@ -63,6 +63,15 @@ class Applied:
             self.applied.notify_all()
         return index
 
+    def keep_only(self, revisions: int) -> None:
+        """Set the event retention (an entry without events)."""
+        retention = commands.set_event_retention(revisions=revisions, max_age_seconds=0)
+        batch = self.store.batch()
+        machine.apply(batch, self.revision + 1, retention.SerializeToString())
+        batch.commit()
+        with self.applied:
+            self.revision += 1
+
     def expected(self, prefix: str, position: int, last: int) -> list[tuple[int, str, str]]:
         return [
             e
@@ -90,10 +99,13 @@ class FakeCall:
         self.status: grpc.StatusCode | None = None
         self.trailers: tuple = ()
         self.cancelled = False
+        self.broken = False  # send raises, as grpcio might on a bug or out of memory
 
     def send(self, data, then) -> bool:
         assert self.pending is None, "a second send while one is under way"
         assert self.status is None, "a send after the status"
+        if self.broken:
+            raise MemoryError("out of memory")
         if self.cancelled:
             return False
         self.received.append(_parsed(data))
@@ -134,7 +146,7 @@ class WatchesMachine(RuleBasedStateMachine):
         self.raft = Applied(self.dir)
         self.pool = ManualPool()
         # Small pages and outboxes, so that streams move between pages and the hub.
-        self.watches = watches.Watches(self.raft, self.pool, lambda: "", outbox=3, page=2)
+        self.watches = watches.Watches(self.raft, lambda: "", self.pool, outbox=3, page=2)
         self.streams: list[tuple[watches.Stream, FakeCall, tuple[str, int, int]]] = []
 
     def teardown(self) -> None:
@@ -178,9 +190,18 @@ class WatchesMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.streams)
     @rule(pick=st.integers(0, 1000))
     def cancel(self, pick):
+        """As grpcio does: the send under way completes (failed), then the call ends."""
         stream, call, _ = self.streams[pick % len(self.streams)]
         call.cancel()
+        if call.pending:
+            call.complete()
         self.watches.closed(stream)
+
+    @precondition(lambda self: self.streams)
+    @rule(pick=st.integers(0, 1000))
+    def break_a_call(self, pick):
+        """Its next send raises: that stream is cancelled, and the others go on."""
+        self.streams[pick % len(self.streams)][1].broken = True
 
     @rule()
     def quiesce(self):
@@ -197,8 +218,8 @@ class WatchesMachine(RuleBasedStateMachine):
                     call.complete()
                     moved = True
         for stream, call, (prefix, position, last) in self.streams:
-            if call.status is not None:
-                self.watches.closed(stream)  # what grpcio does once the status is out
+            if call.status is not None or call.cancelled:
+                self.watches.closed(stream)  # what grpcio does once the call is over
             if call.cancelled:
                 continue
             assert call.received == self.raft.expected(prefix, position, last)
@@ -221,6 +242,27 @@ TestWatchesMachine = WatchesMachine.TestCase
 TestWatchesMachine.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
 
 
+def test_subscribers_whose_history_is_gone_are_told_out_of_range(tmp_path):
+    """The hub fell behind history that is gone (a snapshot was installed): each of its
+    subscribers ends with OUT_OF_RANGE and the oldest revision, rather than a gap."""
+    raft, pool = Applied(str(tmp_path)), ManualPool()
+    hub = watches.Watches(raft, lambda: "", pool)
+    raft.keep_only(1000)
+    calls = [FakeCall() for _ in PREFIXES]
+    for prefix, call in zip(PREFIXES, calls, strict=True):
+        hub.add(watches.Stream(call, prefix, raft.revision + 1))
+    for _ in range(1100):  # the hub does not run meanwhile
+        raft.write("a/x")
+    hub.catch_up()
+    while pool.jobs:
+        pool.run_one()
+    for call in calls:
+        assert call.received == []
+        assert call.status == grpc.StatusCode.OUT_OF_RANGE
+        assert 2 < int(dict(call.trailers)["oldest-revision"]) < raft.revision
+    raft.store.close()
+
+
 # -- over gRPC --------------------------------------------------------------------------
 
 
@@ -233,7 +275,7 @@ def served(tmp_path):
     def serve(**options):
         raft = Applied(str(tmp_path / f"store{len(made)}"))
         pool = Workers(streams.WORKERS)
-        hub = watches.Watches(raft, pool, lambda: "", **options)
+        hub = watches.Watches(raft, lambda: "", **options)
         server = grpc.server(pool)
         registry_pb2_grpc.add_RegistryServicer_to_server(
             RegistryService(raft, None, lambda: "", hub), server
@@ -328,11 +370,7 @@ def test_a_client_that_stops_reading_gets_everything_once_it_reads_again(served)
 
 def test_a_forgotten_revision_is_out_of_range_naming_the_oldest(served):
     stub, _, raft, _ = served()
-    retention = commands.set_event_retention(revisions=1000, max_age_seconds=0)
-    batch = raft.store.batch()
-    machine.apply(batch, 1, retention.SerializeToString())
-    batch.commit()
-    raft.revision = 1
+    raft.keep_only(1000)
     for _ in range(1100):
         raft.write("a/x")
     with pytest.raises(grpc.RpcError) as gone:

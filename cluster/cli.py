@@ -7,6 +7,7 @@ regraft bench --endpoints A,B,C         throughput and latency of a running clus
 regraft backup | restore | emergency-repair   see cluster/cli_recovery.py
 regraft member | leader                 membership: see cluster/cli_members.py
 regraft call METHOD JSON                any API method, e.g. CreateUser: cluster/cli_call.py
+regraft certs init | issue              certificates for mutual TLS: cluster/cli_certs.py
 """
 
 import argparse
@@ -24,7 +25,7 @@ import time
 
 import grpc
 
-from cluster import cli_auth, cli_call, cli_members, cli_recovery
+from cluster import cli_auth, cli_call, cli_certs, cli_members, cli_recovery
 from cluster import config as config_module
 from cluster.client import CredentialError, Credentials
 from cluster.config import DEFAULT_ENDPOINTS, ConfigError, Peer, ReplicaConfig
@@ -42,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     cli_recovery.add_parsers(commands)
     cli_members.add_parsers(commands)
     cli_auth.add_parsers(commands)
+    cli_certs.add_parsers(commands)
     cli_call.add_parsers(commands)
     args = parser.parse_args(argv)
     name = " ".join(filter(None, ["regraft", args.command, getattr(args, "action", None)]))

@@ -3,11 +3,14 @@
 import os
 import re
 import shutil
+import subprocess
+import sys
 import time
 import urllib.request
 
 import pytest
 import yaml
+from cryptography import x509
 from prometheus_client.parser import text_string_to_metric_families
 
 from cluster.client import STALE
@@ -129,3 +132,45 @@ def serve_config(monkeypatch):
         return config
 
     return parse
+
+
+def documented_certificates(path: str, directory, replace: dict[str, str] | None = None) -> None:
+    """Run the `regraft certs` commands that the leading comment of deploy file `path`
+    tells operators to run (shell redirections and all), in `directory`."""
+    with open(os.path.join(DEPLOY, path)) as f:
+        comment = "".join(line[1:].strip() + "\n" for line in f if line.startswith("#"))
+    lines = comment.replace("\\\n", " ").splitlines()
+    commands = [line for line in lines if line.startswith("regraft certs")]
+    assert commands, f"{path} tells no `regraft certs` command"
+    shim = directory / "bin" / "regraft"
+    shim.parent.mkdir(parents=True)
+    shim.write_text(f'#!/bin/sh\nPYTHONPATH={ROOT} exec {sys.executable} -m cluster.cli "$@"\n')
+    shim.chmod(0o755)
+    script = "\n".join(commands)
+    for old, new in (replace or {}).items():
+        script = script.replace(old, new)
+    subprocess.run(
+        ["sh", "-e", "-c", script],
+        cwd=directory,
+        env={**os.environ, "PATH": f"{shim.parent}:{os.environ['PATH']}"},
+        check=True,
+        timeout=60,
+    )
+
+
+def certificate_hosts(path: str) -> list[str]:
+    """The DNS names and IP addresses a PEM certificate is valid for."""
+    with open(path, "rb") as f:
+        certificate = x509.load_pem_x509_certificate(f.read())
+    names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return [str(value) for value in names.get_values_for_type(x509.DNSName)] + [
+        str(value) for value in names.get_values_for_type(x509.IPAddress)
+    ]
+
+
+def covers(hosts: list[str], host: str) -> bool:
+    """Whether a certificate for `hosts` verifies for `host`. A `*.` wildcard stands for
+    one label, and only over two labels or more: grpc core logs "Invalid toplevel
+    subdomain" for `*.regraft`, as OpenSSL and BoringSSL refuse it."""
+    first, _, rest = host.partition(".")
+    return host in hosts or (bool(first) and "." in rest and f"*.{rest}" in hosts)

@@ -8,10 +8,17 @@ import shlex
 import tomllib
 
 from cluster import config as config_module
+from cluster.auth import CallersFile
 from cluster.cli import DEFAULT_ENDPOINTS, local_cluster_configs
 from cluster.config import split_address
 from tests.cluster.harness import ROOT
-from tests.deploy.conftest import DEPLOY, load_yaml
+from tests.deploy.conftest import (
+    DEPLOY,
+    certificate_hosts,
+    covers,
+    documented_certificates,
+    load_yaml,
+)
 
 
 def compose() -> dict:
@@ -48,6 +55,37 @@ def test_compose_runs_three_valid_replicas_that_name_each_other(serve_config):
             assert peer.grpc_address == f"{peer_id}:{grpc_port}"
 
 
+def test_compose_replicas_require_certificates_and_roles(serve_config):
+    """Nothing a replica would warn about: callers authenticate, with a role each."""
+    for service in compose()["services"].values():
+        config = serve_config(service["command"])
+        assert config.tls and config.tls_client_ca_file and config.callers_file
+        assert config.warnings() == []
+
+
+def test_the_documented_certificates_serve_every_address_replicas_are_dialed_at(
+    serve_config, tmp_path
+):
+    """The `regraft certs` commands in compose.yaml's comment make every file its
+    secrets name, a replica certificate valid for the peers' and the published
+    addresses, and callers with roles."""
+    documented_certificates("compose/compose.yaml", tmp_path)
+    document = compose()
+    for secret in document["secrets"].values():
+        if secret["file"] != "./secret":  # made with openssl
+            assert (tmp_path / secret["file"]).is_file(), secret["file"]
+    hosts = certificate_hosts(str(tmp_path / document["secrets"]["regraft-tls-cert"]["file"]))
+    for service in document["services"].values():
+        config = serve_config(service["command"])
+        for peer in config.peers:
+            assert covers(hosts, split_address(peer.grpc_address)[0]), (peer, hosts)
+    for endpoint in DEFAULT_ENDPOINTS.split(","):
+        assert covers(hosts, split_address(endpoint)[0]), (endpoint, hosts)
+    callers = CallersFile(str(tmp_path / document["secrets"]["regraft-callers"]["file"]))
+    roles = {name: c.role for name, c in callers.current().certificates.items()}
+    assert roles == {"ops": "admin", "frontend": "registry"}
+
+
 def test_compose_publishes_regraft_ups_ports(serve_config):
     """So `regraft status` and deploy/prometheus/prometheus.yml work unchanged."""
     services = compose()["services"]
@@ -70,9 +108,15 @@ def test_compose_mounts_what_the_replicas_use(serve_config):
         source, target = volume.split(":")
         assert source in document["volumes"]
         assert config.data_dir.startswith(target + "/"), name
-        (secret,) = service["secrets"]
-        assert config.secret_file == f"/run/secrets/{secret}"
-        assert secret in document["secrets"]
+        files = [
+            config.secret_file,
+            config.tls_cert_file,
+            config.tls_key_file,
+            config.tls_client_ca_file,
+            config.callers_file,
+        ]
+        assert sorted(files) == sorted(f"/run/secrets/{secret}" for secret in service["secrets"])
+        assert set(service["secrets"]) <= set(document["secrets"])
         probe = " ".join(service["healthcheck"]["test"])
         metrics_port = split_address(config.metrics_address)[1]
         assert f"http://127.0.0.1:{metrics_port}/readyz" in probe

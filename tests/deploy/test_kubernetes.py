@@ -2,6 +2,7 @@
 each other and with what `regraft serve` accepts and serves."""
 
 import os
+import re
 import stat
 import subprocess
 import urllib.error
@@ -12,7 +13,13 @@ import pytest
 from cluster.config import split_address
 from cluster.http import ProbeServer
 from tests.cluster.harness import free_port
-from tests.deploy.conftest import load_yaml_documents
+from tests.deploy.conftest import (
+    DEPLOY,
+    certificate_hosts,
+    covers,
+    documented_certificates,
+    load_yaml_documents,
+)
 
 NAMESPACE_DOMAIN = ".regraft"  # <pod>.<headless service>
 
@@ -134,3 +141,36 @@ def test_the_probes_ask_the_metrics_port_for_what_it_serves():
         assert unready.value.read() == b"no leader known\n"
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("pod", ["regraft-0", "regraft-1", "regraft-2"])
+def test_pods_require_certificates_and_roles(pod, tmp_path, serve_config):
+    config = serve_config(rendered_args(pod, tmp_path))
+    assert config.tls and config.tls_client_ca_file and config.callers_file
+    assert config.warnings() == []
+    mounts = {m["name"]: m["mountPath"] for m in container()["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod_spec()["volumes"]}
+    for path in (config.tls_cert_file, config.tls_key_file, config.tls_client_ca_file):
+        assert os.path.dirname(path) == mounts["tls"]
+    assert volumes["tls"]["secret"]["secretName"] == "regraft-tls"
+    assert os.path.dirname(config.callers_file) == mounts["callers"]
+    assert volumes["callers"]["configMap"]["name"] == "regraft-callers"
+
+
+def test_the_documented_certificates_serve_every_address_replicas_are_dialed_at(
+    tmp_path, serve_config
+):
+    """The `regraft certs` commands in the manifest's comment (namespace `registry`)
+    make a replica certificate valid for the addresses peers and front-ends dial."""
+    documented_certificates("kubernetes/regraft.yaml", tmp_path / "pki", {"NS": "registry"})
+    hosts = certificate_hosts(str(tmp_path / "pki" / "tls" / "replica.pem"))
+    config = serve_config(rendered_args("regraft-0", tmp_path))
+    for peer in config.peers:
+        assert covers(hosts, split_address(peer.grpc_address)[0]), (peer, hosts)
+    for name in ("regraft-client", "regraft-client.registry.svc", "regraft-1.regraft.registry.svc"):
+        assert covers(hosts, name), (name, hosts)
+    # The secret's keys are the file names the pods read.
+    with open(os.path.join(DEPLOY, "kubernetes", "regraft.yaml")) as f:
+        keys = set(re.findall(r"--from-file=([\w.]+)=tls/", f.read()))
+    names = {os.path.basename(p) for p in (config.tls_cert_file, config.tls_key_file)}
+    assert names | {os.path.basename(config.tls_client_ca_file)} == keys

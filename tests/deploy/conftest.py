@@ -170,7 +170,8 @@ def certificate_hosts(path: str) -> list[str]:
 
 def covers(hosts: list[str], host: str) -> bool:
     """Whether a certificate for `hosts` verifies for `host`. A `*.` wildcard stands for
-    one label, and only over two labels or more: grpc core logs "Invalid toplevel
-    subdomain" for `*.regraft`, as OpenSSL and BoringSSL refuse it."""
+    one label, and only over two labels or more: grpcio refuses `*.regraft` for
+    regraft-0.regraft ("Invalid toplevel subdomain", then "call host does not match
+    SSL server name")."""
     first, _, rest = host.partition(".")
     return host in hosts or (bool(first) and "." in rest and f"*.{rest}" in hosts)

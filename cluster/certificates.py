@@ -68,11 +68,18 @@ class Authority:
             .not_valid_after(now + datetime.timedelta(days=days))
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(_key_usage(signs_certificates=True), critical=True)
+            .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+            )
             .sign(key, hashes.SHA256())
         )
-        os.makedirs(directory, exist_ok=True)
-        _write(os.path.join(directory, CA_KEY), _private_bytes(key), private=True)
-        _write(os.path.join(directory, CA_CERT), cert.public_bytes(serialization.Encoding.PEM))
+        pem = cert.public_bytes(serialization.Encoding.PEM)
+        write_files(
+            [
+                (os.path.join(directory, CA_KEY), _private_bytes(key), 0o600),
+                (os.path.join(directory, CA_CERT), pem, 0o644),
+            ]
+        )
         return cls(directory, cert, key)
 
     @classmethod
@@ -88,7 +95,9 @@ class Authority:
             raise ConfigError(
                 f"{e.filename} does not exist: make a CA first (regraft certs init {directory})"
             ) from None
-        except ValueError as e:
+        except OSError as e:
+            raise ConfigError(f"cannot read {e.filename}: {e.strerror}") from None
+        except (ValueError, TypeError) as e:  # TypeError: a key with a password
             raise ConfigError(f"{directory} does not hold a CA made by regraft: {e}") from None
         if not isinstance(key, ec.EllipticCurvePrivateKey):
             raise ConfigError(f"{key_path} is not an ECDSA key")
@@ -106,10 +115,20 @@ class Authority:
         wildcards, IP addresses) from `start` (an hour ago) for `days`; written, key
         first, as NAME.pem and NAME.key (or `file_name`), replacing any before."""
         check_name(name)
+        if (file_name or name) == os.path.splitext(CA_CERT)[0]:
+            raise ConfigError(
+                f"certificate name {name!r} would replace the CA's own files: choose another"
+            )
         _check_days(days)
         names = [host_name(host) for host in hosts]
         key = ec.generate_private_key(ec.SECP256R1())
         begin = start or datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=1)
+        end = begin + datetime.timedelta(days=days)
+        if end > self._cert.not_valid_after_utc:
+            raise ConfigError(
+                f"--days {days} outlasts the CA, valid until "
+                f"{self._cert.not_valid_after_utc:%Y-%m-%d}: issue for fewer days"
+            )
         builder = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
@@ -117,8 +136,15 @@ class Authority:
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(begin)
-            .not_valid_after(begin + datetime.timedelta(days=days))
+            .not_valid_after(end)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+            )
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()),
+                critical=False,
+            )
             .add_extension(_key_usage(signs_certificates=False), critical=True)
             .add_extension(
                 x509.ExtendedKeyUsage(
@@ -132,8 +158,8 @@ class Authority:
         cert = builder.sign(self._key, hashes.SHA256())
         base = os.path.join(self.directory, file_name or name)
         issued = Issued(base + ".pem", base + ".key")
-        _write(issued.key_file, _private_bytes(key), private=True)
-        _write(issued.cert_file, cert.public_bytes(serialization.Encoding.PEM))
+        pem = cert.public_bytes(serialization.Encoding.PEM)
+        write_files([(issued.key_file, _private_bytes(key), 0o600), (issued.cert_file, pem, 0o644)])
         return issued
 
 
@@ -150,10 +176,19 @@ def host_name(host: str) -> x509.GeneralName:
     """A SAN for `host`: an IP address, or a DNS name (its first label may be `*` when
     two or more follow)."""
     try:
-        return x509.IPAddress(ipaddress.ip_address(host))
+        address = ipaddress.ip_address(host)
     except ValueError:
         pass
+    else:
+        if getattr(address, "scope_id", None):
+            raise ConfigError(f"host {host!r}: a certificate cannot name an address's zone")
+        return x509.IPAddress(address)
     labels = host.split(".")
+    if labels[-1].isdigit():
+        raise ConfigError(
+            f"host {host!r} is neither an IP address nor a DNS name (a name's last label "
+            "is not all digits)"
+        )
     if labels[0] == "*" and len(labels) > 1:
         labels = labels[1:]
         if len(labels) < 2:
@@ -194,13 +229,29 @@ def _private_bytes(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
-def _write(path: str, data: bytes, private: bool = False) -> None:
-    """Write beside and rename: a replica re-reading its files never sees half of one.
-    A key is readable by its owner only from the start."""
-    temporary = path + ".tmp"
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(temporary)  # left by a crash, maybe with looser permissions
-    with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
-        f.write(data)
-    os.chmod(temporary, 0o600 if private else 0o644)
-    os.replace(temporary, path)
+def write_files(files: list[tuple[str, bytes, int]]) -> None:
+    """Write each (path, data, mode) beside its path, then rename them into place in
+    order: a failure is said with the path and replaces nothing. A file is readable
+    by its owner only until it is complete; a replica re-reading its files never sees
+    half of one (and uses a new certificate once its key matches)."""
+    written = []
+    try:
+        for path, data, mode in files:
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            temporary = path + ".tmp"
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)  # left by a crash, maybe with looser permissions
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            written.append(temporary)
+            with open(descriptor, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(temporary, mode)
+        for temporary in written:
+            os.replace(temporary, temporary.removesuffix(".tmp"))
+    except OSError as e:
+        for temporary in written:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+        raise ConfigError(f"cannot write {e.filename or files[0][0]}: {e.strerror}") from None

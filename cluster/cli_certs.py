@@ -3,14 +3,16 @@
 
     regraft certs init tls                                   tls/ca.pem, tls/ca.key
     regraft certs issue tls replica --host r1 --host 10.0.0.1  tls/replica.pem, .key
-    regraft certs issue tls ops-alice --role admin           and its callers-file entry
+    regraft certs issue tls ops-alice --role admin --callers callers.toml   and its role
 """
 
 import json
+import os
 import sys
 
-from cluster.auth import ROLES
-from cluster.certificates import Authority
+from cluster.auth import ROLES, parse_callers
+from cluster.certificates import Authority, write_files
+from cluster.config import ConfigError
 
 
 def add_parsers(commands) -> None:
@@ -38,7 +40,12 @@ def add_parsers(commands) -> None:
     )
     p.add_argument("--days", type=int, default=365, help="how long it is valid (default 365)")
     p.add_argument(
-        "--role", choices=ROLES, help="also print its [[certificate]] entry for the callers file"
+        "--role", choices=ROLES, help="the caller's role: print its [[certificate]] entry"
+    )
+    p.add_argument(
+        "--callers",
+        metavar="FILE",
+        help="with --role: add the entry to this callers file instead (made if missing)",
     )
     p.set_defaults(run=_issue)
 
@@ -50,12 +57,47 @@ def _init(args) -> int:
 
 
 def _issue(args) -> int:
-    issued = Authority.load(args.directory).issue(args.name, args.host, args.days)
+    if args.callers and not args.role:
+        raise ConfigError("--callers needs --role: the role the caller gets")
+    authority = Authority.load(args.directory)
+    if args.callers:
+        entry = _entry_added(args.callers, args.name, args.role)  # checked before issuing
+    issued = authority.issue(args.name, args.host, args.days)
     print(issued.cert_file)
     print(issued.key_file)
-    if args.role:
-        print(
-            f"[[certificate]]\nname = {json.dumps(args.name)}\nrole = {json.dumps(args.role)}",
-            file=sys.stderr,
-        )
+    if args.callers:
+        if entry is not None:
+            mode = os.stat(args.callers).st_mode & 0o777 if os.path.exists(args.callers) else 0o644
+            write_files([(args.callers, entry.encode(), mode)])
+        print(args.callers)
+    elif args.role:
+        print(_entry(args.name, args.role), file=sys.stderr, end="")
     return 0
+
+
+def _entry(name: str, role: str) -> str:
+    return f"[[certificate]]\nname = {json.dumps(name)}\nrole = {json.dumps(role)}\n"
+
+
+def _entry_added(path: str, name: str, role: str) -> str | None:
+    """The callers file with NAME's entry added; None if it is there with this role
+    (a renewal). Refused if it gives NAME another role, or does not parse."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except FileNotFoundError:
+        text = ""
+    except OSError as e:
+        raise ConfigError(f"cannot read callers file {path}: {e.strerror}") from None
+    existing = parse_callers(text, path).certificates.get(name)
+    if existing is not None:
+        if existing.role == role:
+            return None
+        raise ConfigError(
+            f"{path} already gives {name!r} role {existing.role}, not {role}: "
+            "edit the file to change it"
+        )
+    separator = "\n" if text and not text.endswith("\n") else ""
+    updated = text + separator + _entry(name, role)
+    parse_callers(updated, path)
+    return updated

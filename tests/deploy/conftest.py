@@ -2,6 +2,7 @@
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -144,7 +145,11 @@ def documented_certificates(path: str, directory, replace: dict[str, str] | None
     assert commands, f"{path} tells no `regraft certs` command"
     shim = directory / "bin" / "regraft"
     shim.parent.mkdir(parents=True)
-    shim.write_text(f'#!/bin/sh\nPYTHONPATH={ROOT} exec {sys.executable} -m cluster.cli "$@"\n')
+    path = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
+    shim.write_text(
+        f"#!/bin/sh\nPYTHONPATH={shlex.quote(path)} exec {shlex.quote(sys.executable)} "
+        '-m cluster.cli "$@"\n'
+    )
     shim.chmod(0o755)
     script = "\n".join(commands)
     for old, new in (replace or {}).items():

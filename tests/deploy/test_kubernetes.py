@@ -167,7 +167,14 @@ def test_the_documented_certificates_serve_every_address_replicas_are_dialed_at(
     config = serve_config(rendered_args("regraft-0", tmp_path))
     for peer in config.peers:
         assert covers(hosts, split_address(peer.grpc_address)[0]), (peer, hosts)
-    for name in ("regraft-client", "regraft-client.registry.svc", "regraft-1.regraft.registry.svc"):
+    for name in (
+        "regraft-client",  # front-ends in the namespace
+        "regraft-client.registry",  # and in others
+        "regraft-client.registry.svc.cluster.local",
+        "regraft-1.regraft.registry.svc",
+        "regraft-2.regraft.registry.svc.cluster.local",
+        "127.0.0.1",  # kubectl port-forward
+    ):
         assert covers(hosts, name), (name, hosts)
     # The secret's keys are the file names the pods read.
     with open(os.path.join(DEPLOY, "kubernetes", "regraft.yaml")) as f:

@@ -9,7 +9,9 @@ import stat
 import grpc
 import pytest
 from cryptography import x509
+from cryptography.x509 import DNSName
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.verification import PolicyBuilder, Store
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cluster import auth, cli
@@ -40,7 +42,9 @@ def test_a_ca_and_what_it_issues(tmp_path, capsys):
         f"{pki}/replica.key",
     ]
     ca, replica = load(f"{pki}/ca.pem"), load(f"{pki}/replica.pem")
-    replica.verify_directly_issued_by(ca)
+    # RFC 5280 as strict verifiers apply it (Python 3.13's ssl, cryptography's own).
+    verifier = PolicyBuilder().store(Store([ca])).build_server_verifier(DNSName("r1.example"))
+    assert verifier.verify(replica, []) == [replica, ca]
     assert replica.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "replica"
     sans = replica.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert sans.get_values_for_type(x509.DNSName) == ["r1.example"]
@@ -69,6 +73,32 @@ def test_the_entry_printed_for_a_caller_is_a_callers_file_entry(tmp_path, capsys
     entry = capsys.readouterr().err
     callers = auth.parse_callers(entry, "the printed entry")
     assert callers.certificates["ops-alice"].role == auth.ADMIN
+
+
+def test_callers_are_added_to_the_callers_file_once(tmp_path, capsys):
+    """Issuing again (a renewal) leaves the entry as it is; another role is refused
+    before anything is issued."""
+    pki, callers = str(tmp_path / "pki"), str(tmp_path / "callers.toml")
+    run("init", pki)
+    for name, role in (("ops", "admin"), ("frontend", "registry"), ("ops", "admin")):
+        assert run("issue", pki, name, "--role", role, "--callers", callers) == 0
+    with open(callers) as f:
+        text = f.read()
+    parsed = auth.parse_callers(text, callers)
+    assert {n: c.role for n, c in parsed.certificates.items()} == {
+        "ops": "admin",
+        "frontend": "registry",
+    }
+    assert text.count('name = "ops"') == 1
+    capsys.readouterr()
+    assert run("issue", pki, "viewer-x", "--role", "reader", "--callers", callers) == 0
+    assert run("issue", pki, "frontend", "--role", "admin", "--callers", callers) == 2
+    assert "already gives 'frontend' role registry, not admin" in capsys.readouterr().err
+    assert run("issue", pki, "other", "--callers", callers) == 2
+    assert "--callers needs --role" in capsys.readouterr().err
+    assert not os.path.exists(f"{pki}/other.pem")
+    with open(callers) as f:
+        assert f.read().count("[[certificate]]") == 3
 
 
 def test_a_replica_and_a_caller_complete_a_mutual_tls_handshake(tmp_path):
@@ -122,6 +152,11 @@ class _Serving(health_pb2_grpc.HealthServicer):
         (["issue", "{pki}", "x", "--host=a-.b"], "host 'a-.b' is neither"),
         (["issue", "{pki}", "x", "--host", "*.regraft"], "a wildcard over a single label"),
         (["issue", "{pki}", "x", "--days", "0"], "--days 0 is not from 1 to 36500"),
+        (["issue", "{pki}", "x", "--days", "36000"], "--days 36000 outlasts the CA"),
+        (["issue", "{pki}", "ca"], "'ca' would replace the CA's own files"),
+        (["issue", "{pki}", "x", "--host", "10.0.0.256"], "host '10.0.0.256' is neither"),
+        (["issue", "{pki}", "x", "--host", "fe80::1%eth0"], "cannot name an address's zone"),
+        (["init", "{pki}/ca.pem/under"], "cannot write {pki}/ca.pem/under"),
         (["issue", "{pki}/none", "x"], "ca.pem does not exist: make a CA first"),
         (["init", "{pki}"], "already holds a CA"),
     ],
@@ -131,7 +166,7 @@ def test_bad_input_is_refused_naming_it_and_writes_nothing(tmp_path, capsys, arg
     Authority.create(pki)
     before = sorted(os.listdir(pki))
     assert run(*(a.format(pki=pki) for a in argv)) == 2
-    assert message in capsys.readouterr().err
+    assert message.format(pki=pki) in capsys.readouterr().err
     assert sorted(os.listdir(pki)) == before
 
 

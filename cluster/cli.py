@@ -72,6 +72,10 @@ def _serve_parser(commands) -> None:
     p.add_argument("--data-dir")
     p.add_argument("--raft-address", help="host:port of the Raft peer port")
     p.add_argument("--grpc-address", help="host:port of the gRPC API")
+    p.add_argument(
+        "--advertise-grpc-address",
+        help="host:port the others reach the API at, if not --grpc-address (0.0.0.0:7401)",
+    )
     p.add_argument("--metrics-address", help="host:port for /metrics, /livez, /readyz")
     p.add_argument(
         "--peer",
@@ -106,6 +110,7 @@ def _serve(args) -> int:
         "data_dir": args.data_dir,
         "raft_address": args.raft_address,
         "grpc_address": args.grpc_address,
+        "advertise_grpc_address": args.advertise_grpc_address,
         "metrics_address": args.metrics_address,
         "secret_file": args.secret_file,
         "tls_cert_file": args.tls_cert_file,
@@ -131,7 +136,7 @@ def _serve(args) -> int:
     )
     config.validate()
     for warning in config.warnings():
-        logging.getLogger("regraft").warning("UNSAFE: %s", warning)
+        logging.getLogger("regraft").warning("%s", warning)
     from cluster.replica import Replica  # heavy imports only when serving
 
     terminated = threading.Event()

@@ -42,6 +42,9 @@ class ReplicaConfig:
     data_dir: str = ""
     raft_address: str = ""
     grpc_address: str = ""
+    # Where the others (replicas, clients told who leads) reach this replica's API, when
+    # grpc_address is not that address: a wildcard such as 0.0.0.0:7401 in a container.
+    advertise_grpc_address: str = ""
     metrics_address: str = ""
     secret_file: str = ""
     insecure: bool = False
@@ -95,6 +98,7 @@ class ReplicaConfig:
         for name, address in [
             ("raft_address", self.raft_address),
             ("grpc_address", self.grpc_address),
+            *(("advertise_grpc_address", a) for a in [self.advertise_grpc_address] if a),
             *(("metrics_address", a) for a in [self.metrics_address] if a),
             *(("peers.raft_address", p.raft_address) for p in self.peers),
             *(("peers.grpc_address", p.grpc_address) for p in self.peers),
@@ -119,6 +123,11 @@ class ReplicaConfig:
                         f"--insecure binds loopback addresses only, but raft address "
                         f"{address!r} is not on loopback"
                     )
+        if self.advertise_grpc_address and _unspecified(self.advertise_grpc_address):
+            raise ConfigError(
+                f"advertise_grpc_address {self.advertise_grpc_address!r} is a wildcard: "
+                "give the host name or address the others dial"
+            )
         self._validate_tls()
         if self.election_timeout_min <= 3 * self.heartbeat:
             raise ConfigError("election_timeout_min must exceed three heartbeats")
@@ -155,25 +164,41 @@ class ReplicaConfig:
             )
 
     @property
+    def advertised_grpc_address(self) -> str:
+        """How the other replicas and clients reach this replica's API."""
+        return self.advertise_grpc_address or self.grpc_address
+
+    @property
     def loopback_api(self) -> bool:
         return is_loopback(split_address(self.grpc_address, "grpc_address")[0])
 
     def warnings(self) -> list[str]:
-        """What is allowed but unsafe: said loudly when a replica starts."""
+        """What is allowed but unsafe or wrong: said loudly when a replica starts."""
+        found = []
+        if _unspecified(self.advertised_grpc_address):
+            found.append(
+                f"ADDRESS: grpc_address {self.grpc_address} is a wildcard, and the other "
+                "replicas, and clients told who leads, would dial it: set "
+                "advertise_grpc_address (--advertise-grpc-address) to the address they "
+                "reach this replica at."
+            )
+        return found + self._security_warnings()
+
+    def _security_warnings(self) -> list[str]:
         if self.loopback_api or self.tls_client_ca_file or self.callers_file:
             return []
         if self.tls:
             return [
-                f"the gRPC API on {self.grpc_address} is encrypted but does not authenticate "
-                "its callers: anyone who reaches it is an admin and can change the registry, "
-                "the accounts and the membership. Set tls_client_ca_file and callers_file "
-                "(README, Security)."
+                f"UNSAFE: the gRPC API on {self.grpc_address} is encrypted but does not "
+                "authenticate its callers: anyone who reaches it is an admin and can change "
+                "the registry, the accounts and the membership. Set tls_client_ca_file and "
+                "callers_file (README, Security)."
             ]
         return [
-            f"the gRPC API on {self.grpc_address} is neither encrypted nor authenticated: "
-            "anyone who reaches it can read and change the registry and the membership. "
-            "Set tls_cert_file, tls_key_file, tls_client_ca_file and callers_file "
-            "(README, Security)."
+            f"UNSAFE: the gRPC API on {self.grpc_address} is neither encrypted nor "
+            "authenticated: anyone who reaches it can read and change the registry and the "
+            "membership. Set tls_cert_file, tls_key_file, tls_client_ca_file and "
+            "callers_file (README, Security)."
         ]
 
 
@@ -182,6 +207,15 @@ def split_address(address: str, name: str = "address") -> tuple[str, int]:
         return names.split_address(address, name)
     except InvalidArgument as e:
         raise ConfigError(f"{name} {address!r} is not host:port") from e
+
+
+def _unspecified(address: str) -> bool:
+    """Whether `address` binds every interface (0.0.0.0, [::]), reachable at none."""
+    host = split_address(address)[0]
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_unspecified
+    except ValueError:
+        return host == ""
 
 
 def is_loopback(host: str) -> bool:

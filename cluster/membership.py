@@ -60,7 +60,7 @@ class Members:
         self._raft = raft
         self._config = config
         self._credentials = auth.peer_credentials(config)
-        me = Peer(config.id, config.raft_address, config.grpc_address)
+        me = Peer(config.id, config.raft_address, config.advertised_grpc_address)
         # This replica's own view of addresses comes first (it may reach a peer
         # through an address other than the one the peer announced).
         self._configured = {p.raft_address: p for p in [me, *config.peers]}
@@ -115,7 +115,7 @@ class Members:
         added_at = me.added_at if me is not None else 0
         others = {p.grpc_address for p in self._configured.values()}
         others |= {m.grpc_address for m in self.table()}
-        for address in sorted(others - {self._config.grpc_address}):
+        for address in sorted(others - {self._config.advertised_grpc_address}):
             try:
                 with self.dial(address) as channel:
                     listed = cluster_pb2_grpc.ClusterStub(channel).ListMembers(request, timeout=1.0)
@@ -134,9 +134,10 @@ class Members:
 
 def configured_members(config: ReplicaConfig) -> list[Member]:
     """The members a configuration names: itself and its peers, all voters."""
+    me = Peer(config.id, config.raft_address, config.advertised_grpc_address)
     found = [
         Member(id=p.id, raft_address=p.raft_address, grpc_address=p.grpc_address, role=Role.VOTER)
-        for p in [Peer(config.id, config.raft_address, config.grpc_address), *config.peers]
+        for p in [me, *config.peers]
     ]
     return sorted(found, key=lambda m: m.id)
 

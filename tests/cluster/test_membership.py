@@ -5,16 +5,17 @@ import socket
 import subprocess
 import threading
 import time
+from dataclasses import replace
 
 import grpc
 import pytest
 
 from cluster.cli_members import call_leader
-from cluster.config import ReplicaConfig
+from cluster.config import ReplicaConfig, split_address
 from cluster.replica import VOTER_MARKER
 from regraft.v1 import cluster_pb2, record_pb2
 from storage.versions import LATEST
-from tests.cluster.harness import push, regraft
+from tests.cluster.harness import LocalCluster, push, regraft
 from tests.cluster.test_replication import Writer, assert_all_present
 from tests.polling import wait_for
 
@@ -406,3 +407,29 @@ def test_a_second_concurrent_change_is_refused(cluster):
         assert sorted(members_of(cluster)) == ["r1", "r2", "r3", "r4"]
     finally:
         silent.close()
+
+
+def test_replicas_bound_to_every_interface_are_listed_where_they_are_reached(tmp_path):
+    """In containers the API binds 0.0.0.0: the member table (which the others dial,
+    and which leader hints come from) must hold the advertised address instead."""
+    local = LocalCluster(str(tmp_path))
+    for replica in local.replicas:
+        port = split_address(replica.config.grpc_address)[1]
+        replica.config = replace(
+            replica.config,
+            grpc_address=f"0.0.0.0:{port}",
+            advertise_grpc_address=f"127.0.0.1:{port}",
+        )
+    advertised = {r.id: r.config.advertised_grpc_address for r in local.replicas}
+    try:
+        local.start()
+        local.wait_for_leader()
+        with local.client() as client:
+
+            def listed() -> dict[str, str]:
+                members = client.cluster().ListMembers(cluster_pb2.ListMembersRequest())
+                return {m.id: m.grpc_address for m in members.members}
+
+            wait_for(lambda: listed() == advertised, "the table to list every member")
+    finally:
+        local.stop()

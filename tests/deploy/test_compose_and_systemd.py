@@ -51,6 +51,8 @@ def test_compose_runs_three_valid_replicas_that_name_each_other(serve_config):
         assert set(own) == set(configs) - {name}
         for peer_id, peer in own.items():
             assert peer.raft_address == configs[peer_id].raft_address
+            # Where it calls the peer is where the peer says it is reached.
+            assert peer.grpc_address == configs[peer_id].advertised_grpc_address
             grpc_port = split_address(configs[peer_id].grpc_address)[1]
             assert peer.grpc_address == f"{peer_id}:{grpc_port}"
 

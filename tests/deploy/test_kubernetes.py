@@ -106,6 +106,7 @@ def test_each_pod_runs_a_valid_replica_on_the_declared_ports(pod, tmp_path, serv
     assert split_address(config.metrics_address)[1] == ports()["metrics"]
     others = {f"regraft-{i}" for i in range(replicas)} - {pod}
     assert {p.id for p in config.peers} == others
+    assert config.advertised_grpc_address == f"{pod}{NAMESPACE_DOMAIN}:{ports()['grpc']}"
     for peer in config.peers:
         assert peer.raft_address == f"{peer.id}{NAMESPACE_DOMAIN}:{ports()['raft']}"
         assert peer.grpc_address == f"{peer.id}{NAMESPACE_DOMAIN}:{ports()['grpc']}"

@@ -6,6 +6,7 @@ import pytest
 
 from cluster import config
 from cluster.config import ConfigError, Peer, ReplicaConfig
+from cluster.membership import configured_members
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -40,7 +41,12 @@ def test_the_shipped_example_configuration_is_valid():
 
 
 def test_dump_and_load_round_trip(tmp_path):
-    original = valid(tmp_path, snapshot_entries=123, metrics_address="127.0.0.1:7421")
+    original = valid(
+        tmp_path,
+        snapshot_entries=123,
+        metrics_address="127.0.0.1:7421",
+        advertise_grpc_address="r1.example:7401",
+    )
     path = tmp_path / "r1.toml"
     path.write_text(config.dump(original))
     assert config.load(str(path)) == original
@@ -59,11 +65,29 @@ def test_dump_and_load_round_trip(tmp_path):
             "loopback",
         ),
         ({"heartbeat": 0.5}, "three heartbeats"),
+        ({"advertise_grpc_address": "0.0.0.0:7401"}, "advertise_grpc_address .* is a wildcard"),
+        ({"advertise_grpc_address": "r1"}, "advertise_grpc_address 'r1' is not host:port"),
     ],
 )
 def test_refusals_name_what_is_wrong(tmp_path, changes, message):
     with pytest.raises(ConfigError, match=message):
         valid(tmp_path, **changes).validate()
+
+
+@pytest.mark.parametrize("wildcard", ["0.0.0.0:7401", "[::]:7401"])
+def test_a_wildcard_api_address_needs_one_to_advertise(tmp_path, wildcard):
+    """The others would be told to dial 0.0.0.0: said at start, and the advertised
+    address is what this replica calls itself among the members."""
+    bound = valid(tmp_path, grpc_address=wildcard)
+    bound.validate()
+    assert any(f"grpc_address {wildcard} is a wildcard" in w for w in bound.warnings())
+    advertised = valid(tmp_path, grpc_address=wildcard, advertise_grpc_address="r1.example:7401")
+    advertised.validate()
+    assert not any("wildcard" in w for w in advertised.warnings())
+    assert advertised.advertised_grpc_address == "r1.example:7401"
+    (me,) = [m for m in configured_members(advertised) if m.id == "r1"]
+    assert me.grpc_address == "r1.example:7401"
+    assert valid(tmp_path).advertised_grpc_address == "127.0.0.1:7401"
 
 
 def test_insecure_on_loopback_is_allowed(tmp_path):

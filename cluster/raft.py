@@ -350,11 +350,6 @@ class Raft(SyncObj):
             reason = _UNKNOWN.get(error, f"PySyncObj failure {error}")
             _settle(future, error=ProposalError(reason, definite=False))
 
-    def wait_applied(self, revision: int, timeout: float) -> bool:
-        """Wait until this replica's state reflects `revision`."""
-        with self.applied:
-            return self.applied.wait_for(lambda: self.revision >= revision, timeout)
-
     # -- applying ---------------------------------------------------------------------
 
     @replicated

@@ -60,15 +60,15 @@ def _issue(args) -> int:
     if args.callers and not args.role:
         raise ConfigError("--callers needs --role: the role the caller gets")
     authority = Authority.load(args.directory)
-    if args.callers:
-        entry = _entry_added(args.callers, args.name, args.role)  # checked before issuing
+    # The callers file is checked before anything is issued.
+    callers = _with_entry(args.callers, args.name, args.role) if args.callers else None
     issued = authority.issue(args.name, args.host, args.days)
     print(issued.cert_file)
     print(issued.key_file)
     if args.callers:
-        if entry is not None:
+        if callers is not None:
             mode = os.stat(args.callers).st_mode & 0o777 if os.path.exists(args.callers) else 0o644
-            write_files([(args.callers, entry.encode(), mode)])
+            write_files([(args.callers, callers.encode(), mode)])
         print(args.callers)
     elif args.role:
         print(_entry(args.name, args.role), file=sys.stderr, end="")
@@ -79,7 +79,7 @@ def _entry(name: str, role: str) -> str:
     return f"[[certificate]]\nname = {json.dumps(name)}\nrole = {json.dumps(role)}\n"
 
 
-def _entry_added(path: str, name: str, role: str) -> str | None:
+def _with_entry(path: str, name: str, role: str) -> str | None:
     """The callers file with NAME's entry added; None if it is there with this role
     (a renewal). Refused if it gives NAME another role, or does not parse."""
     try:

@@ -232,26 +232,33 @@ def _private_bytes(key: ec.EllipticCurvePrivateKey) -> bytes:
 def write_files(files: list[tuple[str, bytes, int]]) -> None:
     """Write each (path, data, mode) beside its path, then rename them into place in
     order: a failure is said with the path and replaces nothing. A file is readable
-    by its owner only until it is complete; a replica re-reading its files never sees
-    half of one (and uses a new certificate once its key matches)."""
+    by its owner only until it is complete, and a file replaced keeps its owner where
+    this process may give it (a key chowned to the replica's user stays readable to
+    it). A replica re-reading its files never sees half of one, and uses a new
+    certificate once its key matches. A symbolic link is followed, not replaced."""
     written = []
     try:
         for path, data, mode in files:
-            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-            temporary = path + ".tmp"
+            target = os.path.realpath(path)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            temporary = target + ".tmp"
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temporary)  # left by a crash, maybe with looser permissions
             descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            written.append(temporary)
+            written.append((temporary, target))
             with open(descriptor, "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
+            if os.path.exists(target):
+                before = os.stat(target)
+                with contextlib.suppress(PermissionError):
+                    os.chown(temporary, before.st_uid, before.st_gid)
             os.chmod(temporary, mode)
-        for temporary in written:
-            os.replace(temporary, temporary.removesuffix(".tmp"))
+        for temporary, target in written:
+            os.replace(temporary, target)
     except OSError as e:
-        for temporary in written:
+        for temporary, _ in written:
             with contextlib.suppress(OSError):
                 os.unlink(temporary)
         raise ConfigError(f"cannot write {e.filename or files[0][0]}: {e.strerror}") from None

@@ -60,15 +60,17 @@ def _issue(args) -> int:
     if args.callers and not args.role:
         raise ConfigError("--callers needs --role: the role the caller gets")
     authority = Authority.load(args.directory)
-    # The callers file is checked before anything is issued.
-    callers = _with_entry(args.callers, args.name, args.role) if args.callers else None
+    if args.callers:
+        # The entry first: without the certificate it admits nobody, and a certificate
+        # without its entry would be refused every call.
+        callers = _with_entry(args.callers, args.name, args.role)
+        if callers is not None:
+            mode = os.stat(args.callers).st_mode & 0o777 if os.path.exists(args.callers) else 0o644
+            write_files([(args.callers, callers.encode(), mode)])
     issued = authority.issue(args.name, args.host, args.days)
     print(issued.cert_file)
     print(issued.key_file)
     if args.callers:
-        if callers is not None:
-            mode = os.stat(args.callers).st_mode & 0o777 if os.path.exists(args.callers) else 0o644
-            write_files([(args.callers, callers.encode(), mode)])
         print(args.callers)
     elif args.role:
         print(_entry(args.name, args.role), file=sys.stderr, end="")

@@ -168,7 +168,7 @@ def _restore_parser(commands) -> None:
 
 def _restore(args) -> int:
     from cluster import backup
-    from cluster.config import split_address
+    from cluster.config import dialable
     from storage.members import Member
 
     identity = (args.id, args.raft_address, args.grpc_address)
@@ -176,8 +176,8 @@ def _restore(args) -> int:
     if any(identity):
         if not all(identity):
             raise ConfigError("give all of --id, --raft-address and --grpc-address, or none")
-        split_address(args.raft_address, "--raft-address")
-        split_address(args.grpc_address, "--grpc-address")
+        dialable(args.raft_address, "--raft-address")
+        dialable(args.grpc_address, "--grpc-address")
         member = Member(id=args.id, raft_address=args.raft_address, grpc_address=args.grpc_address)
     done = backup.restore(args.file, args.data_dir, member, args.bump_revision)
     data_dir = os.path.abspath(args.data_dir)

@@ -123,11 +123,8 @@ class ReplicaConfig:
                         f"--insecure binds loopback addresses only, but raft address "
                         f"{address!r} is not on loopback"
                     )
-        if self.advertise_grpc_address and _unspecified(self.advertise_grpc_address):
-            raise ConfigError(
-                f"advertise_grpc_address {self.advertise_grpc_address!r} is a wildcard: "
-                "give the host name or address the others dial"
-            )
+        if self.advertise_grpc_address:
+            dialable(self.advertise_grpc_address, "advertise_grpc_address")
         self._validate_tls()
         if self.election_timeout_min <= 3 * self.heartbeat:
             raise ConfigError("election_timeout_min must exceed three heartbeats")
@@ -210,12 +207,15 @@ def split_address(address: str, name: str = "address") -> tuple[str, int]:
 
 
 def _unspecified(address: str) -> bool:
-    """Whether `address` binds every interface (0.0.0.0, [::]), reachable at none."""
-    host = split_address(address)[0]
+    return names.is_wildcard(split_address(address)[0])
+
+
+def dialable(address: str, name: str) -> str:
+    """validate_dialable, as a configuration error."""
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_unspecified
-    except ValueError:
-        return host == ""
+        return names.validate_dialable(address, name)
+    except InvalidArgument as e:
+        raise ConfigError(str(e)) from None
 
 
 def is_loopback(host: str) -> bool:

@@ -196,8 +196,8 @@ def add_member(member_id: str, raft_address: str, grpc_address: str, actor: str 
     """A new member, recorded as a learner (storage/members.py)."""
     member = record_pb2.MemberRecord(
         id=names.validate_member_id(member_id),
-        raft_address=_address(raft_address, "raft_address"),
-        grpc_address=_address(grpc_address, "grpc_address"),
+        raft_address=names.validate_dialable(raft_address, "raft_address"),
+        grpc_address=names.validate_dialable(grpc_address, "grpc_address"),
     )
     return Command(actor=actor, add_member=command_pb2.AddMemberOp(member=member))
 
@@ -227,11 +227,6 @@ def set_member_role(member_id: str, current: int, new: int, actor: str = "") -> 
     op = command_pb2.SetMemberRoleOp(id=names.validate_member_id(member_id), to=new)
     setattr(op, "from", current)
     return Command(actor=actor, set_member_role=op)
-
-
-def _address(address: str, field: str) -> str:
-    names.split_address(address, field)
-    return address
 
 
 # -- access (storage/access.py) -----------------------------------------------------

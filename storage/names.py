@@ -6,7 +6,9 @@ the rule it broke: the message is read by a human who typed the name.
 """
 
 import hashlib
+import ipaddress
 import re
+import socket
 
 from storage.errors import InvalidArgument
 
@@ -215,6 +217,32 @@ def split_address(address: str, field: str = "address") -> tuple[str, int]:
     if not (sep and _HOST_RE.fullmatch(host) and port.isdigit() and 0 < int(port) < 65536):
         raise InvalidArgument(field, f"{quote(address)} is not host:port")
     return host.strip("[]"), int(port)
+
+
+def is_wildcard(host: str) -> bool:
+    """Whether `host` stands for every interface: 0.0.0.0, ::, or a numeric form the
+    resolver reads as one of them ("0", "0.0", "::ffff:0.0.0.0"). One binds such an
+    address; nobody can dial it."""
+    try:
+        found = socket.getaddrinfo(host, None, flags=socket.AI_NUMERICHOST)
+    except (OSError, UnicodeError):
+        return False  # a host name
+    for *_, sockaddr in found:
+        address = ipaddress.ip_address(sockaddr[0].partition("%")[0])
+        mapped = getattr(address, "ipv4_mapped", None)
+        if address.is_unspecified or (mapped is not None and mapped.is_unspecified):
+            return True
+    return False
+
+
+def validate_dialable(address: str, field: str = "address") -> str:
+    """host:port that others can dial: not a wildcard such as 0.0.0.0:7401."""
+    host, _ = split_address(address, field)
+    if is_wildcard(host):
+        raise InvalidArgument(
+            field, f"{quote(address)} stands for every interface: give the address others dial"
+        )
+    return address
 
 
 def validate_page_size(n: int, field: str = "n") -> int:

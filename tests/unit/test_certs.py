@@ -101,6 +101,27 @@ def test_callers_are_added_to_the_callers_file_once(tmp_path, capsys):
         assert f.read().count("[[certificate]]") == 3
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
+def test_renewal_keeps_the_owner_and_follows_links(tmp_path):
+    """A key chowned to the replica's user (as deploy/compose says) stays readable to
+    it when renewed with sudo; a callers file reached through a link is edited where
+    it is."""
+    pki = str(tmp_path / "pki")
+    run("init", pki)
+    issued = Authority.load(pki).issue("replica")
+    os.chown(issued.key_file, 10001, 10001)
+    real = tmp_path / "etc" / "callers.toml"
+    real.parent.mkdir()
+    real.write_text("")
+    os.chown(real, 10001, 10001)
+    link = tmp_path / "callers.toml"
+    link.symlink_to(real)
+    assert run("issue", pki, "replica", "--role", "reader", "--callers", str(link)) == 0
+    assert os.stat(issued.key_file).st_uid == 10001 and mode(issued.key_file) == 0o600
+    assert link.is_symlink() and 'name = "replica"' in real.read_text()
+    assert os.stat(real).st_uid == 10001
+
+
 def test_a_replica_and_a_caller_complete_a_mutual_tls_handshake(tmp_path):
     """grpcio accepts the certificates: a caller with one is served, one whose
     certificate comes from another CA is not."""

@@ -65,7 +65,7 @@ def test_dump_and_load_round_trip(tmp_path):
             "loopback",
         ),
         ({"heartbeat": 0.5}, "three heartbeats"),
-        ({"advertise_grpc_address": "0.0.0.0:7401"}, "advertise_grpc_address .* is a wildcard"),
+        ({"advertise_grpc_address": "0:7401"}, "advertise_grpc_address.*every interface"),
         ({"advertise_grpc_address": "r1"}, "advertise_grpc_address 'r1' is not host:port"),
     ],
 )

@@ -101,6 +101,8 @@ def test_ids_and_addresses_are_unique(replica, member_id, raft, grpc, taken):
         ("r4", "h:0", "h:2", "raft_address"),
         ("r4", "h:1", "h:65536", "grpc_address"),
         ("r4", "h:1", "bad host:2", "grpc_address"),
+        ("r4", "0.0.0.0:1", "h:2", "raft_address"),
+        ("r4", "h:1", "0.0.0.0:7401", "grpc_address"),
     ],
 )
 def test_bad_members_name_the_field(member_id, raft, grpc, field):

@@ -15,7 +15,9 @@ from storage.names import (
     compute_digest,
     digest_algorithm,
     is_digest_reference,
+    is_wildcard,
     quote,
+    validate_dialable,
     validate_digest,
     validate_page_size,
     validate_reference,
@@ -395,3 +397,20 @@ def test_quote_truncates() -> None:
     long = quote("y" * 1000)
     assert long.startswith("'" + "y" * 80 + "'")
     assert long.endswith("(1000 characters)")
+
+
+@pytest.mark.parametrize(
+    "host", ["0.0.0.0", "0", "0.0", "00.0.0.0", "0x0", "::", "::0", "::ffff:0.0.0.0"]
+)
+def test_wildcards_in_every_numeric_form_are_not_dialable(host: str) -> None:
+    """The resolver reads all of these as 0.0.0.0 or ::, which bind every interface."""
+    assert is_wildcard(host)
+    with pytest.raises(InvalidArgument, match="stands for every interface"):
+        validate_dialable(f"[{host}]:7401" if ":" in host else f"{host}:7401", "grpc_address")
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "10.0.0.1", "::1", "localhost", "r1", "0.example"])
+def test_addresses_and_names_are_dialable(host: str) -> None:
+    assert not is_wildcard(host)
+    address = f"[{host}]:7401" if ":" in host else f"{host}:7401"
+    assert validate_dialable(address) == address

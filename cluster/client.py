@@ -412,14 +412,16 @@ class Client:
         repository_prefix: str = "",
         endpoint: str = "",
         to_revision: int = 0,
+        progress_notify: bool = False,
     ):
-        """A stream of events (until to_revision, if given); iterate it, and cancel() it
-        when done."""
+        """A stream of events (until to_revision, if given; with PROGRESS events when
+        quiet, if progress_notify); iterate it, and cancel() it when done."""
         return self.registry(endpoint or None).Watch(
             registry_pb2.WatchRequest(
                 from_revision=from_revision,
                 repository_prefix=repository_prefix,
                 to_revision=to_revision,
+                progress_notify=progress_notify,
             )
         )
 

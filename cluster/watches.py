@@ -19,7 +19,11 @@ dozen. Here a stream holds no thread (cluster/nonblocking.py):
 
 Events reach a stream in revision order, each once, whichever way they come: the hub
 hands out only events past a subscriber's position, and a stream subscribes only if
-the hub has not yet handed out anything past its position. At most MAX_OPEN streams
+the hub has not yet handed out anything past its position. A stream that asked for
+progress_notify and has sent nothing for PROGRESS_INTERVAL gets a PROGRESS event
+naming the revision up to which it has everything (the hub's, once its outbox is
+empty), so that a consumer of a quiet prefix can resume from a recent revision. At
+most MAX_OPEN streams
 are open on a replica; one more is refused with RESOURCE_EXHAUSTED (an idle stream is
 what a Watch is, so none is cancelled to make room).
 """
@@ -28,6 +32,7 @@ import collections
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Protocol
@@ -45,6 +50,7 @@ log = logging.getLogger(__name__)
 MAX_OPEN = 1024
 PAGE = 256  # events read from LMDB at a time, by a stream or by the hub
 OUTBOX = 1024  # events waiting to be sent, past which a stream leaves the hub
+PROGRESS_INTERVAL = 10.0  # seconds without a message before a PROGRESS event
 
 
 class Applied(Protocol):
@@ -75,11 +81,21 @@ class Stream:
     """One Watch stream: where it is, and what waits to be sent. Guarded by Watches'
     lock once added."""
 
-    def __init__(self, call: Sending, prefix: str = "", position: int = 0, last: int = 0):
+    def __init__(
+        self,
+        call: Sending,
+        prefix: str = "",
+        position: int = 0,
+        last: int = 0,
+        progress: bool = False,
+    ):
         self.call = call
         self.prefix = prefix
         self.position = position  # the first revision not yet in the outbox or sent
         self.last = last  # 0: no end
+        self.progress = progress  # PROGRESS events when quiet
+        self.quiet_since = time.monotonic()  # when it last sent, or opened
+        self.reported = 0  # the revision of its last PROGRESS event
         self.outbox: collections.deque[bytes] = collections.deque()
         self.code = grpc.StatusCode.OK  # how it ended, for the metrics
         self.sending = False
@@ -102,6 +118,7 @@ class Watches:
         limit: int = MAX_OPEN,
         outbox: int = OUTBOX,
         page: int = PAGE,
+        progress_interval: float = PROGRESS_INTERVAL,
     ) -> None:
         self._raft = raft
         # Where pages are read: one thread, streams in turn.
@@ -110,6 +127,7 @@ class Watches:
         self._limit = limit
         self._outbox = outbox
         self._page = page
+        self._progress_interval = progress_interval
         self._lock = threading.Lock()
         self._open: set[Stream] = set()
         self._prefixes: dict[str, set[Stream]] = {}  # subscribers by repository prefix
@@ -150,6 +168,7 @@ class Watches:
         if not context.add_callback(ended):
             ended()  # the call is already over
             return
+        stream.progress = request.progress_notify
         try:
             stream.prefix, stream.position, stream.last = self._arguments(request)
         except InvalidArgument as error:
@@ -219,6 +238,7 @@ class Watches:
             return
         if stream.outbox:
             data = stream.outbox.popleft()
+            stream.quiet_since = time.monotonic()
             stream.sending = stream.call.send(data, lambda: self._sent(stream))
         elif stream.subscribed:
             return
@@ -304,6 +324,7 @@ class Watches:
                 )
             try:
                 self.catch_up()
+                self.report_progress()
             except Exception:
                 log.exception("the Watch hub failed; its streams read pages instead")
                 with self._lock:
@@ -363,3 +384,22 @@ class Watches:
                     stream.outbox.extend(d for revision, d in events if stream.wants(revision))
                 woken.append(stream)
         return list(dict.fromkeys(woken))
+
+    def report_progress(self) -> None:
+        """Send a PROGRESS event to each subscriber that asked for them, has sent
+        nothing for the interval, and has everything up to a newer revision."""
+        now = time.monotonic()
+        with self._lock:
+            for group in self._prefixes.values():
+                for stream in group:
+                    upto = max(self._seen, stream.position - 1)
+                    if (
+                        stream.progress
+                        and not (stream.outbox or stream.sending)
+                        and now - stream.quiet_since >= self._progress_interval
+                        and upto > stream.reported
+                    ):
+                        stream.reported = upto
+                        event = registry_pb2.Event(revision=upto, kind=registry_pb2.PROGRESS)
+                        stream.outbox.append(event.SerializeToString())
+                        self._pump(stream)

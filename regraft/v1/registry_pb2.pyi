@@ -23,6 +23,7 @@ class EventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     BLOB_UNLINK: _ClassVar[EventKind]
     ACCESS_CHANGE: _ClassVar[EventKind]
     CLUSTER_CHANGE: _ClassVar[EventKind]
+    PROGRESS: _ClassVar[EventKind]
 LINEARIZABLE: Consistency
 STALE: Consistency
 EVENT_KIND_UNSPECIFIED: EventKind
@@ -34,6 +35,7 @@ BLOB_LINK: EventKind
 BLOB_UNLINK: EventKind
 ACCESS_CHANGE: EventKind
 CLUSTER_CHANGE: EventKind
+PROGRESS: EventKind
 
 class ReadOptions(_message.Message):
     __slots__ = ("consistency", "min_revision")
@@ -313,14 +315,16 @@ class MountBlobResponse(_message.Message):
     def __init__(self, size: _Optional[int] = ..., media_type: _Optional[str] = ..., revision: _Optional[int] = ...) -> None: ...
 
 class WatchRequest(_message.Message):
-    __slots__ = ("from_revision", "repository_prefix", "to_revision")
+    __slots__ = ("from_revision", "repository_prefix", "to_revision", "progress_notify")
     FROM_REVISION_FIELD_NUMBER: _ClassVar[int]
     REPOSITORY_PREFIX_FIELD_NUMBER: _ClassVar[int]
     TO_REVISION_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_NOTIFY_FIELD_NUMBER: _ClassVar[int]
     from_revision: int
     repository_prefix: str
     to_revision: int
-    def __init__(self, from_revision: _Optional[int] = ..., repository_prefix: _Optional[str] = ..., to_revision: _Optional[int] = ...) -> None: ...
+    progress_notify: bool
+    def __init__(self, from_revision: _Optional[int] = ..., repository_prefix: _Optional[str] = ..., to_revision: _Optional[int] = ..., progress_notify: _Optional[bool] = ...) -> None: ...
 
 class Event(_message.Message):
     __slots__ = ("revision", "kind", "repository", "digest", "tag", "actor", "time_ms", "operation", "target")

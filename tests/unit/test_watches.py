@@ -95,6 +95,8 @@ class FakeCall:
 
     def __init__(self) -> None:
         self.received: list[tuple[int, str, str]] = []
+        # PROGRESS events: (their revision, how many events had come before).
+        self.progress: list[tuple[int, int]] = []
         self.pending = None  # the completion callback of the send under way
         self.status: grpc.StatusCode | None = None
         self.trailers: tuple = ()
@@ -108,7 +110,11 @@ class FakeCall:
             raise MemoryError("out of memory")
         if self.cancelled:
             return False
-        self.received.append(_parsed(data))
+        event = registry_pb2.Event.FromString(data)
+        if event.kind == registry_pb2.PROGRESS:
+            self.progress.append((event.revision, len(self.received)))
+        else:
+            self.received.append(_parsed(data))
         self.pending = then
         return True
 
@@ -146,7 +152,9 @@ class WatchesMachine(RuleBasedStateMachine):
         self.raft = Applied(self.dir)
         self.pool = ManualPool()
         # Small pages and outboxes, so that streams move between pages and the hub.
-        self.watches = watches.Watches(self.raft, lambda: "", self.pool, outbox=3, page=2)
+        self.watches = watches.Watches(
+            self.raft, lambda: "", self.pool, outbox=3, page=2, progress_interval=0
+        )
         self.streams: list[tuple[watches.Stream, FakeCall, tuple[str, int, int]]] = []
 
     def teardown(self) -> None:
@@ -162,13 +170,15 @@ class WatchesMachine(RuleBasedStateMachine):
         prefix=st.sampled_from(PREFIXES),
         start=st.integers(-1, 3),
         length=st.one_of(st.just(None), st.integers(0, 6)),
+        progress=st.booleans(),
     )
-    def open(self, prefix, start, length):
-        """From now on (start -1) or from a revision near the present; to a last one or not."""
+    def open(self, prefix, start, length, progress):
+        """From now on (start -1) or from a revision near the present; to a last one or
+        not; with PROGRESS events or not."""
         position = self.raft.revision + 1 if start < 0 else max(1, self.raft.revision - start)
         last = 0 if length is None else position + length
         call = FakeCall()
-        stream = watches.Stream(call, prefix, position, last)
+        stream = watches.Stream(call, prefix, position, last, progress)
         self.watches.add(stream)
         self.streams.append((stream, call, (prefix, position, last)))
 
@@ -186,6 +196,10 @@ class WatchesMachine(RuleBasedStateMachine):
     @rule()
     def hub(self):
         self.watches.catch_up()
+
+    @rule()
+    def progress(self):
+        self.watches.report_progress()
 
     @precondition(lambda self: self.streams)
     @rule(pick=st.integers(0, 1000))
@@ -233,9 +247,17 @@ class WatchesMachine(RuleBasedStateMachine):
 
     @invariant()
     def what_was_sent_is_in_order_each_once_and_asked_for(self):
-        for _, call, (prefix, position, last) in self.streams:
+        for stream, call, (prefix, position, last) in self.streams:
             expected = self.raft.expected(prefix, position, last)
             assert call.received == expected[: len(call.received)]
+            # A PROGRESS event comes after every event up to its revision, and before
+            # any past it; its revisions only grow; only for streams that asked.
+            assert stream.progress or not call.progress
+            revisions = [revision for revision, _ in call.progress]
+            assert revisions == sorted(set(revisions))
+            for revision, before in call.progress:
+                assert before == len([e for e in expected if e[0] <= revision])
+                assert revision <= self.raft.revision
 
 
 TestWatchesMachine = WatchesMachine.TestCase
@@ -399,3 +421,27 @@ def test_a_range_ends_by_itself_and_deadlines_end_the_rest(served):
     assert expired.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert time.monotonic() - started < LIVENESS
     wait_for(lambda: len(hub) == 0, "the ended streams to be let go")
+
+
+def test_a_quiet_prefix_hears_how_far_it_has_everything(served):
+    """progress_notify: nothing under the prefix changes, yet the stream learns a recent
+    revision to resume from; a stream that did not ask hears nothing."""
+    stub, _, raft, hub = served(progress_interval=0.2)
+    asked = stub.Watch(
+        registry_pb2.WatchRequest(repository_prefix="quiet/", progress_notify=True),
+        timeout=LIVENESS,
+    )
+    silent = stub.Watch(registry_pb2.WatchRequest(repository_prefix="never/"), timeout=3)
+    wait_for(lambda: len(hub) == 2, "both streams to be open")
+    written = [raft.write("a/x") for _ in range(5)][-1]
+    for event in asked:
+        assert event.kind == registry_pb2.PROGRESS and not event.repository
+        if event.revision >= written:
+            break
+    raft.write("quiet/app")
+    following = next(event for event in asked if event.kind != registry_pb2.PROGRESS)
+    assert (following.repository, following.revision) == ("quiet/app", written + 1)
+    asked.cancel()
+    with pytest.raises(grpc.RpcError) as ended:
+        next(silent)
+    assert ended.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED

@@ -202,6 +202,7 @@ class Watches:
                 return
             self._open.add(stream)
             metrics.watch_streams.inc()
+            stream.reported = max(stream.reported, stream.position - 1)  # no news yet
             self._pump(stream)
 
     def closed(self, stream: Stream) -> None:

@@ -110,10 +110,13 @@ class Authority:
         days: int = 365,
         start: datetime.datetime | None = None,
         file_name: str = "",
+        first: list[tuple[str, bytes, int]] | None = None,
     ) -> Issued:
         """A certificate for `name` (its CN), valid for `hosts` (DNS names, `*.`
         wildcards, IP addresses) from `start` (an hour ago) for `days`; written, key
-        first, as NAME.pem and NAME.key (or `file_name`), replacing any before."""
+        first, as NAME.pem and NAME.key (or `file_name`), replacing any before. Files in
+        `first` (path, data, mode) are written with them and renamed into place before
+        them; nothing is written unless every argument is valid."""
         check_name(name)
         if (file_name or name) == os.path.splitext(CA_CERT)[0]:
             raise ConfigError(
@@ -121,7 +124,6 @@ class Authority:
             )
         _check_days(days)
         names = [host_name(host) for host in hosts]
-        key = ec.generate_private_key(ec.SECP256R1())
         begin = start or datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=1)
         end = begin + datetime.timedelta(days=days)
         if end > self._cert.not_valid_after_utc:
@@ -129,6 +131,7 @@ class Authority:
                 f"--days {days} outlasts the CA, valid until "
                 f"{self._cert.not_valid_after_utc:%Y-%m-%d}: issue for fewer days"
             )
+        key = ec.generate_private_key(ec.SECP256R1())
         builder = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
@@ -159,7 +162,8 @@ class Authority:
         base = os.path.join(self.directory, file_name or name)
         issued = Issued(base + ".pem", base + ".key")
         pem = cert.public_bytes(serialization.Encoding.PEM)
-        write_files([(issued.key_file, _private_bytes(key), 0o600), (issued.cert_file, pem, 0o644)])
+        files = [(issued.key_file, _private_bytes(key), 0o600), (issued.cert_file, pem, 0o644)]
+        write_files([*(first or []), *files])
         return issued
 
 

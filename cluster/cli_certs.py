@@ -11,7 +11,7 @@ import os
 import sys
 
 from cluster.auth import ROLES, parse_callers
-from cluster.certificates import Authority, write_files
+from cluster.certificates import Authority
 from cluster.config import ConfigError
 
 
@@ -60,14 +60,15 @@ def _issue(args) -> int:
     if args.callers and not args.role:
         raise ConfigError("--callers needs --role: the role the caller gets")
     authority = Authority.load(args.directory)
-    if args.callers:
-        # The entry first: without the certificate it admits nobody, and a certificate
-        # without its entry would be refused every call.
-        callers = _with_entry(args.callers, args.name, args.role)
-        if callers is not None:
-            mode = os.stat(args.callers).st_mode & 0o777 if os.path.exists(args.callers) else 0o644
-            write_files([(args.callers, callers.encode(), mode)])
-    issued = authority.issue(args.name, args.host, args.days)
+    # Everything is checked before anything is written; the callers file is renamed
+    # into place first: an entry without its certificate admits nobody, a certificate
+    # without its entry would be refused every call.
+    callers = _with_entry(args.callers, args.name, args.role) if args.callers else None
+    first = []
+    if callers is not None:
+        mode = os.stat(args.callers).st_mode & 0o777 if os.path.exists(args.callers) else 0o644
+        first.append((args.callers, callers.encode(), mode))
+    issued = authority.issue(args.name, args.host, args.days, first=first)
     print(issued.cert_file)
     print(issued.key_file)
     if args.callers:

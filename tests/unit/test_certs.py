@@ -96,6 +96,8 @@ def test_callers_are_added_to_the_callers_file_once(tmp_path, capsys):
     assert "already gives 'frontend' role registry, not admin" in capsys.readouterr().err
     assert run("issue", pki, "other", "--callers", callers) == 2
     assert "--callers needs --role" in capsys.readouterr().err
+    assert run("issue", pki, "other", "--role", "reader", "--callers", callers, "--host=a..b") == 2
+    assert "host 'a..b' is neither" in capsys.readouterr().err
     assert not os.path.exists(f"{pki}/other.pem")
     with open(callers) as f:
         assert f.read().count("[[certificate]]") == 3

@@ -166,6 +166,11 @@ class ReplicaConfig:
         return self.advertise_grpc_address or self.grpc_address
 
     @property
+    def me(self) -> Peer:
+        """This replica as its peers know it."""
+        return Peer(self.id, self.raft_address, self.advertised_grpc_address)
+
+    @property
     def loopback_api(self) -> bool:
         return is_loopback(split_address(self.grpc_address, "grpc_address")[0])
 

@@ -60,10 +60,9 @@ class Members:
         self._raft = raft
         self._config = config
         self._credentials = auth.peer_credentials(config)
-        me = Peer(config.id, config.raft_address, config.advertised_grpc_address)
         # This replica's own view of addresses comes first (it may reach a peer
         # through an address other than the one the peer announced).
-        self._configured = {p.raft_address: p for p in [me, *config.peers]}
+        self._configured = {p.raft_address: p for p in [config.me, *config.peers]}
 
     def dial(self, grpc_address: str) -> grpc.Channel:
         """A channel to another member's gRPC API, with this replica's credentials."""
@@ -134,10 +133,9 @@ class Members:
 
 def configured_members(config: ReplicaConfig) -> list[Member]:
     """The members a configuration names: itself and its peers, all voters."""
-    me = Peer(config.id, config.raft_address, config.advertised_grpc_address)
     found = [
         Member(id=p.id, raft_address=p.raft_address, grpc_address=p.grpc_address, role=Role.VOTER)
-        for p in [me, *config.peers]
+        for p in [config.me, *config.peers]
     ]
     return sorted(found, key=lambda m: m.id)
 

@@ -12,7 +12,7 @@ from cryptography import x509
 from cryptography.x509 import DNSName
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import PolicyBuilder, Store
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from cluster import auth, cli
 from cluster.certificates import Authority
@@ -141,7 +141,7 @@ def test_a_replica_and_a_caller_complete_a_mutual_tls_handshake(tmp_path):
 
     ca, cert, key = read(authority.ca_file, replica.cert_file, replica.key_file)
     server = grpc.server(concurrent.futures.ThreadPoolExecutor(2))
-    health_pb2_grpc.add_HealthServicer_to_server(_Serving(), server)
+    health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)
     credentials = grpc.ssl_server_credentials([(key, cert)], ca, require_client_auth=True)
     port = server.add_secure_port("127.0.0.1:0", credentials)
     server.start()
@@ -159,11 +159,6 @@ def test_a_replica_and_a_caller_complete_a_mutual_tls_handshake(tmp_path):
                     assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
     finally:
         server.stop(None).wait()
-
-
-class _Serving(health_pb2_grpc.HealthServicer):
-    def Check(self, request, context):
-        return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING)
 
 
 @pytest.mark.parametrize(

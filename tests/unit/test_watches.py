@@ -16,7 +16,7 @@ import time
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -302,7 +302,7 @@ def served(tmp_path):
         registry_pb2_grpc.add_RegistryServicer_to_server(
             RegistryService(raft, None, lambda: "", hub), server
         )
-        health_pb2_grpc.add_HealthServicer_to_server(_Health(), server)
+        health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)
         port = server.add_insecure_port("127.0.0.1:0")
         hub.start()
         server.start()
@@ -318,11 +318,6 @@ def served(tmp_path):
         hub.stop()
         pool.shutdown(wait=True, cancel_futures=True)
         raft.store.close()
-
-
-class _Health(health_pb2_grpc.HealthServicer):
-    def Check(self, request, context):
-        return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING)
 
 
 def _read(stream, count: int) -> list[tuple[int, str, str]]:

@@ -63,6 +63,8 @@ class Members:
         # This replica's own view of addresses comes first (it may reach a peer
         # through an address other than the one the peer announced).
         self._configured = {p.raft_address: p for p in [config.me, *config.peers]}
+        # Only an address the operator said this replica is reached at is published.
+        self.advertised = config.advertise_grpc_address
 
     def dial(self, grpc_address: str) -> grpc.Channel:
         """A channel to another member's gRPC API, with this replica's credentials."""
@@ -70,7 +72,7 @@ class Members:
 
     def status_of(self, member: Member, timeout: float) -> cluster_pb2.StatusResponse:
         """Another member's own Status answer (raises grpc.RpcError)."""
-        with self.dial(member.grpc_address) as channel:
+        with self.dial(self.local_grpc_address(member)) as channel:
             request = cluster_pb2.StatusRequest()
             return cluster_pb2_grpc.ClusterStub(channel).Status(request, timeout=timeout)
 
@@ -86,10 +88,16 @@ class Members:
 
     def local_raft_address(self, member: Member) -> str:
         """Where this replica reaches `member` (its configuration may say otherwise)."""
-        for peer in self._configured.values():
-            if peer.id == member.id:
-                return peer.raft_address
-        return member.raft_address
+        peer = self._configured_peer(member)
+        return peer.raft_address if peer is not None else member.raft_address
+
+    def local_grpc_address(self, member: Member) -> str:
+        """Where this replica dials `member`'s API (its configuration may say otherwise)."""
+        peer = self._configured_peer(member)
+        return peer.grpc_address if peer is not None and peer.grpc_address else member.grpc_address
+
+    def _configured_peer(self, member: Member) -> Peer | None:
+        return next((p for p in self._configured.values() if p.id == member.id), None)
 
     def by_raft_address(self, address: str) -> Peer:
         found = self._configured.get(address)
@@ -229,11 +237,36 @@ class Changes:
                 status = self._members.status_of(member, 2.0)
             except grpc.RpcError:
                 return  # unreachable: ask again later
+            if status.id != member.id:
+                # A stale address (0.0.0.0 in tables seeded before advertise_grpc_address
+                # existed) reaches another replica, this one even: not this member's answer.
+                log.warning(
+                    "asking %s its machine version at %s reached %r: ask again later",
+                    member.id, self._members.local_grpc_address(member), status.id,
+                )  # fmt: skip
+                return
             # Older code leaves the field out: 0, below every version.
             if status.supported_machine_version < SUPPORTED_MACHINE_VERSION:
                 return
         log.info("every member supports machine version %d: raising it", SUPPORTED_MACHINE_VERSION)
         self._propose(commands.set_machine_version(SUPPORTED_MACHINE_VERSION), timeout)
+
+    def publish_address(self, timeout: float) -> None:
+        """Record the gRPC address this replica is configured to advertise, where the
+        table has another (it moved, or the table predates advertise_grpc_address): the
+        others dial it, and clients are sent to it, from the table. As etcd members
+        publish their client URLs. An address given to `member add` stays until then."""
+        advertised = self._members.advertised
+        if not advertised:
+            return
+        with self._raft.store.read() as view:
+            me = members.get(view, self._members.self_id)
+            in_force = view.machine_version
+        if me is None or me.grpc_address == advertised or in_force < versions.MEMBER_ADDRESSES:
+            return
+        log.info("publishing this replica's gRPC address %s (was %s)", advertised, me.grpc_address)
+        command = commands.set_member_address(me.id, advertised, me.grpc_address)
+        self._propose(command, timeout)
 
     def add(self, member_id: str, raft_address: str, grpc_address: str, force: bool,
             timeout: float, actor: str = "") -> list[str]:  # fmt: skip

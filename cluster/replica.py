@@ -68,7 +68,8 @@ VOTER_MARKER = "raft.voter"
 # is still a member.
 _REMOVED_AFTER = 5.0
 # How often a leader asks the members whether they all run code that supports a newer
-# machine version (storage/versions.py).
+# machine version (storage/versions.py), and a replica looks whether the member table
+# has the address it advertises.
 _UPGRADE_PERIOD = 5.0
 _HEALTH_SERVICES = ("", "regraft.v1.Registry", "regraft.v1.Cluster", "regraft.v1.Access")
 
@@ -271,7 +272,8 @@ class Replica:
         return None
 
     def _membership_duties(self) -> Ending | None:
-        """Seed the member table (as leader); notice a promotion or a removal of this one."""
+        """Seed the member table (as leader), raise the machine version, publish this
+        replica's address; notice a promotion or a removal of this one."""
         try:
             self.changes.seed(5.0)
         except Exception as e:  # retried on the next round
@@ -282,6 +284,10 @@ class Replica:
                 self.changes.upgrade(5.0)
             except Exception as e:  # retried later
                 log.warning("raising the machine version failed: %s", e)
+            try:
+                self.changes.publish_address(5.0)
+            except Exception as e:  # retried later
+                log.warning("publishing this replica's gRPC address failed: %s", e)
         # The recorded table only: before it reaches this replica, the configured
         # members (this one a voter among them) say nothing about its role.
         with self.store.read() as view:

@@ -202,6 +202,18 @@ def add_member(member_id: str, raft_address: str, grpc_address: str, actor: str 
     return Command(actor=actor, add_member=command_pb2.AddMemberOp(member=member))
 
 
+def set_member_address(
+    member_id: str, grpc_address: str, expected: str, actor: str = ""
+) -> Command:
+    """Move a member's gRPC address if it still is `expected` (storage/members.py)."""
+    op = command_pb2.SetMemberAddressOp(
+        id=names.validate_member_id(member_id),
+        grpc_address=names.validate_dialable(grpc_address, "grpc_address"),
+        expected_grpc_address=expected,
+    )
+    return Command(actor=actor, set_member_address=op)
+
+
 def seed_members(
     members: list[record_pb2.MemberRecord],
     cluster_id: str = "",

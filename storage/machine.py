@@ -64,6 +64,7 @@ _OPERATIONS = {
     "seed_members": members.seed,
     "add_member": members.add,
     "set_member_role": members.set_role,
+    "set_member_address": members.set_address,
     "set_event_retention": registry.set_event_retention,
     "set_machine_version": set_machine_version,
     "put_user": access.put_user,
@@ -77,6 +78,9 @@ _OPERATIONS = {
     "set_grant": access.set_grant,
     "set_repository_settings": access.set_repository_settings,
 }
+
+# Operations that older code does not know, from the machine version that applies them.
+_SINCE = {"set_member_address": versions.MEMBER_ADDRESSES}
 
 _CODES = {NotFound: Result.NOT_FOUND, FailedPrecondition: Result.FAILED_PRECONDITION}
 
@@ -113,7 +117,8 @@ def apply(batch: Batch, index: int, data: bytes) -> Result:
 def _execute(batch: Batch, index: int, command: command_pb2.Command, fingerprint: bytes) -> Result:
     op_name = command.WhichOneof("op")
     operation = _OPERATIONS.get(op_name)
-    if operation is None:
+    if operation is None or batch.machine_version < _SINCE.get(op_name, 0):
+        # Older code sees no operation in a newer one: the same result on every replica.
         return Result(code=Result.INVALID_ARGUMENT, message="command names no operation")
     change = registry.Change(batch, index, command.actor, command.time_ms)
     try:

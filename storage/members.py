@@ -100,6 +100,33 @@ def set_role(change, op: command_pb2.SetMemberRoleOp) -> command_pb2.Result:
     return command_pb2.Result()
 
 
+def set_address(change, op: command_pb2.SetMemberAddressOp) -> command_pb2.Result:
+    """Move a member's gRPC address, if it is still `expected_grpc_address`."""
+    batch = change.batch
+    member = get(batch, op.id)
+    if member is None:
+        raise NotFound("MEMBER_UNKNOWN", f"no member {op.id!r}")
+    if member.grpc_address != op.expected_grpc_address:
+        raise FailedPrecondition(
+            "MEMBER_ADDRESS_CHANGED",
+            f"member {op.id!r} has grpc_address {member.grpc_address!r}, "
+            f"not {op.expected_grpc_address!r}",
+        )
+    if op.grpc_address == member.grpc_address:
+        return command_pb2.Result(message=f"member {op.id!r} already has it")
+    for other in members(batch):
+        if other.grpc_address == op.grpc_address:
+            raise FailedPrecondition(
+                "MEMBER_EXISTS", f"member {other.id!r} already has grpc_address {op.grpc_address!r}"
+            )
+    previous, member.grpc_address = member.grpc_address, op.grpc_address
+    _put(batch, member)
+    change.record(
+        _CHANGED, "SetMemberAddress", f"member {op.id!r}: grpc {previous} -> {op.grpc_address}"
+    )
+    return command_pb2.Result()
+
+
 def _refuse_while_pending(batch, what: str) -> None:
     busy = pending(batch)
     if busy is not None:

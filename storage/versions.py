@@ -18,11 +18,15 @@ A new cluster starts at the version of the code that records its first members.
        entries (cluster/readindex.py).
     5  Apply unchanged. Every member reads sealed peer messages (AES-GCM), so they
        are sent instead of Fernet tokens (cluster/cipher.py).
+    6  SetMemberAddressOp: a member's gRPC address can change (each replica publishes
+       the address it advertises, cluster/membership.py). Below 6 it is refused as the
+       unknown operation older code sees in it.
 """
 
 AUDIT_EVENTS = 2
 BATCHED_PEER_MESSAGES = 3
 READ_INDEX = 4
 SEALED_PEER_MESSAGES = 5
+MEMBER_ADDRESSES = 6
 # The newest version this code can apply.
-LATEST = 5
+LATEST = 6

@@ -10,7 +10,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Command(_message.Message):
-    __slots__ = ("request_id", "actor", "time_ms", "put_manifest", "delete_manifest", "put_tag", "delete_tag", "link_blob", "unlink_blob", "mount_blob", "barrier", "seed_members", "add_member", "set_member_role", "set_event_retention", "set_machine_version", "put_user", "delete_user", "put_organization", "delete_organization", "put_team", "delete_team", "set_team_member", "set_organization_owner", "set_grant", "set_repository_settings")
+    __slots__ = ("request_id", "actor", "time_ms", "put_manifest", "delete_manifest", "put_tag", "delete_tag", "link_blob", "unlink_blob", "mount_blob", "barrier", "seed_members", "add_member", "set_member_role", "set_event_retention", "set_machine_version", "set_member_address", "put_user", "delete_user", "put_organization", "delete_organization", "put_team", "delete_team", "set_team_member", "set_organization_owner", "set_grant", "set_repository_settings")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     ACTOR_FIELD_NUMBER: _ClassVar[int]
     TIME_MS_FIELD_NUMBER: _ClassVar[int]
@@ -27,6 +27,7 @@ class Command(_message.Message):
     SET_MEMBER_ROLE_FIELD_NUMBER: _ClassVar[int]
     SET_EVENT_RETENTION_FIELD_NUMBER: _ClassVar[int]
     SET_MACHINE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SET_MEMBER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     PUT_USER_FIELD_NUMBER: _ClassVar[int]
     DELETE_USER_FIELD_NUMBER: _ClassVar[int]
     PUT_ORGANIZATION_FIELD_NUMBER: _ClassVar[int]
@@ -53,6 +54,7 @@ class Command(_message.Message):
     set_member_role: SetMemberRoleOp
     set_event_retention: SetEventRetentionOp
     set_machine_version: SetMachineVersionOp
+    set_member_address: SetMemberAddressOp
     put_user: PutUserOp
     delete_user: DeleteUserOp
     put_organization: PutOrganizationOp
@@ -63,7 +65,7 @@ class Command(_message.Message):
     set_organization_owner: SetOrganizationOwnerOp
     set_grant: SetGrantOp
     set_repository_settings: SetRepositorySettingsOp
-    def __init__(self, request_id: _Optional[str] = ..., actor: _Optional[str] = ..., time_ms: _Optional[int] = ..., put_manifest: _Optional[_Union[PutManifestOp, _Mapping]] = ..., delete_manifest: _Optional[_Union[DeleteManifestOp, _Mapping]] = ..., put_tag: _Optional[_Union[PutTagOp, _Mapping]] = ..., delete_tag: _Optional[_Union[DeleteTagOp, _Mapping]] = ..., link_blob: _Optional[_Union[LinkBlobOp, _Mapping]] = ..., unlink_blob: _Optional[_Union[UnlinkBlobOp, _Mapping]] = ..., mount_blob: _Optional[_Union[MountBlobOp, _Mapping]] = ..., barrier: _Optional[_Union[BarrierOp, _Mapping]] = ..., seed_members: _Optional[_Union[SeedMembersOp, _Mapping]] = ..., add_member: _Optional[_Union[AddMemberOp, _Mapping]] = ..., set_member_role: _Optional[_Union[SetMemberRoleOp, _Mapping]] = ..., set_event_retention: _Optional[_Union[SetEventRetentionOp, _Mapping]] = ..., set_machine_version: _Optional[_Union[SetMachineVersionOp, _Mapping]] = ..., put_user: _Optional[_Union[PutUserOp, _Mapping]] = ..., delete_user: _Optional[_Union[DeleteUserOp, _Mapping]] = ..., put_organization: _Optional[_Union[PutOrganizationOp, _Mapping]] = ..., delete_organization: _Optional[_Union[DeleteOrganizationOp, _Mapping]] = ..., put_team: _Optional[_Union[PutTeamOp, _Mapping]] = ..., delete_team: _Optional[_Union[DeleteTeamOp, _Mapping]] = ..., set_team_member: _Optional[_Union[SetTeamMemberOp, _Mapping]] = ..., set_organization_owner: _Optional[_Union[SetOrganizationOwnerOp, _Mapping]] = ..., set_grant: _Optional[_Union[SetGrantOp, _Mapping]] = ..., set_repository_settings: _Optional[_Union[SetRepositorySettingsOp, _Mapping]] = ...) -> None: ...
+    def __init__(self, request_id: _Optional[str] = ..., actor: _Optional[str] = ..., time_ms: _Optional[int] = ..., put_manifest: _Optional[_Union[PutManifestOp, _Mapping]] = ..., delete_manifest: _Optional[_Union[DeleteManifestOp, _Mapping]] = ..., put_tag: _Optional[_Union[PutTagOp, _Mapping]] = ..., delete_tag: _Optional[_Union[DeleteTagOp, _Mapping]] = ..., link_blob: _Optional[_Union[LinkBlobOp, _Mapping]] = ..., unlink_blob: _Optional[_Union[UnlinkBlobOp, _Mapping]] = ..., mount_blob: _Optional[_Union[MountBlobOp, _Mapping]] = ..., barrier: _Optional[_Union[BarrierOp, _Mapping]] = ..., seed_members: _Optional[_Union[SeedMembersOp, _Mapping]] = ..., add_member: _Optional[_Union[AddMemberOp, _Mapping]] = ..., set_member_role: _Optional[_Union[SetMemberRoleOp, _Mapping]] = ..., set_event_retention: _Optional[_Union[SetEventRetentionOp, _Mapping]] = ..., set_machine_version: _Optional[_Union[SetMachineVersionOp, _Mapping]] = ..., set_member_address: _Optional[_Union[SetMemberAddressOp, _Mapping]] = ..., put_user: _Optional[_Union[PutUserOp, _Mapping]] = ..., delete_user: _Optional[_Union[DeleteUserOp, _Mapping]] = ..., put_organization: _Optional[_Union[PutOrganizationOp, _Mapping]] = ..., delete_organization: _Optional[_Union[DeleteOrganizationOp, _Mapping]] = ..., put_team: _Optional[_Union[PutTeamOp, _Mapping]] = ..., delete_team: _Optional[_Union[DeleteTeamOp, _Mapping]] = ..., set_team_member: _Optional[_Union[SetTeamMemberOp, _Mapping]] = ..., set_organization_owner: _Optional[_Union[SetOrganizationOwnerOp, _Mapping]] = ..., set_grant: _Optional[_Union[SetGrantOp, _Mapping]] = ..., set_repository_settings: _Optional[_Union[SetRepositorySettingsOp, _Mapping]] = ...) -> None: ...
 
 class PutManifestOp(_message.Message):
     __slots__ = ("repository", "digest", "media_type", "content", "tag", "blobs", "manifests", "subject", "artifact_type", "annotations")
@@ -192,6 +194,16 @@ class SetMemberRoleOp(_message.Message):
     id: str
     to: _record_pb2.MemberRecord.Role
     def __init__(self, id: _Optional[str] = ..., to: _Optional[_Union[_record_pb2.MemberRecord.Role, str]] = ..., **kwargs) -> None: ...
+
+class SetMemberAddressOp(_message.Message):
+    __slots__ = ("id", "grpc_address", "expected_grpc_address")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    GRPC_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_GRPC_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    grpc_address: str
+    expected_grpc_address: str
+    def __init__(self, id: _Optional[str] = ..., grpc_address: _Optional[str] = ..., expected_grpc_address: _Optional[str] = ...) -> None: ...
 
 class PutUserOp(_message.Message):
     __slots__ = ("name", "create", "active", "admin", "password_hash")

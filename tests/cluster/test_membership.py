@@ -411,25 +411,32 @@ def test_a_second_concurrent_change_is_refused(cluster):
 
 def test_replicas_bound_to_every_interface_are_listed_where_they_are_reached(tmp_path):
     """In containers the API binds 0.0.0.0: the member table (which the others dial,
-    and which leader hints come from) must hold the advertised address instead."""
+    and which leader hints come from) must hold the advertised address instead. A
+    table seeded without one (before advertise_grpc_address existed) names 0.0.0.0 for
+    the seeding leader: restarted with advertise_grpc_address, each replica publishes
+    its own."""
     local = LocalCluster(str(tmp_path))
     for replica in local.replicas:
         port = split_address(replica.config.grpc_address)[1]
-        replica.config = replace(
-            replica.config,
-            grpc_address=f"0.0.0.0:{port}",
-            advertise_grpc_address=f"127.0.0.1:{port}",
-        )
-    advertised = {r.id: r.config.advertised_grpc_address for r in local.replicas}
+        replica.config = replace(replica.config, grpc_address=f"0.0.0.0:{port}")
     try:
         local.start()
         local.wait_for_leader()
-        with local.client() as client:
+        local.wait_seeded()
 
-            def listed() -> dict[str, str]:
+        def listed() -> dict[str, str]:
+            with local.client() as client:
                 members = client.cluster().ListMembers(cluster_pb2.ListMembersRequest())
-                return {m.id: m.grpc_address for m in members.members}
+            return {m.id: m.grpc_address for m in members.members}
 
-            wait_for(lambda: listed() == advertised, "the table to list every member")
+        assert [a for a in listed().values() if a.startswith("0.0.0.0:")], listed()
+        local.stop()
+        for replica in local.replicas:
+            port = split_address(replica.config.grpc_address)[1]
+            replica.config = replace(replica.config, advertise_grpc_address=f"127.0.0.1:{port}")
+        advertised = {r.id: r.config.advertised_grpc_address for r in local.replicas}
+        local.start()
+        local.wait_for_leader()
+        wait_for(lambda: listed() == advertised, "the table to list every member")
     finally:
         local.stop()

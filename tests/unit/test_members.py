@@ -6,6 +6,7 @@ from regraft.v1 import command_pb2, registry_pb2
 from storage import commands, members
 from storage.errors import InvalidArgument
 from storage.members import Member, Role
+from storage.versions import MEMBER_ADDRESSES
 from tests.unit.test_storage import Replica, all_events
 
 OK = command_pb2.Result.OK
@@ -135,3 +136,77 @@ def test_membership_changes_are_audit_events(replica):
         ("SetMemberRole", "member 'r1': VOTER -> REMOVING", "token:bot"),
         ("SetMemberRole", "member 'r1': REMOVING -> removed", ""),
     ]
+
+
+def grpc_addresses(replica) -> dict[str, str]:
+    with replica.store.read() as view:
+        return {m.id: m.grpc_address for m in members.members(view)}
+
+
+def test_a_member_moves_its_address_if_it_is_still_the_expected_one(replica):
+    replica.ok(commands.set_member_address("r1", "r1.example:7400", "10.0.0.1:7400", "cert:r1"))
+    assert grpc_addresses(replica)["r1"] == "r1.example:7400"
+    with replica.store.read() as view:
+        moved = all_events(view)[-1]
+    assert (moved.kind, moved.operation, moved.target, moved.actor) == (
+        registry_pb2.CLUSTER_CHANGE,
+        "SetMemberAddress",
+        "member 'r1': grpc 10.0.0.1:7400 -> r1.example:7400",
+        "cert:r1",
+    )
+    # Again: nothing to do. From an address it no longer has: refused.
+    before = replica.state_hash()
+    [again] = replica.ok(commands.set_member_address("r1", "r1.example:7400", "r1.example:7400"))
+    assert "already" in again.message
+    assert replica.state_hash() == before
+    [stale] = replica.apply(commands.set_member_address("r1", "r1.other:7400", "10.0.0.1:7400"))
+    assert stale.code == REFUSED and "MEMBER_ADDRESS_CHANGED" in stale.oci_code
+    assert "'r1' has grpc_address 'r1.example:7400', not '10.0.0.1:7400'" in stale.message
+    assert replica.state_hash() == before
+
+
+@pytest.mark.parametrize(
+    ("member_id", "address", "expected", "code", "says"),
+    [
+        ("r9", "10.0.0.9:7400", "", command_pb2.Result.NOT_FOUND, "no member 'r9'"),
+        ("r1", "10.0.0.2:7400", "10.0.0.1:7400", REFUSED, "'r2' already has grpc_address"),
+    ],
+)
+def test_an_address_move_is_refused_for_an_unknown_member_or_a_taken_address(
+    replica, member_id, address, expected, code, says
+):
+    before = replica.state_hash()
+    [result] = replica.apply(commands.set_member_address(member_id, address, expected))
+    assert result.code == code and says in result.message
+    assert replica.state_hash() == before
+
+
+@pytest.mark.parametrize(
+    ("member_id", "address", "field"),
+    [("r 1", "h:1", "id"), ("r1", "0.0.0.0:7401", "grpc_address"), ("r1", "h", "grpc_address")],
+)
+def test_a_bad_address_move_names_the_field(member_id, address, field):
+    with pytest.raises(InvalidArgument) as e:
+        commands.set_member_address(member_id, address, "10.0.0.1:7400")
+    assert e.value.field == field
+
+
+def test_before_machine_version_6_an_address_move_is_the_unknown_operation_it_was(tmp_path):
+    """Replicas of the previous release see no operation in it: so must this code, or
+    their states would differ during a rolling upgrade."""
+    older = Replica(str(tmp_path / "db"))
+    try:
+        seed = commands.seed_members([voter("r1", 1)], machine_version=MEMBER_ADDRESSES - 1)
+        older.ok(seed)
+        before = older.state_hash()
+        [result] = older.apply(commands.set_member_address("r1", "h:1", "10.0.0.1:7400"))
+        assert (result.code, result.message) == (
+            command_pb2.Result.INVALID_ARGUMENT,
+            "command names no operation",
+        )
+        assert older.state_hash() == before
+        older.ok(commands.set_machine_version(MEMBER_ADDRESSES))
+        older.ok(commands.set_member_address("r1", "h:1", "10.0.0.1:7400"))
+        assert grpc_addresses(older) == {"r1": "h:1"}
+    finally:
+        older.store.close()

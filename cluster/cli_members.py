@@ -16,6 +16,7 @@ from cluster.client import Credentials, dial
 from cluster.config import DEFAULT_ENDPOINTS
 from cluster.tables import text_table
 from regraft.v1 import cluster_pb2, cluster_pb2_grpc, record_pb2
+from storage import names
 
 # A change may wait for an election or a learner's catch-up: give it time.
 _CHANGE_TIMEOUT = 60.0
@@ -117,6 +118,12 @@ def _call(args, method: str, request, timeout: float = _CHANGE_TIMEOUT):
     return call_leader(args.endpoints, method, request, timeout, credentials)
 
 
+def _dialable_or_placeholder(address: str) -> str:
+    """A member's gRPC address, or HOST:PORT for a wildcard one (recorded before its
+    replica advertised one), which would reach the new replica itself."""
+    return "HOST:PORT" if names.is_wildcard_address(address) else address
+
+
 def _list(args) -> int:
     response = _call(args, "ListMembers", cluster_pb2.ListMembersRequest(), 10.0)
     print(members_table(response.members))
@@ -135,7 +142,7 @@ def _add(args) -> int:
         f"  regraft serve --join --id {args.id} --raft-address {args.raft_address} "
         f"--grpc-address {args.grpc_address} --data-dir DIR --secret-file FILE "
         + " ".join(
-            f"--peer {m.id}={m.raft_address},{m.grpc_address}"
+            f"--peer {m.id}={m.raft_address},{_dialable_or_placeholder(m.grpc_address)}"
             for m in response.members
             if m.membership == record_pb2.MemberRecord.VOTER
         )

@@ -177,13 +177,20 @@ class ReplicaConfig:
     def warnings(self) -> list[str]:
         """What is allowed but unsafe or wrong: said loudly when a replica starts."""
         found = []
-        if _unspecified(self.advertised_grpc_address):
+        if names.is_wildcard_address(self.advertised_grpc_address):
             found.append(
                 f"ADDRESS: grpc_address {self.grpc_address} is a wildcard, and the other "
                 "replicas, and clients told who leads, would dial it: set "
                 "advertise_grpc_address (--advertise-grpc-address) to the address they "
                 "reach this replica at."
             )
+        for peer in self.peers:
+            if names.is_wildcard_address(peer.grpc_address):
+                found.append(
+                    f"ADDRESS: peer {peer.id}'s grpc_address {peer.grpc_address} is a "
+                    f"wildcard, which reaches this replica, not {peer.id}: give the address "
+                    f"{peer.id} is reached at."
+                )
         return found + self._security_warnings()
 
     def _security_warnings(self) -> list[str]:
@@ -209,10 +216,6 @@ def split_address(address: str, name: str = "address") -> tuple[str, int]:
         return names.split_address(address, name)
     except InvalidArgument as e:
         raise ConfigError(f"{name} {address!r} is not host:port") from e
-
-
-def _unspecified(address: str) -> bool:
-    return names.is_wildcard(split_address(address)[0])
 
 
 def dialable(address: str, name: str) -> str:

@@ -70,11 +70,21 @@ class Members:
         """A channel to another member's gRPC API, with this replica's credentials."""
         return dial(grpc_address, self._credentials)
 
-    def status_of(self, member: Member, timeout: float) -> cluster_pb2.StatusResponse:
-        """Another member's own Status answer (raises grpc.RpcError)."""
-        with self.dial(self.local_grpc_address(member)) as channel:
-            request = cluster_pb2.StatusRequest()
-            return cluster_pb2_grpc.ClusterStub(channel).Status(request, timeout=timeout)
+    def status_of(self, member: Member, timeout: float) -> cluster_pb2.StatusResponse | None:
+        """`member`'s own Status answer, from the first of its addresses where it, not
+        another replica, answers; None if none does (a stale address such as 0.0.0.0
+        reaches whoever dials it)."""
+        for address in self.grpc_addresses(member):
+            try:
+                with self.dial(address) as channel:
+                    request = cluster_pb2.StatusRequest()
+                    status = cluster_pb2_grpc.ClusterStub(channel).Status(request, timeout=timeout)
+            except grpc.RpcError:
+                continue
+            if status.id == member.id:
+                return status
+            log.info("%s's address %s reached %r instead", member.id, address, status.id)
+        return None
 
     def table(self, view: View | None = None) -> list[Member]:
         """The replicated table (in `view`, else now); before it is seeded, the configuration."""
@@ -91,22 +101,24 @@ class Members:
         peer = self._configured_peer(member)
         return peer.raft_address if peer is not None else member.raft_address
 
-    def local_grpc_address(self, member: Member) -> str:
-        """Where this replica dials `member`'s API (its configuration may say otherwise)."""
+    def grpc_addresses(self, member: Member) -> list[str]:
+        """Where `member`'s API is, best first: the table's address (the one it
+        publishes), then the one this replica's configuration gives, if another;
+        wildcards last (they reach whoever dials them)."""
         peer = self._configured_peer(member)
-        return peer.grpc_address if peer is not None and peer.grpc_address else member.grpc_address
+        found = [member.grpc_address, peer.grpc_address if peer is not None else ""]
+        found = [a for a in dict.fromkeys(found) if a]
+        return sorted(found, key=names.is_wildcard_address)  # stable: the table's first
 
     def _configured_peer(self, member: Member) -> Peer | None:
         return next((p for p in self._configured.values() if p.id == member.id), None)
 
     def by_raft_address(self, address: str) -> Peer:
-        found = self._configured.get(address)
-        if found is not None:
-            return found
+        """The member Raft knows by `address`, with its best gRPC address."""
         for m in self.table():
-            if m.raft_address == address:
-                return Peer(m.id, m.raft_address, m.grpc_address)
-        return Peer(address, address, "")
+            if address in (m.raft_address, self.local_raft_address(m)):
+                return Peer(m.id, m.raft_address, self.grpc_addresses(m)[0])
+        return self._configured.get(address) or Peer(address, address, "")
 
     def excluded_by_others(self) -> str | None:
         """The id of a leader whose member table lacks this replica, if one answers.
@@ -137,6 +149,11 @@ class Members:
     def leader_grpc_address(self) -> str:
         leader = self._raft.status().get("leader")
         return self.by_raft_address(leader).grpc_address if leader else ""
+
+
+def caught_up(status: dict) -> bool:
+    """Whether this replica (its Raft status) has applied what its leader committed."""
+    return bool(status) and status["last_applied"] >= (status.get("leader_commit_idx") or 0)
 
 
 def configured_members(config: ReplicaConfig) -> list[Member]:
@@ -178,6 +195,7 @@ class Changes:
         self._raft = raft
         self._members = members_
         self._lock = threading.Lock()
+        self._unpublishable: tuple[str, str] | None = None  # (address, member holding it)
 
     def _propose(self, command: command_pb2.Command, timeout: float) -> command_pb2.Result:
         return propose_within(self._raft, command, timeout)
@@ -233,18 +251,9 @@ class Changes:
         for member in table:
             if member.id == self._members.self_id:
                 continue
-            try:
-                status = self._members.status_of(member, 2.0)
-            except grpc.RpcError:
+            status = self._members.status_of(member, 2.0)
+            if status is None:
                 return  # unreachable: ask again later
-            if status.id != member.id:
-                # A stale address (0.0.0.0 in tables seeded before advertise_grpc_address
-                # existed) reaches another replica, this one even: not this member's answer.
-                log.warning(
-                    "asking %s its machine version at %s reached %r: ask again later",
-                    member.id, self._members.local_grpc_address(member), status.id,
-                )  # fmt: skip
-                return
             # Older code leaves the field out: 0, below every version.
             if status.supported_machine_version < SUPPORTED_MACHINE_VERSION:
                 return
@@ -257,15 +266,28 @@ class Changes:
         others dial it, and clients are sent to it, from the table. As etcd members
         publish their client URLs. An address given to `member add` stays until then."""
         advertised = self._members.advertised
-        if not advertised:
+        # Only once caught up: a compare-and-set on a table of the past is refused.
+        if not advertised or not caught_up(self._raft.status()):
             return
         with self._raft.store.read() as view:
-            me = members.get(view, self._members.self_id)
-            in_force = view.machine_version
+            table, in_force = members.members(view), view.machine_version
+        me = next((m for m in table if m.id == self._members.self_id), None)
         if me is None or me.grpc_address == advertised or in_force < versions.MEMBER_ADDRESSES:
             return
+        holder = next((m.id for m in table if m.grpc_address == advertised), None)
+        if holder is not None:
+            if self._unpublishable != (advertised, holder):  # said once, not every round
+                self._unpublishable = (advertised, holder)
+                log.warning(
+                    "advertise_grpc_address %s is member %s's gRPC address: not recording it "
+                    "as this replica's (two replicas advertise the same address?)",
+                    advertised, holder,
+                )  # fmt: skip
+            return
         log.info("publishing this replica's gRPC address %s (was %s)", advertised, me.grpc_address)
-        command = commands.set_member_address(me.id, advertised, me.grpc_address)
+        command = commands.set_member_address(
+            me.id, advertised, me.grpc_address, actor=f"replica:{me.id}"
+        )
         self._propose(command, timeout)
 
     def add(self, member_id: str, raft_address: str, grpc_address: str, force: bool,
@@ -397,10 +419,7 @@ class Changes:
         addresses = {member.raft_address, self._members.local_raft_address(member)}
         while time.monotonic() < deadline and self._raft.status().get("state") == 2:
             if restarted is None:
-                try:
-                    status = self._members.status_of(member, 1.0)
-                except grpc.RpcError:
-                    status = None  # restarting: its API is down too
+                status = self._members.status_of(member, 1.0)  # None while restarting
                 if (
                     status is not None
                     and status.role != cluster_pb2.LEARNER
@@ -445,14 +464,13 @@ class Changes:
 
     def _require_caught_up(self, member: Member) -> None:
         commit = self._raft.status()["commit_idx"]
-        try:
-            status = self._members.status_of(member, 3.0)
-        except grpc.RpcError as e:
+        status = self._members.status_of(member, 3.0)
+        if status is None:
             raise FailedPrecondition(
                 "LEARNER_UNREACHABLE",
-                f"cannot ask learner {member.id!r} at {member.grpc_address} how far it is: "
-                f"{e.code().name}",
-            ) from None
+                f"cannot ask learner {member.id!r} how far it is: it does not answer at "
+                f"{' or '.join(self._members.grpc_addresses(member))}",
+            )
         # First: code too old for the version in force may not even read the peer
         # messages (sealed from version 5), so it is behind too, for that reason.
         with self._raft.store.read() as view:

@@ -17,7 +17,16 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY
 
-from cluster import arrivals, auth, datadir, decoding, metrics, openfiles, reflection, streams
+from cluster import (
+    arrivals,
+    auth,
+    datadir,
+    decoding,
+    metrics,
+    openfiles,
+    reflection,
+    streams,
+)
 from cluster.backup import BackupSource
 from cluster.config import ConfigError, ReplicaConfig
 from cluster.http import ProbeServer
@@ -25,6 +34,7 @@ from cluster.membership import (
     SUPPORTED_MACHINE_VERSION,
     Changes,
     Members,
+    caught_up,
     raft_peers,
     starts_as_learner,
 )
@@ -309,8 +319,7 @@ class Replica:
             # Remembered: the table may still say PROMOTING when this replica restarts.
             write_atomically(self._voter_marker, b"")
             return Ending("promoted to voter: restarting Raft as a voter", 0, restart=True)
-        caught_up = status and status["last_applied"] >= (status.get("leader_commit_idx") or 0)
-        if recorded and me is None and caught_up and status.get("leader") is not None:
+        if recorded and me is None and caught_up(status) and status.get("leader") is not None:
             return Ending("removed from the cluster", 0)
         # A removed voter hears from no leader again: the others drop its connections,
         # so it is connected to none of them (and PySyncObj, which starts an election

@@ -235,6 +235,14 @@ def is_wildcard(host: str) -> bool:
     return False
 
 
+def is_wildcard_address(address: str) -> bool:
+    """Whether host:port `address` names a wildcard host (False if it is not host:port)."""
+    try:
+        return is_wildcard(split_address(address)[0])
+    except InvalidArgument:
+        return False
+
+
 def validate_dialable(address: str, field: str = "address") -> str:
     """host:port that others can dial: not a wildcard such as 0.0.0.0:7401."""
     host, _ = split_address(address, field)

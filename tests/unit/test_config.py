@@ -90,6 +90,14 @@ def test_a_wildcard_api_address_needs_one_to_advertise(tmp_path, wildcard):
     assert valid(tmp_path).advertised_grpc_address == "127.0.0.1:7401"
 
 
+def test_a_peer_named_by_a_wildcard_is_said_at_start(tmp_path):
+    """`member add` of a cluster seeded before advertise_grpc_address could print
+    such a peer: dialing it reaches this replica, not the peer."""
+    config = valid(tmp_path, peers=[Peer("r2", "127.0.0.1:7412", "0.0.0.0:7402")])
+    config.validate()
+    assert any("peer r2's grpc_address 0.0.0.0:7402 is a wildcard" in w for w in config.warnings())
+
+
 def test_insecure_on_loopback_is_allowed(tmp_path):
     valid(tmp_path, secret_file="", insecure=True).validate()
 

@@ -23,6 +23,7 @@ from cluster import (
     datadir,
     decoding,
     metrics,
+    nonblocking,
     openfiles,
     reflection,
     streams,
@@ -194,12 +195,16 @@ class Replica:
             self.changes,
         )
         self.watches = Watches(self.raft, cluster_service.leader_hint)
-        registry_pb2_grpc.add_RegistryServicer_to_server(
+        # Writes are answered once applied, without a thread waiting (rpc.write).
+        nonblocking.add_servicer(
+            registry_pb2_grpc.add_RegistryServicer_to_server,
             RegistryService(self.raft, self.reads, cluster_service.leader_hint, self.watches),
             self.server,
         )
-        access_pb2_grpc.add_AccessServicer_to_server(
-            AccessService(self.raft, self.reads, cluster_service.leader_hint), self.server
+        nonblocking.add_servicer(
+            access_pb2_grpc.add_AccessServicer_to_server,
+            AccessService(self.raft, self.reads, cluster_service.leader_hint),
+            self.server,
         )
         cluster_pb2_grpc.add_ClusterServicer_to_server(cluster_service, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

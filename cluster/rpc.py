@@ -22,8 +22,9 @@ import time
 from collections.abc import Callable, Iterator
 
 import grpc
+from google.protobuf.message import Message
 
-from cluster import metrics, workers
+from cluster import metrics, nonblocking, workers
 from cluster.raft import ProposalError, Raft
 from cluster.reads import Cancelled, ReadTimeout
 from regraft.v1 import command_pb2
@@ -73,28 +74,38 @@ def propose(raft: Raft, command: command_pb2.Command, context) -> command_pb2.Re
 
 
 def propose_within(raft: Raft, command: command_pb2.Command, wait: float) -> command_pb2.Result:
-    """propose() with a timeout in seconds rather than a gRPC deadline.
+    """propose() with a timeout in seconds rather than a gRPC deadline."""
+    future = _propose(raft, command, wait)
+    try:
+        with workers.blocking():
+            result = future.result(wait + 1.0)
+    except concurrent.futures.TimeoutError:
+        # Raft's own deadline (at `wait`) should have failed the future first.
+        raise ProposalError("no answer within the deadline: outcome unknown", False) from None
+    return _applied(result)
 
-    The command is stamped with this replica's clock: its events' time, and "now"
-    for age-based event retention.
-    """
+
+def _propose(raft: Raft, command: command_pb2.Command, wait: float) -> concurrent.futures.Future:
+    """Start replicating `command`, stamped with this replica's clock (its events' time,
+    and "now" for age-based event retention); counted pending until answered."""
     problem = raft.status().get("storage_error")
     if problem:
         # Better a clear refusal now than a timeout: nothing is written until there is room.
         raise Exhausted(f"this replica cannot write to its disk ({problem}); retry later")
     command.time_ms = command.time_ms or int(time.time() * 1000)
     future = raft.propose(command.SerializeToString(), wait)
-    try:
-        with metrics.proposals_pending.track_inprogress(), workers.blocking():
-            result = future.result(wait + 1.0)
-    except concurrent.futures.TimeoutError:
-        # Raft's own deadline (at `wait`) should have failed the future first.
-        metrics.proposals.labels("failed").inc()
-        raise ProposalError("no answer within the deadline: outcome unknown", False) from None
-    except ProposalError:
-        metrics.proposals.labels("failed").inc()
-        raise
-    metrics.proposals.labels("committed").inc()
+    metrics.proposals_pending.inc()
+    future.add_done_callback(_answered)
+    return future
+
+
+def _answered(future: concurrent.futures.Future) -> None:
+    metrics.proposals_pending.dec()
+    metrics.proposals.labels("failed" if future.exception() else "committed").inc()
+
+
+def _applied(result: command_pb2.Result) -> command_pb2.Result:
+    """An applied command's result; a refusal as the exception that tells the caller."""
     if result.code == command_pb2.Result.OK:
         return result
     error = _RESULT_ERRORS.get(result.code)
@@ -105,6 +116,50 @@ def propose_within(raft: Raft, command: command_pb2.Command, wait: float) -> com
     if result.code == command_pb2.Result.INVALID_ARGUMENT:
         raise InvalidArgument("command", result.message)
     raise RuntimeError(result.message)
+
+
+def write(response: Callable[[command_pb2.Result], Message]) -> Callable:
+    """Decorate a servicer method that returns the command a call makes: the command
+    is replicated and the call answered with `response(result)` once it is applied,
+    from the thread that learns it (Raft's), with no thread waiting meanwhile.
+
+    A thread per write waiting for its commit cost more than the write: two wake-ups
+    per call, and the GIL handed between dozens of threads (cluster/DESIGN.md, Where
+    the time goes). grpcio runs such a method without a thread of its own once it is
+    registered with nonblocking.add_servicer; the servicer provides `_raft` and
+    `leader_hint()`.
+    """
+
+    def decorate(method: Callable) -> Callable:
+        @functools.wraps(method)
+        def unary(self, request, context, _send_response=None) -> None:
+            call = nonblocking.Call(context)
+            counted = Counted(method.__name__).start()
+
+            def answer(future: concurrent.futures.Future) -> None:
+                try:
+                    data = response(_applied(future.result())).SerializeToString()
+                except Exception as error:
+                    counted.code, message, trailers = failure(error, self.leader_hint)
+                    call.finish(counted.code, message, trailers)
+                else:
+                    call.respond(data)
+                counted.end()
+
+            try:
+                command = method(self, request, context)
+                future = _propose(self._raft, command, timeout(context))
+            except Exception as error:
+                failed: concurrent.futures.Future = concurrent.futures.Future()
+                failed.set_exception(error)
+                answer(failed)
+                return
+            future.add_done_callback(answer)
+
+        unary.experimental_non_blocking = True
+        return unary
+
+    return decorate
 
 
 def handler(method: Callable) -> Callable:
@@ -136,15 +191,21 @@ class Counted:
         self.name = name
         self.code = grpc.StatusCode.OK
 
-    def __enter__(self) -> "Counted":
+    def start(self) -> "Counted":
         self._started = time.monotonic()
         metrics.grpc_in_flight.inc()
         return self
 
-    def __exit__(self, *_exception) -> None:
+    def end(self) -> None:
         metrics.grpc_in_flight.dec()
         metrics.grpc_requests.labels(self.name, self.code.name).inc()
         metrics.grpc_seconds.labels(self.name).observe(time.monotonic() - self._started)
+
+    def __enter__(self) -> "Counted":
+        return self.start()
+
+    def __exit__(self, *_exception) -> None:
+        self.end()
 
 
 @contextlib.contextmanager

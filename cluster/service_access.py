@@ -32,6 +32,15 @@ def _last(value: str) -> str:
     return _account(value, "last") if value else ""
 
 
+def _by_caller(command: command_pb2.Command, context) -> command_pb2.Command:
+    command.actor = auth.actor(context)  # who changed access, for the record
+    return command
+
+
+def _written(result: command_pb2.Result) -> pb.AccessWriteResponse:
+    return pb.AccessWriteResponse(revision=result.revision)
+
+
 class AccessService(access_pb2_grpc.AccessServicer):
     def __init__(self, raft: Raft, reads: Reads, leader_hint: Callable[[], str]) -> None:
         self._raft = raft
@@ -41,27 +50,22 @@ class AccessService(access_pb2_grpc.AccessServicer):
         self._password_callers = threading.BoundedSemaphore(PASSWORD_CHECKS + PASSWORD_WAITERS)
         access.no_such_user_hash()
 
-    def _write(self, command: command_pb2.Command, context) -> pb.AccessWriteResponse:
-        command.actor = auth.actor(context)  # who changed access, for the record
-        result = rpc.propose(self._raft, command, context)
-        return pb.AccessWriteResponse(revision=result.revision)
-
     def _view(self, read, context):
         return self._reads.view(read, rpc.timeout(context), context.is_active)
 
     # -- users --------------------------------------------------------------------------
 
-    @rpc.handler
+    @rpc.write(_written)
     def CreateUser(self, request, context):
-        return self._write(commands.create_user(request), context)
+        return _by_caller(commands.create_user(request), context)
 
-    @rpc.handler
+    @rpc.write(_written)
     def UpdateUser(self, request, context):
-        return self._write(commands.update_user(request), context)
+        return _by_caller(commands.update_user(request), context)
 
-    @rpc.handler
+    @rpc.write(_written)
     def DeleteUser(self, request, context):
-        return self._write(commands.delete_user(request), context)
+        return _by_caller(commands.delete_user(request), context)
 
     @rpc.handler
     def GetUser(self, request, context):
@@ -107,17 +111,17 @@ class AccessService(access_pb2_grpc.AccessServicer):
 
     # -- organizations ------------------------------------------------------------------
 
-    @rpc.handler
+    @rpc.write(_written)
     def CreateOrganization(self, request, context):
-        return self._write(commands.put_organization(request, create=True), context)
+        return _by_caller(commands.put_organization(request, create=True), context)
 
-    @rpc.handler
+    @rpc.write(_written)
     def UpdateOrganization(self, request, context):
-        return self._write(commands.put_organization(request, create=False), context)
+        return _by_caller(commands.put_organization(request, create=False), context)
 
-    @rpc.handler
+    @rpc.write(_written)
     def DeleteOrganization(self, request, context):
-        return self._write(commands.delete_organization(request), context)
+        return _by_caller(commands.delete_organization(request), context)
 
     @rpc.handler
     def GetOrganization(self, request, context):
@@ -137,17 +141,17 @@ class AccessService(access_pb2_grpc.AccessServicer):
 
     # -- teams and memberships ----------------------------------------------------------
 
-    @rpc.handler
+    @rpc.write(_written)
     def CreateTeam(self, request, context):
-        return self._write(commands.put_team(request, create=True), context)
+        return _by_caller(commands.put_team(request, create=True), context)
 
-    @rpc.handler
+    @rpc.write(_written)
     def UpdateTeam(self, request, context):
-        return self._write(commands.put_team(request, create=False), context)
+        return _by_caller(commands.put_team(request, create=False), context)
 
-    @rpc.handler
+    @rpc.write(_written)
     def DeleteTeam(self, request, context):
-        return self._write(commands.delete_team(request), context)
+        return _by_caller(commands.delete_team(request), context)
 
     @rpc.handler
     def GetTeam(self, request, context):
@@ -165,13 +169,13 @@ class AccessService(access_pb2_grpc.AccessServicer):
             teams, more = access.list_teams(view, organization, n, last)
             return pb.ListTeamsResponse(teams=teams, revision=view.revision, more=more)
 
-    @rpc.handler
+    @rpc.write(_written)
     def AddTeamMember(self, request, context):
-        return self._write(commands.set_team_member(request, member=True), context)
+        return _by_caller(commands.set_team_member(request, member=True), context)
 
-    @rpc.handler
+    @rpc.write(_written)
     def RemoveTeamMember(self, request, context):
-        return self._write(commands.set_team_member(request, member=False), context)
+        return _by_caller(commands.set_team_member(request, member=False), context)
 
     @rpc.handler
     def ListTeamMembers(self, request, context):
@@ -182,13 +186,13 @@ class AccessService(access_pb2_grpc.AccessServicer):
             users, more = access.list_team_members(view, organization, team, n, last)
             return pb.ListUserNamesResponse(users=users, revision=view.revision, more=more)
 
-    @rpc.handler
+    @rpc.write(_written)
     def AddOrganizationOwner(self, request, context):
-        return self._write(commands.set_organization_owner(request, owner=True), context)
+        return _by_caller(commands.set_organization_owner(request, owner=True), context)
 
-    @rpc.handler
+    @rpc.write(_written)
     def RemoveOrganizationOwner(self, request, context):
-        return self._write(commands.set_organization_owner(request, owner=False), context)
+        return _by_caller(commands.set_organization_owner(request, owner=False), context)
 
     @rpc.handler
     def ListOrganizationOwners(self, request, context):
@@ -200,13 +204,13 @@ class AccessService(access_pb2_grpc.AccessServicer):
 
     # -- grants and settings ------------------------------------------------------------
 
-    @rpc.handler
+    @rpc.write(_written)
     def SetGrant(self, request, context):
-        return self._write(commands.set_grant(request), context)
+        return _by_caller(commands.set_grant(request), context)
 
-    @rpc.handler
+    @rpc.write(_written)
     def DeleteGrant(self, request, context):
-        return self._write(commands.delete_grant(request), context)
+        return _by_caller(commands.delete_grant(request), context)
 
     @rpc.handler
     def ListGrants(self, request, context):
@@ -232,9 +236,9 @@ class AccessService(access_pb2_grpc.AccessServicer):
             settings = registry.settings(view, repository)
             return pb.GetRepositorySettingsResponse(settings=settings, revision=view.revision)
 
-    @rpc.handler
+    @rpc.write(_written)
     def SetRepositorySettings(self, request, context):
-        return self._write(commands.set_repository_settings(request), context)
+        return _by_caller(commands.set_repository_settings(request), context)
 
     # -- decisions ----------------------------------------------------------------------
 

@@ -25,18 +25,14 @@ class RegistryService(registry_pb2_grpc.RegistryServicer):
         self.leader_hint = leader_hint
         self._watches = watches
 
-    def _write(self, command, context):
-        return rpc.propose(self._raft, command, context)
-
     def _view(self, read: pb.ReadOptions, context):
         return self._reads.view(read, rpc.timeout(context), context.is_active)
 
     # -- manifests ----------------------------------------------------------------------
 
-    @rpc.handler
+    @rpc.write(lambda r: pb.PutManifestResponse(digest=r.digest, revision=r.revision))
     def PutManifest(self, request, context):
-        result = self._write(commands.put_manifest(request, auth.actor(context)), context)
-        return pb.PutManifestResponse(digest=result.digest, revision=result.revision)
+        return commands.put_manifest(request, auth.actor(context))
 
     @rpc.handler
     def GetManifest(self, request, context):
@@ -52,22 +48,21 @@ class RegistryService(registry_pb2_grpc.RegistryServicer):
                 revision=view.revision,
             )
 
-    @rpc.handler
+    @rpc.write(
+        lambda r: pb.DeleteManifestResponse(revision=r.revision, deleted_tags=r.deleted_tags)
+    )
     def DeleteManifest(self, request, context):
-        result = self._write(commands.delete_manifest(request, auth.actor(context)), context)
-        return pb.DeleteManifestResponse(revision=result.revision, deleted_tags=result.deleted_tags)
+        return commands.delete_manifest(request, auth.actor(context))
 
     # -- tags ---------------------------------------------------------------------------
 
-    @rpc.handler
+    @rpc.write(lambda r: pb.PutTagResponse(revision=r.revision, previous_digest=r.previous_digest))
     def PutTag(self, request, context):
-        result = self._write(commands.put_tag(request, auth.actor(context)), context)
-        return pb.PutTagResponse(revision=result.revision, previous_digest=result.previous_digest)
+        return commands.put_tag(request, auth.actor(context))
 
-    @rpc.handler
+    @rpc.write(lambda r: pb.DeleteTagResponse(revision=r.revision, digest=r.digest))
     def DeleteTag(self, request, context):
-        result = self._write(commands.delete_tag(request, auth.actor(context)), context)
-        return pb.DeleteTagResponse(revision=result.revision, digest=result.digest)
+        return commands.delete_tag(request, auth.actor(context))
 
     @rpc.handler
     def ListTags(self, request, context):
@@ -102,10 +97,9 @@ class RegistryService(registry_pb2_grpc.RegistryServicer):
 
     # -- blobs --------------------------------------------------------------------------
 
-    @rpc.handler
+    @rpc.write(lambda r: pb.LinkBlobResponse(revision=r.revision))
     def LinkBlob(self, request, context):
-        result = self._write(commands.link_blob(request, auth.actor(context)), context)
-        return pb.LinkBlobResponse(revision=result.revision)
+        return commands.link_blob(request, auth.actor(context))
 
     @rpc.handler
     def StatBlob(self, request, context):
@@ -120,17 +114,15 @@ class RegistryService(registry_pb2_grpc.RegistryServicer):
                 revision=view.revision,
             )
 
-    @rpc.handler
+    @rpc.write(lambda r: pb.UnlinkBlobResponse(revision=r.revision))
     def UnlinkBlob(self, request, context):
-        result = self._write(commands.unlink_blob(request, auth.actor(context)), context)
-        return pb.UnlinkBlobResponse(revision=result.revision)
+        return commands.unlink_blob(request, auth.actor(context))
 
-    @rpc.handler
+    @rpc.write(
+        lambda r: pb.MountBlobResponse(size=r.size, media_type=r.media_type, revision=r.revision)
+    )
     def MountBlob(self, request, context):
-        result = self._write(commands.mount_blob(request, auth.actor(context)), context)
-        return pb.MountBlobResponse(
-            size=result.size, media_type=result.media_type, revision=result.revision
-        )
+        return commands.mount_blob(request, auth.actor(context))
 
     # -- history ------------------------------------------------------------------------
 

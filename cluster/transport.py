@@ -105,7 +105,13 @@ _read = TcpConnection._TcpConnection__processRead
 
 
 def _bounded_read(connection: TcpConnection) -> bool:
-    """TcpConnection's read, refusing a frame longer than a peer can legitimately send."""
+    """TcpConnection's read of one chunk: refuses a frame longer than a peer can
+    legitimately send, and stops reading once a whole frame is here, so that it is
+    parsed (a stranger's refused) before more is read. PySyncObj reads until the socket
+    is empty, which a stranger sending faster than that never lets happen: one
+    connection announcing a small frame and then pumping bytes held a replica's Raft
+    thread in this loop (its buffer growing, by copies, to 32 MiB) until the others
+    elected another leader; one per replica left the cluster without a leader."""
     more = _read(connection)
     buffer = connection._TcpConnection__readBuffer
     if len(buffer) >= _LENGTH.size:
@@ -120,6 +126,8 @@ def _bounded_read(connection: TcpConnection) -> bool:
             )
             connection.disconnect()
             return False
+        if len(buffer) >= _LENGTH.size + length:
+            return False  # parse it first; the poller reports what is left to read
     return more
 
 

@@ -7,6 +7,7 @@ import pickle
 import resource
 import socket
 import struct
+import threading
 import time
 import zlib
 
@@ -154,3 +155,37 @@ def _writes_through(cluster, replica) -> bool:
         except grpc.RpcError as e:
             assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e
             return False
+
+
+def test_a_stranger_pumping_bytes_holds_no_replica(cluster):
+    """A small frame announced, then bytes as fast as the connection takes them, on
+    every replica at once: each connection is closed after its frame, and the cluster
+    keeps its leader and takes writes meanwhile."""
+    leader = cluster.wait_for_leader()
+    term = cluster.status(leader).term
+    sent: dict[str, int] = {}
+
+    def pump(address: str) -> None:
+        host, port = address.rsplit(":", 1)
+        chunk = b"\0" * (1 << 20)
+        give_up = time.monotonic() + 20
+        total = 0
+        with socket.create_connection((host, int(port)), timeout=5) as s:
+            s.sendall(struct.pack("i", 1000))
+            with contextlib.suppress(OSError):
+                while time.monotonic() < give_up:
+                    s.sendall(chunk)
+                    total += len(chunk)
+                total = -1  # never closed
+        sent[address] = total
+
+    pumps = [threading.Thread(target=pump, args=(r.config.raft_address,)) for r in cluster.replicas]
+    for thread in pumps:
+        thread.start()
+    with cluster.client() as client:
+        push(client, "safe/app", "during", seed="during-pump")
+    for thread in pumps:
+        thread.join()
+    assert all(0 <= total < (8 << 20) for total in sent.values()), sent
+    assert cluster.wait_for_leader() is leader
+    assert cluster.status(leader).term == term

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY
 
 from cluster import (
@@ -30,6 +30,7 @@ from cluster import (
 )
 from cluster.backup import BackupSource
 from cluster.config import ConfigError, ReplicaConfig
+from cluster.health import Health
 from cluster.http import ProbeServer
 from cluster.membership import (
     SUPPORTED_MACHINE_VERSION,
@@ -41,7 +42,6 @@ from cluster.membership import (
 )
 from cluster.raft import Raft, RaftSettings
 from cluster.reads import Reads
-from cluster.rpc import Counted
 from cluster.service_access import AccessService
 from cluster.service_cluster import VERSION, ClusterService
 from cluster.service_registry import RegistryService
@@ -83,23 +83,6 @@ _REMOVED_AFTER = 5.0
 # has the address it advertises.
 _UPGRADE_PERIOD = 5.0
 _HEALTH_SERVICES = ("", "regraft.v1.Registry", "regraft.v1.Cluster", "regraft.v1.Access")
-
-
-class _Health(health.HealthServicer):
-    """The standard health service, its checks counted like the API's calls."""
-
-    def Check(self, request, context):
-        with Counted("HealthCheck") as call:
-            response = super().Check(request, context)
-            call.code = context.code() or grpc.StatusCode.OK
-            return response
-
-    def Watch(self, request, context, send_response_callback=None):
-        """Counted in flight while open, and once it ends; grpcio runs it without a
-        thread (HealthServicer marks this method non-blocking), so no `with` here."""
-        call = Counted("HealthWatch").__enter__()
-        context.add_callback(lambda: call.__exit__(None, None, None))
-        return super().Watch(request, context, send_response_callback)
 
 
 @dataclass
@@ -155,7 +138,7 @@ class Replica:
         self._stop_requested = threading.Event()
         self.reads = Reads(self.raft)
         self._stopping = threading.Event()
-        self.health = _Health()
+        self.health = Health()
         for service in _HEALTH_SERVICES:
             self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
         waiting = arrivals.Arrivals()
@@ -213,7 +196,7 @@ class Replica:
                 registry_pb2.DESCRIPTOR.services_by_name["Registry"].full_name,
                 access_pb2.DESCRIPTOR.services_by_name["Access"].full_name,
                 cluster_pb2.DESCRIPTOR.services_by_name["Cluster"].full_name,
-                health.SERVICE_NAME,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             ],
             self._workers,
         ).add_to(self.server)
@@ -381,9 +364,9 @@ class Replica:
         return self.not_live() or readiness_problem(self.raft.status())
 
     def _watch_health(self) -> None:
-        """Keep the health service's status current. Set only on a change: grpcio's
-        servicer sends every set() to each Health.Watch, and the protocol promises
-        watchers a message when the status changes, not one per period."""
+        """Keep the health service's status current. Set only on a change: the
+        protocol promises watchers a message when the status changes, not one per
+        period."""
         serving = health_pb2.HealthCheckResponse.SERVING
         not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
         last = None

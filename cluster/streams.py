@@ -10,8 +10,8 @@ Backup gets its thread only once its request message has arrived
 (cluster/arrivals.py), so callers that send headers and hold the message back take
 no thread. Streams that grpcio runs without a thread (experimental_non_blocking) are
 not capped here, and bound themselves: Registry.Watch (cluster/watches.py),
-Health.Watch, which clients and proxies open one per channel, and reflection
-(cluster/reflection.py).
+Health.Watch (cluster/health.py), which clients and proxies open one per channel,
+and reflection (cluster/reflection.py).
 
 Also what the server's interceptors share (cluster/auth.py is the other one): wrapping
 a method's handler, and refusing a call so that the refusal is counted.

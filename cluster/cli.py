@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 import grpc
 
@@ -54,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except grpc.RpcError as e:  # the cluster refused or could not be reached
         print(f"{name}: {e.details() or e.code().name}", file=sys.stderr)
+        if cli_auth.not_reached(e):
+            print(f"{name}: {cli_auth.NOT_REACHED_HINT}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # `regraft audit log | head`: the reader is gone
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -389,8 +392,6 @@ def _status_parser(commands) -> None:
 
 
 def _status(args) -> int:
-    from google.protobuf.json_format import MessageToDict
-
     endpoints = cli_auth.endpoint_list(args.endpoints)
     rows = query_members(endpoints, args.timeout, cli_auth.client_credentials(args))
     if args.json:
@@ -401,7 +402,7 @@ def _status(args) -> int:
                     if status is None
                     else {
                         "endpoint": endpoint,
-                        **MessageToDict(status, always_print_fields_with_no_presence=True),
+                        **json.loads(cli_call.message_json(status)),
                     }
                     for endpoint, status, error in rows
                 ],
@@ -561,14 +562,23 @@ def status_problems(rows) -> list[str]:
 def _bench_parser(commands) -> None:
     p = commands.add_parser("bench", help="measure a running cluster")
     p.add_argument("--endpoints", default=DEFAULT_ENDPOINTS)
-    p.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
-    p.add_argument("--concurrency", default="1,64", help="comma-separated caller counts")
+    p.add_argument(
+        "--duration", type=_positive(float), default=10.0, help="seconds per measurement"
+    )
+    p.add_argument(
+        "--concurrency",
+        type=_listed(_positive(int)),
+        default="1,64",
+        help="comma-separated caller counts",
+    )
     p.add_argument(
         "--ops",
+        type=_listed(str),
         default="write,read-stale,read-linearizable",
-        help="comma-separated: write, read-stale, read-linearizable",
+        help="comma-separated: write, read-stale, read-linearizable. Writes are PutTag "
+        "calls of fresh tags in repository bench/app, which stay in the cluster",
     )
-    p.add_argument("--processes", type=int, default=2, help="load generator processes")
+    p.add_argument("--processes", type=_positive(int), default=2, help="load generator processes")
     p.add_argument(
         "--target",
         choices=("regraft", "etcd"),
@@ -580,16 +590,44 @@ def _bench_parser(commands) -> None:
     p.set_defaults(run=_bench)
 
 
+def _positive(kind: type) -> Callable[[str], object]:
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{text} is not above 0")
+        return value
+
+    return parse
+
+
+def _listed(item: Callable[[str], object]) -> Callable[[str], list]:
+    """A comma-separated list, each item parsed by `item`."""
+
+    def parse(text: str) -> list:
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError(f"{text!r} names nothing")
+        return [item(t) for t in items]
+
+    return parse
+
+
 def _bench(args) -> int:
     from cluster import bench
 
     endpoints = cli_auth.endpoint_list(args.endpoints)
+    unknown = [op for op in args.ops if op not in bench.OPS]
+    if unknown:
+        raise ConfigError(f"--ops {', '.join(unknown)}: use {', '.join(bench.OPS)}")
     results = []
-    for op in args.ops.split(","):
-        for concurrency in (int(c) for c in args.concurrency.split(",")):
+    for op in args.ops:
+        for concurrency in args.concurrency:
             result = bench.run(
                 endpoints,
-                op.strip(),
+                op,
                 concurrency,
                 args.duration,
                 args.processes,

@@ -17,7 +17,7 @@ from cluster.auth import ROLES, token_hash
 from cluster.client import Client, Credentials, read_token, token_from_env
 from cluster.config import DEFAULT_ENDPOINTS, ConfigError
 from regraft.v1 import cluster_pb2, registry_pb2
-from storage.registry import EVENT_RETENTION
+from storage.registry import EVENT_RETENTION, MIN_EVENT_REVISIONS
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -44,6 +44,20 @@ def endpoint_list(text: str) -> list[str]:
     if not endpoints:
         raise ConfigError(f"--endpoints {text!r} names no host:port")
     return endpoints
+
+
+_NOT_REACHED = ("failed to connect", "socket closed", "connection refused", "handshake")
+NOT_REACHED_HINT = (
+    "no replica answered: check the endpoints; a replica that serves TLS needs --ca-file "
+    "(or --tls), and one that requires client certificates --cert-file and --key-file"
+)
+
+
+def not_reached(error: grpc.RpcError) -> bool:
+    """Whether a call failed before any replica answered it (nothing listening there, or
+    a TLS mismatch), rather than a replica answering UNAVAILABLE."""
+    details = (error.details() or "").lower()
+    return error.code() == grpc.StatusCode.UNAVAILABLE and any(s in details for s in _NOT_REACHED)
 
 
 def client_credentials(args: argparse.Namespace) -> Credentials:
@@ -188,7 +202,10 @@ def _retention(args) -> int:
         print(_describe(current))
         return 0
     if (args.revisions or 0) < 0:
-        raise ConfigError(f"--revisions must be 0 (the default) or more, got {args.revisions}")
+        raise ConfigError(
+            f"--revisions must be 0 (the default) or at least {MIN_EVENT_REVISIONS}, "
+            f"got {args.revisions}"
+        )
     # What is not given stays as it is (read just before; the last writer wins).
     request = cluster_pb2.EventRetention(
         revisions=current.revisions if args.revisions is None else args.revisions,

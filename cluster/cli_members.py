@@ -20,6 +20,8 @@ from storage import names
 
 # A change may wait for an election or a learner's catch-up: give it time.
 _CHANGE_TIMEOUT = 60.0
+# Give up this soon when no endpoint answers at all.
+_UNREACHED = 5.0
 
 
 def add_parsers(commands) -> None:
@@ -90,10 +92,14 @@ def follow_leader(
     """invoke(channel, seconds left) on each endpoint in turn, and on the leader an
     UNAVAILABLE answer names, until one answers or `timeout` passes."""
     queue = cli_auth.endpoint_list(endpoints)
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    deadline = started + timeout
     last_error: grpc.RpcError | None = None
+    answered = False  # by some replica, if only UNAVAILABLE: an election may end soon
     tried = 0
     while time.monotonic() < deadline:
+        if last_error is not None and not answered and time.monotonic() - started > _UNREACHED:
+            raise last_error  # nothing listens there: a mistyped endpoint, not an election
         endpoint = queue[tried % len(queue)]
         tried += 1
         with dial(endpoint, credentials) as channel:
@@ -103,6 +109,7 @@ def follow_leader(
                 if e.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                     raise
                 last_error = e
+                answered = answered or not cli_auth.not_reached(e)
                 leader = dict(e.trailing_metadata() or ()).get("leader")
                 if leader and leader not in queue:
                     queue.append(leader)
@@ -140,7 +147,8 @@ def _add(args) -> int:
     print(
         f"\n{args.id} is a learner. Start it with the cluster secret and `--join`, e.g.\n"
         f"  regraft serve --join --id {args.id} --raft-address {args.raft_address} "
-        f"--grpc-address {args.grpc_address} --data-dir DIR --secret-file FILE "
+        f"--grpc-address {args.grpc_address} --metrics-address HOST:PORT --data-dir DIR "
+        "--secret-file FILE "
         + " ".join(
             f"--peer {m.id}={m.raft_address},{_dialable_or_placeholder(m.grpc_address)}"
             for m in response.members

@@ -53,7 +53,12 @@ def _backup_parser(commands) -> None:
     )
     p.add_argument("action", nargs="?", choices=["verify"], help="verify: check a backup file")
     p.add_argument("file", nargs="?", help="the backup file to verify")
-    p.add_argument("--endpoint", help="gRPC address of the replica to back up")
+    p.add_argument(
+        "--endpoint",
+        "--endpoints",
+        dest="endpoint",
+        help="gRPC address of the replica to back up (one: the backup streams from it)",
+    )
     p.add_argument("--out", help="the backup file to write (never left half-written)")
     p.add_argument(
         "--stale",
@@ -104,6 +109,10 @@ def _backup(args) -> int:
         raise ConfigError(f"unexpected argument {args.file!r}: did you mean --out {args.file}?")
     if not args.endpoint or not args.out:
         raise ConfigError("backup needs --endpoint (a replica's gRPC address) and --out FILE")
+    if "," in args.endpoint:
+        raise ConfigError(
+            f"--endpoint {args.endpoint}: name one replica; the backup streams from it"
+        )
     consistency = registry_pb2.STALE if args.stale else registry_pb2.LINEARIZABLE
     header, sha256 = backup.fetch(
         args.endpoint,

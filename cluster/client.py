@@ -219,6 +219,11 @@ class Client:
 
         A write without a request_id gets one: a retried write is then applied once.
         """
+        if method not in _ACCESS_METHODS and method not in _REGISTRY_METHODS:
+            raise ValueError(
+                f"no Registry or Access method {method!r} (`regraft call list` lists them; "
+                "Cluster methods: client.cluster())"
+            )
         request = with_request_id(request)
         stub_of = self.access if method in _ACCESS_METHODS else self.registry
         deadline = time.monotonic() + (timeout or self.timeout)
@@ -430,6 +435,7 @@ class Client:
 
 
 _ACCESS_METHODS = frozenset(access_pb2.DESCRIPTOR.services_by_name["Access"].methods_by_name)
+_REGISTRY_METHODS = frozenset(registry_pb2.DESCRIPTOR.services_by_name["Registry"].methods_by_name)
 
 
 def with_request_id(request):

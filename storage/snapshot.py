@@ -14,6 +14,7 @@ A file that is truncated or altered fails its checksum and is never installed.
 import hashlib
 import json
 import os
+import stat
 import struct
 from typing import Any
 
@@ -61,8 +62,13 @@ def read_header(path: str) -> tuple[dict[str, Any], int, int]:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
         raise SnapshotError(f"{path}: no such file") from None
+    except OSError as e:
+        raise SnapshotError(f"{path}: cannot read it: {e.strerror}") from None
     try:
-        size = os.fstat(fd).st_size
+        found = os.fstat(fd)
+        if not stat.S_ISREG(found.st_mode):
+            raise SnapshotError(f"{path}: not a file (a backup is one file)")
+        size = found.st_size
         _check_magic(path, os.pread(fd, 32, 0))
         if size < len(MAGIC) + _LEN.size + _TRAILER.size:
             raise SnapshotError(f"{path}: too short to be a snapshot ({size} bytes)")

@@ -401,8 +401,9 @@ def test_status_cli(cluster):
     assert out.returncode == 0, out.stderr
     rows = json.loads(out.stdout)
     assert len(rows) == 3
-    assert len({row["leaderId"] for row in rows}) == 1
-    assert len({row["stateHash"] for row in rows}) == 1
+    assert len({row["leader_id"] for row in rows}) == 1
+    assert len({row["state_hash"] for row in rows}) == 1
+    assert all(isinstance(row["applied_index"], int) for row in rows)  # as `call` prints
     table = subprocess.run(
         [sys.executable, "-m", "cluster.cli", "status", "--endpoints", ",".join(cluster.endpoints)],
         capture_output=True,

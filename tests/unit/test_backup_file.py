@@ -77,6 +77,15 @@ def test_restore_refuses_damaged_backups_and_leaves_nothing(source, tmp_path):
         assert _listing(str(parent)) == [], name
 
 
+def test_a_directory_is_refused_as_not_a_backup_file(tmp_path):
+    directory = str(tmp_path / "backups")
+    os.mkdir(directory)
+    for check in (backup.inspect, lambda path: backup.restore(path, str(tmp_path / "r1"))):
+        with pytest.raises(SnapshotError, match="not a file"):
+            check(directory)
+    assert not os.path.exists(tmp_path / "r1")
+
+
 def test_restore_refuses_a_newer_backup_format(source, tmp_path):
     path = str(tmp_path / "backup")
     _backup(source, path)

@@ -1,6 +1,9 @@
-"""regraft bench's etcd requests: etcd's wire format (etcdserverpb, rpc.proto)."""
+"""regraft bench: its etcd requests in etcd's wire format (etcdserverpb, rpc.proto), and
+its flags."""
 
-from cluster import bench
+import pytest
+
+from cluster import bench, cli
 
 
 def test_etcd_requests_carry_etcds_field_numbers():
@@ -9,3 +12,22 @@ def test_etcd_requests_carry_etcds_field_numbers():
     # RangeRequest: key = 1; serializable = 7 (varint: tag 7 << 3 = 0x38).
     request = bench.EtcdRange(key=b"k", serializable=True)
     assert request.SerializeToString() == b"\x0a\x01k\x38\x01"
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--ops", "write,frobnicate"], "--ops frobnicate: use write, read-stale"),
+        (["--concurrency", "x"], "argument --concurrency: 'x' is not a number"),
+        (["--concurrency", "1,0"], "argument --concurrency: 0 is not above 0"),
+        (["--duration", "-1"], "argument --duration: -1 is not above 0"),
+        (["--processes", "0"], "argument --processes: 0 is not above 0"),
+    ],
+)
+def test_bad_bench_flags_are_refused_before_anything_runs(flags, says, capsys):
+    try:
+        code = cli.main(["bench", "--endpoints", "127.0.0.1:1", *flags])
+    except SystemExit as e:  # argparse's refusal
+        code = e.code
+    assert code == 2
+    assert says in capsys.readouterr().err

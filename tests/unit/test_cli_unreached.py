@@ -1,0 +1,27 @@
+"""Commands pointed at an address where no replica answers say so, and soon: not
+after the minute a membership change may wait for an election."""
+
+import socket
+import time
+
+from cluster import cli
+from cluster.cli_members import _CHANGE_TIMEOUT
+
+
+def nothing_listens() -> str:
+    """A loopback address whose port was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{s.getsockname()[1]}"
+
+
+def test_a_membership_command_gives_up_on_endpoints_nobody_answers(capsys):
+    started = time.monotonic()
+    code = cli.main(["leader", "transfer", "--endpoints", nothing_listens()])
+    took = time.monotonic() - started
+    assert code == 1
+    assert took < _CHANGE_TIMEOUT / 2, f"gave up after {took:.1f} s"
+    err = capsys.readouterr().err
+    assert "Connection refused" in err
+    assert "no replica answered: check the endpoints" in err
+    assert "--ca-file" in err  # a TLS replica spoken to in plaintext looks the same

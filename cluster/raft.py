@@ -150,7 +150,9 @@ class Raft(SyncObj):
         self._batch_entries: list[tuple[int, bytes]] = []
         self._batch_done = 0
         self._deferred: list[tuple[concurrent.futures.Future, command_pb2.Result]] = []
-        self._deadlines: list[tuple[float, int, concurrent.futures.Future]] = []
+        self._deadlines: list[tuple[float, int, concurrent.futures.Future, Exception]] = []
+        # Futures settled once an index is applied (settle_when_applied), lowest first.
+        self._applied_waiters: list[tuple[int, int, concurrent.futures.Future]] = []
         self._deadline_lock = threading.Lock()
         self._sequence = itertools.count()
         self._tick_calls: queue.SimpleQueue = queue.SimpleQueue()
@@ -318,12 +320,28 @@ class Raft(SyncObj):
         super()._checkCommandsToApply()
 
     def _future(self, timeout: float) -> concurrent.futures.Future:
+        return self.deadline_future(
+            timeout, ProposalError("no answer within the deadline: outcome unknown", False)
+        )
+
+    def deadline_future(self, timeout: float, error: Exception) -> concurrent.futures.Future:
+        """A future failed with `error` at `timeout` seconds (by the tick thread), unless
+        it is done before."""
         future: concurrent.futures.Future = concurrent.futures.Future()
         with self._deadline_lock:
             heapq.heappush(
-                self._deadlines, (time.monotonic() + timeout, next(self._sequence), future)
+                self._deadlines, (time.monotonic() + timeout, next(self._sequence), future, error)
             )
         return future
+
+    def settle_when_applied(self, revision: int, future: concurrent.futures.Future) -> None:
+        """Set `future` to `revision` once this replica has applied it, at once if it
+        has; forgotten if it is done otherwise first (its deadline, say)."""
+        with self._deadline_lock:
+            if self.revision < revision:
+                heapq.heappush(self._applied_waiters, (revision, next(self._sequence), future))
+                return
+        _settle(future, result=revision)
 
     def _wake(self) -> None:
         """Make the tick loop's poll return now; one pipe write per tick at most."""
@@ -409,11 +427,21 @@ class Raft(SyncObj):
         self._batch = None
         self._batch_entries = []
         deferred, self._deferred = self._deferred, []
+        self._publish_revision(revision)
+        for future, result in deferred:
+            _settle(future, result=result)
+
+    def _publish_revision(self, revision: int) -> None:
+        """This replica's state is now at `revision`: wake who waits for it."""
         with self.applied:
             self.revision = revision
             self.applied.notify_all()
-        for future, result in deferred:
-            _settle(future, result=result)
+        ready = []
+        with self._deadline_lock:
+            while self._applied_waiters and self._applied_waiters[0][0] <= revision:
+                ready.append(heapq.heappop(self._applied_waiters))
+        for wanted, _, future in ready:
+            _settle(future, result=wanted)
 
     def _after_tick(self) -> None:
         # Before the appends: a follower learns a forwarded command's index before the
@@ -482,15 +510,18 @@ class Raft(SyncObj):
         expired = []
         with self._deadline_lock:
             while self._deadlines:
-                deadline, _, future = self._deadlines[0]
+                deadline, _, future, error = self._deadlines[0]
                 if deadline > now and not future.done():
                     break
-                expired.append(heapq.heappop(self._deadlines)[2])
-        for future in expired:
-            _settle(
-                future,
-                error=ProposalError("no answer within the deadline: outcome unknown", False),
-            )
+                expired.append(heapq.heappop(self._deadlines)[2:])
+        for future, error in expired:
+            _settle(future, error=error)
+        if expired:  # what waited for a revision in vain is forgotten
+            with self._deadline_lock:
+                waiting = [w for w in self._applied_waiters if not w[2].done()]
+                if len(waiting) < len(self._applied_waiters):
+                    heapq.heapify(waiting)
+                    self._applied_waiters = waiting
 
     # -- snapshots --------------------------------------------------------------------
 
@@ -587,9 +618,7 @@ class Raft(SyncObj):
             metrics.snapshot_installs.inc()
             log.info("installed snapshot at revision %d", header["revision"])
             self._note_machine_version()
-            with self.applied:
-                self.revision = self.store.revision
-                self.applied.notify_all()
+            self._publish_revision(self.store.revision)
         last, previous = (
             _decode_entry(header["last_entry"]),
             _decode_entry(header["previous_entry"]),

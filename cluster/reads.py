@@ -8,12 +8,16 @@ has applied it. One barrier serves every read that arrived before it was propose
 reads arriving while it is in flight wait for the next one (a barrier proposed before
 a read began could be ordered before a write that completed before the read began).
 
-A waiting read holds one of the server's threads (cluster/streams.py), so waits are
-bounded by more than the caller's deadline: a read stops waiting when its caller goes
-away, and one for a revision past every entry this replica knows of (a revision
-nobody was given, or a replica cut off) waits at most AHEAD_GRACE, with at most
-AHEAD_WAITERS such reads at once. Otherwise about 64 such reads would leave no
-thread for anything else, health checks and Status included, until their deadlines.
+Registry reads wait without a thread (`when_ready`, rpc.read): a future settled by
+the Raft thread once the read index is confirmed and applied here, and the read then
+served on a pool thread; a read for a revision past every entry this replica knows of
+(a revision nobody was given, or a replica cut off) fails after AHEAD_GRACE, and a
+waiter is forgotten at its deadline. Other reads (Access, Cluster) wait in `view()`,
+holding one of the server's threads (cluster/workers.py), so their waits are bounded
+by more than the caller's deadline: such a read stops waiting when its caller goes
+away, and one for a revision past the log waits at most AHEAD_GRACE, with at most
+AHEAD_WAITERS such reads at once. Otherwise about 64 such reads would leave no thread
+for anything else, health checks and Status included, until their deadlines.
 """
 
 import concurrent.futures
@@ -49,8 +53,9 @@ class Cancelled(Exception):
 
 
 class Reads:
-    def __init__(self, raft: Raft) -> None:
+    def __init__(self, raft: Raft, pool: concurrent.futures.Executor | None = None) -> None:
         self._raft = raft
+        self._pool = pool  # where reads done waiting are served (rpc.read)
         self._lock = threading.Lock()
         self._next: concurrent.futures.Future | None = None
         self._in_flight = False
@@ -67,12 +72,7 @@ class Reads:
     ) -> Iterator[View]:
         """A view of this replica's state that is as fresh as `options` asks; waits end
         at `timeout` seconds, or once `active()` (the caller is still there) is false."""
-        if options.consistency not in _CONSISTENCIES:
-            raise InvalidArgument(
-                "read.consistency",
-                f"{options.consistency} is not a consistency "
-                f"({', '.join(registry_pb2.Consistency.keys())})",
-            )
+        _check(options)
         deadline = time.monotonic() + timeout
         wanted = options.min_revision
         if not wanted and options.consistency == registry_pb2.LINEARIZABLE:
@@ -83,6 +83,83 @@ class Reads:
         with self._raft.store.read() as view:
             yield view
 
+    def current(self) -> contextlib.AbstractContextManager[View]:
+        """A view of this replica's state now."""
+        return self._raft.store.read()
+
+    def later(self, run: Callable[[concurrent.futures.Future], None], ready) -> None:
+        """run(ready) on the pool: a read done waiting is served off the Raft thread."""
+        if self._pool is None:
+            run(ready)
+            return
+        try:
+            self._pool.submit(run, ready)
+        except RuntimeError:  # shut down: the server is stopping
+            run(ready)
+
+    def when_ready(
+        self, options: registry_pb2.ReadOptions, timeout: float
+    ) -> concurrent.futures.Future:
+        """view() without a thread that waits: a future of the revision a read with
+        `options` is served at, done once this replica has applied it (at once for a
+        STALE read), or failed with ReadTimeout or ProposalError within `timeout`."""
+        _check(options)
+        wanted = options.min_revision
+        if not wanted and options.consistency != registry_pb2.LINEARIZABLE:
+            done: concurrent.futures.Future = concurrent.futures.Future()
+            done.set_result(self._raft.revision)
+            return done
+        if wanted:
+            problem = self._past_the_log_now(wanted)
+            if problem:  # worth a short wait only: the entry may be on its way here
+                timeout = min(timeout, AHEAD_GRACE)
+            ready = self._raft.deadline_future(
+                timeout, ReadTimeout(problem or _not_reached(self._raft.revision, wanted))
+            )
+            self._raft.settle_when_applied(wanted, ready)
+            return ready
+        ready = self._raft.deadline_future(
+            timeout, ProposalError("read not confirmed within the deadline", True)
+        )
+
+        def confirmed(index: concurrent.futures.Future) -> None:
+            error = index.exception()
+            if isinstance(error, NotConfirmed):
+                error = ProposalError(f"read not confirmed: {error}", True)
+            if error is not None:
+                _settle(ready, error=error)
+            else:
+                self._raft.settle_when_applied(index.result(), ready)
+
+        self._index().add_done_callback(confirmed)
+        return ready
+
+    def _index(self) -> concurrent.futures.Future:
+        """A future of the index a linearizable read may be served at."""
+        if self._raft.reads_by_round:
+            return self._raft.read_index.request()
+        with self._lock:
+            if self._next is None:
+                self._next = concurrent.futures.Future()
+            future = self._next
+            self._joined += 1
+            waiting = None if self._in_flight else self._take()
+        if waiting is not None:
+            self._propose(waiting)
+        return future
+
+    def _past_the_log_now(self, wanted: int) -> str:
+        """Why `wanted` cannot be applied here soon, if it is past this replica's log."""
+        status = self._raft.status()
+        known = max(status.get("last_log_index") or 0, status.get("leader_commit_idx") or 0)
+        if wanted <= max(known, self._raft.revision):
+            return ""
+        return (
+            f"revision {wanted} is past the end of this replica's log ({known}): no such "
+            "revision was written, or this replica is cut off from the leader; read from "
+            "another replica"
+        )
+
     def _wait_applied(self, wanted: int, deadline: float, active: Callable[[], bool]) -> None:
         started = time.monotonic()
         ahead = False  # holds one of the AHEAD_WAITERS slots
@@ -91,11 +168,7 @@ class Reads:
                 while self._raft.revision < wanted:
                     now = time.monotonic()
                     if now >= deadline:
-                        raise ReadTimeout(
-                            f"this replica has applied revision {self._raft.revision}, not "
-                            f"yet {wanted}, within the deadline: retry, or read from another "
-                            "replica"
-                        )
+                        raise ReadTimeout(_not_reached(self._raft.revision, wanted))
                     if not active():
                         raise Cancelled()
                     if not ahead:
@@ -128,22 +201,8 @@ class Reads:
         return True
 
     def _linearizable_revision(self, timeout: float, active: Callable[[], bool]) -> int:
-        if self._raft.reads_by_round:
-            return self._confirmed_index(timeout, active)
-        with self._lock:
-            if self._next is None:
-                self._next = concurrent.futures.Future()
-            future = self._next
-            self._joined += 1
-            waiting = None if self._in_flight else self._take()
-        if waiting is not None:
-            self._propose(waiting, timeout)
-        return _result(future, timeout, active, "read barrier not committed")
-
-    def _confirmed_index(self, timeout: float, active: Callable[[], bool]) -> int:
-        """The index a leader confirmed by a round of heartbeats (cluster/readindex.py)."""
         try:
-            return _result(self._raft.read_index.request(), timeout, active, "read not confirmed")
+            return _result(self._index(), timeout, active, "read not confirmed")
         except NotConfirmed as e:
             raise ProposalError(f"read not confirmed: {e}", True) from None
 
@@ -156,23 +215,47 @@ class Reads:
         self._joined = 0
         return waiting
 
-    def _propose(self, waiting: concurrent.futures.Future, timeout: float) -> None:
+    def _propose(self, waiting: concurrent.futures.Future) -> None:
         # A fixed deadline: each read bounds its own wait, and one impatient caller must
         # not pass a short deadline on to the barriers that follow.
         proposal = self._raft.propose(self._barrier, BARRIER_TIMEOUT)
-        proposal.add_done_callback(lambda done: self._landed(waiting, done, timeout))
+        proposal.add_done_callback(lambda done: self._landed(waiting, done))
 
-    def _landed(self, waiting, proposal, timeout: float) -> None:
+    def _landed(self, waiting, proposal) -> None:
         with self._lock:
             self._in_flight = False
             following = self._take() if self._next is not None else None
         if following is not None:
-            self._propose(following, timeout)
+            self._propose(following)
         error = proposal.exception()
         if error is not None:
             waiting.set_exception(error)
         else:
             waiting.set_result(proposal.result().revision)
+
+
+def _check(options: registry_pb2.ReadOptions) -> None:
+    if options.consistency not in _CONSISTENCIES:
+        raise InvalidArgument(
+            "read.consistency",
+            f"{options.consistency} is not a consistency "
+            f"({', '.join(registry_pb2.Consistency.keys())})",
+        )
+
+
+def _not_reached(applied: int, wanted: int) -> str:
+    return (
+        f"this replica has applied revision {applied}, not yet {wanted}, within the "
+        "deadline: retry, or read from another replica"
+    )
+
+
+def _settle(future: concurrent.futures.Future, result=None, error=None) -> None:
+    with contextlib.suppress(concurrent.futures.InvalidStateError):
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
 
 
 def _result(future: concurrent.futures.Future, timeout: float, active, what: str):

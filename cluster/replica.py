@@ -136,13 +136,13 @@ class Replica:
         self._leaderless_since: float | None = None
         self._upgrade_checked = 0.0
         self._stop_requested = threading.Event()
-        self.reads = Reads(self.raft)
         self._stopping = threading.Event()
         self.health = Health()
         for service in _HEALTH_SERVICES:
             self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
         waiting = arrivals.Arrivals()
         self._workers = Workers(streams.WORKERS, awaiting=waiting)
+        self.reads = Reads(self.raft, self._workers)
         # Every stream runs at once: each holds its thread until it ends.
         self._stream_threads = Workers(
             streams.STREAM_THREADS,

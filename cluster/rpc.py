@@ -118,6 +118,35 @@ def _applied(result: command_pb2.Result) -> command_pb2.Result:
     raise RuntimeError(result.message)
 
 
+class _Answer:
+    """A call answered once, later, from whichever thread learns the answer: counted
+    from its start until then. An error building the answer is the answer."""
+
+    def __init__(self, context: grpc.ServicerContext, name: str, leader_hint) -> None:
+        self._call = nonblocking.Call(context)
+        self._counted = Counted(name).start()
+        self._leader_hint = leader_hint
+
+    def respond(self, response: Callable[[], Message]) -> None:
+        """Answer with `response()`; an exception it raises is the answer instead."""
+        try:
+            data = response().SerializeToString()
+        except Exception as error:
+            self.fail(error)
+            return
+        try:
+            self._call.respond(data)
+        finally:
+            self._counted.end()
+
+    def fail(self, error: Exception) -> None:
+        try:
+            self._counted.code, message, trailers = failure(error, self._leader_hint)
+            self._call.finish(self._counted.code, message, trailers)
+        finally:
+            self._counted.end()
+
+
 def write(response: Callable[[command_pb2.Result], Message]) -> Callable:
     """Decorate a servicer method that returns the command a call makes: the command
     is replicated and the call answered with `response(result)` once it is applied,
@@ -133,33 +162,58 @@ def write(response: Callable[[command_pb2.Result], Message]) -> Callable:
     def decorate(method: Callable) -> Callable:
         @functools.wraps(method)
         def unary(self, request, context, _send_response=None) -> None:
-            call = nonblocking.Call(context)
-            counted = Counted(method.__name__).start()
-
-            def answer(future: concurrent.futures.Future) -> None:
-                try:
-                    data = response(_applied(future.result())).SerializeToString()
-                except Exception as error:
-                    counted.code, message, trailers = failure(error, self.leader_hint)
-                    call.finish(counted.code, message, trailers)
-                else:
-                    call.respond(data)
-                counted.end()
-
+            answer = _Answer(context, method.__name__, self.leader_hint)
             try:
                 command = method(self, request, context)
                 future = _propose(self._raft, command, timeout(context))
             except Exception as error:
-                failed: concurrent.futures.Future = concurrent.futures.Future()
-                failed.set_exception(error)
-                answer(failed)
+                answer.fail(error)
                 return
-            future.add_done_callback(answer)
+            future.add_done_callback(
+                lambda done: answer.respond(lambda: response(_applied(done.result())))
+            )
 
         unary.experimental_non_blocking = True
         return unary
 
     return decorate
+
+
+def read(method: Callable) -> Callable:
+    """Decorate a servicer method that checks a read request and returns its
+    ReadOptions and `answer(view) -> response`: the call is answered once this
+    replica's state is as fresh as the options ask, with no thread waiting meanwhile.
+    A STALE read is answered at once on the thread that received it; one that waits
+    (for a read index, a barrier, an entry to be applied) on a pool thread once it is
+    over (Reads.when_ready, Reads.later). Registered with nonblocking.add_servicer;
+    the servicer provides `_reads` and `leader_hint()`.
+    """
+
+    @functools.wraps(method)
+    def unary(self, request, context, _send_response=None) -> None:
+        reply = _Answer(context, method.__name__, self.leader_hint)
+
+        def run(ready: concurrent.futures.Future) -> None:
+            def response() -> Message:
+                ready.result()  # raises why the read cannot be served
+                with self._reads.current() as view:
+                    return answer(view)
+
+            reply.respond(response)
+
+        try:
+            options, answer = method(self, request, context)
+            ready = self._reads.when_ready(options, timeout(context))
+        except Exception as error:
+            reply.fail(error)
+            return
+        if ready.done():
+            run(ready)
+        else:
+            ready.add_done_callback(lambda done: self._reads.later(run, done))
+
+    unary.experimental_non_blocking = True
+    return unary
 
 
 def handler(method: Callable) -> Callable:

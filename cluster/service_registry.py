@@ -25,21 +25,19 @@ class RegistryService(registry_pb2_grpc.RegistryServicer):
         self.leader_hint = leader_hint
         self._watches = watches
 
-    def _view(self, read: pb.ReadOptions, context):
-        return self._reads.view(read, rpc.timeout(context), context.is_active)
-
     # -- manifests ----------------------------------------------------------------------
 
     @rpc.write(lambda r: pb.PutManifestResponse(digest=r.digest, revision=r.revision))
     def PutManifest(self, request, context):
         return commands.put_manifest(request, auth.actor(context))
 
-    @rpc.handler
+    @rpc.read
     def GetManifest(self, request, context):
         names.validate_repository(request.repository)
         reference = names.validate_reference(request.reference)
         by_digest = names.is_digest_reference(reference)
-        with self._view(request.read, context) as view:
+
+        def answer(view):
             digest, record = registry.get_manifest(view, request.repository, reference, by_digest)
             return pb.GetManifestResponse(
                 digest=digest,
@@ -47,6 +45,8 @@ class RegistryService(registry_pb2_grpc.RegistryServicer):
                 content=record.content,
                 revision=view.revision,
             )
+
+        return request.read, answer
 
     @rpc.write(
         lambda r: pb.DeleteManifestResponse(revision=r.revision, deleted_tags=r.deleted_tags)
@@ -64,36 +64,45 @@ class RegistryService(registry_pb2_grpc.RegistryServicer):
     def DeleteTag(self, request, context):
         return commands.delete_tag(request, auth.actor(context))
 
-    @rpc.handler
+    @rpc.read
     def ListTags(self, request, context):
         names.validate_repository(request.repository)
         n = names.validate_page_size(request.n)
         if request.last:
             names.validate_tag(request.last, "last")
-        with self._view(request.read, context) as view:
+
+        def answer(view):
             tags, more = registry.list_tags(view, request.repository, n, request.last)
             return pb.ListTagsResponse(tags=tags, revision=view.revision, more=more)
 
-    @rpc.handler
+        return request.read, answer
+
+    @rpc.read
     def ListRepositories(self, request, context):
         n = names.validate_page_size(request.n)
         if request.last:
             names.validate_repository(request.last, "last")
-        with self._view(request.read, context) as view:
+
+        def answer(view):
             repositories, more = registry.list_repositories(view, n, request.last)
             return pb.ListRepositoriesResponse(
                 repositories=repositories, revision=view.revision, more=more
             )
 
-    @rpc.handler
+        return request.read, answer
+
+    @rpc.read
     def GetReferrers(self, request, context):
         names.validate_repository(request.repository)
         names.validate_digest(request.digest)
-        with self._view(request.read, context) as view:
+
+        def answer(view):
             found = registry.get_referrers(
                 view, request.repository, request.digest, request.artifact_type
             )
             return pb.GetReferrersResponse(manifests=found, revision=view.revision)
+
+        return request.read, answer
 
     # -- blobs --------------------------------------------------------------------------
 
@@ -101,11 +110,12 @@ class RegistryService(registry_pb2_grpc.RegistryServicer):
     def LinkBlob(self, request, context):
         return commands.link_blob(request, auth.actor(context))
 
-    @rpc.handler
+    @rpc.read
     def StatBlob(self, request, context):
         names.validate_repository(request.repository)
         names.validate_digest(request.digest)
-        with self._view(request.read, context) as view:
+
+        def answer(view):
             blob = registry.stat_blob(view, request.repository, request.digest)
             return pb.StatBlobResponse(
                 digest=request.digest,
@@ -113,6 +123,8 @@ class RegistryService(registry_pb2_grpc.RegistryServicer):
                 media_type=blob.media_type,
                 revision=view.revision,
             )
+
+        return request.read, answer
 
     @rpc.write(lambda r: pb.UnlinkBlobResponse(revision=r.revision))
     def UnlinkBlob(self, request, context):

@@ -1,16 +1,23 @@
-"""Reads.view: how long a read may hold a server thread while it waits."""
+"""Reads.view: how long a read may hold a server thread while it waits; Reads.when_ready:
+the same waits without a thread."""
 
 import concurrent.futures
 import contextlib
+import itertools
 import threading
 import time
 
 import pytest
 
 from cluster import reads
+from cluster.raft import ProposalError, Raft
+from cluster.readindex import NotConfirmed
 from cluster.reads import Cancelled, Reads, ReadTimeout
-from regraft.v1 import registry_pb2
+from regraft.v1 import command_pb2, registry_pb2
 from storage.errors import InvalidArgument
+from tests.polling import wait_for
+
+STALE = registry_pb2.STALE
 
 
 class FakeRaft:
@@ -139,3 +146,106 @@ def test_an_unknown_consistency_is_refused():
         pass
     assert caught.value.field == "read.consistency"
     assert "7 is not a consistency (LINEARIZABLE, STALE)" in str(caught.value)
+
+
+class TickingRaft(FakeRaft):
+    """FakeRaft with Raft's own deadlines and waiters for an applied revision, and a
+    tick thread that expires deadlines as Raft's does."""
+
+    deadline_future = Raft.deadline_future
+    settle_when_applied = Raft.settle_when_applied
+    _publish_revision = Raft._publish_revision
+    _expire = Raft._expire
+
+    def __init__(self, revision: int, last_log_index: int) -> None:
+        super().__init__(revision, last_log_index)
+        self._deadlines, self._applied_waiters = [], []
+        self._deadline_lock = threading.Lock()
+        self._sequence = itertools.count()
+        self._stop = threading.Event()
+        self._ticks = threading.Thread(target=self._tick, daemon=True)
+        self._ticks.start()
+
+    def _tick(self) -> None:
+        while not self._stop.wait(0.02):
+            self._expire(time.monotonic())
+
+    def apply_up_to(self, revision: int) -> None:
+        self.last_log_index = max(self.last_log_index, revision)
+        self._publish_revision(revision)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._ticks.join()
+
+
+@pytest.fixture
+def ticking():
+    made = []
+
+    def make(revision: int, last_log_index: int) -> TickingRaft:
+        made.append(TickingRaft(revision, last_log_index))
+        return made[-1]
+
+    yield make
+    for raft in made:
+        raft.close()
+
+
+def test_without_waiting_a_stale_read_is_ready_at_once(ticking):
+    ready = Reads(ticking(10, 20)).when_ready(registry_pb2.ReadOptions(consistency=STALE), 30.0)
+    assert ready.done() and ready.result() == 10
+
+
+def test_without_waiting_a_read_is_ready_once_its_revision_is_applied(ticking):
+    raft = ticking(10, 20)
+    ready = Reads(raft).when_ready(at_least(15), 30.0)
+    assert not ready.done()
+    raft.apply_up_to(14)
+    assert not ready.done()
+    raft.apply_up_to(16)
+    assert ready.result(timeout=5) == 15
+    assert raft._applied_waiters == []
+
+
+def test_without_waiting_a_revision_past_the_log_fails_after_the_grace(ticking):
+    raft = ticking(10, 20)
+    started = time.monotonic()
+    ready = Reads(raft).when_ready(at_least(10**15), 30.0)
+    with pytest.raises(ReadTimeout) as caught:
+        ready.result(timeout=10)
+    assert time.monotonic() - started < 10  # the grace (0.5 s), not the deadline (30 s)
+    assert f"revision {10**15} is past the end of this replica's log (20)" in str(caught.value)
+    wait_for(lambda: raft._applied_waiters == [], "the waiter forgotten")
+
+
+def test_without_waiting_a_revision_in_the_log_that_never_comes_times_out(ticking):
+    raft = ticking(10, 20)
+    ready = Reads(raft).when_ready(at_least(12), 0.3)
+    with pytest.raises(ReadTimeout) as caught:
+        ready.result(timeout=10)
+    assert "has applied revision 10, not yet 12" in str(caught.value)
+
+
+def test_without_waiting_a_linearizable_read_waits_for_its_barrier_then_the_apply(ticking):
+    raft = ticking(10, 20)
+    barrier = concurrent.futures.Future()
+    raft.propose = lambda data, timeout: barrier
+    linearizable = registry_pb2.ReadOptions(consistency=registry_pb2.LINEARIZABLE)
+    first, second = (Reads(raft).when_ready(linearizable, 30.0) for _ in range(2))
+    barrier.set_result(command_pb2.Result(revision=21))
+    assert not first.done()  # committed at 21, not yet applied here
+    raft.apply_up_to(21)
+    assert first.result(timeout=5) == 21 and second.result(timeout=5) == 21
+
+
+def test_without_waiting_an_unconfirmed_read_is_unavailable(ticking):
+    raft = ticking(10, 20)
+    raft.reads_by_round = True
+    unconfirmed = concurrent.futures.Future()
+    unconfirmed.set_exception(NotConfirmed("the leader changed while the read waited"))
+    raft.read_index = type("Rounds", (), {"request": lambda self: unconfirmed})()
+    linearizable = registry_pb2.ReadOptions(consistency=registry_pb2.LINEARIZABLE)
+    ready = Reads(raft).when_ready(linearizable, 30.0)
+    with pytest.raises(ProposalError, match="read not confirmed: the leader changed"):
+        ready.result(timeout=5)

@@ -8,16 +8,17 @@ has applied it. One barrier serves every read that arrived before it was propose
 reads arriving while it is in flight wait for the next one (a barrier proposed before
 a read began could be ordered before a write that completed before the read began).
 
-Registry reads wait without a thread (`when_ready`, rpc.read): a future settled by
-the Raft thread once the read index is confirmed and applied here, and the read then
-served on a pool thread; a read for a revision past every entry this replica knows of
-(a revision nobody was given, or a replica cut off) fails after AHEAD_GRACE, and a
-waiter is forgotten at its deadline. Other reads (Access, Cluster) wait in `view()`,
-holding one of the server's threads (cluster/workers.py), so their waits are bounded
-by more than the caller's deadline: such a read stops waiting when its caller goes
-away, and one for a revision past the log waits at most AHEAD_GRACE, with at most
-AHEAD_WAITERS such reads at once. Otherwise about 64 such reads would leave no thread
-for anything else, health checks and Status included, until their deadlines.
+Registry and Access reads wait without a thread (`when_ready`, rpc.read): a future
+settled by the Raft thread once the read index is confirmed and applied here, and the
+read then served on a pool thread; a read for a revision past every entry this
+replica knows of (a revision nobody was given, or a replica cut off) fails after
+AHEAD_GRACE, and a waiter is forgotten at its deadline. Other reads (VerifyPassword,
+Cluster) wait in `view()`, holding one of the server's threads (cluster/workers.py),
+so their waits are bounded by more than the caller's deadline: such a read stops
+waiting when its caller goes away, and one for a revision past the log waits at most
+AHEAD_GRACE, with at most AHEAD_WAITERS such reads at once. Otherwise about 64 such
+reads would leave no thread for anything else, health checks and Status included,
+until their deadlines.
 """
 
 import concurrent.futures

@@ -67,18 +67,24 @@ class AccessService(access_pb2_grpc.AccessServicer):
     def DeleteUser(self, request, context):
         return _by_caller(commands.delete_user(request), context)
 
-    @rpc.handler
+    @rpc.read
     def GetUser(self, request, context):
         name = _account(request.name, "name")
-        with self._view(request.read, context) as view:
+
+        def answer(view):
             return pb.GetUserResponse(user=access.user_message(view, name), revision=view.revision)
 
-    @rpc.handler
+        return request.read, answer
+
+    @rpc.read
     def ListUsers(self, request, context):
         n, last = names.validate_page_size(request.n), _last(request.last)
-        with self._view(request.read, context) as view:
+
+        def answer(view):
             users, more = access.list_users(view, n, last)
             return pb.ListUsersResponse(users=users, revision=view.revision, more=more)
+
+        return request.read, answer
 
     @rpc.handler
     def VerifyPassword(self, request, context):
@@ -123,21 +129,27 @@ class AccessService(access_pb2_grpc.AccessServicer):
     def DeleteOrganization(self, request, context):
         return _by_caller(commands.delete_organization(request), context)
 
-    @rpc.handler
+    @rpc.read
     def GetOrganization(self, request, context):
         name = _account(request.name, "name")
-        with self._view(request.read, context) as view:
+
+        def answer(view):
             organization = access.organization_message(view, name)
             return pb.GetOrganizationResponse(organization=organization, revision=view.revision)
 
-    @rpc.handler
+        return request.read, answer
+
+    @rpc.read
     def ListOrganizations(self, request, context):
         n, last = names.validate_page_size(request.n), _last(request.last)
-        with self._view(request.read, context) as view:
+
+        def answer(view):
             found, more = access.list_organizations(view, n, last)
             return pb.ListOrganizationsResponse(
                 organizations=found, revision=view.revision, more=more
             )
+
+        return request.read, answer
 
     # -- teams and memberships ----------------------------------------------------------
 
@@ -153,21 +165,27 @@ class AccessService(access_pb2_grpc.AccessServicer):
     def DeleteTeam(self, request, context):
         return _by_caller(commands.delete_team(request), context)
 
-    @rpc.handler
+    @rpc.read
     def GetTeam(self, request, context):
         organization = _account(request.organization, "organization")
         name = _account(request.name, "name")
-        with self._view(request.read, context) as view:
+
+        def answer(view):
             team = access.team_message(view, organization, name)
             return pb.GetTeamResponse(team=team, revision=view.revision)
 
-    @rpc.handler
+        return request.read, answer
+
+    @rpc.read
     def ListTeams(self, request, context):
         organization = _account(request.organization, "organization")
         n, last = names.validate_page_size(request.n), _last(request.last)
-        with self._view(request.read, context) as view:
+
+        def answer(view):
             teams, more = access.list_teams(view, organization, n, last)
             return pb.ListTeamsResponse(teams=teams, revision=view.revision, more=more)
+
+        return request.read, answer
 
     @rpc.write(_written)
     def AddTeamMember(self, request, context):
@@ -177,14 +195,17 @@ class AccessService(access_pb2_grpc.AccessServicer):
     def RemoveTeamMember(self, request, context):
         return _by_caller(commands.set_team_member(request, member=False), context)
 
-    @rpc.handler
+    @rpc.read
     def ListTeamMembers(self, request, context):
         organization = _account(request.organization, "organization")
         team = _account(request.team, "team")
         n, last = names.validate_page_size(request.n), _last(request.last)
-        with self._view(request.read, context) as view:
+
+        def answer(view):
             users, more = access.list_team_members(view, organization, team, n, last)
             return pb.ListUserNamesResponse(users=users, revision=view.revision, more=more)
+
+        return request.read, answer
 
     @rpc.write(_written)
     def AddOrganizationOwner(self, request, context):
@@ -194,13 +215,16 @@ class AccessService(access_pb2_grpc.AccessServicer):
     def RemoveOrganizationOwner(self, request, context):
         return _by_caller(commands.set_organization_owner(request, owner=False), context)
 
-    @rpc.handler
+    @rpc.read
     def ListOrganizationOwners(self, request, context):
         organization = _account(request.organization, "organization")
         n, last = names.validate_page_size(request.n), _last(request.last)
-        with self._view(request.read, context) as view:
+
+        def answer(view):
             users, more = access.list_organization_owners(view, organization, n, last)
             return pb.ListUserNamesResponse(users=users, revision=view.revision, more=more)
+
+        return request.read, answer
 
     # -- grants and settings ------------------------------------------------------------
 
@@ -212,7 +236,7 @@ class AccessService(access_pb2_grpc.AccessServicer):
     def DeleteGrant(self, request, context):
         return _by_caller(commands.delete_grant(request), context)
 
-    @rpc.handler
+    @rpc.read
     def ListGrants(self, request, context):
         chosen = request.WhichOneof("filter")
         if chosen is None:
@@ -225,16 +249,22 @@ class AccessService(access_pb2_grpc.AccessServicer):
             target = commands.subject(request.subject)
         n = names.validate_page_size(request.n)
         last = request.last if request.HasField("last") else None
-        with self._view(request.read, context) as view:
+
+        def answer(view):
             grants, more = access.list_grants(view, target, n, last)
             return pb.ListGrantsResponse(grants=grants, revision=view.revision, more=more)
 
-    @rpc.handler
+        return request.read, answer
+
+    @rpc.read
     def GetRepositorySettings(self, request, context):
         repository = names.validate_repository(request.repository)
-        with self._view(request.read, context) as view:
+
+        def answer(view):
             settings = registry.settings(view, repository)
             return pb.GetRepositorySettingsResponse(settings=settings, revision=view.revision)
+
+        return request.read, answer
 
     @rpc.write(_written)
     def SetRepositorySettings(self, request, context):
@@ -242,12 +272,13 @@ class AccessService(access_pb2_grpc.AccessServicer):
 
     # -- decisions ----------------------------------------------------------------------
 
-    @rpc.handler
+    @rpc.read
     def CheckAccess(self, request, context):
         subject = _account(request.subject, "subject") if request.subject else ""
         repository = names.validate_repository(request.repository)
         actions = [names.validate_action(action) for action in request.actions]
-        with self._view(request.read, context) as view:
+
+        def answer(view):
             level, decisions = access.check_access(view, subject, repository, actions)
             return pb.CheckAccessResponse(
                 allowed=[d.action for d in decisions if d.allowed],
@@ -255,3 +286,5 @@ class AccessService(access_pb2_grpc.AccessServicer):
                 level=level,
                 revision=view.revision,
             )
+
+        return request.read, answer

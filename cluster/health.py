@@ -98,21 +98,25 @@ class Health(health_pb2_grpc.HealthServicer):
         with self._lock:
             if self._shutting_down:
                 return
-            self._statuses[service] = status
-            self._version += 1
-            version = self._version
-            watchers = list(self._watchers.get(service, ()))
-        for watcher in watchers:
+            told = self._change(service, status)
+        for watcher, version in told:
             watcher.post(status, version)
 
     def enter_graceful_shutdown(self) -> None:
         """Every service NOT_SERVING from now on; later set() calls are ignored."""
-        with self._lock:
-            services = list(self._statuses)
-        for service in services:
-            self.set(service, NOT_SERVING)
-        with self._lock:
+        with self._lock:  # one hold: a set() cannot slip in between
             self._shutting_down = True
+            told = [
+                t for service in list(self._statuses) for t in self._change(service, NOT_SERVING)
+            ]
+        for watcher, version in told:
+            watcher.post(NOT_SERVING, version)
+
+    def _change(self, service: str, status: int) -> list[tuple["_Watcher", int]]:
+        """Record a status (lock held); the watchers to tell, with its version."""
+        self._statuses[service] = status
+        self._version += 1
+        return [(watcher, self._version) for watcher in self._watchers.get(service, ())]
 
     def _forget(self, service: str, watcher: "_Watcher") -> None:
         with self._lock:

@@ -153,6 +153,7 @@ class Raft(SyncObj):
         self._deadlines: list[tuple[float, int, concurrent.futures.Future, Exception]] = []
         # Futures settled once an index is applied (settle_when_applied), lowest first.
         self._applied_waiters: list[tuple[int, int, concurrent.futures.Future]] = []
+        self._done_in_heap = 0
         self._deadline_lock = threading.Lock()
         self._sequence = itertools.count()
         self._tick_calls: queue.SimpleQueue = queue.SimpleQueue()
@@ -328,11 +329,16 @@ class Raft(SyncObj):
         """A future failed with `error` at `timeout` seconds (by the tick thread), unless
         it is done before."""
         future: concurrent.futures.Future = concurrent.futures.Future()
+        future.add_done_callback(self._answered_early)
         with self._deadline_lock:
             heapq.heappush(
                 self._deadlines, (time.monotonic() + timeout, next(self._sequence), future, error)
             )
         return future
+
+    def _answered_early(self, _future: concurrent.futures.Future) -> None:
+        # A count of done futures in the heap for _expire; approximate, never harmful.
+        self._done_in_heap += 1
 
     def settle_when_applied(self, revision: int, future: concurrent.futures.Future) -> None:
         """Set `future` to `revision` once this replica has applied it, at once if it
@@ -514,14 +520,21 @@ class Raft(SyncObj):
                 if deadline > now and not future.done():
                     break
                 expired.append(heapq.heappop(self._deadlines)[2:])
+            # A future answered early stays in the heap until the ones before it go, and
+            # holds its call (its callbacks do): once most are done, keep the waiting.
+            self._done_in_heap -= sum(1 for future, _ in expired if future.done())
+            if len(self._deadlines) > 64 and 2 * self._done_in_heap > len(self._deadlines):
+                self._deadlines = [d for d in self._deadlines if not d[2].done()]
+                heapq.heapify(self._deadlines)
+                self._done_in_heap = 0
+        timed_out = [future for future, error in expired if not future.done()]
         for future, error in expired:
             _settle(future, error=error)
-        if expired:  # what waited for a revision in vain is forgotten
+        if timed_out:  # what waited for a revision in vain is forgotten
             with self._deadline_lock:
                 waiting = [w for w in self._applied_waiters if not w[2].done()]
-                if len(waiting) < len(self._applied_waiters):
-                    heapq.heapify(waiting)
-                    self._applied_waiters = waiting
+                heapq.heapify(waiting)
+                self._applied_waiters = waiting
 
     # -- snapshots --------------------------------------------------------------------
 

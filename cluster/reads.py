@@ -112,11 +112,17 @@ class Reads:
             return done
         if wanted:
             problem = self._past_the_log_now(wanted)
-            if problem:  # worth a short wait only: the entry may be on its way here
+            if problem:  # worth a short wait only, for a few: it may be on its way here
+                if not self._ahead.acquire(blocking=False):
+                    raise ReadTimeout(
+                        f"{problem}; {AHEAD_WAITERS} reads already wait for such revisions here"
+                    )
                 timeout = min(timeout, AHEAD_GRACE)
             ready = self._raft.deadline_future(
                 timeout, ReadTimeout(problem or _not_reached(self._raft.revision, wanted))
             )
+            if problem:
+                ready.add_done_callback(lambda _: self._ahead.release())
             self._raft.settle_when_applied(wanted, ready)
             return ready
         ready = self._raft.deadline_future(

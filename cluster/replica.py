@@ -161,8 +161,9 @@ class Replica:
                 ("grpc.max_allowed_incoming_connections", connections),
             ],
             # Calls waiting for their message count too: room for all of them. (grpcio
-            # counts a call until its pool job ends: reflection streams, whose jobs end
-            # at once, do not count.)
+            # counts a call until its pool job ends: reflection streams, writes and
+            # reads waiting without a thread, whose jobs end at once, do not count;
+            # rpc.MAX_PENDING bounds the latter.)
             maximum_concurrent_rpcs=MAX_CALLS + arrivals.MAX_WAITING,
             interceptors=[
                 decoding.MalformedRequests(),

@@ -9,7 +9,8 @@ and, where the registry has one, the OCI error code in trailing metadata `oci-co
     FailedPrecondition   -> FAILED_PRECONDITION
     ProposalError        -> UNAVAILABLE        (leader's gRPC address in `leader`)
     ReadTimeout          -> UNAVAILABLE
-    Cancelled            -> CANCELLED          (the caller went away while its read waited)
+    Cancelled            -> CANCELLED          (the caller went away while its read waited:
+                                                counted so; the caller sees its own cancel)
     Exhausted            -> RESOURCE_EXHAUSTED
 """
 
@@ -18,6 +19,7 @@ import contextlib
 import functools
 import inspect
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -33,6 +35,8 @@ from storage.errors import FailedPrecondition, InvalidArgument, NotFound, Regist
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 10.0
+# Writes and reads waiting without a thread (rpc.write, rpc.read), per replica.
+MAX_PENDING = 1024
 # Answer this long before the caller's deadline, so that it gets our reason.
 _MARGIN = 0.05
 
@@ -120,12 +124,30 @@ def _applied(result: command_pb2.Result) -> command_pb2.Result:
 
 class _Answer:
     """A call answered once, later, from whichever thread learns the answer: counted
-    from its start until then. An error building the answer is the answer."""
+    from its start until then. An error building the answer is the answer.
+
+    Such calls hold no thread, so neither the pool nor grpcio's maximum_concurrent_rpcs
+    (which counts a call while its pool job runs) bounds how many wait: at most
+    MAX_PENDING do per replica (a leader without a quorum, say, holds every write),
+    and one more is refused with RESOURCE_EXHAUSTED (`admitted` is False)."""
+
+    _pending = 0
+    _lock = threading.Lock()
 
     def __init__(self, context: grpc.ServicerContext, name: str, leader_hint) -> None:
         self._call = nonblocking.Call(context)
         self._counted = Counted(name).start()
         self._leader_hint = leader_hint
+        with _Answer._lock:
+            self.admitted = _Answer._pending < MAX_PENDING
+            _Answer._pending += 1
+        if not self.admitted:
+            self.fail(
+                Exhausted(
+                    f"{MAX_PENDING} writes and reads already wait on this replica: retry, "
+                    "or use another replica"
+                )
+            )
 
     def respond(self, response: Callable[[], Message]) -> None:
         """Answer with `response()`; an exception it raises is the answer instead."""
@@ -137,14 +159,19 @@ class _Answer:
         try:
             self._call.respond(data)
         finally:
-            self._counted.end()
+            self._end()
 
     def fail(self, error: Exception) -> None:
         try:
             self._counted.code, message, trailers = failure(error, self._leader_hint)
             self._call.finish(self._counted.code, message, trailers)
         finally:
-            self._counted.end()
+            self._end()
+
+    def _end(self) -> None:
+        self._counted.end()
+        with _Answer._lock:
+            _Answer._pending -= 1
 
 
 def write(response: Callable[[command_pb2.Result], Message]) -> Callable:
@@ -163,6 +190,8 @@ def write(response: Callable[[command_pb2.Result], Message]) -> Callable:
         @functools.wraps(method)
         def unary(self, request, context, _send_response=None) -> None:
             answer = _Answer(context, method.__name__, self.leader_hint)
+            if not answer.admitted:
+                return
             try:
                 command = method(self, request, context)
                 future = _propose(self._raft, command, timeout(context))
@@ -192,6 +221,8 @@ def read(method: Callable) -> Callable:
     @functools.wraps(method)
     def unary(self, request, context, _send_response=None) -> None:
         reply = _Answer(context, method.__name__, self.leader_hint)
+        if not reply.admitted:
+            return
 
         def run(ready: concurrent.futures.Future) -> None:
             def response() -> Message:
@@ -209,11 +240,18 @@ def read(method: Callable) -> Callable:
             return
         if ready.done():
             run(ready)
-        else:
-            ready.add_done_callback(lambda done: self._reads.later(run, done))
+            return
+        ready.add_done_callback(lambda done: self._reads.later(run, done))
+        # A caller gone stops the wait (and is counted CANCELLED), as in Reads.view.
+        context.add_callback(lambda: _settle(ready, Cancelled()))
 
     unary.experimental_non_blocking = True
     return unary
+
+
+def _settle(future: concurrent.futures.Future, error: Exception) -> None:
+    with contextlib.suppress(concurrent.futures.InvalidStateError):
+        future.set_exception(error)
 
 
 def handler(method: Callable) -> Callable:

@@ -156,10 +156,11 @@ class TickingRaft(FakeRaft):
     settle_when_applied = Raft.settle_when_applied
     _publish_revision = Raft._publish_revision
     _expire = Raft._expire
+    _answered_early = Raft._answered_early
 
     def __init__(self, revision: int, last_log_index: int) -> None:
         super().__init__(revision, last_log_index)
-        self._deadlines, self._applied_waiters = [], []
+        self._deadlines, self._applied_waiters, self._done_in_heap = [], [], 0
         self._deadline_lock = threading.Lock()
         self._sequence = itertools.count()
         self._stop = threading.Event()
@@ -249,3 +250,28 @@ def test_without_waiting_an_unconfirmed_read_is_unavailable(ticking):
     ready = Reads(raft).when_ready(linearizable, 30.0)
     with pytest.raises(ProposalError, match="read not confirmed: the leader changed"):
         ready.result(timeout=5)
+
+
+def test_futures_answered_early_do_not_pile_up_behind_one_that_waits(ticking):
+    """A done future holds its call until it leaves the heap: with one earlier deadline
+    still waiting at the top, the heap keeps only what waits."""
+    raft = ticking(10, 20)
+    waiting = raft.deadline_future(30.0, ReadTimeout("late"))
+    for _ in range(1000):
+        raft.deadline_future(3600.0, ReadTimeout("late")).set_result(11)
+    wait_for(lambda: len(raft._deadlines) < 100, "the answered futures dropped")
+    assert not waiting.done()
+
+
+def test_without_waiting_only_a_few_reads_wait_for_revisions_past_the_log(ticking, monkeypatch):
+    monkeypatch.setattr(reads, "AHEAD_WAITERS", 2)
+    raft = ticking(10, 20)
+    reads_ = Reads(raft)  # its bound is made from AHEAD_WAITERS
+    first, second = (reads_.when_ready(at_least(10**15), 30.0) for _ in range(2))
+    with pytest.raises(ReadTimeout, match="2 reads already wait for such revisions"):
+        reads_.when_ready(at_least(10**15), 30.0)
+    for ready in (first, second):
+        with pytest.raises(ReadTimeout):
+            ready.result(timeout=10)
+    raft.apply_up_to(21)  # their slots are free again
+    assert reads_.when_ready(at_least(21), 30.0).result(timeout=5) == 21

@@ -8,7 +8,7 @@ import threading
 import grpc
 import pytest
 
-from cluster import decoding, metrics, nonblocking, streams
+from cluster import decoding, metrics, nonblocking, rpc, streams
 from cluster.raft import ProposalError
 from cluster.service_registry import RegistryService
 from cluster.workers import Workers
@@ -148,3 +148,21 @@ def test_a_caller_gone_before_the_commit_leaves_nothing_behind(served):
     wait_for(lambda: raft.count() == 2, "the next write proposed")
     raft.proposed[1][1].set_result(command_pb2.Result(revision=8))
     assert second.result().revision == 8
+
+
+def test_writes_past_the_pending_limit_are_refused_at_once(served, monkeypatch):
+    stub, raft, _ = served
+    monkeypatch.setattr(rpc, "MAX_PENDING", 3)
+    calls = [put_tag(stub, f"t{i}") for i in range(3)]
+    wait_for(lambda: raft.count() == 3, "three writes waiting")
+    with pytest.raises(grpc.RpcError) as caught:
+        put_tag(stub, "one-more").result()
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "3 writes and reads already wait" in caught.value.details()
+    for _, future in raft.proposed:
+        future.set_result(command_pb2.Result(revision=1))
+    assert all(call.result().revision == 1 for call in calls)
+    later = put_tag(stub, "later")  # room again
+    wait_for(lambda: raft.count() == 4, "the next write proposed")
+    raft.proposed[3][1].set_result(command_pb2.Result(revision=2))
+    assert later.result().revision == 2

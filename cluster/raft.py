@@ -347,7 +347,7 @@ class Raft(SyncObj):
             if self.revision < revision:
                 heapq.heappush(self._applied_waiters, (revision, next(self._sequence), future))
                 return
-        _settle(future, result=revision)
+        settle(future, result=revision)
 
     def _wake(self) -> None:
         """Make the tick loop's poll return now; one pipe write per tick at most."""
@@ -367,12 +367,12 @@ class Raft(SyncObj):
             if self._batch is not None:
                 self._deferred.append((future, result))
             else:
-                _settle(future, result=result)
+                settle(future, result=result)
         elif error in _DEFINITE:
-            _settle(future, error=ProposalError(_DEFINITE[error], definite=True))
+            settle(future, error=ProposalError(_DEFINITE[error], definite=True))
         else:
             reason = _UNKNOWN.get(error, f"PySyncObj failure {error}")
-            _settle(future, error=ProposalError(reason, definite=False))
+            settle(future, error=ProposalError(reason, definite=False))
 
     # -- applying ---------------------------------------------------------------------
 
@@ -435,7 +435,7 @@ class Raft(SyncObj):
         deferred, self._deferred = self._deferred, []
         self._publish_revision(revision)
         for future, result in deferred:
-            _settle(future, result=result)
+            settle(future, result=result)
 
     def _publish_revision(self, revision: int) -> None:
         """This replica's state is now at `revision`: wake who waits for it."""
@@ -447,7 +447,7 @@ class Raft(SyncObj):
             while self._applied_waiters and self._applied_waiters[0][0] <= revision:
                 ready.append(heapq.heappop(self._applied_waiters))
         for wanted, _, future in ready:
-            _settle(future, result=wanted)
+            settle(future, result=wanted)
 
     def _after_tick(self) -> None:
         # Before the appends: a follower learns a forwarded command's index before the
@@ -529,7 +529,7 @@ class Raft(SyncObj):
                 self._done_in_heap = 0
         timed_out = [future for future, error in expired if not future.done()]
         for future, error in expired:
-            _settle(future, error=error)
+            settle(future, error=error)
         if timed_out:  # what waited for a revision in vain is forgotten
             with self._deadline_lock:
                 waiting = [w for w in self._applied_waiters if not w[2].done()]
@@ -678,7 +678,8 @@ class Raft(SyncObj):
             self._snapshot_thread.join()
 
 
-def _settle(future: concurrent.futures.Future, result=None, error=None) -> None:
+def settle(future: concurrent.futures.Future, result=None, error=None) -> None:
+    """Set a future's result or exception unless it is done (its deadline passed, say)."""
     if future.done():
         return
     with contextlib.suppress(concurrent.futures.InvalidStateError):

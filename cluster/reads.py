@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from cluster import metrics, workers
-from cluster.raft import ProposalError, Raft
+from cluster.raft import ProposalError, Raft, settle
 from cluster.readindex import NotConfirmed
 from regraft.v1 import registry_pb2
 from storage import commands
@@ -111,15 +111,17 @@ class Reads:
             done.set_result(self._raft.revision)
             return done
         if wanted:
-            problem = self._past_the_log_now(wanted)
+            applied = self._raft.revision
+            problem = "" if wanted <= applied else _beyond_the_log(wanted, self._raft.status())
             if problem:  # worth a short wait only, for a few: it may be on its way here
                 if not self._ahead.acquire(blocking=False):
-                    raise ReadTimeout(
-                        f"{problem}; {AHEAD_WAITERS} reads already wait for such revisions here"
-                    )
+                    raise ReadTimeout(_crowded(problem))
                 timeout = min(timeout, AHEAD_GRACE)
             ready = self._raft.deadline_future(
-                timeout, ReadTimeout(problem or _not_reached(self._raft.revision, wanted))
+                timeout,
+                ReadTimeout(
+                    f"{problem}; {_ELSEWHERE}" if problem else _not_reached(applied, wanted)
+                ),
             )
             if problem:
                 ready.add_done_callback(lambda _: self._ahead.release())
@@ -134,7 +136,7 @@ class Reads:
             if isinstance(error, NotConfirmed):
                 error = ProposalError(f"read not confirmed: {error}", True)
             if error is not None:
-                _settle(ready, error=error)
+                settle(ready, error=error)
             else:
                 self._raft.settle_when_applied(index.result(), ready)
 
@@ -154,18 +156,6 @@ class Reads:
         if waiting is not None:
             self._propose(waiting)
         return future
-
-    def _past_the_log_now(self, wanted: int) -> str:
-        """Why `wanted` cannot be applied here soon, if it is past this replica's log."""
-        status = self._raft.status()
-        known = max(status.get("last_log_index") or 0, status.get("leader_commit_idx") or 0)
-        if wanted <= max(known, self._raft.revision):
-            return ""
-        return (
-            f"revision {wanted} is past the end of this replica's log ({known}): no such "
-            "revision was written, or this replica is cut off from the leader; read from "
-            "another replica"
-        )
 
     def _wait_applied(self, wanted: int, deadline: float, active: Callable[[], bool]) -> None:
         started = time.monotonic()
@@ -191,20 +181,13 @@ class Reads:
         """Whether `wanted` is past every entry this replica knows of (taking a slot to
         wait for it), by a status copied after `started`; raises when it may not wait."""
         status = self._raft.status()
-        known = max(status.get("last_log_index") or 0, status.get("leader_commit_idx") or 0)
-        if wanted <= known or status.get("at", 0.0) <= started:
+        problem = _beyond_the_log(wanted, status)
+        if not problem or status.get("at", 0.0) <= started:
             return False  # in the log here (applied soon), or not known yet
-        problem = (
-            f"revision {wanted} is past the end of this replica's log ({known}): no such "
-            "revision was written, or this replica is cut off from the leader"
-        )
         if time.monotonic() - started >= AHEAD_GRACE:
-            raise ReadTimeout(f"{problem}; read from another replica")
+            raise ReadTimeout(f"{problem}; {_ELSEWHERE}")
         if not self._ahead.acquire(blocking=False):
-            raise ReadTimeout(
-                f"{problem}, and {AHEAD_WAITERS} reads already wait for such revisions here; "
-                "read from another replica"
-            )
+            raise ReadTimeout(_crowded(problem))
         return True
 
     def _linearizable_revision(self, timeout: float, active: Callable[[], bool]) -> int:
@@ -250,19 +233,31 @@ def _check(options: registry_pb2.ReadOptions) -> None:
         )
 
 
+_ELSEWHERE = "read from another replica"
+
+
+def _beyond_the_log(wanted: int, status: dict) -> str:
+    """Why `wanted` cannot be applied here soon, if it is past the log in `status`."""
+    known = max(status.get("last_log_index") or 0, status.get("leader_commit_idx") or 0)
+    if wanted <= known:
+        return ""
+    return (
+        f"revision {wanted} is past the end of this replica's log ({known}): no such "
+        "revision was written, or this replica is cut off from the leader"
+    )
+
+
+def _crowded(problem: str) -> str:
+    return (
+        f"{problem}, and {AHEAD_WAITERS} reads already wait for such revisions here; {_ELSEWHERE}"
+    )
+
+
 def _not_reached(applied: int, wanted: int) -> str:
     return (
         f"this replica has applied revision {applied}, not yet {wanted}, within the "
         "deadline: retry, or read from another replica"
     )
-
-
-def _settle(future: concurrent.futures.Future, result=None, error=None) -> None:
-    with contextlib.suppress(concurrent.futures.InvalidStateError):
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
 
 
 def _result(future: concurrent.futures.Future, timeout: float, active, what: str):

@@ -27,7 +27,7 @@ import grpc
 from google.protobuf.message import Message
 
 from cluster import metrics, nonblocking, workers
-from cluster.raft import ProposalError, Raft
+from cluster.raft import ProposalError, Raft, settle
 from cluster.reads import Cancelled, ReadTimeout
 from regraft.v1 import command_pb2
 from storage.errors import FailedPrecondition, InvalidArgument, NotFound, RegistryError
@@ -243,15 +243,10 @@ def read(method: Callable) -> Callable:
             return
         ready.add_done_callback(lambda done: self._reads.later(run, done))
         # A caller gone stops the wait (and is counted CANCELLED), as in Reads.view.
-        context.add_callback(lambda: _settle(ready, Cancelled()))
+        context.add_callback(lambda: settle(ready, error=Cancelled()))
 
     unary.experimental_non_blocking = True
     return unary
-
-
-def _settle(future: concurrent.futures.Future, error: Exception) -> None:
-    with contextlib.suppress(concurrent.futures.InvalidStateError):
-        future.set_exception(error)
 
 
 def handler(method: Callable) -> Callable:

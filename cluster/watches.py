@@ -158,12 +158,12 @@ class Watches:
     def open(self, request: registry_pb2.WatchRequest, context: grpc.ServicerContext) -> None:
         """Start a stream and return: its events are sent from callbacks and the pool."""
         stream = Stream(nonblocking.Call(context))
-        counted = rpc.Counted("Watch").__enter__()
+        counted = rpc.Counted("Watch").start()
 
         def ended() -> None:
             self.closed(stream)
             counted.code = stream.code
-            counted.__exit__(None, None, None)
+            counted.end()
 
         if not context.add_callback(ended):
             ended()  # the call is already over

@@ -9,9 +9,10 @@ calls would have done the same to the streams. Here the message of a call that t
 one request message (every regraft method, Health, Backup, Watch) is received first,
 as grpcio's asyncio server does: the call reaches its pool once its message (or its
 end) has arrived, and until then costs an HTTP/2 stream and a few objects. At most
-MAX_WAITING calls wait at once; past that the one that has waited longest is
-cancelled, so that the calls of real clients, whose messages come with their
-headers, are not the ones dropped. The receive itself is nonblocking.receive().
+MAX_WAITING calls wait at once; past that the one that has waited longest on the
+connection holding the most is cancelled, so that the calls of real clients, whose
+messages come with their headers, or come slowly on a connection of their own, are
+not the ones dropped. The receive itself is nonblocking.receive().
 
 This relies on grpcio's private server module (1.85). A job it does not recognize
 goes to the pool unchanged, as before; tests/unit/test_arrivals.py fails when
@@ -19,6 +20,7 @@ grpcio no longer submits calls the way this expects.
 """
 
 import collections
+import itertools
 import threading
 from collections.abc import Callable
 
@@ -45,42 +47,78 @@ def awaiting_message(args: tuple) -> bool:
     )
 
 
+_Held = tuple[int, cygrpc.Call]
+
+
 class IdlestFirst:
     """Calls kept with the one idle longest first, at most `limit` of them: one more
-    cancels that one. Counted in `gauge`; the cancelled in `cancelled`."""
+    cancels the idlest call of the connection that holds the most (the oldest of
+    those on a tie), so that one connection flooding the replica with calls that
+    stay idle has its own calls cancelled, not the slow upload of another client.
+    Counted in `gauge`; the cancelled in `cancelled`."""
 
     def __init__(self, limit: int, gauge: Gauge, cancelled: Counter) -> None:
         self._limit = limit
         self._gauge = gauge
         self._cancelled = cancelled
         self._lock = threading.Lock()
-        self._calls: collections.OrderedDict[object, cygrpc.Call] = collections.OrderedDict()
+        # Per connection (the peer's address and port), its calls idlest first, each
+        # with the turn it was last active in.
+        self._by_peer: dict[bytes, collections.OrderedDict[object, _Held]] = {}
+        self._peer_of: dict[object, bytes] = {}
+        self._arrivals = itertools.count()  # orders calls across connections
 
     def __len__(self) -> int:
-        return len(self._calls)
+        return len(self._peer_of)
 
     def add(self, key: object, call: cygrpc.Call) -> None:
+        peer = call.peer()
         idlest = None
         with self._lock:
-            self._calls[key] = call
+            self._peer_of[key] = peer
+            self._by_peer.setdefault(peer, collections.OrderedDict())[key] = (
+                next(self._arrivals),
+                call,
+            )
             self._gauge.inc()
-            if len(self._calls) > self._limit:
-                idlest = self._calls.popitem(last=False)[1]
+            if len(self._peer_of) > self._limit:
+                idlest = self._evict()
                 self._gauge.dec()
                 self._cancelled.inc()
         if idlest is not None:
             idlest.cancel()  # outside the lock: grpcio may run callbacks
 
+    def _evict(self) -> cygrpc.Call:
+        most = max(len(calls) for calls in self._by_peer.values())
+        peer = min(
+            (peer for peer, calls in self._by_peer.items() if len(calls) == most),
+            key=lambda peer: next(iter(self._by_peer[peer].values()))[0],
+        )
+        key, (_, call) = self._by_peer[peer].popitem(last=False)
+        self._forget(key, peer)
+        return call
+
     def active(self, key: object) -> None:
         """The call did something: it is now the one idle the shortest."""
         with self._lock:
-            if key in self._calls:  # not if it was cancelled for being idle
-                self._calls.move_to_end(key)
+            peer = self._peer_of.get(key)
+            if peer is not None:  # not if it was cancelled for being idle
+                calls = self._by_peer[peer]
+                calls[key] = (next(self._arrivals), calls[key][1])
+                calls.move_to_end(key)
 
     def remove(self, key: object) -> None:
         with self._lock:
-            if self._calls.pop(key, None) is not None:
+            peer = self._peer_of.get(key)
+            if peer is not None:
+                del self._by_peer[peer][key]
+                self._forget(key, peer)
                 self._gauge.dec()
+
+    def _forget(self, key: object, peer: bytes) -> None:
+        del self._peer_of[key]
+        if not self._by_peer[peer]:
+            del self._by_peer[peer]
 
 
 class Arrivals:

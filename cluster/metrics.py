@@ -74,7 +74,8 @@ grpc_awaiting_message = Gauge(
 )
 grpc_awaiting_cancelled = Counter(
     "regraft_grpc_calls_awaiting_message_cancelled_total",
-    "gRPC calls cancelled for waiting longest for their message while too many waited.",
+    "gRPC calls cancelled while too many waited for their message: the one waiting"
+    " longest on the connection holding the most.",
 )
 reflection_streams = Gauge(
     "regraft_grpc_reflection_streams_open",
@@ -86,7 +87,8 @@ watch_streams = Gauge(
 )
 reflection_cancelled = Counter(
     "regraft_grpc_reflection_streams_cancelled_total",
-    "Reflection streams cancelled for being idle longest while too many were open.",
+    "Reflection streams cancelled while too many were open: the one idle longest on"
+    " the connection holding the most.",
 )
 
 # Export the outcomes at zero from the start: rate() and increase() miss the first

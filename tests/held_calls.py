@@ -44,9 +44,10 @@ def send_message(conn: socket.socket, call: int, message: bytes) -> None:
     conn.sendall(_frame(0, 0x1, 2 * call + 1, data))  # DATA, END_STREAM
 
 
-def ended_streams(conn: socket.socket, count: int) -> set[int]:
+def ended_streams(conn: socket.socket, count: int, answered: set | None = None) -> set[int]:
     """Read frames until `count` streams were ended by the server (RST_STREAM, or
-    HEADERS with END_STREAM: trailers); their ids."""
+    HEADERS with END_STREAM: trailers); their ids. Streams that got a message (DATA)
+    are added to `answered`."""
     buffer, ended = b"", set()
     while len(ended) < count:
         while len(buffer) >= 9 and len(buffer) >= 9 + int.from_bytes(buffer[:3], "big"):
@@ -55,6 +56,8 @@ def ended_streams(conn: socket.socket, count: int) -> set[int]:
             stream = int.from_bytes(buffer[5:9], "big") & 0x7FFFFFFF
             if kind == 3 or (kind == 1 and flags & 0x1):
                 ended.add(stream)
+            elif kind == 0 and answered is not None:
+                answered.add(stream)
             buffer = buffer[9 + length :]
         if len(ended) >= count:
             break

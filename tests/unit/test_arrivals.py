@@ -2,6 +2,7 @@
 real grpc.server over loopback, with calls whose messages never come."""
 
 import grpc
+import prometheus_client
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY
@@ -102,6 +103,35 @@ def test_past_the_limit_the_longest_waiting_call_is_cancelled(serve):
         first.close()
 
 
+def test_a_flood_on_one_connection_cancels_its_own_calls_not_a_slow_upload(serve):
+    """A client whose message is slow to come (a manifest uploaded over a slow link)
+    waits longest once another connection floods the replica with calls that never
+    send theirs: the flood's calls are the ones cancelled, and the upload is answered."""
+    waiting = arrivals.Arrivals(limit=5)
+    endpoint, _ = serve(waiting)
+    cancelled = _metric(CANCELLED)
+    upload = held_back_calls(endpoint, CHECK, 1)
+    try:
+        wait_for(lambda: len(waiting) == 1, "the upload to wait", LIVENESS)
+        flood = held_back_calls(endpoint, CHECK, 8)
+        try:
+            flood.settimeout(LIVENESS)
+            # 9 calls for 5 places: the flood's four oldest go, though the upload is older.
+            assert ended_streams(flood, 4) == {1, 3, 5, 7}
+            assert _metric(CANCELLED) == cancelled + 4
+            assert len(waiting) == 5
+            upload.settimeout(LIVENESS)
+            send_message(upload, 0, health_pb2.HealthCheckRequest().SerializeToString())
+            answered: set[int] = set()
+            assert ended_streams(upload, 1, answered) == {1}
+            assert answered == {1}  # its answer, then its trailers: not a reset
+            assert _metric(CANCELLED) == cancelled + 4
+        finally:
+            flood.close()
+    finally:
+        upload.close()
+
+
 def test_a_call_that_ends_without_its_message_is_told_so(serve):
     endpoint, _ = serve(arrivals.Arrivals())
     with grpc.insecure_channel(endpoint) as channel:
@@ -132,3 +162,40 @@ def test_a_message_that_arrives_after_shutdown_ends_its_call(serve):
 def test_the_limit_is_at_least_one():
     with pytest.raises(ValueError, match="must be at least 1, not 0"):
         arrivals.Arrivals(limit=0)
+
+
+class FakeCall:
+    def __init__(self, peer: bytes) -> None:
+        self._peer = peer
+        self.cancelled = False
+
+    def peer(self) -> bytes:
+        return self._peer
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+def test_the_connection_holding_the_most_loses_its_idlest_call_first():
+    gauge = prometheus_client.Gauge("fairness_open", "", registry=None)
+    counter = prometheus_client.Counter("fairness_cancelled", "", registry=None)
+    kept = arrivals.IdlestFirst(4, gauge, counter)
+    calls = {
+        name: FakeCall(peer)
+        for name, peer in [("a1", b"A"), ("b1", b"B"), ("b2", b"B"), ("a2", b"A"), ("b3", b"B")]
+    }
+    for name in ["a1", "b1", "b2", "a2"]:
+        kept.add(name, calls[name])
+    kept.active("b1")  # B's idlest is now b2
+    kept.add("b3", calls["b3"])  # B holds 3 of 5
+    assert [n for n, call in calls.items() if call.cancelled] == ["b2"]
+    kept.remove("b3")
+    kept.add("c1", calls.setdefault("c1", FakeCall(b"C")))
+    kept.add("b4", calls.setdefault("b4", FakeCall(b"B")))  # A and B hold 2 each: a tie
+    assert {n for n, call in calls.items() if call.cancelled} == {"b2", "a1"}  # oldest turn
+    assert len(kept) == 4 and gauge._value.get() == 4 and counter._value.get() == 2
+    kept.remove("a1")  # already cancelled: nothing changes
+    assert len(kept) == 4 and gauge._value.get() == 4
+    kept.active("b2")  # nor here
+    kept.add("c2", FakeCall(b"C"))  # B and C hold 2 each; b1 was last active before c1 came
+    assert calls["b1"].cancelled and not calls["c1"].cancelled and not calls["a2"].cancelled

@@ -96,6 +96,9 @@ class RaftSettings:
     leader_fallback: float = 3.0
     snapshot_entries: int = 20_000
     snapshot_seconds: float = 600.0
+    # The newest machine version this code applies (storage/versions.py): past it, the
+    # replica stops before it applies an entry differently from the others.
+    machine_version: int = versions.LATEST
 
 
 _journal_factory_lock = threading.Lock()
@@ -142,6 +145,7 @@ class Raft(SyncObj):
         # Set when the replica cannot go on (its snapshot is unreadable at start-up).
         self.fatal_error: str | None = None
         self._loading_at_startup = os.path.isfile(self.snapshot_path)
+        self._machine_version = settings.machine_version
         self.revision = store.revision
         self._note_machine_version()
         self.applied = threading.Condition()
@@ -392,9 +396,24 @@ class Raft(SyncObj):
             self._batch_done = 0
         result = None
         for index, data in self._batch_entries[self._batch_done :]:
+            if self._batch.machine_version > self._machine_version:
+                self._halt(self._batch.machine_version)
             result = machine.apply(self._batch, index, data)
             self._batch_done += 1
         return result
+
+    def _halt(self, in_force: int) -> None:
+        """Exit before applying an entry the way older code does: the other replicas
+        apply it the newer way, and a replica never applies an entry twice, so one
+        applied here would stay different after an upgrade. What was applied (up to the
+        entry that raised the version) is committed; the rest stays in the journal for
+        the release that can apply it."""
+        reason = versions.too_new(in_force, self._machine_version)
+        del self._batch_entries[self._batch_done :]
+        self._commit()
+        log.critical("%s", reason)
+        logging.shutdown()
+        os._exit(1)  # this is Raft's thread: a clean stop would wait for it to end
 
     def _recover(self, error: lmdb.Error) -> None:
         """Abort the batch after an LMDB error; it is replayed from _batch_entries."""

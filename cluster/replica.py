@@ -55,7 +55,8 @@ from regraft.v1 import (
     registry_pb2,
     registry_pb2_grpc,
 )
-from storage import members
+from storage import members, versions
+from storage.db import FormatError
 from storage.files import write_atomically
 from storage.manifest import MAX_MANIFEST_BYTES
 from storage.members import Role
@@ -106,7 +107,11 @@ class Replica:
         self._lock_file = _lock_data_dir(config.data_dir)
         self.store = datadir.open_state(config.data_dir)
         with self.store.read() as view:
-            table = members.members(view)
+            table, in_force = members.members(view), view.machine_version
+        if in_force > SUPPORTED_MACHINE_VERSION:
+            self.store.close()
+            self._lock_file.close()
+            raise FormatError(versions.too_new(in_force, SUPPORTED_MACHINE_VERSION))
         # A replica added with `regraft member add` runs as a learner (PySyncObj's
         # read-only node) until it is promoted; then it restarts its Raft as a voter.
         self._voter_marker = os.path.join(config.data_dir, VOTER_MARKER)
@@ -122,6 +127,7 @@ class Replica:
             leader_fallback=config.leader_fallback,
             snapshot_entries=config.snapshot_entries,
             snapshot_seconds=config.snapshot_seconds,
+            machine_version=SUPPORTED_MACHINE_VERSION,
         )
         try:
             self.raft = Raft(settings, self.store)
@@ -291,13 +297,8 @@ class Replica:
         # members (this one a voter among them) say nothing about its role.
         with self.store.read() as view:
             recorded, in_force = members.members(view), view.machine_version
-        if in_force > SUPPORTED_MACHINE_VERSION:
-            return Ending(
-                f"the cluster applies machine version {in_force}, newer than this code "
-                f"supports ({SUPPORTED_MACHINE_VERSION}): it would apply entries differently "
-                "from the other replicas; run the release the others run",
-                exit_code=1,
-            )
+        if in_force > SUPPORTED_MACHINE_VERSION:  # a snapshot installed brought it
+            return Ending(versions.too_new(in_force, SUPPORTED_MACHINE_VERSION), exit_code=1)
         me = next((m for m in recorded if m.id == self.config.id), None)
         status = self.raft.status()
         # Promoted: the table says so, or Raft's voter change reached this learner. The

@@ -209,6 +209,7 @@ class Batch(View):
         raw = txn.get(_HASH)
         self._hash = int.from_bytes(raw, "big") if raw else 0
         self._revision = super().revision
+        self._machine_version = super().machine_version
 
     def put(self, db: str, key: bytes, value: bytes) -> None:
         """Write a record, keeping the state hash up to date.
@@ -235,13 +236,14 @@ class Batch(View):
 
         A plain call rather than a context manager: this runs once per log entry.
         """
-        parent, saved = self.txn, self._hash
+        parent, saved = self.txn, (self._hash, self._machine_version)
         self.txn = self._env.begin(write=True, parent=parent)
         try:
             result = operation(*args)
         except BaseException:
             self.txn.abort()
-            self.txn, self._hash = parent, saved
+            self.txn = parent
+            self._hash, self._machine_version = saved
             raise
         self.txn.commit()
         self.txn = parent
@@ -264,8 +266,14 @@ class Batch(View):
     def set_cluster_id(self, cluster_id: str) -> None:
         self.txn.put(_CLUSTER_ID, cluster_id.encode())
 
+    @property
+    def machine_version(self) -> int:
+        """Kept in memory, as revision is: apply reads it per entry."""
+        return self._machine_version
+
     def set_machine_version(self, version: int) -> None:
         self.txn.put(_MACHINE_VERSION, keys.u64(version))
+        self._machine_version = version
 
     def commit(self) -> None:
         self.txn.put(_HASH, (self._hash % _MODULUS).to_bytes(32, "big"))

@@ -5,6 +5,9 @@ replicas run different code. So a change in what apply does is not switched on b
 the new code itself: it waits until the cluster's machine version, kept in the state
 and raised by a replicated command (SetMachineVersionOp), says so, and the leader
 raises it only once every member reports code that supports it (cluster/membership.py).
+Code never applies an entry while the version in force is newer than it supports: a
+replica refuses to start (cluster/replica.py), or exits before the entry
+(cluster/raft.py), since an entry applied the older way would stay so.
 A new cluster starts at the version of the code that records its first members.
 
     1  up to 2026-11-26
@@ -30,3 +33,12 @@ SEALED_PEER_MESSAGES = 5
 MEMBER_ADDRESSES = 6
 # The newest version this code can apply.
 LATEST = 6
+
+
+def too_new(in_force: int, supported: int) -> str:
+    """Why a replica whose code supports `supported` must not apply the log any more."""
+    return (
+        f"the cluster applies machine version {in_force}, newer than this code supports "
+        f"({supported}): it would apply entries differently from the other replicas; run "
+        "the release the others run"
+    )

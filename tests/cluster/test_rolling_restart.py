@@ -3,6 +3,7 @@ and new apply behaviour waits until every replica runs the new code."""
 
 import time
 
+from cluster.datadir import open_state
 from cluster.replica import _UPGRADE_PERIOD
 from regraft.v1 import access_pb2, cluster_pb2, registry_pb2
 from storage.versions import LATEST
@@ -39,6 +40,15 @@ def test_rolling_restart_under_writes_loses_nothing(cluster):
     assert gap < MAX_WRITE_GAP, f"writes stalled for {gap:.1f}s during the rolling restart"
     assert_all_present(cluster, writer.acked, writer.digest)
     cluster.wait_converged()
+
+
+def _revision(replica) -> int:
+    """What a stopped replica's state has applied, read from its data directory."""
+    store = open_state(replica.config.data_dir)
+    try:
+        return store.revision
+    finally:
+        store.close()
 
 
 def _caught_up(cluster, replica) -> bool:
@@ -90,12 +100,17 @@ def test_new_apply_behaviour_waits_for_every_replica(make_cluster):
     cluster.wait_converged()
     assert access_events() == ["CreateOrganization"] * 4
 
-    # Going back to the previous release now would apply entries the old way: refused.
+    # Going back to the previous release now would apply entries the old way: refused
+    # before Raft starts, with the entries written meanwhile left to apply.
     downgraded = cluster.replicas[0]
     downgraded.stop()
+    with cluster.client(cluster.replicas[1:]) as client:
+        client.call("CreateOrganization", access_pb2.OrganizationRequest(name="while-down"))
+    applied = _revision(downgraded)
     downgraded.env = {**downgraded.env, "REGRAFT_MACHINE_VERSION": "1"}
     downgraded.start()
     wait_for(lambda: not downgraded.running, f"{downgraded.id} to refuse to run")
-    assert downgraded.process.returncode == 1
+    assert downgraded.process.returncode == 2
     refusal = f"the cluster applies machine version {LATEST}, newer than this code supports (1)"
     assert refusal in downgraded.log()
+    assert _revision(downgraded) == applied

@@ -6,6 +6,8 @@ enough to see what start-up makes of the files, without a cluster.
 
 import os
 import socket
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -173,3 +175,56 @@ def test_a_taken_peer_port_stops_the_raft_thread(tmp_path, monkeypatch):
     started = [t for t in threading.enumerate() if t.ident not in before]
     assert not [t for t in started if t.is_alive()], started
     store.close()
+
+
+_OLDER_RELEASE = """
+import os, sys
+from cluster.raft import Raft, RaftSettings
+from storage import commands
+from storage.db import Store
+from tests.polling import wait_for
+from tests.unit.test_raft_recovery import BARRIER
+
+directory, address = sys.argv[1], sys.argv[2]
+store = Store(os.path.join(directory, "state"), map_size=64 << 20)
+# Code that applies machine version 1 only, in a cluster that raises it to 2.
+settings = RaftSettings(address=address, peers=[], data_dir=directory, secret=None,
+                        machine_version=1)
+raft = Raft(settings, store)
+wait_for(raft._isLeader, what="leadership")
+raise_it = commands.set_machine_version(2).SerializeToString()
+futures = [raft.propose(raise_it, 10.0)] + [raft.propose(BARRIER, 10.0) for _ in range(5)]
+for future in futures:
+    future.result(15.0)
+print("applied everything", flush=True)
+"""
+
+
+def test_older_code_stops_before_an_entry_past_its_machine_version(tmp_path):
+    """A replica whose code supports an older machine version than the one just raised
+    (rolled back after the leader asked) exits before it applies the next entry: applied
+    the old way, it would stay different, since no entry is applied twice. The release
+    that can apply the rest does so from the journal."""
+    script = [sys.executable, "-c", _OLDER_RELEASE, str(tmp_path), f"127.0.0.1:{free_port()}"]
+    older = subprocess.run(
+        script,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
+    )
+    assert older.returncode == 1, older.stderr
+    assert "applied everything" not in older.stdout
+    assert versions.too_new(2, 1) in older.stderr
+    store = Store(str(tmp_path / STATE))
+    try:
+        with store.read() as view:  # applied up to the entry that raised the version
+            raised_at, version = view.revision, view.machine_version
+    finally:
+        store.close()
+    assert version == 2
+    newer = Member(str(tmp_path))  # the release that supports version 2
+    try:
+        wait_for(lambda: newer.raft.revision == raised_at + 5, "the rest to be applied")
+    finally:
+        newer.close()

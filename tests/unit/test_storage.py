@@ -841,3 +841,26 @@ def test_index_command_with_children(replica):
         _, record = registry.get_manifest(view, "a", "multi", False)
     assert list(record.manifests) == [child_digest]
     assert list(record.blobs) == []
+
+
+def test_a_batch_keeps_the_machine_version_a_failed_command_set(replica):
+    """The batch keeps the version in memory (apply reads it per entry): a command that
+    raised it and then failed must leave the version it found, as its writes are."""
+
+    def raise_then_fail(batch: db.Batch) -> None:
+        batch.set_machine_version(5)
+        raise ValueError("after raising the version")
+
+    batch = replica.store.batch()
+    try:
+        with pytest.raises(ValueError):
+            batch.atomically(raise_then_fail, batch)
+        assert batch.machine_version == 1
+        batch.atomically(batch.set_machine_version, 3)
+        assert batch.machine_version == 3
+        batch.commit()
+    except BaseException:
+        batch.abort()
+        raise
+    with replica.store.read() as view:
+        assert view.machine_version == 3

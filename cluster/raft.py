@@ -103,6 +103,9 @@ class RaftSettings:
 
 _journal_factory_lock = threading.Lock()
 _STATUS_PERIOD = 0.2
+# Deadlines are expired by the Raft thread after each tick; when it has not done so for
+# this long (it is stuck), a thread of their own does.
+DEADLINE_WATCH = 1.0
 # A leadership transfer may hold new proposals back this long, for a target at most
 # TRANSFER_MAX_LAG entries behind, to let it catch up (transfer_leadership).
 TRANSFER_HOLD = 1.0
@@ -159,6 +162,8 @@ class Raft(SyncObj):
         self._applied_waiters: list[tuple[int, int, concurrent.futures.Future]] = []
         self._done_in_heap = 0
         self._deadline_lock = threading.Lock()
+        self._expired_at = time.monotonic()
+        self._closing = threading.Event()
         self._sequence = itertools.count()
         self._tick_calls: queue.SimpleQueue = queue.SimpleQueue()
         self._snapshot_state = SERIALIZER_STATE.NOT_SERIALIZING
@@ -220,6 +225,10 @@ class Raft(SyncObj):
         self._wake_pending = False
         self._waker = PipeNotifier(self._poller, callback=self._woken)
         self.addOnTickCallback(self._after_tick)
+        self._deadline_watch = threading.Thread(
+            target=self._watch_deadlines, name="raft-deadlines", daemon=True
+        )
+        self._deadline_watch.start()
 
     @property
     def encryptor(self) -> cipher.PeerCipher | None:
@@ -531,7 +540,16 @@ class Raft(SyncObj):
     def _last_log_index(self) -> int:
         return self._SyncObj__raftLog[-1][1]
 
+    def _watch_deadlines(self) -> None:
+        """Expire deadlines while the Raft thread cannot (retrying a full disk, installing
+        a long snapshot): every caller is answered by its deadline, none waits on."""
+        while not self._closing.wait(DEADLINE_WATCH):
+            now = time.monotonic()
+            if now - self._expired_at > DEADLINE_WATCH:
+                self._expire(now)
+
     def _expire(self, now: float) -> None:
+        self._expired_at = now
         expired = []
         with self._deadline_lock:
             while self._deadlines:
@@ -691,6 +709,8 @@ class Raft(SyncObj):
 
     def close(self) -> None:
         self.destroy_synchronous()
+        self._closing.set()
+        self._deadline_watch.join()
         self._commit()
         if self._snapshot_thread is not None:
             # It reads from the store, which the caller closes next.

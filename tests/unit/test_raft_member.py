@@ -1,7 +1,7 @@
-"""A replica restarting from what a crash left on disk: its journal, snapshot and LMDB.
-
-One Raft member in this process (a single-member cluster on a free loopback port):
-enough to see what start-up makes of the files, without a cluster.
+"""One Raft member in this process (a single-member cluster on a free loopback port):
+enough to see, without a cluster, what start-up makes of what a crash left on disk
+(journal, snapshot, LMDB), what a stuck Raft thread does to callers, and what an older
+release does with a newer machine version.
 """
 
 import os
@@ -183,7 +183,7 @@ from cluster.raft import Raft, RaftSettings
 from storage import commands
 from storage.db import Store
 from tests.polling import wait_for
-from tests.unit.test_raft_recovery import BARRIER
+from tests.unit.test_raft_member import BARRIER
 
 directory, address = sys.argv[1], sys.argv[2]
 store = Store(os.path.join(directory, "state"), map_size=64 << 20)
@@ -228,3 +228,25 @@ def test_older_code_stops_before_an_entry_past_its_machine_version(tmp_path):
         wait_for(lambda: newer.raft.revision == raised_at + 5, "the rest to be applied")
     finally:
         newer.close()
+
+
+class Stuck(Exception):
+    pass
+
+
+def test_deadlines_expire_while_the_raft_thread_is_stuck(member):
+    """The Raft thread expires deadlines after each tick; stuck (a full disk retried, a
+    long snapshot install), it cannot, and a caller without a deadline of its own would
+    wait until it is free again."""
+    one = member()
+    one.write(1)
+    release = threading.Event()
+    held = one.raft.on_tick(lambda: release.wait(30))
+    try:
+        future = one.raft.deadline_future(0.2, Stuck("no answer"))
+        assert isinstance(future.exception(timeout=10), Stuck)
+        assert not held.done()  # answered while the Raft thread was still held
+    finally:
+        release.set()
+    assert held.result(timeout=10) is True
+    one.write(1)  # and it goes on

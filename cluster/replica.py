@@ -71,6 +71,11 @@ MAX_REQUEST_BYTES = MAX_MANIFEST_BYTES + (64 << 10)
 # Calls at once, beside those waiting for their message (up to arrivals.MAX_WAITING):
 # grpcio counts both against one limit, and answers RESOURCE_EXHAUSTED past it.
 MAX_CALLS = 1024
+# Calls open at once on one connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS): grpcio's
+# core refuses more before they reach Python, and grpcio clients queue theirs until
+# one ends. Without it, one connection opening calls as fast as it can (headers only,
+# or each reset at once) cancelled most other clients' calls while it lasted.
+MAX_STREAMS_PER_CONNECTION = 1024
 # A replica that is further behind its leader's commit index is not ready.
 READY_MAX_LAG = 1000
 _HEALTH_PERIOD = 0.5
@@ -165,6 +170,7 @@ class Replica:
                 # Idle connections cannot take the descriptors the rest of the replica
                 # needs (cluster/openfiles.py).
                 ("grpc.max_allowed_incoming_connections", connections),
+                ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
             ],
             # Calls waiting for their message count too: room for all of them. (grpcio
             # counts a call until its pool job ends: reflection streams, writes and

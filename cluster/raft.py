@@ -103,9 +103,9 @@ class RaftSettings:
 
 _journal_factory_lock = threading.Lock()
 _STATUS_PERIOD = 0.2
-# Deadlines are expired by the Raft thread after each tick; when it has not done so for
-# this long (it is stuck), a thread of their own does.
-DEADLINE_WATCH = 1.0
+# Deadlines are expired by the Raft thread after each tick (every 10 ms); when it has
+# not done so for this long (it is stuck), a thread of their own does.
+DEADLINE_WATCH = 0.1
 # A leadership transfer may hold new proposals back this long, for a target at most
 # TRANSFER_MAX_LAG entries behind, to let it catch up (transfer_leadership).
 TRANSFER_HOLD = 1.0

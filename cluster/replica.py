@@ -74,7 +74,8 @@ MAX_CALLS = 1024
 # Calls open at once on one connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS): grpcio's
 # core refuses more before they reach Python, and grpcio clients queue theirs until
 # one ends. Without it, one connection opening calls as fast as it can (headers only,
-# or each reset at once) cancelled most other clients' calls while it lasted.
+# or each reset at once) cancelled most other clients' calls while it lasted. 2,048
+# and 4,096 did not always prevent that (cluster/DESIGN.md, session 13).
 MAX_STREAMS_PER_CONNECTION = 1024
 # A replica that is further behind its leader's commit index is not ready.
 READY_MAX_LAG = 1000

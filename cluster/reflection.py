@@ -13,8 +13,7 @@ and the answer sent without waiting for the client to read it; the next request 
 received once the answer is out. A stream takes a thread only while an answer is
 computed. At most MAX_OPEN streams are open on a replica: one more cancels, of the
 connection holding the most, the stream whose last request is oldest, so that a new
-caller always gets in. Requests are
-names, and one over MAX_REQUEST_BYTES is refused.
+caller always gets in. Requests are names, and one over MAX_REQUEST_BYTES is refused.
 
 Like nonblocking.py this relies on grpcio's private server module (1.85);
 tests/unit/test_reflection.py fails when it changes.

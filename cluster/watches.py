@@ -193,6 +193,8 @@ class Watches:
     def add(self, stream: Stream) -> None:
         """Serve a stream, or refuse it if MAX_OPEN are open."""
         with self._lock:
+            if stream.ended:  # its caller left before it got here: closed() ran
+                return
             if len(self._open) >= self._limit:
                 error = rpc.Exhausted(
                     f"this replica already serves {self._limit} Watch streams: "

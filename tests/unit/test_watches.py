@@ -285,6 +285,23 @@ def test_subscribers_whose_history_is_gone_are_told_out_of_range(tmp_path):
     raft.store.close()
 
 
+def test_a_stream_whose_call_ended_before_it_was_added_takes_no_place(tmp_path):
+    """grpcio may run the call's end callback (closed) between open's registering it
+    and add: cancelled at once by its caller. Such a stream held one of the MAX_OPEN
+    places, and counted in the gauge, until the replica restarted."""
+    raft = Applied(str(tmp_path))
+    hub = watches.Watches(raft, lambda: "", ManualPool(), limit=1)
+    try:
+        gone, call = watches.Stream(FakeCall()), FakeCall()
+        hub.closed(gone)
+        hub.add(gone)
+        assert len(hub) == 0
+        hub.add(watches.Stream(call))  # the one place is free
+        assert len(hub) == 1 and call.status is None
+    finally:
+        raft.store.close()
+
+
 # -- over gRPC --------------------------------------------------------------------------
 
 

@@ -11,6 +11,7 @@ from storage.errors import InvalidArgument
 from storage.manifest import (
     DOCKER_MANIFEST,
     DOCKER_MANIFEST_LIST,
+    MAX_ANNOTATIONS,
     MAX_MANIFEST_BYTES,
     OCI_INDEX,
     OCI_MANIFEST,
@@ -474,3 +475,25 @@ def test_mutated_manifests_only_raise_invalid_argument(
     else:
         doc[key] = value
     parse_or_refuse(encode(doc), media_type)
+
+
+@pytest.mark.parametrize(
+    "content, key",
+    [
+        (b'{"schemaVersion": 2, "layers": [], "layers": [1]}', "layers"),
+        (b'{"schemaVersion": 2, "config": {"digest": "a", "digest": "b"}}', "digest"),
+    ],
+)
+def test_a_key_twice_in_one_object_is_refused(content: bytes, key: str) -> None:
+    """Go's encoding/json takes the last of two equal keys, other parsers the first:
+    the registry and a client could read one digest two ways."""
+    err = reject(content, "content", OCI_MANIFEST)
+    assert f"the key '{key}' twice" in err.message
+
+
+def test_annotations_over_the_limit_are_refused() -> None:
+    most = {f"k{i}": "" for i in range(MAX_ANNOTATIONS)}
+    assert len(parse_manifest(encode(oci_manifest(annotations=most))).annotations) == len(most)
+    over = {**most, "one-more": ""}
+    err = reject(encode(oci_manifest(annotations=over)), "content.annotations")
+    assert err.message == f"has {MAX_ANNOTATIONS + 1} annotations, over the limit of 1024"

@@ -276,11 +276,19 @@ def _start_local(config: ReplicaConfig) -> subprocess.Popen:
     path = os.path.join(directory, f"{config.id}.toml")
     with open(path, "w") as f:
         f.write(config_module.dump(config))
+    # The replicas run this very code: `python -m` would put the current directory
+    # first on their path, and a checkout of another release there would run instead.
+    code = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [code, os.environ.get("PYTHONPATH")])),
+    }
     with open(os.path.join(directory, f"{config.id}.log"), "ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "cluster.cli", "serve", "--config", path],
+            [sys.executable, "-P", "-m", "cluster.cli", "serve", "--config", path],
             stdout=log,
             stderr=subprocess.STDOUT,
+            env=env,
         )
 
 

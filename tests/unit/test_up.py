@@ -1,4 +1,5 @@
-"""`regraft up`'s refusals, which come before any replica starts."""
+"""`regraft up`'s refusals, which come before any replica starts, and the code its
+replicas run."""
 
 import os
 
@@ -6,6 +7,8 @@ import pytest
 
 from cluster import cli
 from cluster import config as config_module
+from tests.cluster.harness import free_port_block
+from tests.polling import wait_for
 
 
 def run_before(data_dir: str, base_port: int, replicas: int) -> None:
@@ -39,3 +42,29 @@ def test_up_runs_one_to_nine_replicas(tmp_path, capsys, replicas):
     code, error = up(capsys, "--data-dir", str(tmp_path), "--replicas", replicas)
     assert code == 2
     assert f"--replicas must be between 1 and 9, got {replicas}" in error
+
+
+def test_replicas_run_the_code_of_regraft_up_not_a_checkout_where_it_was_started(
+    tmp_path, monkeypatch
+):
+    """`python -m` puts the current directory first on the path: started from a
+    checkout of another release, the replicas ran that release's code."""
+    other = tmp_path / "other-release"
+    (other / "cluster").mkdir(parents=True)
+    ran_other = tmp_path / "ran-the-other-release"
+    (other / "cluster" / "__init__.py").write_text(
+        f"open({str(ran_other)!r}, 'w').close()\nraise SystemExit(3)\n"
+    )
+    monkeypatch.chdir(other)
+    (config,) = cli.local_cluster_configs(str(tmp_path / "data"), free_port_block(30), 1)
+    log = tmp_path / "data" / f"{config.id}.log"
+    process = cli._start_local(config)
+    try:
+        wait_for(
+            lambda: ran_other.exists() or "serving gRPC" in log.read_text(),
+            "the replica to start",
+        )
+        assert not ran_other.exists()
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

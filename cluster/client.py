@@ -389,8 +389,16 @@ class Client:
         )
 
     def get_referrers(
-        self, repository: str, digest: str, artifact_type: str = "", consistency=LINEARIZABLE
+        self,
+        repository: str,
+        digest: str,
+        artifact_type: str = "",
+        consistency=LINEARIZABLE,
+        n: int = 0,
+        last: str = "",
     ) -> registry_pb2.GetReferrersResponse:
+        """One page (`more` says whether others follow: ask again with last = the
+        page's last digest)."""
         return self.call(
             "GetReferrers",
             registry_pb2.GetReferrersRequest(
@@ -398,6 +406,8 @@ class Client:
                 digest=digest,
                 artifact_type=artifact_type,
                 read=self._read(consistency, 0),
+                n=n,
+                last=last,
             ),
         )
 

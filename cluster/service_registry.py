@@ -95,12 +95,15 @@ class RegistryService(registry_pb2_grpc.RegistryServicer):
     def GetReferrers(self, request, context):
         names.validate_repository(request.repository)
         names.validate_digest(request.digest)
+        n = names.validate_page_size(request.n) if request.n else names.MAX_PAGE_SIZE
+        if request.last:
+            names.validate_digest(request.last, "last")
 
         def answer(view):
-            found = registry.get_referrers(
-                view, request.repository, request.digest, request.artifact_type
+            found, more = registry.get_referrers(
+                view, request.repository, request.digest, request.artifact_type, n, request.last
             )
-            return pb.GetReferrersResponse(manifests=found, revision=view.revision)
+            return pb.GetReferrersResponse(manifests=found, revision=view.revision, more=more)
 
         return request.read, answer
 

@@ -444,16 +444,24 @@ def page(records, n: int, name) -> tuple[list, bool]:
     return found, False
 
 
+# A page of referrers ends once its descriptors reach this size: each may carry up to
+# a manifest's worth of annotations, and a whole list could pass gRPC's message limit.
+REFERRERS_PAGE_BYTES = 4 << 20
+
+
 def get_referrers(
-    view: View, repository: str, subject: str, artifact_type: str
-) -> list[registry_pb2.Descriptor]:
-    """Manifests of the repository whose subject is `subject`, by digest."""
+    view: View, repository: str, subject: str, artifact_type: str, n: int, last: str = ""
+) -> tuple[list[registry_pb2.Descriptor], bool]:
+    """One page of the manifests of the repository whose subject is `subject`, in
+    digest order after `last`: at most n, and no more once REFERRERS_PAGE_BYTES are
+    reached; and whether more follow."""
     rid = _repo(view, repository)
     if rid is None:
-        return []
-    found = []
+        return [], False
+    found: list[registry_pb2.Descriptor] = []
+    size = 0
     prefix = keys.pair_prefix(rid, subject)
-    for key, _ in view.scan("referrers", prefix):
+    for key, _ in view.scan("referrers", prefix, last.encode()):
         digest = keys.pair_second(prefix, key)
         raw = view.get("manifests", keys.member(rid, digest))
         if raw is None:
@@ -461,6 +469,8 @@ def get_referrers(
         record = record_pb2.ManifestRecord.FromString(raw)
         if artifact_type and record.artifact_type != artifact_type:
             continue
+        if len(found) == n or size >= REFERRERS_PAGE_BYTES:
+            return found, True
         found.append(
             registry_pb2.Descriptor(
                 media_type=record.media_type,
@@ -470,7 +480,8 @@ def get_referrers(
                 annotations=record.annotations,
             )
         )
-    return found
+        size += found[-1].ByteSize()
+    return found, False
 
 
 def stat_blob(view: View, repository: str, digest: str) -> record_pb2.BlobRecord:

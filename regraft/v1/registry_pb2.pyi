@@ -215,24 +215,30 @@ class ListRepositoriesResponse(_message.Message):
     def __init__(self, repositories: _Optional[_Iterable[str]] = ..., revision: _Optional[int] = ..., more: _Optional[bool] = ...) -> None: ...
 
 class GetReferrersRequest(_message.Message):
-    __slots__ = ("repository", "digest", "artifact_type", "read")
+    __slots__ = ("repository", "digest", "artifact_type", "read", "n", "last")
     REPOSITORY_FIELD_NUMBER: _ClassVar[int]
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     ARTIFACT_TYPE_FIELD_NUMBER: _ClassVar[int]
     READ_FIELD_NUMBER: _ClassVar[int]
+    N_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
     repository: str
     digest: str
     artifact_type: str
     read: ReadOptions
-    def __init__(self, repository: _Optional[str] = ..., digest: _Optional[str] = ..., artifact_type: _Optional[str] = ..., read: _Optional[_Union[ReadOptions, _Mapping]] = ...) -> None: ...
+    n: int
+    last: str
+    def __init__(self, repository: _Optional[str] = ..., digest: _Optional[str] = ..., artifact_type: _Optional[str] = ..., read: _Optional[_Union[ReadOptions, _Mapping]] = ..., n: _Optional[int] = ..., last: _Optional[str] = ...) -> None: ...
 
 class GetReferrersResponse(_message.Message):
-    __slots__ = ("manifests", "revision")
+    __slots__ = ("manifests", "revision", "more")
     MANIFESTS_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
+    MORE_FIELD_NUMBER: _ClassVar[int]
     manifests: _containers.RepeatedCompositeFieldContainer[Descriptor]
     revision: int
-    def __init__(self, manifests: _Optional[_Iterable[_Union[Descriptor, _Mapping]]] = ..., revision: _Optional[int] = ...) -> None: ...
+    more: bool
+    def __init__(self, manifests: _Optional[_Iterable[_Union[Descriptor, _Mapping]]] = ..., revision: _Optional[int] = ..., more: _Optional[bool] = ...) -> None: ...
 
 class LinkBlobRequest(_message.Message):
     __slots__ = ("repository", "digest", "size", "media_type", "request_id")

@@ -132,6 +132,15 @@ def test_referrers(cluster):
         assert found[0].size == len(content)
         assert dict(found[0].annotations) == {"org.example.signer": "ci"}
         assert not client.get_referrers("ref/app", subject, artifact_type="other/type").manifests
+        page = client.get_referrers("ref/app", subject, n=1)
+        assert [d.digest for d in page.manifests] == [digest] and not page.more
+        after = client.get_referrers("ref/app", subject, last=digest)
+        assert not after.manifests and not after.more
+        for bad, field in (({"last": "sha256:abc"}, "last"), ({"n": 1001}, "n")):
+            with pytest.raises(grpc.RpcError) as refused:
+                client.get_referrers("ref/app", subject, **bad)
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert refused.value.details().startswith(field), refused.value.details()
 
 
 def test_watch_streams_changes_in_order_and_resumes(cluster):

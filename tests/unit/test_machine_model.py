@@ -772,7 +772,7 @@ class RegistryMachine(RuleBasedStateMachine):
             if repo is None:
                 with pytest.raises(NotFound):
                     registry.get_manifest(view, name, "latest", False)
-                assert registry.get_referrers(view, name, NEVER, "") == []
+                assert registry.get_referrers(view, name, NEVER, "", 10) == ([], False)
                 continue
             assert registry.list_tags(view, name, 100, "") == (sorted(repo.tags), False)
             for tag in TAGS:
@@ -819,12 +819,27 @@ class RegistryMachine(RuleBasedStateMachine):
         )
         got = [
             (d.digest, d.media_type, d.size, d.artifact_type, dict(d.annotations))
-            for d in registry.get_referrers(view, name, subject, "")
+            for d in _all_referrers(view, name, subject, "", 1000)
         ]
         assert got == want
+        assert [d.digest for d in _all_referrers(view, name, subject, "", 2)] == [
+            w[0] for w in want
+        ]
         for artifact_type in {w[3] for w in want} - {""}:  # "" asks for no filter
-            filtered = registry.get_referrers(view, name, subject, artifact_type)
+            filtered = _all_referrers(view, name, subject, artifact_type, 1)
             assert [d.digest for d in filtered] == [w[0] for w in want if w[3] == artifact_type]
+
+
+def _all_referrers(view, name: str, subject: str, artifact_type: str, n: int) -> list:
+    """Every referrer, page after page of at most n."""
+    found, last = [], ""
+    while True:
+        page, more = registry.get_referrers(view, name, subject, artifact_type, n, last)
+        found += page
+        if not more:
+            return found
+        assert len(page) == n  # a page ends early only past REFERRERS_PAGE_BYTES
+        last = page[-1].digest
 
 
 TestRegistryMachine = RegistryMachine.TestCase

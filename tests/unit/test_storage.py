@@ -165,8 +165,9 @@ def test_longest_names_make_keys_under_the_lmdb_limit(replica):
         found, record = registry.get_manifest(view, LONGEST_REPO, LONGEST_TAG, False)
         assert found == digest and record.content == content
         assert list(record.blobs) == [config, blob]
-        referrers = registry.get_referrers(view, LONGEST_REPO, digest, "")
+        referrers, more = registry.get_referrers(view, LONGEST_REPO, digest, "", 10)
         assert [(d.digest, d.size) for d in referrers] == [(referrer_digest, len(referrer))]
+        assert not more
         assert registry.stat_blob(view, LONGEST_REPO, blob).size == 100
     # Deleting walks the (digest, tag) and (subject, referrer) keys too.
     deleted = replica.ok(delete_manifest(LONGEST_REPO, digest))[0]
@@ -864,3 +865,25 @@ def test_a_batch_keeps_the_machine_version_a_failed_command_set(replica):
         raise
     with replica.store.read() as view:
         assert view.machine_version == 3
+
+
+def test_a_page_of_referrers_ends_at_its_byte_limit(replica):
+    """Each referrer may carry up to a manifest's worth of annotations: all of them in
+    one answer passed gRPC's message limit and held gigabytes under concurrent calls."""
+    config = compute_digest(b"a config")
+    subject = compute_digest(b"the subject")
+    big = "x" * (registry.REFERRERS_PAGE_BYTES // 2)
+    referrers = [
+        image(config, subject=subject, annotations={"note": big, "n": str(i)}) for i in range(3)
+    ]
+    replica.ok(
+        link("acme/app", config, 20, CONFIG_TYPE),
+        *(put_manifest("acme/app", compute_digest(r), r) for r in referrers),
+    )
+    ordered = sorted(compute_digest(r) for r in referrers)
+    with replica.store.read() as view:
+        first, more = registry.get_referrers(view, "acme/app", subject, "", 1000)
+        assert [d.digest for d in first] == ordered[:2] and more  # 2 reach the limit
+        rest, more = registry.get_referrers(view, "acme/app", subject, "", 1000, ordered[1])
+        assert [d.digest for d in rest] == ordered[2:] and not more
+        assert registry.get_referrers(view, "acme/app", subject, "", 1, ordered[2]) == ([], False)

@@ -115,8 +115,9 @@ def _bounded_read(connection: TcpConnection) -> bool:
 
     A frame is gathered in a bytearray and handed to PySyncObj whole: its `readBuffer
     += incoming` copies the whole buffer for every chunk of 8 to 16 KiB, so a 4 MiB
-    frame (a large manifest) took 0.28 s of the Raft thread and a 16 MiB one 5 s (a
-    replayed frame lets a stranger announce one; elections followed)."""
+    frame took 0.28 s of the Raft thread and a 16 MiB one 5 s. Peers send far smaller
+    frames (large entries go in pieces), but a replayed frame lets a stranger announce
+    one of 16 MiB, and elections followed."""
     sock = connection._TcpConnection__socket
     held = getattr(connection, "_regraft_partial", None)
     if held is None or held[0] is not sock:  # a new connection, or a reconnection

@@ -16,10 +16,12 @@ never go backwards for clients that watch.
 import datetime
 import glob
 import hashlib
+import logging
 import os
 import shutil
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -39,7 +41,13 @@ from storage.files import fsync_dir
 from storage.members import Member
 from storage.snapshot import SnapshotError
 
+log = logging.getLogger(__name__)
+
 CHUNK = 1 << 20
+# A backup whose client has read nothing for this long is cancelled: it holds the one
+# backup slot of its replica, and a copy of the state on its disk. A chunk takes about
+# 8 s at 1 Mbit/s.
+STALLED_AFTER = 120.0
 _TEMPORARY = "backup-"
 # What a restored replica's Raft log starts with: entries that were never commands.
 _NO_OP = bytes([_COMMAND_TYPE.NO_OP])
@@ -66,13 +74,19 @@ class BackupSource:
             shutil.rmtree(stale, ignore_errors=True)
 
     def stream(
-        self, options: registry_pb2.ReadOptions, timeout: float, active: Callable[[], bool]
+        self,
+        options: registry_pb2.ReadOptions,
+        timeout: float,
+        active: Callable[[], bool],
+        cancel: Callable[[], None],
     ) -> Iterator:
-        """BackupChunks: a header, the file in chunks, the sha256 of the file."""
+        """BackupChunks: a header, the file in chunks, the sha256 of the file. The call
+        is cancelled once its client has read nothing for STALLED_AFTER seconds."""
         if not self._busy.acquire(blocking=False):
             raise rpc.Exhausted(
                 "a backup of this replica is already running: wait, or back up another replica"
             )
+        stall = _StallWatch(cancel)
         try:
             with tempfile.TemporaryDirectory(dir=self._directory, prefix=_TEMPORARY) as tmp:
                 path = os.path.join(tmp, "backup")
@@ -88,9 +102,43 @@ class BackupSource:
                             "created": datetime.datetime.now(datetime.UTC).isoformat(),
                         },
                     )
-                yield from _chunks(path, header)
+                stall.start()
+                for chunk in _chunks(path, header):
+                    yield chunk  # back once grpcio has sent it: the client reads
+                    stall.progress()
         finally:
+            stall.stop()
             self._busy.release()
+
+
+class _StallWatch:
+    """Cancels a call whose chunks stopped going out for STALLED_AFTER seconds."""
+
+    def __init__(self, cancel: Callable[[], None]) -> None:
+        self._cancel = cancel
+        self._last = time.monotonic()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="backup-stall", daemon=True)
+
+    def start(self) -> None:
+        self._last = time.monotonic()
+        self._thread.start()
+
+    def progress(self) -> None:
+        self._last = time.monotonic()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def _watch(self) -> None:
+        while not self._stopped.wait(min(5.0, STALLED_AFTER / 4)):
+            idle = time.monotonic() - self._last
+            if idle >= STALLED_AFTER:
+                log.warning("cancelling a backup whose client read nothing for %.0f s", idle)
+                self._cancel()
+                return
 
 
 def _chunks(path: str, header: dict) -> Iterator[cluster_pb2.BackupChunk]:

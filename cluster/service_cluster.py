@@ -2,7 +2,7 @@
 
 import os
 
-from cluster import auth, rpc
+from cluster import auth, nonblocking, rpc
 from cluster.backup import BackupSource
 from cluster.membership import SUPPORTED_MACHINE_VERSION, Changes, Members
 from cluster.raft import Raft
@@ -80,7 +80,10 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
     def Backup(self, request, context):
         # The wait for a linearizable view is bounded like a read's; the transfer is not.
         yield from self._backups.stream(
-            request.read, min(rpc.timeout(context), rpc.DEFAULT_TIMEOUT), context.is_active
+            request.read,
+            min(rpc.timeout(context), rpc.DEFAULT_TIMEOUT),
+            context.is_active,
+            nonblocking.Call(context).cancel,
         )
 
     # -- membership ---------------------------------------------------------------------

@@ -5,11 +5,13 @@ backup's revision."""
 import hashlib
 import io
 import os
+import threading
+from types import SimpleNamespace
 
 import pytest
 
 from cluster import backup, datadir
-from regraft.v1 import cluster_pb2
+from regraft.v1 import cluster_pb2, registry_pb2
 from storage import commands, db, keys, members, snapshot
 from storage.db import FormatError, Store
 from storage.members import Member, Role
@@ -195,3 +197,34 @@ def test_a_broken_backup_stream_is_refused():
     ]:
         with pytest.raises(backup.BackupError, match=problem):
             backup._receive(stream, io.BytesIO(), lambda done, total: None)
+
+
+class _Reads:
+    """Reads.view over a plain store: the state as it is."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def view(self, options, timeout, active):
+        return self._store.read()
+
+
+def test_a_backup_whose_client_stops_reading_is_cancelled_and_frees_the_slot(
+    source, tmp_path, monkeypatch
+):
+    """One backup at a time per replica: a client that stopped reading (its pipe
+    full) held that slot, and a copy of the state on disk, until it went away."""
+    monkeypatch.setattr(backup, "STALLED_AFTER", 0.3)
+    raft = SimpleNamespace(store=source.store, snapshot_path=str(tmp_path / "raft.snapshot"))
+    backups = backup.BackupSource(raft, _Reads(source.store), "r1")
+    cancelled = threading.Event()
+    read = registry_pb2.ReadOptions(consistency=registry_pb2.STALE)
+    stalled = backups.stream(read, 5.0, lambda: True, cancelled.set)
+    assert next(stalled).header.revision == source.index  # then it reads no more
+    assert cancelled.wait(10)  # what grpcio does next: end the call, close the stream
+    stalled.close()
+    assert not [name for name in os.listdir(tmp_path) if name.startswith("backup-")]
+    again = threading.Event()
+    reading = list(backups.stream(read, 5.0, lambda: True, again.set))
+    assert reading[0].header.revision == source.index and reading[-1].trailer.sha256
+    assert not again.is_set()

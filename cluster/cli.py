@@ -482,6 +482,13 @@ def status_table(rows) -> str:
             lines.append([endpoint, "-", "unreachable", *[""] * (len(header) - 3)])
             continue
         member = seen_by_leader.get(status.id)
+        if member is not None and _is_learner(member):
+            # The leader keeps no Raft link to a learner: its own status tells.
+            lag, link = str(max(0, leader.commit_index - status.applied_index)), "-"
+        elif member is not None:
+            lag, link = str(member.lag), "up" if member.reachable else "down"
+        else:
+            lag, link = "-", "-"
         lines.append(
             [
                 endpoint,
@@ -491,13 +498,19 @@ def status_table(rows) -> str:
                 status.leader_id or "-",
                 str(status.commit_index),
                 str(status.applied_index),
-                str(member.lag) if member else "-",
-                ("up" if member.reachable else "down") if member else "-",
+                lag,
+                link,
                 f"{_disk_used(status):.0%}" if status.disk_total_bytes else "-",
                 status.state_hash[:12],
             ]
         )
     return text_table(header, lines[1:])
+
+
+def _is_learner(member) -> bool:
+    from regraft.v1 import record_pb2
+
+    return member.membership == record_pb2.MemberRecord.LEARNER
 
 
 def _role_name(role: int, member=None) -> str:
@@ -540,7 +553,7 @@ def status_problems(rows) -> list[str]:
         if not leader.has_quorum:
             problems.append(f"leader {leader.id} cannot reach a majority of the members")
         for member in leader.members:
-            if member.is_self:
+            if member.is_self or _is_learner(member):  # no Raft link: its own row tells
                 continue
             if not member.reachable:
                 problems.append(

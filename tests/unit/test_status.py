@@ -5,7 +5,7 @@ import pytest
 
 from cluster import cli
 from cluster.replica import READY_MAX_LAG, readiness_problem
-from regraft.v1 import cluster_pb2
+from regraft.v1 import cluster_pb2, record_pb2
 
 GIB = 1 << 30
 
@@ -192,3 +192,22 @@ def test_an_unreachable_replica_keeps_the_table_narrow_and_says_why_once():
     assert len(table[1]) <= len(table[2])
     assert "Deadline Exceeded" not in "\n".join(table)
     assert "h1:7401 is unreachable (Deadline Exceeded)" in cli.status_problems(rows)
+
+
+def test_a_learner_is_not_reported_down_its_own_status_gives_its_lag():
+    """The leader keeps no Raft link to a learner (PySyncObj's read-only node), so it
+    saw it as unreachable and 15 entries behind while it had applied everything."""
+    learner = record_pb2.MemberRecord.LEARNER
+    rows = [
+        *healthy_rows()[:1],
+        ("h4:7401", status("r4", applied_index=480), None),
+    ]
+    rows[0] = (
+        "h1:7401",
+        leader(member("r2"), member("r4", reachable=False, lag=500, membership=learner)),
+        None,
+    )
+    assert cli.status_problems(rows) == []
+    learner_row = cli.status_table(rows).splitlines()[2].split()
+    assert learner_row[:3] == ["h4:7401", "r4", "learner"]
+    assert learner_row[7:9] == ["20", "-"]  # LAG from its own applied index, no RAFT link

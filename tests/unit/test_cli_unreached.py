@@ -22,6 +22,7 @@ def test_a_membership_command_gives_up_on_endpoints_nobody_answers(capsys):
     assert code == 1
     assert took < _CHANGE_TIMEOUT / 2, f"gave up after {took:.1f} s"
     err = capsys.readouterr().err
+    assert "regraft leader transfer: UNAVAILABLE: " in err  # the code, then the details
     assert "Connection refused" in err
     assert "no replica answered: check the endpoints" in err
     assert "--ca-file" in err  # a TLS replica spoken to in plaintext looks the same

@@ -35,12 +35,15 @@ _NOT_HERE = {"Backup": "use `regraft backup`, which writes and checks the file"}
 
 
 def methods() -> dict[str, MethodDescriptor]:
-    """Every method of the API, by its name and by Service/Method."""
+    """Every method of the API, by its name, by Service/Method, and by its full name as
+    grpcurl spells it (regraft.v1.Service/Method, or .Method after the service)."""
     found = {}
     for service in _SERVICES:
         for method in service.methods:
             found[method.name] = method
             found[f"{service.name}/{method.name}"] = method
+            found[f"{service.full_name}/{method.name}"] = method
+            found[f"{service.full_name}.{method.name}"] = method
     return found
 
 
@@ -50,7 +53,10 @@ def add_parsers(commands) -> None:
         help="call any API method with a JSON request (e.g. CreateUser, SetGrant, CheckAccess)",
         description=__doc__.split("\n\n")[1],
     )
-    p.add_argument("method", help="e.g. CreateUser, or Access/CreateUser; `list` lists them")
+    p.add_argument(
+        "method",
+        help="e.g. CreateUser, Access/CreateUser, regraft.v1.Access/CreateUser; `list` lists them",
+    )
     p.add_argument("request", nargs="?", default="{}", help="JSON request, or - for stdin")
     p.add_argument("--endpoints", default=DEFAULT_ENDPOINTS, help="comma-separated gRPC")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds (unary calls)")
@@ -62,7 +68,7 @@ def _call(args) -> int:
     known = methods()
     if args.method == "list":
         for name, method in sorted(known.items()):
-            if "/" in name:
+            if name == f"{method.containing_service.name}/{method.name}":
                 print(f"{name}({method.input_type.name}) -> {method.output_type.name}")
         return 0
     if args.timeout <= 0:

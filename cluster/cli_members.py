@@ -13,7 +13,7 @@ import grpc
 
 from cluster import cli_auth
 from cluster.client import Credentials, dial
-from cluster.config import DEFAULT_ENDPOINTS
+from cluster.config import DEFAULT_ENDPOINTS, ConfigError
 from cluster.tables import text_table
 from regraft.v1 import cluster_pb2, cluster_pb2_grpc, record_pb2
 from storage import names
@@ -58,6 +58,7 @@ def add_parsers(commands) -> None:
     leader = commands.add_parser("leader", help="leadership: transfer")
     leader_actions = leader.add_subparsers(dest="action", required=True)
     p = leader_actions.add_parser("transfer", help="hand leadership to another voter")
+    p.add_argument("id", nargs="?", default="", help="the voter's id (or --to ID)")
     p.add_argument("--to", default="", help="the voter's id (default: the most caught-up)")
     _endpoints(p)
     p.set_defaults(run=_transfer)
@@ -172,7 +173,9 @@ def _remove(args) -> int:
 
 
 def _transfer(args) -> int:
-    request = cluster_pb2.TransferLeadershipRequest(to_id=args.to)
+    if args.id and args.to and args.id != args.to:
+        raise ConfigError(f"two voters named: {args.id} and --to {args.to}; name one")
+    request = cluster_pb2.TransferLeadershipRequest(to_id=args.id or args.to)
     response = _call(args, "TransferLeadership", request)
     print(f"leader is now {response.leader_id} (term {response.term})")
     return 0

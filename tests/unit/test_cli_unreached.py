@@ -26,3 +26,12 @@ def test_a_membership_command_gives_up_on_endpoints_nobody_answers(capsys):
     assert "Connection refused" in err
     assert "no replica answered: check the endpoints" in err
     assert "--ca-file" in err  # a TLS replica spoken to in plaintext looks the same
+
+
+def test_leader_transfer_takes_the_voter_as_an_argument_or_with_to(capsys):
+    """`regraft leader transfer r3` was refused as an unrecognized argument."""
+    assert cli.main(["leader", "transfer", "r3", "--to", "r2"]) == 2
+    assert "two voters named: r3 and --to r2" in capsys.readouterr().err
+    code = cli.main(["leader", "transfer", "r3", "--endpoints", nothing_listens()])
+    assert code == 1  # parsed, then nobody answered
+    assert "UNAVAILABLE" in capsys.readouterr().err

@@ -227,6 +227,12 @@ def _up(args) -> int:
             f"--replicas must be between 1 and {UP_MAX_REPLICAS}, got {args.replicas} (replica "
             "N listens on --base-port + N, + 10 + N and + 20 + N)"
         )
+    highest = args.base_port + 20 + args.replicas
+    if args.base_port < 1 or highest > 65535:
+        raise ConfigError(
+            f"--base-port {args.base_port} with {args.replicas} replicas would use ports "
+            f"{args.base_port + 1} to {highest}: ports go from 1 to 65535"
+        )
     configs = local_cluster_configs(args.data_dir, args.base_port, args.replicas)
     _check_same_layout(os.path.abspath(args.data_dir), configs)
     # Stop the replicas on SIGTERM and SIGHUP too, and on SIGINT even when the shell

@@ -36,6 +36,15 @@ def test_a_data_directory_is_run_with_the_ports_and_replicas_it_was_started_with
     cli._check_same_layout(os.path.abspath(data_dir), same)  # the same layout: no error
 
 
+@pytest.mark.parametrize("base", ["65530", "65513", "0"])
+def test_up_refuses_ports_past_65535_before_it_writes_anything(tmp_path, capsys, base):
+    data_dir = tmp_path / "data"
+    code, error = up(capsys, "--data-dir", str(data_dir), "--base-port", base)
+    assert code == 2
+    assert f"--base-port {base} with 3 replicas would use ports {int(base) + 1} to" in error
+    assert not data_dir.exists()
+
+
 @pytest.mark.parametrize("replicas", ["0", "10", "11"])
 def test_up_runs_one_to_nine_replicas(tmp_path, capsys, replicas):
     """Replica N takes base+N, base+10+N and base+20+N: a tenth would share ports."""

@@ -136,9 +136,10 @@ def _bounded_read(connection: TcpConnection) -> bool:
         limit = MAX_FRAME_BYTES if authenticated else MAX_UNAUTHENTICATED_FRAME_BYTES
         if not 0 <= length <= limit or len(partial) > 2 * MAX_FRAME_BYTES:
             log.warning(
-                "peer connection from %s announced a %d-byte frame: closing it",
+                "peer connection from %s announced a %d-byte frame%s: closing it",
                 _remote(connection),
                 length,
+                _OTHER_PROTOCOLS.get(bytes(partial[:4]), ""),
             )
             partial.clear()
             connection.disconnect()
@@ -153,11 +154,18 @@ def _bounded_read(connection: TcpConnection) -> bool:
 TcpConnection._TcpConnection__processRead = _bounded_read
 
 
+# What a frame's length is when another protocol's client dialed the peer port.
+_OTHER_PROTOCOLS = {
+    b"PRI ": " (an HTTP/2 preface: a gRPC client pointed at the Raft port?)",
+    b"GET ": " (an HTTP request: a browser or probe pointed at the Raft port?)",
+}
+
+
 def _remote(connection: TcpConnection) -> str:
     """host:port of the other end, for the log."""
     try:
         host, port = connection._TcpConnection__socket.getpeername()[:2]
-    except (AttributeError, OSError):
+    except (AttributeError, OSError, ValueError):  # ValueError: not an IP socket
         return "an unknown address"
     return f"{host}:{port}"
 

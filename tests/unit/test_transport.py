@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 from pysyncobj import pickle as pysyncobj_pickle
+from pysyncobj import tcp_connection
 from pysyncobj.tcp_connection import TcpConnection
 from pysyncobj.transport import TCPTransport
 
@@ -536,5 +537,21 @@ def test_a_large_frame_reaches_pysyncobj_whole_not_chunk_by_chunk():
             assert connection._TcpConnection__processParseMessage() is None
     finally:
         sender.join(timeout=30)
+        ours.close()
+        theirs.close()
+
+
+def test_a_grpc_client_dialing_the_peer_port_is_named_in_the_log(caplog):
+    """Its HTTP/2 preface reads as a 541,676,112-byte frame: the log says what it is."""
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    try:
+        connection = TcpConnection(_NoPoller(), socket=ours)
+        theirs.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        with caplog.at_level("WARNING", logger="cluster.transport"):
+            while connection.state != tcp_connection.CONNECTION_STATE.DISCONNECTED:
+                transport_module._bounded_read(connection)
+        assert "announced a 541676112-byte frame (an HTTP/2 preface" in caplog.text
+    finally:
         ours.close()
         theirs.close()

@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: {e}", file=sys.stderr)
         return 2
     except grpc.RpcError as e:  # the cluster refused or could not be reached
-        # The code too: the README and the API documents errors by it.
+        # The code first: the README and the API document errors by it.
         print(f"{name}: {e.code().name}: {e.details() or 'no details'}", file=sys.stderr)
         if cli_auth.not_reached(e):
             print(f"{name}: {cli_auth.NOT_REACHED_HINT}", file=sys.stderr)

@@ -489,8 +489,7 @@ def status_table(rows) -> str:
             lines.append([endpoint, "-", "unreachable", *[""] * (len(header) - 3)])
             continue
         member = seen_by_leader.get(status.id)
-        if member is not None and _is_learner(member):
-            # The leader keeps no Raft link to a learner: its own status tells.
+        if member is not None and cli_members.is_learner(member):
             lag, link = str(max(0, leader.commit_index - status.applied_index)), "-"
         elif member is not None:
             lag, link = str(member.lag), "up" if member.reachable else "down"
@@ -512,12 +511,6 @@ def status_table(rows) -> str:
             ]
         )
     return text_table(header, lines[1:])
-
-
-def _is_learner(member) -> bool:
-    from regraft.v1 import record_pb2
-
-    return member.membership == record_pb2.MemberRecord.LEARNER
 
 
 def _role_name(role: int, member=None) -> str:
@@ -560,7 +553,7 @@ def status_problems(rows) -> list[str]:
         if not leader.has_quorum:
             problems.append(f"leader {leader.id} cannot reach a majority of the members")
         for member in leader.members:
-            if member.is_self or _is_learner(member):  # no Raft link: its own row tells
+            if member.is_self or cli_members.is_learner(member):  # its own row tells
                 continue
             if not member.reachable:
                 problems.append(

@@ -197,15 +197,21 @@ def members_table(members) -> str:
             m.grpc_address,
             _reachable(m),
             "*" if m.is_leader else "",
-            str(m.lag) if m.membership != record_pb2.MemberRecord.LEARNER else "-",
+            "-" if is_learner(m) else str(m.lag),
         ]
         for m in members
     ]
     return text_table(header, rows)
 
 
+def is_learner(member: cluster_pb2.Member) -> bool:
+    """The leader keeps no Raft link to a learner (PySyncObj's read-only node), so its
+    view of one (reachable, lag) says nothing: the learner's own status tells."""
+    return member.membership == record_pb2.MemberRecord.LEARNER
+
+
 def _reachable(member) -> str:
-    """Raft links exist to voters only; a learner's own status tells how it is doing."""
-    if member.membership == record_pb2.MemberRecord.LEARNER:
+    """'-' for a learner (see is_learner)."""
+    if is_learner(member):
         return "-"
     return "yes" if member.reachable else "no"

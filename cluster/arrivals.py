@@ -28,7 +28,7 @@ from grpc import _server
 from grpc._cython import cygrpc
 from prometheus_client import Counter, Gauge
 
-from cluster import metrics, nonblocking
+from cluster import decoding, metrics, nonblocking
 
 # Real clients' calls wait microseconds (a large manifest: milliseconds), so few wait
 # at once; each may hold part of a message, up to MAX_REQUEST_BYTES (cluster/replica.py).
@@ -154,16 +154,25 @@ class Arrivals:
             if not _server._is_rpc_state_active(state):
                 return False  # an inactive call evicts nobody
         token = object()
-        self._waiting.add(token, rpc_event.call)  # before the message can arrive
+        self.hold(token, rpc_event.call)  # before the message can arrive
 
         def arrived() -> None:
-            self._waiting.remove(token)
+            self.release(token)
             then()
 
         started = nonblocking.receive(rpc_event, state, deserializer, arrived)
         if not started:
-            self._waiting.remove(token)
+            self.release(token)
         return started
+
+    def hold(self, token: object, call: cygrpc.Call) -> None:
+        """Count `call` (known by `token`) as waiting for its message; past the limit,
+        another waiting call is cancelled (IdlestFirst)."""
+        self._waiting.add(token, call)
+
+    def release(self, token: object) -> None:
+        """The call known by `token` waits no more (a no-op if it was cancelled)."""
+        self._waiting.remove(token)
 
 
 def _take(state, rpc_event):
@@ -177,9 +186,6 @@ def _take(state, rpc_event):
                 state,
                 rpc_event.call,
                 cygrpc.StatusCode.unimplemented,
-                (
-                    "the call ended without its request message: "
-                    f"{nonblocking.method(rpc_event)} takes exactly one"
-                ).encode(),
+                decoding.no_message(nonblocking.method(rpc_event)).encode(),
             )
         return request

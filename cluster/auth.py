@@ -343,6 +343,15 @@ class _Unauthenticated(Exception):
     pass
 
 
+class Refused(Exception):
+    """A call its caller may not make: the status code and message it gets."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
 class AuthInterceptor(grpc.ServerInterceptor):
     """Identifies each caller, refuses what its role does not allow, and hands the
     servicer a context whose `caller` is the identity (see `actor`).
@@ -373,13 +382,19 @@ class AuthInterceptor(grpc.ServerInterceptor):
 
     def _admit(self, method: str, metadata, context: grpc.ServicerContext) -> Caller:
         try:
-            caller = self.identify(metadata, context.auth_context())
+            return self.check(method, metadata, context.auth_context())
+        except Refused as refusal:
+            streams.refuse(context, method, refusal.code, refusal.message)
+
+    def check(self, method: str, metadata, auth_context: dict) -> Caller:
+        """The caller of a call of `method` with this metadata and TLS peer; Refused if
+        it is not known or its role does not allow the method."""
+        try:
+            caller = self.identify(metadata, auth_context)
         except _Unauthenticated as e:
-            streams.refuse(context, method, grpc.StatusCode.UNAUTHENTICATED, f"{method}: {e}")
+            raise Refused(grpc.StatusCode.UNAUTHENTICATED, f"{method}: {e}") from None
         if self._callers is not None and not allows(caller.role, method):
-            streams.refuse(
-                context,
-                method,
+            raise Refused(
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"{method} needs role {required_role(method)} (or above); "
                 f"{caller.actor} has {f'role {caller.role}' if caller.role else 'no role'}",

@@ -37,11 +37,18 @@ def check(request: object, context: grpc.ServicerContext, method: str) -> None:
     """Refuse the call (INVALID_ARGUMENT) if its request did not parse."""
     if isinstance(request, _Undecodable):
         streams.refuse(
-            context,
-            method,
-            grpc.StatusCode.INVALID_ARGUMENT,
-            f"the request is not a valid {method} message: {request.error}",
+            context, method, grpc.StatusCode.INVALID_ARGUMENT, malformed(method, request.error)
         )
+
+
+def malformed(method: str, error: Exception) -> str:
+    """What a caller whose request did not parse is told."""
+    return f"the request is not a valid {method} message: {error}"
+
+
+def no_message(method: str) -> str:
+    """What a caller that ended a call without its one request message is told."""
+    return f"the call ended without its request message: {method} takes exactly one"
 
 
 class MalformedRequests(grpc.ServerInterceptor):

@@ -5,9 +5,9 @@ request message, and for each response to be sent (until the client reads it). T
 functions here start those operations on the call and return at once; what comes
 next runs in a callback on grpcio's serving thread when the operation completes, as
 grpcio's asyncio server does. Callers waiting for their message (arrivals.py),
-reflection streams (reflection.py), Watch streams (watches.py) and writes waiting
-for their commit (rpc.write) are served this way, so that idle or slow clients, and
-calls that wait, cost no thread.
+reflection streams (reflection.py), Watch streams (watches.py) and Health watches
+(health.py) are served this way, so that idle or slow clients, and calls that wait,
+cost no thread. (Writes and reads that wait are served apart: cluster/unary.py.)
 
 A callback runs on grpcio's one serving thread: it must be short and must not raise
 (an exception there ends the thread, and with it the server). At most one receive
@@ -104,56 +104,6 @@ def finish(
         _server._status(rpc_event, state, None)
 
 
-def respond(rpc_event, state, data: bytes) -> None:
-    """End a call with its one serialized response and OK, in one batch (as grpcio
-    answers a unary call), unless it is over."""
-    with state.condition:
-        if not _server._is_rpc_state_active(state):
-            return
-        _server._status(rpc_event, state, data)
-
-
-def add_servicer(add: Callable, servicer: object, server: grpc.Server) -> None:
-    """`add(servicer, server)` (a generated add_*Servicer_to_server), except that unary
-    methods marked `experimental_non_blocking` (rpc.write) are registered the one way
-    grpcio runs a method without a thread: as answering with a stream. On the wire a
-    unary call and a server stream of one message are the same, and clients and
-    reflection see the unary method of the .proto."""
-    found = _Registrations()
-    add(servicer, found)
-    if not found.services:
-        raise RuntimeError(f"{add.__name__} registered no method handlers: grpcio changed")
-    for service, handlers in found.services:
-        handlers = {name: _unblocked(handler) for name, handler in handlers.items()}
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
-        server.add_registered_method_handlers(service, handlers)
-
-
-class _Registrations:
-    """What a generated add_*Servicer_to_server registers, kept (it registers each
-    service both ways, with the same handlers)."""
-
-    def __init__(self) -> None:
-        self.services: list[tuple[str, dict]] = []
-
-    def add_registered_method_handlers(self, service: str, handlers: dict) -> None:
-        self.services.append((service, handlers))
-
-    def add_generic_rpc_handlers(self, _handlers) -> None:
-        pass
-
-
-def _unblocked(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-    behavior = handler.unary_unary
-    if behavior is None or not getattr(behavior, "experimental_non_blocking", False):
-        return handler
-    return grpc.unary_stream_rpc_method_handler(
-        behavior,
-        request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer,
-    )
-
-
 def _callback(then: Callable[[], None], rpc_event, what: str) -> None:
     try:
         then()
@@ -183,9 +133,6 @@ class Call:
 
     def send(self, data: bytes, then: Callable[[], None]) -> bool:
         return send(self._rpc_event, self._state, data, then)
-
-    def respond(self, data: bytes) -> None:
-        respond(self._rpc_event, self._state, data)
 
     def finish(
         self,

@@ -23,7 +23,6 @@ from cluster import (
     datadir,
     decoding,
     metrics,
-    nonblocking,
     openfiles,
     reflection,
     streams,
@@ -45,6 +44,7 @@ from cluster.reads import Reads
 from cluster.service_access import AccessService
 from cluster.service_cluster import VERSION, ClusterService
 from cluster.service_registry import RegistryService
+from cluster.unary import UnaryServer
 from cluster.watches import Watches
 from cluster.workers import Workers
 from regraft.v1 import (
@@ -192,16 +192,18 @@ class Replica:
             self.changes,
         )
         self.watches = Watches(self.raft, cluster_service.leader_hint)
-        # Writes are answered once applied, without a thread waiting (rpc.write).
-        nonblocking.add_servicer(
+        # Writes and reads are served off grpcio's core, answered once applied or
+        # fresh enough, without a thread waiting (cluster/unary.py, rpc.write, rpc.read).
+        self.unary = UnaryServer(
+            self.server, waiting, api_checks[0] if api_checks else None, self._workers
+        )
+        self.unary.add_servicer(
             registry_pb2_grpc.add_RegistryServicer_to_server,
             RegistryService(self.raft, self.reads, cluster_service.leader_hint, self.watches),
-            self.server,
         )
-        nonblocking.add_servicer(
+        self.unary.add_servicer(
             access_pb2_grpc.add_AccessServicer_to_server,
             AccessService(self.raft, self.reads, cluster_service.leader_hint),
-            self.server,
         )
         cluster_pb2_grpc.add_ClusterServicer_to_server(cluster_service, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -257,6 +259,7 @@ class Replica:
     def start(self) -> None:
         self.watches.start()
         self.server.start()
+        self.unary.start()
         if self.probes:
             self.probes.start()
         self._health_thread.start()
@@ -344,6 +347,7 @@ class Replica:
         self._stop_requested.set()
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
+        self.unary.stop()
         self.watches.stop()
         self._end_threads()
         if self.probes:

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 import grpc
 from google.protobuf.message import Message
 
-from cluster import metrics, nonblocking, workers
+from cluster import metrics, unary, workers
 from cluster.raft import ProposalError, Raft, settle
 from cluster.reads import Cancelled, ReadTimeout
 from regraft.v1 import command_pb2
@@ -134,8 +134,8 @@ class _Answer:
     _pending = 0
     _lock = threading.Lock()
 
-    def __init__(self, context: grpc.ServicerContext, name: str, leader_hint) -> None:
-        self._call = nonblocking.Call(context)
+    def __init__(self, call: "unary.Call", name: str, leader_hint) -> None:
+        self._call = call
         self._counted = Counted(name).start()
         self._leader_hint = leader_hint
         with _Answer._lock:
@@ -181,9 +181,8 @@ def write(response: Callable[[command_pb2.Result], Message]) -> Callable:
 
     A thread per write waiting for its commit cost more than the write: two wake-ups
     per call, and the GIL handed between dozens of threads (cluster/DESIGN.md, Where
-    the time goes). grpcio runs such a method without a thread of its own once it is
-    registered with nonblocking.add_servicer; the servicer provides `_raft` and
-    `leader_hint()`.
+    the time goes). Such methods are served by cluster/unary.py, their `context` a
+    unary.Call; the servicer provides `_raft` and `leader_hint()`.
     """
 
     def decorate(method: Callable) -> Callable:
@@ -214,8 +213,8 @@ def read(method: Callable) -> Callable:
     replica's state is as fresh as the options ask, with no thread waiting meanwhile.
     A STALE read is answered at once on the thread that received it; one that waits
     (for a read index, a barrier, an entry to be applied) on a pool thread once it is
-    over (Reads.when_ready, Reads.later). Registered with nonblocking.add_servicer;
-    the servicer provides `_reads` and `leader_hint()`.
+    over (Reads.when_ready, Reads.later). Served by cluster/unary.py; the servicer
+    provides `_reads` and `leader_hint()`.
     """
 
     @functools.wraps(method)

@@ -68,10 +68,15 @@ def label(method: str) -> str:
 
 
 def refuse(context: grpc.ServicerContext, method: str, code: grpc.StatusCode, message: str):
-    """Abort an intercepted call, counted like the calls that reach a handler: refusals
+    """Abort an intercepted call, counted (count_refusal)."""
+    count_refusal(method, code)
+    context.abort(code, message)
+
+
+def count_refusal(method: str, code: grpc.StatusCode) -> None:
+    """Count a call refused before its handler, like the calls that reach one: refusals
     show on dashboards (an attack, a misconfigured front-end)."""
     metrics.grpc_requests.labels(label(method), code.name).inc()
-    context.abort(code, message)
 
 
 class StreamCaps(grpc.ServerInterceptor):

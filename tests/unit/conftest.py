@@ -6,6 +6,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2_grpc
 
+from cluster import arrivals, auth
+from cluster.unary import UnaryServer
 from cluster.workers import Workers
 
 
@@ -33,4 +35,35 @@ def health_server():
     yield start
     for server, pool in made:
         server.stop(None).wait()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.fixture
+def unary_server():
+    """unary_server(add, servicer, checks=None, waiting=None) -> endpoint: a grpc.server
+    on loopback whose non-blocking unary methods are served by cluster/unary.py, as in
+    a replica (the rest by grpcio, on 4 threads); stopped after the test."""
+    made = []
+
+    def start(
+        add: Callable,
+        servicer: object,
+        checks: auth.AuthInterceptor | None = None,
+        waiting: arrivals.Arrivals | None = None,
+    ) -> str:
+        pool = Workers(4)
+        server = grpc.server(pool, interceptors=[checks] if checks else [])
+        waiting = arrivals.Arrivals() if waiting is None else waiting
+        served = UnaryServer(server, waiting, checks, pool)
+        made.append((server, served, pool))
+        served.add_servicer(add, servicer)
+        port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        served.start()
+        return f"127.0.0.1:{port}"
+
+    yield start
+    for server, served, pool in made:
+        server.stop(None).wait()
+        served.stop()
         pool.shutdown(wait=True, cancel_futures=True)

@@ -1,6 +1,6 @@
 """Writes are answered once applied, with no thread waiting for the commit
-(rpc.write, nonblocking.add_servicer): over a real grpcio server and client, with a
-Raft whose proposals the test settles when it likes."""
+(rpc.write, cluster/unary.py): over a real grpcio server and client, with a Raft
+whose proposals the test settles when it likes."""
 
 import concurrent.futures
 import threading
@@ -8,10 +8,9 @@ import threading
 import grpc
 import pytest
 
-from cluster import decoding, metrics, nonblocking, rpc, streams
+from cluster import metrics, rpc
 from cluster.raft import ProposalError
 from cluster.service_registry import RegistryService
-from cluster.workers import Workers
 from regraft.v1 import command_pb2, registry_pb2, registry_pb2_grpc
 from tests.polling import wait_for
 
@@ -41,18 +40,11 @@ class HeldRaft:
 
 
 @pytest.fixture
-def served(health_server):
-    """(stub, raft, channel): Registry on a pool of 4 threads, behind the replica's decoding
-    interceptor and stream caps."""
+def served(unary_server):
+    """(stub, raft, channel): Registry served as in a replica (cluster/unary.py)."""
     raft = HeldRaft()
     service = RegistryService(raft, None, lambda: LEADER, None)
-    endpoint = health_server(
-        Workers(4),
-        add=lambda server: nonblocking.add_servicer(
-            registry_pb2_grpc.add_RegistryServicer_to_server, service, server
-        ),
-        interceptors=(decoding.MalformedRequests(), streams.StreamCaps(Workers(2, running=2))),
-    )
+    endpoint = unary_server(registry_pb2_grpc.add_RegistryServicer_to_server, service)
     with grpc.insecure_channel(endpoint) as channel:
         yield registry_pb2_grpc.RegistryStub(channel), raft, channel
 
@@ -125,7 +117,7 @@ def test_bad_input_is_refused_before_anything_is_proposed(served):
         stub.PutTag(bad, timeout=30)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "repository" in caught.value.details()
-    # Bytes that are no PutTagRequest: refused by the decoding interceptor.
+    # Bytes that are no PutTagRequest: refused before the method sees them.
     raw = channel.unary_unary("/regraft.v1.Registry/PutTag")
     with pytest.raises(grpc.RpcError) as caught:
         raw(b"\xff\xff\xff", timeout=30)

@@ -1,0 +1,300 @@
+"""The unary methods that answer without a thread, served straight off grpcio's core.
+
+grpcio's synchronous server spends more Python on a call than regraft's own work on
+a read: an _RPCState with its condition, a servicer context, interceptors, a pool
+job, and four completions (request, close, message, status) through one serving
+thread. A bare server answering GetManifest with a constant message cost 127 to 173
+us of CPU per call at 128 callers here; the same answer given straight off grpcio's
+core (cygrpc, the layer grpcio's own servers are built on) cost 64 to 73 us
+(docs/performance.md, Session 14).
+
+So the methods that answer without a thread (rpc.write, rpc.read: every Registry
+and Access method except Watch and VerifyPassword) are registered with grpcio's core
+as methods of their own and served here, on a completion queue of their own: the
+request message is received, checked (it parses; the caller may call the method,
+cluster/auth.py) and handed to the method on this module's thread (a large one on
+the replica's pool); the method answers now or later, from any thread, with one
+batch that sends the response and the status. Everything else (streams, health,
+reflection, the Cluster service, VerifyPassword) stays on grpcio's server, its
+interceptors and pools: the same port, the same connections, the same limits
+(message sizes, streams per connection).
+
+What grpcio's server did for these calls is done here: calls waiting for their
+message are counted among the replica's (cluster/arrivals.py), undecodable requests
+are INVALID_ARGUMENT (cluster/decoding.py), refusals are counted, and a method
+learns of its caller going away through `add_callback`. The thread only starts
+operations and runs the methods' first steps: a method must not block on it.
+
+This relies on grpcio's Cython layer (1.85): register_method,
+request_registered_call, start_server_batch; tests/unit/test_unary.py fails when it
+changes.
+"""
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+
+import grpc
+from grpc import _common
+from grpc._cython import cygrpc
+
+from cluster import arrivals, auth, decoding, streams
+
+log = logging.getLogger(__name__)
+
+_FLAGS = 0
+# A request larger than this (a large manifest: its parse and digest take milliseconds)
+# is handled on the pool, so that it does not hold this thread's other calls.
+INLINE_BYTES = 64 * 1024
+_CODES = _common.STATUS_CODE_TO_CYGRPC_STATUS_CODE
+
+
+class _Method:
+    """A method served here: its full name, its behavior and its request parser."""
+
+    __slots__ = ("behavior", "name", "parse")
+
+    def __init__(self, name: str, behavior: Callable, parse: Callable[[bytes], object]) -> None:
+        self.name = name
+        self.behavior = behavior
+        self.parse = parse
+
+
+class UnaryServer:
+    """Serves, on `server`'s port, the unary methods of servicers that answer without
+    a thread (marked `experimental_non_blocking`); their other methods go to `server`.
+
+    `checks`: the server's AuthInterceptor, or None when every caller may call
+    everything. `waiting`: the replica's calls waiting for their request message.
+    `pool`: where requests over INLINE_BYTES are handled (None: here).
+    Methods are added before `server` starts; `start()` after it, `stop()` after
+    `server.stop()` has ended.
+    """
+
+    def __init__(
+        self,
+        server: grpc.Server,
+        waiting: arrivals.Arrivals,
+        checks: "auth.AuthInterceptor | None" = None,
+        pool: Executor | None = None,
+    ) -> None:
+        self._grpc_server = server
+        self._core = server._state.server
+        self._queue = cygrpc.CompletionQueue()
+        self._core.register_completion_queue(self._queue)
+        self._waiting = waiting
+        self._checks = checks
+        self._pool = pool
+        self._methods: dict[str, _Method] = {}
+        self._thread = threading.Thread(target=self._serve, name="grpc-unary", daemon=True)
+
+    def add_servicer(self, add: Callable, servicer: object) -> None:
+        """`add(servicer, server)` (a generated add_*Servicer_to_server), except that its
+        unary methods marked `experimental_non_blocking` are served here."""
+        found = _Registrations()
+        add(servicer, found)
+        if not found.services:
+            raise RuntimeError(f"{add.__name__} registered no method handlers: grpcio changed")
+        for service, handlers in found.services:
+            rest = {}
+            for name, handler in handlers.items():
+                behavior = handler.unary_unary
+                if behavior is None or not getattr(behavior, "experimental_non_blocking", False):
+                    rest[name] = handler
+                    continue
+                full = f"/{service}/{name}"
+                self._methods[full] = _Method(full, behavior, handler.request_deserializer)
+                self._core.register_method(full)
+            if rest:
+                self._grpc_server.add_generic_rpc_handlers(
+                    (grpc.method_handlers_generic_handler(service, rest),)
+                )
+                self._grpc_server.add_registered_method_handlers(service, rest)
+
+    @property
+    def methods(self) -> list[str]:
+        """The full names of the methods served here."""
+        return sorted(self._methods)
+
+    def start(self) -> None:
+        for method in self._methods.values():
+            self._request(method)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """End the thread; the server has shut down, and with it every call."""
+        self._queue.shutdown()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _request(self, method: _Method) -> None:
+        # One call asked for per method, as grpcio does: the core queues the others.
+        with contextlib.suppress(ValueError):  # the server is shutting down: no more calls
+            self._core.request_registered_call(self._queue, self._queue, method.name, method)
+
+    def _serve(self) -> None:
+        while True:
+            event = self._queue.poll()
+            kind = event.completion_type
+            if kind == cygrpc.CompletionType.queue_shutdown:
+                return
+            if kind != cygrpc.CompletionType.operation_complete:
+                continue
+            tag = event.tag
+            try:
+                if isinstance(tag, _Method):
+                    self._request(tag)
+                    if event.success:
+                        self._arrived(tag, event)
+                else:
+                    tag(event)
+            except Exception:  # never seen; the thread must not end
+                log.exception("unexpected error serving a unary call")
+
+    def _arrived(self, method: _Method, event) -> None:
+        call = Call(method.name, event.call, event.call_details.deadline)
+        if self._checks is not None:
+            try:
+                call.caller = self._checks.check(
+                    method.name, event.invocation_metadata, _auth_context(event.call)
+                )
+            except auth.Refused as refusal:
+                call.refuse(refusal.code, refusal.message)
+                return
+        token = object()
+        self._waiting.hold(token, event.call)  # before the message can arrive
+
+        def received(message_event) -> None:
+            self._waiting.release(token)
+            data = message_event.batch_operations[0].message()
+            if data is None:
+                if not message_event.success:
+                    return  # cancelled (as by `waiting`, for waiting too long), or timed out
+                call.refuse(grpc.StatusCode.UNIMPLEMENTED, decoding.no_message(method.name))
+            elif len(data) > INLINE_BYTES and self._pool is not None:
+                self._pool.submit(_handle, method, call, data)
+            else:
+                _handle(method, call, data)
+
+        operations = (cygrpc.ReceiveMessageOperation(_FLAGS),)
+        if event.call.start_server_batch(operations, received) != cygrpc.CallError.ok:
+            self._waiting.release(token)  # never seen: the call is over
+
+
+def _handle(method: _Method, call: "Call", data: bytes) -> None:
+    """Parse a call's request and hand it to its method."""
+    try:
+        request = method.parse(data)
+    except Exception as error:
+        call.refuse(grpc.StatusCode.INVALID_ARGUMENT, decoding.malformed(method.name, error))
+        return
+    try:
+        method.behavior(request, call)
+    except Exception as error:  # the methods answer their own errors; not this
+        log.exception("unexpected error in %s", method.name)
+        call.finish(grpc.StatusCode.INTERNAL, f"internal error: {error}")
+
+
+class Call:
+    """One call of a method served here, as its behavior sees it (in place of grpcio's
+    servicer context): answered once, from any thread."""
+
+    __slots__ = ("_call", "_callbacks", "_deadline", "_lock", "_method", "_over", "caller")
+
+    def __init__(self, method: str, call: cygrpc.Call, deadline: float) -> None:
+        self._method = method
+        self._call = call
+        self._deadline = deadline
+        self.caller: auth.Caller | None = None  # who calls, when callers are checked
+        self._lock = threading.Lock()
+        self._over = False  # answered
+        self._callbacks: list[Callable[[], None]] | None = None  # watching for the end
+
+    def time_remaining(self) -> float:
+        """Seconds left before the caller's deadline (infinite when it set none)."""
+        return max(self._deadline - time.time(), 0)
+
+    def peer(self) -> str:
+        return self._call.peer().decode(errors="replace")
+
+    def add_callback(self, callback: Callable[[], None]) -> bool:
+        """Run `callback()` once the call is over: answered, cancelled, or timed out."""
+        with self._lock:
+            if self._callbacks is None:
+                if self._over:
+                    return False
+                self._callbacks = []
+                watch = (cygrpc.ReceiveCloseOnServerOperation(_FLAGS),)
+                if self._call.start_server_batch(watch, self._closed) != cygrpc.CallError.ok:
+                    return False
+            self._callbacks.append(callback)
+            return True
+
+    def _closed(self, _event) -> None:
+        with self._lock:
+            callbacks, self._callbacks = self._callbacks or [], []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                log.exception("a callback of a %s call failed", self._method)
+
+    def respond(self, data: bytes) -> None:
+        """End the call with its serialized response and OK."""
+        self._end(
+            cygrpc.SendMessageOperation(data, _FLAGS),
+            cygrpc.SendStatusFromServerOperation((), cygrpc.StatusCode.ok, b"", _FLAGS),
+        )
+
+    def finish(
+        self,
+        code: grpc.StatusCode = grpc.StatusCode.OK,
+        details: str = "",
+        trailers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        """End the call with this status, no response, and trailing metadata."""
+        self._end(
+            cygrpc.SendStatusFromServerOperation(trailers, _CODES[code], details.encode(), _FLAGS)
+        )
+
+    def refuse(self, code: grpc.StatusCode, message: str) -> None:
+        """End a call its method never saw, counted as the refusals of interceptors are."""
+        streams.count_refusal(self._method, code)
+        self.finish(code, message)
+
+    def _end(self, *operations: cygrpc.Operation) -> None:
+        with self._lock:
+            if self._over:
+                return
+            self._over = True
+            watched = self._callbacks is not None
+        batch = (cygrpc.SendInitialMetadataOperation((), _FLAGS), *operations)
+        if not watched:  # a call is over for the core once its close is received too
+            batch += (cygrpc.ReceiveCloseOnServerOperation(_FLAGS),)
+        self._call.start_server_batch(batch, _sent)  # fails only if the call is over
+
+
+def _sent(_event) -> None:
+    """The answer is out, or the call was over: nothing more to do."""
+
+
+def _auth_context(call: cygrpc.Call) -> dict:
+    found = cygrpc.auth_context(call) or {}
+    return {_common.decode(key): value for key, value in found.items()}
+
+
+class _Registrations:
+    """What a generated add_*Servicer_to_server registers, kept (it registers each
+    service both ways, with the same handlers)."""
+
+    def __init__(self) -> None:
+        self.services: list[tuple[str, dict]] = []
+
+    def add_registered_method_handlers(self, service: str, handlers: dict) -> None:
+        self.services.append((service, handlers))
+
+    def add_generic_rpc_handlers(self, _handlers) -> None:
+        pass

@@ -1,0 +1,209 @@
+"""Methods that answer without a thread, served straight off grpcio's core
+(cluster/unary.py): over a real grpcio server and client, with a servicer that
+answers when the test says."""
+
+import queue
+import threading
+
+import grpc
+import pytest
+from prometheus_client import REGISTRY
+
+from cluster import arrivals, auth, metrics
+from cluster.unary import UnaryServer
+from cluster.workers import Workers
+from regraft.v1 import registry_pb2, registry_pb2_grpc
+from tests.held_calls import held_back_calls
+from tests.polling import wait_for
+
+LIVENESS = 10.0  # generous: only a hang fails
+DIGEST = "sha256:" + "a" * 64
+READER_TOKEN = "reader-token"
+
+
+def _nonblocking(method):
+    method.experimental_non_blocking = True
+    return method
+
+
+class Held(registry_pb2_grpc.RegistryServicer):
+    """GetManifest calls wait in `calls` until the test answers them; PutTag answers at
+    once, noting the thread it ran on; ListTags is an ordinary grpcio method."""
+
+    def __init__(self) -> None:
+        self.calls: queue.Queue = queue.Queue()
+        self.tags: list[tuple[str, str]] = []  # (tag, thread) of each PutTag
+
+    @_nonblocking
+    def GetManifest(self, request, context, _send_response=None):
+        if request.reference == "watch":
+            gone = threading.Event()
+            context.add_callback(gone.set)
+            self.calls.put((request, context, gone))
+        else:
+            self.calls.put((request, context, None))
+
+    @_nonblocking
+    def PutTag(self, request, context, _send_response=None):
+        self.tags.append((request.tag, threading.current_thread().name))
+        context.respond(registry_pb2.PutTagResponse(revision=len(self.tags)).SerializeToString())
+
+    def ListTags(self, request, context):
+        return registry_pb2.ListTagsResponse(tags=[type(context).__name__])
+
+
+def _requests(method: str, code: str) -> float:
+    return (
+        REGISTRY.get_sample_value("regraft_grpc_requests_total", {"method": method, "code": code})
+        or 0.0
+    )
+
+
+@pytest.fixture
+def held(unary_server):
+    """(servicer, stub, channel): Held served as in a replica, callers unchecked."""
+    servicer = Held()
+    endpoint = unary_server(registry_pb2_grpc.add_RegistryServicer_to_server, servicer)
+    with grpc.insecure_channel(endpoint) as channel:
+        yield servicer, registry_pb2_grpc.RegistryStub(channel), channel
+
+
+def _get(stub, reference: str) -> grpc.Future:
+    request = registry_pb2.GetManifestRequest(repository="app", reference=reference)
+    return stub.GetManifest.future(request, timeout=LIVENESS)
+
+
+def test_many_more_calls_wait_than_there_are_threads_and_are_answered_later(held):
+    servicer, stub, _ = held
+    calls = [_get(stub, f"t{i}") for i in range(24)]  # the grpcio pool has 4 threads
+    waiting = [servicer.calls.get(timeout=LIVENESS) for _ in range(24)]
+    assert not any(call.done() for call in calls)
+    for request, context, _ in waiting:
+        response = registry_pb2.GetManifestResponse(digest=request.reference, revision=7)
+        context.respond(response.SerializeToString())
+    answers = sorted(call.result().digest for call in calls)
+    assert answers == sorted(f"t{i}" for i in range(24))
+
+
+def test_a_call_ends_with_its_status_and_trailers(held):
+    servicer, stub, _ = held
+    call = _get(stub, "latest")
+    _, context, _ = servicer.calls.get(timeout=LIVENESS)
+    context.finish(grpc.StatusCode.NOT_FOUND, "no such tag", (("oci-code", "MANIFEST_UNKNOWN"),))
+    context.respond(b"")  # a second answer is ignored
+    with pytest.raises(grpc.RpcError) as caught:
+        call.result()
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert caught.value.details() == "no such tag"
+    assert ("oci-code", "MANIFEST_UNKNOWN") in caught.value.trailing_metadata()
+
+
+def test_a_large_request_is_handled_on_the_pool(held):
+    servicer, stub, _ = held
+    for tag in ("small", "large" * 20_000):
+        stub.PutTag(registry_pb2.PutTagRequest(tag=tag), timeout=LIVENESS)
+    assert [thread for _, thread in servicer.tags] == ["grpc-unary", "grpc_0"]
+
+
+def test_other_methods_stay_on_grpcio(held):
+    _, stub, _ = held
+    answer = stub.ListTags(registry_pb2.ListTagsRequest(repository="app"), timeout=LIVENESS)
+    assert answer.tags == ["_Context"]  # grpcio's servicer context: grpcio served it
+
+
+def test_a_request_that_does_not_parse_is_refused_before_the_method(held):
+    servicer, _, channel = held
+    before = _requests("PutTag", "INVALID_ARGUMENT")
+    raw = channel.unary_unary("/regraft.v1.Registry/PutTag")
+    with pytest.raises(grpc.RpcError) as caught:
+        raw(b"\xff\xff\xff", timeout=LIVENESS)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "is not a valid /regraft.v1.Registry/PutTag message" in caught.value.details()
+    assert _requests("PutTag", "INVALID_ARGUMENT") == before + 1
+    assert servicer.tags == []
+
+
+def test_a_caller_gone_runs_the_callbacks(held):
+    servicer, stub, _ = held
+    call = _get(stub, "watch")
+    _, context, gone = servicer.calls.get(timeout=LIVENESS)
+    assert not gone.is_set()
+    call.cancel()
+    assert gone.wait(LIVENESS)
+    context.respond(b"")  # answering a call that is over does no harm
+    assert stub.PutTag(registry_pb2.PutTagRequest(tag="next"), timeout=LIVENESS).revision == 1
+
+
+def test_callers_are_checked_before_their_message_is_read(unary_server, tmp_path):
+    callers = tmp_path / "callers.toml"
+    callers.write_text(
+        f'[[token]]\nname = "viewer"\nrole = "reader"\nsha256 = "{auth.token_hash(READER_TOKEN)}"\n'
+    )
+    servicer = Held()
+    checks = auth.AuthInterceptor(auth.CallersFile(str(callers)), "cluster-secret")
+    endpoint = unary_server(registry_pb2_grpc.add_RegistryServicer_to_server, servicer, checks)
+    reader = (("authorization", f"Bearer {READER_TOKEN}"),)
+    denied_before = _requests("PutTag", "PERMISSION_DENIED")
+    with grpc.insecure_channel(endpoint) as channel:
+        stub = registry_pb2_grpc.RegistryStub(channel)
+        call = stub.GetManifest.future(
+            registry_pb2.GetManifestRequest(reference="v1"), timeout=LIVENESS, metadata=reader
+        )
+        _, context, _ = servicer.calls.get(timeout=LIVENESS)
+        assert context.caller.actor == "token:viewer"
+        context.respond(registry_pb2.GetManifestResponse(revision=3).SerializeToString())
+        assert call.result().revision == 3
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.PutTag(registry_pb2.PutTagRequest(tag="x"), timeout=LIVENESS, metadata=reader)
+        assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "needs role registry" in caught.value.details()
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.PutTag(registry_pb2.PutTagRequest(tag="x"), timeout=LIVENESS)
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert servicer.tags == []
+    assert _requests("PutTag", "PERMISSION_DENIED") == denied_before + 1
+
+
+def test_calls_waiting_for_their_message_count_among_the_replicas(unary_server):
+    waiting = arrivals.Arrivals(limit=3)
+    servicer = Held()
+    endpoint = unary_server(
+        registry_pb2_grpc.add_RegistryServicer_to_server, servicer, waiting=waiting
+    )
+    cancelled = metrics.grpc_awaiting_cancelled._value.get()
+    held_calls = held_back_calls(endpoint, "/regraft.v1.Registry/PutTag", 5)
+    try:
+        wait_for(
+            lambda: metrics.grpc_awaiting_cancelled._value.get() == cancelled + 2,
+            "two of five held-back calls cancelled",
+            LIVENESS,
+        )
+        assert len(waiting) == 3
+        with grpc.insecure_channel(endpoint) as channel:
+            stub = registry_pb2_grpc.RegistryStub(channel)
+            assert stub.PutTag(registry_pb2.PutTagRequest(tag="t"), timeout=LIVENESS).revision
+    finally:
+        held_calls.close()
+    wait_for(lambda: len(waiting) == 0, "no call waiting", LIVENESS)
+
+
+def test_stopping_ends_the_thread_while_a_call_waits():
+    pool = Workers(2)
+    server = grpc.server(pool)
+    served = UnaryServer(server, arrivals.Arrivals())
+    servicer = Held()
+    served.add_servicer(registry_pb2_grpc.add_RegistryServicer_to_server, servicer)
+    assert served.methods == ["/regraft.v1.Registry/GetManifest", "/regraft.v1.Registry/PutTag"]
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    served.start()
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = _get(registry_pb2_grpc.RegistryStub(channel), "never")
+        servicer.calls.get(timeout=LIVENESS)
+        stopped = threading.Thread(target=lambda: (server.stop(0.1).wait(), served.stop()))
+        stopped.start()
+        stopped.join(LIVENESS)
+        assert not stopped.is_alive()
+        with pytest.raises(grpc.RpcError):
+            call.result()
+    pool.shutdown(wait=True)

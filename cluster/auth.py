@@ -457,12 +457,12 @@ def server_credentials(config: ReplicaConfig) -> grpc.ServerCredentials | None:
     ).credentials()
 
 
-def interceptors(config: ReplicaConfig, secret: str | None) -> list[grpc.ServerInterceptor]:
+def checks(config: ReplicaConfig, secret: str | None) -> AuthInterceptor | None:
     """What checks callers: nothing on a plain development replica."""
     if not (config.callers_file or config.tls_client_ca_file):
-        return []
+        return None
     callers = CallersFile(config.callers_file) if config.callers_file else None
-    return [AuthInterceptor(callers, secret)]
+    return AuthInterceptor(callers, secret)
 
 
 def peer_credentials(config: ReplicaConfig) -> Credentials:

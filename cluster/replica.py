@@ -108,7 +108,7 @@ class Replica:
         connections = openfiles.connection_cap(openfiles.raise_limit(), config.grpc_address)
         # TLS files and the callers file are read before anything starts: errors first.
         api_credentials = auth.server_credentials(config)
-        api_checks = auth.interceptors(config, config.read_secret())
+        api_checks = auth.checks(config, config.read_secret())
         os.makedirs(config.data_dir, exist_ok=True)
         self._lock_file = _lock_data_dir(config.data_dir)
         self.store = datadir.open_state(config.data_dir)
@@ -174,13 +174,13 @@ class Replica:
                 ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
             ],
             # Calls waiting for their message count too: room for all of them. (grpcio
-            # counts a call until its pool job ends: reflection streams, writes and
-            # reads waiting without a thread, whose jobs end at once, do not count;
-            # rpc.MAX_PENDING bounds the latter.)
+            # counts a call until its pool job ends: reflection streams, whose jobs end
+            # at once, do not count; nor do Registry and Access calls, which are not
+            # grpcio's (cluster/unary.py): rpc.MAX_PENDING bounds those that wait.)
             maximum_concurrent_rpcs=MAX_CALLS + arrivals.MAX_WAITING,
             interceptors=[
                 decoding.MalformedRequests(),
-                *api_checks,
+                *([api_checks] if api_checks else []),
                 streams.StreamCaps(self._stream_threads),
             ],
         )
@@ -194,9 +194,7 @@ class Replica:
         self.watches = Watches(self.raft, cluster_service.leader_hint)
         # Writes and reads are served off grpcio's core, answered once applied or
         # fresh enough, without a thread waiting (cluster/unary.py, rpc.write, rpc.read).
-        self.unary = UnaryServer(
-            self.server, waiting, api_checks[0] if api_checks else None, self._workers
-        )
+        self.unary = UnaryServer(self.server, waiting, api_checks, self._workers)
         self.unary.add_servicer(
             registry_pb2_grpc.add_RegistryServicer_to_server,
             RegistryService(self.raft, self.reads, cluster_service.leader_hint, self.watches),

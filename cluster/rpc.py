@@ -187,7 +187,7 @@ def write(response: Callable[[command_pb2.Result], Message]) -> Callable:
 
     def decorate(method: Callable) -> Callable:
         @functools.wraps(method)
-        def unary(self, request, context, _send_response=None) -> None:
+        def unary(self, request, context) -> None:
             answer = _Answer(context, method.__name__, self.leader_hint)
             if not answer.admitted:
                 return
@@ -218,7 +218,7 @@ def read(method: Callable) -> Callable:
     """
 
     @functools.wraps(method)
-    def unary(self, request, context, _send_response=None) -> None:
+    def unary(self, request, context) -> None:
         reply = _Answer(context, method.__name__, self.leader_hint)
         if not reply.admitted:
             return

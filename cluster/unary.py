@@ -217,9 +217,6 @@ class Call:
         """Seconds left before the caller's deadline (infinite when it set none)."""
         return max(self._deadline - time.time(), 0)
 
-    def peer(self) -> str:
-        return self._call.peer().decode(errors="replace")
-
     def add_callback(self, callback: Callable[[], None]) -> bool:
         """Run `callback()` once the call is over: answered, cancelled, or timed out."""
         with self._lock:

@@ -35,7 +35,7 @@ class Held(registry_pb2_grpc.RegistryServicer):
         self.tags: list[tuple[str, str]] = []  # (tag, thread) of each PutTag
 
     @_nonblocking
-    def GetManifest(self, request, context, _send_response=None):
+    def GetManifest(self, request, context):
         if request.reference == "watch":
             gone = threading.Event()
             context.add_callback(gone.set)
@@ -44,7 +44,7 @@ class Held(registry_pb2_grpc.RegistryServicer):
             self.calls.put((request, context, None))
 
     @_nonblocking
-    def PutTag(self, request, context, _send_response=None):
+    def PutTag(self, request, context):
         self.tags.append((request.tag, threading.current_thread().name))
         context.respond(registry_pb2.PutTagResponse(revision=len(self.tags)).SerializeToString())
 

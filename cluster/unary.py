@@ -175,7 +175,10 @@ class UnaryServer:
                     return  # cancelled (as by `waiting`, for waiting too long), or timed out
                 call.refuse(grpc.StatusCode.UNIMPLEMENTED, decoding.no_message(method.name))
             elif len(data) > INLINE_BYTES and self._pool is not None:
-                self._pool.submit(_handle, method, call, data)
+                try:
+                    self._pool.submit(_handle, method, call, data)
+                except RuntimeError:  # the pool is shut down: the replica is stopping
+                    call.finish(grpc.StatusCode.UNAVAILABLE, "this replica is stopping")
             else:
                 _handle(method, call, data)
 

@@ -40,9 +40,10 @@ def health_server():
 
 @pytest.fixture
 def unary_server():
-    """unary_server(add, servicer, checks=None, waiting=None) -> endpoint: a grpc.server
-    on loopback whose non-blocking unary methods are served by cluster/unary.py, as in
-    a replica (the rest by grpcio, on 4 threads); stopped after the test."""
+    """unary_server(add, servicer, checks=None, waiting=None, pool=None) -> endpoint: a
+    grpc.server on loopback whose non-blocking unary methods are served by
+    cluster/unary.py, as in a replica (the rest by grpcio, on `pool`: 4 threads by
+    default); stopped after the test."""
     made = []
 
     def start(
@@ -50,8 +51,9 @@ def unary_server():
         servicer: object,
         checks: auth.AuthInterceptor | None = None,
         waiting: arrivals.Arrivals | None = None,
+        pool: Workers | None = None,
     ) -> str:
-        pool = Workers(4)
+        pool = Workers(4) if pool is None else pool
         server = grpc.server(pool, interceptors=[checks] if checks else [])
         waiting = arrivals.Arrivals() if waiting is None else waiting
         served = UnaryServer(server, waiting, checks, pool)

@@ -105,6 +105,20 @@ def test_a_large_request_is_handled_on_the_pool(held):
     assert [thread for _, thread in servicer.tags] == ["grpc-unary", "grpc_0"]
 
 
+def test_a_large_request_after_the_pool_stopped_is_unavailable(unary_server):
+    pool = Workers(2)
+    pool.shutdown()
+    servicer = Held()
+    endpoint = unary_server(registry_pb2_grpc.add_RegistryServicer_to_server, servicer, pool=pool)
+    with grpc.insecure_channel(endpoint) as channel:
+        stub = registry_pb2_grpc.RegistryStub(channel)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.PutTag(registry_pb2.PutTagRequest(tag="large" * 20_000), timeout=LIVENESS)
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert stub.PutTag(registry_pb2.PutTagRequest(tag="small"), timeout=LIVENESS).revision
+    assert [tag for tag, _ in servicer.tags] == ["small"]
+
+
 def test_other_methods_stay_on_grpcio(held):
     _, stub, _ = held
     answer = stub.ListTags(registry_pb2.ListTagsRequest(repository="app"), timeout=LIVENESS)

@@ -52,6 +52,37 @@ INLINE_BYTES = 64 * 1024
 _CODES = _common.STATUS_CODE_TO_CYGRPC_STATUS_CODE
 
 
+class _Queue:
+    """The completion queue, and the one way operations are started on it: grpcio's core
+    aborts the process when an operation is started on a queue that is shut down, and
+    a call may be answered after the server stopped (a write settled as Raft closes).
+    Once shut down, operations are not started: their calls were cancelled with the
+    server."""
+
+    def __init__(self) -> None:
+        self.queue = cygrpc.CompletionQueue()
+        self._lock = threading.Lock()
+        self._shut = False
+
+    def start(self, call: cygrpc.Call, operations: tuple, tag: Callable) -> bool:
+        """Start `operations` on `call`, `tag(event)` once done; False if not started."""
+        with self._lock:
+            if self._shut:
+                return False
+            return call.start_server_batch(operations, tag) == cygrpc.CallError.ok
+
+    def request(self, core: cygrpc.Server, method: "_Method") -> None:
+        """Ask the core for the next call of `method`."""
+        with self._lock, contextlib.suppress(ValueError):  # ValueError: the server stopped
+            if not self._shut:
+                core.request_registered_call(self.queue, self.queue, method.name, method)
+
+    def shutdown(self) -> None:
+        with self._lock:
+            self._shut = True
+            self.queue.shutdown()
+
+
 class _Method:
     """A method served here: its full name, its behavior and its request parser."""
 
@@ -83,8 +114,8 @@ class UnaryServer:
     ) -> None:
         self._grpc_server = server
         self._core = server._state.server
-        self._queue = cygrpc.CompletionQueue()
-        self._core.register_completion_queue(self._queue)
+        self._queue = _Queue()
+        self._core.register_completion_queue(self._queue.queue)
         self._waiting = waiting
         self._checks = checks
         self._pool = pool
@@ -132,12 +163,11 @@ class UnaryServer:
 
     def _request(self, method: _Method) -> None:
         # One call asked for per method, as grpcio does: the core queues the others.
-        with contextlib.suppress(ValueError):  # the server is shutting down: no more calls
-            self._core.request_registered_call(self._queue, self._queue, method.name, method)
+        self._queue.request(self._core, method)
 
     def _serve(self) -> None:
         while True:
-            event = self._queue.poll()
+            event = self._queue.queue.poll()
             kind = event.completion_type
             if kind == cygrpc.CompletionType.queue_shutdown:
                 return
@@ -155,7 +185,7 @@ class UnaryServer:
                 log.exception("unexpected error serving a unary call")
 
     def _arrived(self, method: _Method, event) -> None:
-        call = Call(method.name, event.call, event.call_details.deadline)
+        call = Call(method.name, event.call, event.call_details.deadline, self._queue)
         if self._checks is not None:
             try:
                 call.caller = self._checks.check(
@@ -183,7 +213,7 @@ class UnaryServer:
                 _handle(method, call, data)
 
         operations = (cygrpc.ReceiveMessageOperation(_FLAGS),)
-        if event.call.start_server_batch(operations, received) != cygrpc.CallError.ok:
+        if not self._queue.start(event.call, operations, received):
             self._waiting.release(token)  # never seen: the call is over
 
 
@@ -205,11 +235,21 @@ class Call:
     """One call of a method served here, as its behavior sees it (in place of grpcio's
     servicer context): answered once, from any thread."""
 
-    __slots__ = ("_call", "_callbacks", "_deadline", "_lock", "_method", "_over", "caller")
+    __slots__ = (
+        "_call",
+        "_callbacks",
+        "_deadline",
+        "_lock",
+        "_method",
+        "_over",
+        "_queue",
+        "caller",
+    )
 
-    def __init__(self, method: str, call: cygrpc.Call, deadline: float) -> None:
+    def __init__(self, method: str, call: cygrpc.Call, deadline: float, queue: _Queue) -> None:
         self._method = method
         self._call = call
+        self._queue = queue
         self._deadline = deadline
         self.caller: auth.Caller | None = None  # who calls, when callers are checked
         self._lock = threading.Lock()
@@ -228,7 +268,7 @@ class Call:
                     return False
                 self._callbacks = []
                 watch = (cygrpc.ReceiveCloseOnServerOperation(_FLAGS),)
-                if self._call.start_server_batch(watch, self._closed) != cygrpc.CallError.ok:
+                if not self._queue.start(self._call, watch, self._closed):
                     return False
             self._callbacks.append(callback)
             return True
@@ -274,7 +314,7 @@ class Call:
         batch = (cygrpc.SendInitialMetadataOperation((), _FLAGS), *operations)
         if not watched:  # a call is over for the core once its close is received too
             batch += (cygrpc.ReceiveCloseOnServerOperation(_FLAGS),)
-        self._call.start_server_batch(batch, _sent)  # fails only if the call is over
+        self._queue.start(self._call, batch, _sent)  # fails only if the call is over
 
 
 def _sent(_event) -> None:

@@ -2,7 +2,10 @@
 (cluster/unary.py): over a real grpcio server and client, with a servicer that
 answers when the test says."""
 
+import os
 import queue
+import subprocess
+import sys
 import threading
 
 import grpc
@@ -221,3 +224,45 @@ def test_stopping_ends_the_thread_while_a_call_waits():
         with pytest.raises(grpc.RpcError):
             call.result()
     pool.shutdown(wait=True)
+
+
+_ANSWER_AFTER_STOP = """
+import grpc
+from cluster import arrivals
+from cluster.unary import UnaryServer
+from cluster.workers import Workers
+from regraft.v1 import registry_pb2, registry_pb2_grpc
+from tests.unit.test_unary import Held, _get
+
+pool = Workers(2)
+server = grpc.server(pool)
+served = UnaryServer(server, arrivals.Arrivals())
+servicer = Held()
+served.add_servicer(registry_pb2_grpc.add_RegistryServicer_to_server, servicer)
+port = server.add_insecure_port("127.0.0.1:0")
+server.start()
+served.start()
+with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+    call = _get(registry_pb2_grpc.RegistryStub(channel), "late")
+    _, context, _ = servicer.calls.get(timeout=10)
+    server.stop(0.1).wait()
+    served.stop()
+    context.respond(b"")  # as a write settled while Raft closes
+    context.finish(grpc.StatusCode.UNAVAILABLE, "stopping")
+    print("answered after stop:", call.exception().code().name)
+"""
+
+
+def test_a_call_answered_after_the_server_stopped_is_dropped():
+    """grpcio's core aborts the process if an operation is started on a completion
+    queue that is shut down: so in a process of its own."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    done = subprocess.run(
+        [sys.executable, "-c", _ANSWER_AFTER_STOP],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "answered after stop: UNAVAILABLE" in done.stdout

@@ -229,10 +229,12 @@ class CallersFile:
 
     def _read(self) -> Callers:
         try:
-            with open(self.path) as f:
+            with open(self.path, encoding="utf-8") as f:
                 text = f.read()
         except OSError as e:
             raise ConfigError(f"callers_file {self.path!r}: {e.strerror}") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"callers_file {self.path!r} is not UTF-8: {e}") from None
         return parse_callers(text, self.path)
 
     def current(self) -> Callers:

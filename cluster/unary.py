@@ -194,6 +194,10 @@ class UnaryServer:
             except auth.Refused as refusal:
                 call.refuse(refusal.code, refusal.message)
                 return
+            except Exception as error:  # never seen; the call must not wait for its deadline
+                log.exception("cannot check the caller of %s", method.name)
+                call.finish(grpc.StatusCode.INTERNAL, f"internal error: {error}")
+                return
         token = object()
         self._waiting.hold(token, event.call)  # before the message can arrive
 
@@ -201,9 +205,7 @@ class UnaryServer:
             self._waiting.release(token)
             data = message_event.batch_operations[0].message()
             if data is None:
-                if not message_event.success:
-                    return  # cancelled (as by `waiting`, for waiting too long), or timed out
-                call.refuse(grpc.StatusCode.UNIMPLEMENTED, decoding.no_message(method.name))
+                call.end_without_message()
             elif len(data) > INLINE_BYTES and self._pool is not None:
                 try:
                     self._pool.submit(_handle, method, call, data)
@@ -229,6 +231,10 @@ def _handle(method: _Method, call: "Call", data: bytes) -> None:
     except Exception as error:  # the methods answer their own errors; not this
         log.exception("unexpected error in %s", method.name)
         call.finish(grpc.StatusCode.INTERNAL, f"internal error: {error}")
+
+
+def _sent(_event) -> None:
+    """The answer is out, or the call was over: nothing more to do."""
 
 
 class Call:
@@ -269,6 +275,7 @@ class Call:
                 self._callbacks = []
                 watch = (cygrpc.ReceiveCloseOnServerOperation(_FLAGS),)
                 if not self._queue.start(self._call, watch, self._closed):
+                    self._callbacks = None  # the answer receives the close, then
                     return False
             self._callbacks.append(callback)
             return True
@@ -305,7 +312,24 @@ class Call:
         streams.count_refusal(self._method, code)
         self.finish(code, message)
 
-    def _end(self, *operations: cygrpc.Operation) -> None:
+    def end_without_message(self) -> None:
+        """End a call whose request message never came: UNIMPLEMENTED, counted as a
+        refusal, when its client ended it without one; neither when it was cancelled
+        (by its client, its deadline, or `waiting` for waiting too long), which the core
+        also reports as no message."""
+        code = grpc.StatusCode.UNIMPLEMENTED
+
+        def ended(event) -> None:
+            close = event.batch_operations[-1]
+            if isinstance(close, cygrpc.ReceiveCloseOnServerOperation) and not close.cancelled():
+                streams.count_refusal(self._method, code)
+
+        details = decoding.no_message(self._method).encode()
+        self._end(
+            cygrpc.SendStatusFromServerOperation((), _CODES[code], details, _FLAGS), then=ended
+        )
+
+    def _end(self, *operations: cygrpc.Operation, then: Callable = _sent) -> None:
         with self._lock:
             if self._over:
                 return
@@ -314,11 +338,7 @@ class Call:
         batch = (cygrpc.SendInitialMetadataOperation((), _FLAGS), *operations)
         if not watched:  # a call is over for the core once its close is received too
             batch += (cygrpc.ReceiveCloseOnServerOperation(_FLAGS),)
-        self._queue.start(self._call, batch, _sent)  # fails only if the call is over
-
-
-def _sent(_event) -> None:
-    """The answer is out, or the call was over: nothing more to do."""
+        self._queue.start(self._call, batch, then)  # fails only if the call is over
 
 
 def _auth_context(call: cygrpc.Call) -> dict:

@@ -50,6 +50,15 @@ def held_back_calls(endpoint: str, path: str, calls: int) -> socket.socket:
     return conn
 
 
+def calls_without_message(endpoint: str, path: str, calls: int) -> socket.socket:
+    """Open `calls` calls of `path` on one connection, each ended by its headers
+    (END_STREAM) without a message; read the answers with ended_streams()."""
+    conn = _connect(endpoint)
+    headers = _headers(endpoint, path)
+    conn.sendall(b"".join(_frame(1, 0x4 | 0x1, 2 * n + 1, headers) for n in range(calls)))
+    return conn
+
+
 @contextlib.contextmanager
 def flood(endpoint: str, path: str, reset: bool) -> Iterator[list[int]]:
     """While the block runs, open calls of `path` on one connection as fast as it

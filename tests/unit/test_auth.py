@@ -163,6 +163,9 @@ def test_callers_file_reloads_when_it_changes_and_keeps_the_old_when_broken(
     path.write_text('[[certificate]]\nname = "a"\nrole = "superuser"\n# even longer\n')
     assert callers.current().certificates["a"].role == ADMIN
     assert "superuser" in caplog.text
+    path.write_bytes(b'[[certificate]]\nname = "\xff"\nrole = "reader"\n# not UTF-8\n')
+    assert callers.current().certificates["a"].role == ADMIN
+    assert "is not UTF-8" in caplog.text
     with pytest.raises(ConfigError, match="No such file"):
         auth.CallersFile(str(tmp_path / "absent.toml"))
 

@@ -16,7 +16,7 @@ from cluster import arrivals, auth, metrics
 from cluster.unary import UnaryServer
 from cluster.workers import Workers
 from regraft.v1 import registry_pb2, registry_pb2_grpc
-from tests.held_calls import held_back_calls
+from tests.held_calls import calls_without_message, ended_streams, held_back_calls
 from tests.polling import wait_for
 
 LIVENESS = 10.0  # generous: only a hang fails
@@ -188,6 +188,7 @@ def test_calls_waiting_for_their_message_count_among_the_replicas(unary_server):
         registry_pb2_grpc.add_RegistryServicer_to_server, servicer, waiting=waiting
     )
     cancelled = metrics.grpc_awaiting_cancelled._value.get()
+    unimplemented = _requests("PutTag", "UNIMPLEMENTED")
     held_calls = held_back_calls(endpoint, "/regraft.v1.Registry/PutTag", 5)
     try:
         wait_for(
@@ -202,6 +203,37 @@ def test_calls_waiting_for_their_message_count_among_the_replicas(unary_server):
     finally:
         held_calls.close()
     wait_for(lambda: len(waiting) == 0, "no call waiting", LIVENESS)
+    # Cancelled, by the server or by their connection's end: not refusals of the caller.
+    assert _requests("PutTag", "UNIMPLEMENTED") == unimplemented
+
+
+def test_a_call_ended_without_its_message_is_unimplemented_and_counted(unary_server):
+    servicer = Held()
+    endpoint = unary_server(registry_pb2_grpc.add_RegistryServicer_to_server, servicer)
+    before = _requests("PutTag", "UNIMPLEMENTED")
+    conn = calls_without_message(endpoint, "/regraft.v1.Registry/PutTag", 3)
+    try:
+        assert ended_streams(conn, 3) == {1, 3, 5}
+    finally:
+        conn.close()
+    wait_for(lambda: _requests("PutTag", "UNIMPLEMENTED") == before + 3, "3 refusals counted")
+    assert servicer.tags == []
+
+
+def test_a_caller_check_that_fails_ends_the_call_at_once(unary_server):
+    class Broken(auth.AuthInterceptor):
+        def check(self, method, metadata, auth_context):
+            raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+
+    servicer = Held()
+    checks = Broken(None, "cluster-secret")
+    endpoint = unary_server(registry_pb2_grpc.add_RegistryServicer_to_server, servicer, checks)
+    with grpc.insecure_channel(endpoint) as channel:
+        stub = registry_pb2_grpc.RegistryStub(channel)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.PutTag(registry_pb2.PutTagRequest(tag="x"), timeout=LIVENESS)
+    assert caught.value.code() == grpc.StatusCode.INTERNAL
+    assert servicer.tags == []
 
 
 def test_stopping_ends_the_thread_while_a_call_waits():

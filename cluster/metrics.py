@@ -77,6 +77,10 @@ grpc_awaiting_cancelled = Counter(
     "gRPC calls cancelled while too many waited for their message: the one waiting"
     " longest on the connection holding the most.",
 )
+grpc_unread_bytes = Gauge(
+    "regraft_grpc_unread_answer_bytes",
+    "Bytes of large answers sent and not yet read by their clients (cluster/unary.py).",
+)
 reflection_streams = Gauge(
     "regraft_grpc_reflection_streams_open",
     "Server reflection streams open on this replica (cluster/reflection.py).",

@@ -157,7 +157,7 @@ class _Answer:
             self.fail(error)
             return
         try:
-            self._call.respond(data)
+            self._counted.code = self._call.respond(data)
         finally:
             self._end()
 

@@ -41,7 +41,7 @@ import grpc
 from grpc import _common
 from grpc._cython import cygrpc
 
-from cluster import arrivals, auth, decoding, streams
+from cluster import arrivals, auth, decoding, metrics, streams
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,13 @@ _FLAGS = 0
 # is handled on the pool, so that it does not hold this thread's other calls.
 INLINE_BYTES = 64 * 1024
 _CODES = _common.STATUS_CODE_TO_CYGRPC_STATUS_CODE
+# Answers of LARGE_ANSWER bytes or more wait in memory until their client reads them:
+# one connection that never reads could fill the replica's memory with 4 MiB manifests
+# (200 unread GetManifest calls took 2.3 GB). At most this much waits per connection,
+# and in all; past it, a large answer is RESOURCE_EXHAUSTED instead.
+LARGE_ANSWER = 64 * 1024
+MAX_UNREAD_PER_CONNECTION = 64 * 1024 * 1024
+MAX_UNREAD = 512 * 1024 * 1024
 
 
 class _Queue:
@@ -81,6 +88,40 @@ class _Queue:
         with self._lock:
             self._shut = True
             self.queue.shutdown()
+
+
+class _Unread:
+    """Bytes of large answers sent and not yet read by their clients: per connection
+    (the peer's address and port) and in all."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_peer: dict[bytes, int] = {}
+        self._total = 0
+
+    def take(self, peer: bytes, size: int) -> str:
+        """Count an answer of `size` bytes; why not, if it would pass a limit."""
+        with self._lock:
+            held = self._by_peer.get(peer, 0)
+            if held and held + size > MAX_UNREAD_PER_CONNECTION:
+                return f"{held >> 20} MiB of answers to this connection are not read yet"
+            if self._total and self._total + size > MAX_UNREAD:
+                return f"{self._total >> 20} MiB of answers wait for their clients to read them"
+            self._by_peer[peer] = held + size
+            self._total += size
+        metrics.grpc_unread_bytes.inc(size)
+        return ""
+
+    def give(self, peer: bytes, size: int) -> None:
+        """The answer was read, or its call ended."""
+        with self._lock:
+            self._total -= size
+            left = self._by_peer[peer] - size
+            if left:
+                self._by_peer[peer] = left
+            else:
+                del self._by_peer[peer]
+        metrics.grpc_unread_bytes.dec(size)
 
 
 class _Method:
@@ -116,6 +157,7 @@ class UnaryServer:
         self._core = server._state.server
         self._queue = _Queue()
         self._core.register_completion_queue(self._queue.queue)
+        self._unread = _Unread()
         self._waiting = waiting
         self._checks = checks
         self._pool = pool
@@ -185,7 +227,7 @@ class UnaryServer:
                 log.exception("unexpected error serving a unary call")
 
     def _arrived(self, method: _Method, event) -> None:
-        call = Call(method.name, event.call, event.call_details.deadline, self._queue)
+        call = Call(method.name, event.call, event.call_details.deadline, self._queue, self._unread)
         if self._checks is not None:
             try:
                 call.caller = self._checks.check(
@@ -249,13 +291,17 @@ class Call:
         "_method",
         "_over",
         "_queue",
+        "_unread",
         "caller",
     )
 
-    def __init__(self, method: str, call: cygrpc.Call, deadline: float, queue: _Queue) -> None:
+    def __init__(
+        self, method: str, call: cygrpc.Call, deadline: float, queue: _Queue, unread: _Unread
+    ) -> None:
         self._method = method
         self._call = call
         self._queue = queue
+        self._unread = unread
         self._deadline = deadline
         self.caller: auth.Caller | None = None  # who calls, when callers are checked
         self._lock = threading.Lock()
@@ -289,12 +335,30 @@ class Call:
             except Exception:
                 log.exception("a callback of a %s call failed", self._method)
 
-    def respond(self, data: bytes) -> None:
-        """End the call with its serialized response and OK."""
-        self._end(
+    def respond(self, data: bytes) -> grpc.StatusCode:
+        """End the call with its serialized response and OK; the code it ended with:
+        RESOURCE_EXHAUSTED instead when too many large answers wait to be read (OK
+        too when the call was over already: nothing is sent then)."""
+        then = _sent
+        if len(data) >= LARGE_ANSWER:
+            peer, size = self._call.peer(), len(data)
+            crowded = self._unread.take(peer, size)
+            if crowded:
+                code = grpc.StatusCode.RESOURCE_EXHAUSTED
+                self.finish(code, f"{crowded}: read them, or retry later")
+                return code
+
+            def then(_event) -> None:
+                self._unread.give(peer, size)
+
+        started = self._end(
             cygrpc.SendMessageOperation(data, _FLAGS),
             cygrpc.SendStatusFromServerOperation((), cygrpc.StatusCode.ok, b"", _FLAGS),
+            then=then,
         )
+        if not started and then is not _sent:
+            then(None)  # no completion will come
+        return grpc.StatusCode.OK
 
     def finish(
         self,
@@ -329,16 +393,18 @@ class Call:
             cygrpc.SendStatusFromServerOperation((), _CODES[code], details, _FLAGS), then=ended
         )
 
-    def _end(self, *operations: cygrpc.Operation, then: Callable = _sent) -> None:
+    def _end(self, *operations: cygrpc.Operation, then: Callable = _sent) -> bool:
+        """Start the call's last operations, `then(event)` once done; False if the call
+        was answered already or is over (then nothing was started)."""
         with self._lock:
             if self._over:
-                return
+                return False
             self._over = True
             watched = self._callbacks is not None
         batch = (cygrpc.SendInitialMetadataOperation((), _FLAGS), *operations)
         if not watched:  # a call is over for the core once its close is received too
             batch += (cygrpc.ReceiveCloseOnServerOperation(_FLAGS),)
-        self._queue.start(self._call, batch, then)  # fails only if the call is over
+        return self._queue.start(self._call, batch, then)
 
 
 def _auth_context(call: cygrpc.Call) -> dict:

@@ -59,6 +59,26 @@ def calls_without_message(endpoint: str, path: str, calls: int) -> socket.socket
     return conn
 
 
+def unread_calls(endpoint: str, path: str, request, calls: int) -> socket.socket:
+    """Open `calls` calls of `path` with `request` (a protobuf message) on a connection
+    whose flow-control window is 0: the server cannot send their answers' messages
+    until the returned socket is closed."""
+    host, port = endpoint.rsplit(":", 1)
+    conn = socket.create_connection((host, int(port)), timeout=10)
+    window = (4).to_bytes(2, "big") + (0).to_bytes(4, "big")  # INITIAL_WINDOW_SIZE 0
+    conn.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + _frame(4, 0, 0, window))
+    message = request.SerializeToString()
+    data = b"\x00" + len(message).to_bytes(4, "big") + message
+    headers = _headers(endpoint, path)
+    conn.sendall(
+        b"".join(
+            _frame(1, 0x4, 2 * n + 1, headers) + _frame(0, 0x1, 2 * n + 1, data)
+            for n in range(calls)
+        )
+    )
+    return conn
+
+
 @contextlib.contextmanager
 def flood(endpoint: str, path: str, reset: bool) -> Iterator[list[int]]:
     """While the block runs, open calls of `path` on one connection as fast as it

@@ -12,11 +12,16 @@ import grpc
 import pytest
 from prometheus_client import REGISTRY
 
-from cluster import arrivals, auth, metrics
+from cluster import arrivals, auth, metrics, unary
 from cluster.unary import UnaryServer
 from cluster.workers import Workers
 from regraft.v1 import registry_pb2, registry_pb2_grpc
-from tests.held_calls import calls_without_message, ended_streams, held_back_calls
+from tests.held_calls import (
+    calls_without_message,
+    ended_streams,
+    held_back_calls,
+    unread_calls,
+)
 from tests.polling import wait_for
 
 LIVENESS = 10.0  # generous: only a hang fails
@@ -120,6 +125,31 @@ def test_a_large_request_after_the_pool_stopped_is_unavailable(unary_server):
         assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
         assert stub.PutTag(registry_pb2.PutTagRequest(tag="small"), timeout=LIVENESS).revision
     assert [tag for tag, _ in servicer.tags] == ["small"]
+
+
+def test_large_answers_a_connection_does_not_read_are_bounded(unary_server, monkeypatch):
+    monkeypatch.setattr(unary, "MAX_UNREAD_PER_CONNECTION", 7 << 20)
+    monkeypatch.setattr(unary, "MAX_UNREAD", 7 << 20)
+    servicer = Held()
+    endpoint = unary_server(registry_pb2_grpc.add_RegistryServicer_to_server, servicer)
+    large = registry_pb2.GetManifestResponse(content=b"x" * (3 << 20)).SerializeToString()
+    request = registry_pb2.GetManifestRequest(repository="app", reference="big")
+    unread = metrics.grpc_unread_bytes._value.get()
+    conn = unread_calls(endpoint, "/regraft.v1.Registry/GetManifest", request, 3)
+    try:
+        codes = [servicer.calls.get(timeout=LIVENESS)[1].respond(large) for _ in range(3)]
+        assert codes == [grpc.StatusCode.OK] * 2 + [grpc.StatusCode.RESOURCE_EXHAUSTED]
+        assert ended_streams(conn, 1) == {5}  # the third ended at once; two wait to be read
+        assert metrics.grpc_unread_bytes._value.get() == unread + 2 * len(large)
+    finally:
+        conn.close()
+    # Closing the connection released what it held: another client gets a large answer.
+    wait_for(lambda: metrics.grpc_unread_bytes._value.get() == unread, "unread answers freed")
+    with grpc.insecure_channel(endpoint) as channel:
+        call = _get(registry_pb2_grpc.RegistryStub(channel), "big")
+        _, context, _ = servicer.calls.get(timeout=LIVENESS)
+        assert context.respond(large) == grpc.StatusCode.OK
+        assert len(call.result().content) == 3 << 20
 
 
 def test_other_methods_stay_on_grpcio(held):

@@ -52,7 +52,7 @@ INLINE_BYTES = 64 * 1024
 _CODES = _common.STATUS_CODE_TO_CYGRPC_STATUS_CODE
 # Answers of LARGE_ANSWER bytes or more wait in memory until their client reads them:
 # one connection that never reads could fill the replica's memory with 4 MiB manifests
-# (200 unread GetManifest calls took 2.3 GB). At most this much waits per connection,
+# (200 unread GetManifest calls took 2.4 GB). At most this much waits per connection,
 # and in all; past it, a large answer is RESOURCE_EXHAUSTED instead.
 LARGE_ANSWER = 64 * 1024
 MAX_UNREAD_PER_CONNECTION = 64 * 1024 * 1024

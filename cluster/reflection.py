@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 
 SERVICE = reflection.SERVICE_NAME
 METHOD = f"/{SERVICE}/ServerReflectionInfo"
+# grpc.reflection.v1: the same messages, field for field, under the name that newer
+# clients (grpcurl, Postman) ask first; grpcio-reflection 1.85 ships only v1alpha.
+SERVICE_V1 = "grpc.reflection.v1.ServerReflection"
 # Real clients open one or two at a time. An idle stream costs an HTTP/2 stream and
 # the part of a request that has arrived: grpcio buffers up to the server's limit
 # (cluster/replica.py: MAX_REQUEST_BYTES) before this module can refuse it.
@@ -43,7 +46,7 @@ MAX_REQUEST_BYTES = 4096
 
 
 class Reflection:
-    """Serves grpc.reflection.v1alpha.ServerReflection on a grpc.server."""
+    """Serves grpc.reflection.v1alpha.ServerReflection, and v1, on a grpc.server."""
 
     def __init__(self, service_names: list[str], pool: Executor, limit: int = MAX_OPEN) -> None:
         if limit < 1:
@@ -69,8 +72,11 @@ class Reflection:
                 response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
             )
         }
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
-        server.add_registered_method_handlers(SERVICE, handlers)
+        for service in (SERVICE, SERVICE_V1):
+            server.add_generic_rpc_handlers(
+                (grpc.method_handlers_generic_handler(service, handlers),)
+            )
+            server.add_registered_method_handlers(service, handlers)
 
     def __len__(self) -> int:
         return len(self._open)

@@ -62,6 +62,21 @@ def _services(response: reflection_pb2.ServerReflectionResponse) -> set[str]:
     return {s.name for s in response.list_services_response.service}
 
 
+def test_v1_is_served_too(serve):
+    """Newer clients ask grpc.reflection.v1 first; its messages are v1alpha's."""
+    endpoint, _ = serve()
+    with grpc.insecure_channel(endpoint) as channel:
+        info = channel.stream_stream(
+            f"/{reflection.SERVICE_V1}/ServerReflectionInfo",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+        )
+        asked = reflection_pb2.ServerReflectionRequest(file_containing_symbol=HEALTH)
+        responses = list(info(iter([LIST, asked]), timeout=LIVENESS))
+    assert HEALTH in _services(responses[0])
+    assert responses[1].file_descriptor_response.file_descriptor_proto
+
+
 def test_one_stream_answers_requests_in_turn_and_ends_when_the_client_does(serve):
     endpoint, served = serve()
     requests = [

@@ -356,7 +356,7 @@ class Call:
             cygrpc.SendStatusFromServerOperation((), cygrpc.StatusCode.ok, b"", _FLAGS),
             then=then,
         )
-        if not started and then is not _sent:
+        if not started:
             then(None)  # no completion will come
         return grpc.StatusCode.OK
 
@@ -365,10 +365,13 @@ class Call:
         code: grpc.StatusCode = grpc.StatusCode.OK,
         details: str = "",
         trailers: tuple[tuple[str, str], ...] = (),
+        then: Callable = _sent,
     ) -> None:
-        """End the call with this status, no response, and trailing metadata."""
+        """End the call with this status, no response, and trailing metadata;
+        `then(event)` once done."""
         self._end(
-            cygrpc.SendStatusFromServerOperation(trailers, _CODES[code], details.encode(), _FLAGS)
+            cygrpc.SendStatusFromServerOperation(trailers, _CODES[code], details.encode(), _FLAGS),
+            then=then,
         )
 
     def refuse(self, code: grpc.StatusCode, message: str) -> None:
@@ -388,10 +391,7 @@ class Call:
             if isinstance(close, cygrpc.ReceiveCloseOnServerOperation) and not close.cancelled():
                 streams.count_refusal(self._method, code)
 
-        details = decoding.no_message(self._method).encode()
-        self._end(
-            cygrpc.SendStatusFromServerOperation((), _CODES[code], details, _FLAGS), then=ended
-        )
+        self.finish(code, decoding.no_message(self._method), then=ended)
 
     def _end(self, *operations: cygrpc.Operation, then: Callable = _sent) -> bool:
         """Start the call's last operations, `then(event)` once done; False if the call

@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from cluster import grpc_core  # noqa: F401  # isort: skip  (before grpcio is imported)
 import grpc
 
 from cluster import cli_auth, cli_call, cli_certs, cli_members, cli_recovery

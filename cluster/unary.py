@@ -10,27 +10,35 @@ core (cygrpc, the layer grpcio's own servers are built on) cost 64 to 73 us
 
 So the methods that answer without a thread (rpc.write, rpc.read: every Registry
 and Access method except Watch and VerifyPassword) are registered with grpcio's core
-as methods of their own and served here, on a completion queue of their own: the
-request message is received, checked (it parses; the caller may call the method,
-cluster/auth.py) and handed to the method on this module's thread (a large one on
-the replica's pool); the method answers now or later, from any thread, with one
-batch that sends the response and the status. Everything else (streams, health,
-reflection, the Cluster service, VerifyPassword) stays on grpcio's server, its
-interceptors and pools: the same port, the same connections, the same limits
-(message sizes, streams per connection).
+as methods of their own and served here: the request message is received, checked
+(it parses; the caller may call the method, cluster/auth.py) and handed to the
+method (a large one on the replica's pool); the method answers now or later, from
+any thread, with one batch that sends the response and the status. Everything else
+(streams, health, reflection, the Cluster service, VerifyPassword) stays on grpcio's
+server, its interceptors and pools: the same port, the same connections, the same
+limits (message sizes, streams per connection).
+
+Their events come on grpcio's server's own completion queue, run by its serving
+thread like its own (each event's tag is called; ours answer that there is nothing
+more for grpcio to do). With a queue and a thread of their own, whichever of the two
+threads read a connection had to wake the other for half the events: a follower
+answering STALE reads switched 2.8 times per read; one queue, 1.6 (docs/performance.md,
+Session 15).
 
 What grpcio's server did for these calls is done here: calls waiting for their
 message are counted among the replica's (cluster/arrivals.py), undecodable requests
 are INVALID_ARGUMENT (cluster/decoding.py), refusals are counted, and a method
-learns of its caller going away through `add_callback`. The thread only starts
-operations and runs the methods' first steps: a method must not block on it.
+learns of its caller going away through `add_callback`. The serving thread only
+starts operations and runs the methods' first steps: a method must not block on it.
 
-This relies on grpcio's Cython layer (1.85): register_method,
-request_registered_call, start_server_batch; tests/unit/test_unary.py fails when it
-changes.
+This relies on grpcio's Cython layer and its server's serving loop (1.85):
+register_method, request_registered_call, start_server_batch, and a tag called as
+`tag(event) -> (rpc_state, callbacks)`; tests/unit/test_unary.py fails when they
+change.
 """
 
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -60,34 +68,63 @@ MAX_UNREAD = 512 * 1024 * 1024
 
 
 class _Queue:
-    """The completion queue, and the one way operations are started on it: grpcio's core
-    aborts the process when an operation is started on a queue that is shut down, and
-    a call may be answered after the server stopped (a write settled as Raft closes).
-    Once shut down, operations are not started: their calls were cancelled with the
-    server."""
+    """grpcio's server's completion queue, and the one way operations are started on it.
 
-    def __init__(self) -> None:
-        self.queue = cygrpc.CompletionQueue()
+    grpcio's core aborts the process when an operation is started on a queue that is
+    shut down, and a call may be answered after the server stopped (a write settled as
+    Raft closes). grpcio's serving thread ends with the server's own calls, which may
+    be before the last events of ours: `drain`, once the server stopped, shuts the
+    queue and handles them. Operations are not started after that: their calls were
+    cancelled with the server."""
+
+    def __init__(self, queue: cygrpc.CompletionQueue) -> None:
+        self._queue = queue
         self._lock = threading.Lock()
         self._shut = False
 
-    def start(self, call: cygrpc.Call, operations: tuple, tag: Callable) -> bool:
-        """Start `operations` on `call`, `tag(event)` once done; False if not started."""
+    def start(self, call: cygrpc.Call, operations: tuple, then: Callable) -> bool:
+        """Start `operations` on `call`, `then(event)` once done; False if not started."""
         with self._lock:
             if self._shut:
                 return False
-            return call.start_server_batch(operations, tag) == cygrpc.CallError.ok
+            return call.start_server_batch(operations, _Tag(then)) == cygrpc.CallError.ok
 
     def request(self, core: cygrpc.Server, method: "_Method") -> None:
         """Ask the core for the next call of `method`."""
         with self._lock, contextlib.suppress(ValueError):  # ValueError: the server stopped
             if not self._shut:
-                core.request_registered_call(self.queue, self.queue, method.name, method)
+                core.request_registered_call(self._queue, self._queue, method.name, method.tag)
 
-    def shutdown(self) -> None:
+    def drain(self) -> None:
+        """Shut the queue and handle the events left on it; the server has stopped, and
+        with it grpcio's serving thread."""
         with self._lock:
             self._shut = True
-            self.queue.shutdown()
+            self._queue.shutdown()
+        while True:
+            event = self._queue.poll()
+            if event.completion_type == cygrpc.CompletionType.queue_shutdown:
+                return
+            if isinstance(event.tag, _Tag):
+                event.tag(event)
+
+
+class _Tag:
+    """What runs an event of ours on grpcio's serving thread: `then(event)`, and an
+    answer grpcio understands, (rpc_state, callbacks), with nothing for it to do."""
+
+    __slots__ = ("_then",)
+    _NOTHING: tuple = (None, ())
+
+    def __init__(self, then: Callable) -> None:
+        self._then = then
+
+    def __call__(self, event) -> tuple:
+        try:
+            self._then(event)
+        except Exception:  # never seen; grpcio's thread must not end
+            log.exception("unexpected error serving a unary call")
+        return self._NOTHING
 
 
 class _Unread:
@@ -125,14 +162,16 @@ class _Unread:
 
 
 class _Method:
-    """A method served here: its full name, its behavior and its request parser."""
+    """A method served here: its full name, its behavior, its request parser, and the
+    tag its calls arrive with."""
 
-    __slots__ = ("behavior", "name", "parse")
+    __slots__ = ("behavior", "name", "parse", "tag")
 
     def __init__(self, name: str, behavior: Callable, parse: Callable[[bytes], object]) -> None:
         self.name = name
         self.behavior = behavior
         self.parse = parse
+        self.tag: _Tag | None = None
 
 
 class UnaryServer:
@@ -155,14 +194,12 @@ class UnaryServer:
     ) -> None:
         self._grpc_server = server
         self._core = server._state.server
-        self._queue = _Queue()
-        self._core.register_completion_queue(self._queue.queue)
+        self._queue = _Queue(server._state.completion_queue)
         self._unread = _Unread()
         self._waiting = waiting
         self._checks = checks
         self._pool = pool
         self._methods: dict[str, _Method] = {}
-        self._thread = threading.Thread(target=self._serve, name="grpc-unary", daemon=True)
 
     def add_servicer(self, add: Callable, servicer: object) -> None:
         """`add(servicer, server)` (a generated add_*Servicer_to_server), except that its
@@ -179,7 +216,9 @@ class UnaryServer:
                     rest[name] = handler
                     continue
                 full = f"/{service}/{name}"
-                self._methods[full] = _Method(full, behavior, handler.request_deserializer)
+                method = _Method(full, behavior, handler.request_deserializer)
+                method.tag = _Tag(functools.partial(self._arrived, method))
+                self._methods[full] = method
                 self._core.register_method(full)
             if rest:
                 self._grpc_server.add_generic_rpc_handlers(
@@ -193,40 +232,19 @@ class UnaryServer:
         return sorted(self._methods)
 
     def start(self) -> None:
+        # One call asked for per method, as grpcio does: the core queues the others.
         for method in self._methods.values():
-            self._request(method)
-        self._thread.start()
+            self._queue.request(self._core, method)
 
     def stop(self) -> None:
-        """End the thread; the server has shut down, and with it every call."""
-        self._queue.shutdown()
-        if self._thread.is_alive():
-            self._thread.join()
-
-    def _request(self, method: _Method) -> None:
-        # One call asked for per method, as grpcio does: the core queues the others.
-        self._queue.request(self._core, method)
-
-    def _serve(self) -> None:
-        while True:
-            event = self._queue.queue.poll()
-            kind = event.completion_type
-            if kind == cygrpc.CompletionType.queue_shutdown:
-                return
-            if kind != cygrpc.CompletionType.operation_complete:
-                continue
-            tag = event.tag
-            try:
-                if isinstance(tag, _Method):
-                    self._request(tag)
-                    if event.success:
-                        self._arrived(tag, event)
-                else:
-                    tag(event)
-            except Exception:  # never seen; the thread must not end
-                log.exception("unexpected error serving a unary call")
+        """Handle the last events of calls served here; the server has stopped (its
+        `stop()` has ended), and with it every call."""
+        self._queue.drain()
 
     def _arrived(self, method: _Method, event) -> None:
+        self._queue.request(self._core, method)
+        if not event.success:  # the server is shutting down
+            return
         call = Call(method.name, event.call, event.call_details.deadline, self._queue, self._unread)
         if self._checks is not None:
             try:

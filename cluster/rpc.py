@@ -12,6 +12,7 @@ and, where the registry has one, the OCI error code in trailing metadata `oci-co
     Cancelled            -> CANCELLED          (the caller went away while its read waited:
                                                 counted so; the caller sees its own cancel)
     Exhausted            -> RESOURCE_EXHAUSTED
+    TooLate              -> DEADLINE_EXCEEDED  (a write with no time left: not proposed)
 """
 
 import concurrent.futures
@@ -64,6 +65,11 @@ class Exhausted(Exception):
     """A per-replica limit is reached (e.g. password checks); try later or elsewhere."""
 
 
+class TooLate(Exception):
+    """A write arrived with no time left before its deadline: it was not proposed, so
+    its caller knows it was not written (proposed, it might have been, unanswered)."""
+
+
 def timeout(context: grpc.ServicerContext) -> float:
     """Seconds left to answer within the caller's deadline (a default when it set none)."""
     remaining = context.time_remaining()
@@ -92,6 +98,11 @@ def propose_within(raft: Raft, command: command_pb2.Command, wait: float) -> com
 def _propose(raft: Raft, command: command_pb2.Command, wait: float) -> concurrent.futures.Future:
     """Start replicating `command`, stamped with this replica's clock (its events' time,
     and "now" for age-based event retention); counted pending until answered."""
+    if wait <= 0:
+        raise TooLate(
+            f"the call's deadline leaves no time to replicate the write (at least {_MARGIN}"
+            " s are needed): nothing was written"
+        )
     problem = raft.status().get("storage_error")
     if problem:
         # Better a clear refusal now than a timeout: nothing is written until there is room.
@@ -321,6 +332,8 @@ def failure(
         return code, f"{error.oci_code}: {error.message}", (("oci-code", error.oci_code),)
     if isinstance(error, Exhausted):
         return grpc.StatusCode.RESOURCE_EXHAUSTED, str(error), ()
+    if isinstance(error, TooLate):
+        return grpc.StatusCode.DEADLINE_EXCEEDED, str(error), ()
     if isinstance(error, Cancelled):
         return grpc.StatusCode.CANCELLED, "the caller cancelled the call", ()
     if isinstance(error, OutOfRange):

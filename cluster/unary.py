@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 
 _FLAGS = 0
 # A request larger than this (a large manifest: its parse and digest take milliseconds)
-# is handled on the pool, so that it does not hold this thread's other calls.
+# is handled on the pool, so that it does not hold the serving thread's other calls.
 INLINE_BYTES = 64 * 1024
 _CODES = _common.STATUS_CODE_TO_CYGRPC_STATUS_CODE
 # Answers of LARGE_ANSWER bytes or more wait in memory until their client reads them:

@@ -125,6 +125,18 @@ def test_bad_input_is_refused_before_anything_is_proposed(served):
     assert raft.count() == 0
 
 
+def test_a_write_with_no_time_left_is_refused_and_not_proposed(served, monkeypatch):
+    stub, raft, _ = served
+    monkeypatch.setattr(rpc, "_MARGIN", 30.0)  # as a call with under 50 ms left sees it
+    before = requests("PutTag", "DEADLINE_EXCEEDED")
+    with pytest.raises(grpc.RpcError) as caught:
+        put_tag(stub, "late").result()
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert "nothing was written" in caught.value.details()
+    assert requests("PutTag", "DEADLINE_EXCEEDED") == before + 1
+    assert raft.count() == 0
+
+
 def test_a_caller_gone_before_the_commit_leaves_nothing_behind(served):
     stub, raft, _ = served
     in_flight_before = metrics.grpc_in_flight._value.get()

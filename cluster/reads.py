@@ -9,16 +9,16 @@ reads arriving while it is in flight wait for the next one (a barrier proposed b
 a read began could be ordered before a write that completed before the read began).
 
 Registry and Access reads wait without a thread (`when_ready`, rpc.read): a future
-settled by the Raft thread once the read index is confirmed and applied here, and the
-read then served on a pool thread; a read for a revision past every entry this
-replica knows of (a revision nobody was given, or a replica cut off) fails after
-AHEAD_GRACE, and a waiter is forgotten at its deadline. Other reads (VerifyPassword,
-Cluster) wait in `view()`, holding one of the server's threads (cluster/workers.py),
-so their waits are bounded by more than the caller's deadline: such a read stops
-waiting when its caller goes away, and one for a revision past the log waits at most
-AHEAD_GRACE, with at most AHEAD_WAITERS such reads at once. Otherwise about 64 such
-reads would leave no thread for anything else, health checks and Status included,
-until their deadlines.
+settled by the Raft thread once the read index is confirmed and applied here, and
+the read then served on the gRPC serving thread (unary.Call.soon); a read for a
+revision past every entry this replica knows of (a revision nobody was given, or a
+replica cut off) fails after AHEAD_GRACE, and a waiter is forgotten at its deadline.
+Other reads (VerifyPassword, Cluster) wait in `view()`, holding one of the server's
+threads (cluster/workers.py), so their waits are bounded by more than the caller's
+deadline: such a read stops waiting when its caller goes away, and one for a
+revision past the log waits at most AHEAD_GRACE, with at most AHEAD_WAITERS such
+reads at once. Otherwise about 64 such reads would leave no thread for anything
+else, health checks and Status included, until their deadlines.
 """
 
 import concurrent.futures
@@ -54,9 +54,8 @@ class Cancelled(Exception):
 
 
 class Reads:
-    def __init__(self, raft: Raft, pool: concurrent.futures.Executor | None = None) -> None:
+    def __init__(self, raft: Raft) -> None:
         self._raft = raft
-        self._pool = pool  # where reads done waiting are served (rpc.read)
         self._lock = threading.Lock()
         self._next: concurrent.futures.Future | None = None
         self._in_flight = False
@@ -87,16 +86,6 @@ class Reads:
     def current(self) -> contextlib.AbstractContextManager[View]:
         """A view of this replica's state now."""
         return self._raft.store.read()
-
-    def later(self, run: Callable[[concurrent.futures.Future], None], ready) -> None:
-        """run(ready) on the pool: a read done waiting is served off the Raft thread."""
-        if self._pool is None:
-            run(ready)
-            return
-        try:
-            self._pool.submit(run, ready)
-        except RuntimeError:  # shut down: the server is stopping
-            run(ready)
 
     def when_ready(
         self, options: registry_pb2.ReadOptions, timeout: float

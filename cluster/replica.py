@@ -154,7 +154,7 @@ class Replica:
             self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
         waiting = arrivals.Arrivals()
         self._workers = Workers(streams.WORKERS, awaiting=waiting)
-        self.reads = Reads(self.raft, self._workers)
+        self.reads = Reads(self.raft)
         # Every stream runs at once: each holds its thread until it ends.
         self._stream_threads = Workers(
             streams.STREAM_THREADS,

@@ -223,9 +223,9 @@ def read(method: Callable) -> Callable:
     ReadOptions and `answer(view) -> response`: the call is answered once this
     replica's state is as fresh as the options ask, with no thread waiting meanwhile.
     A STALE read is answered at once on the thread that received it; one that waits
-    (for a read index, a barrier, an entry to be applied) on a pool thread once it is
-    over (Reads.when_ready, Reads.later). Served by cluster/unary.py; the servicer
-    provides `_reads` and `leader_hint()`.
+    (for a read index, a barrier, an entry to be applied) on the same thread once it
+    is over (Reads.when_ready, unary.Call.soon). Served by cluster/unary.py; the
+    servicer provides `_reads` and `leader_hint()`.
     """
 
     @functools.wraps(method)
@@ -251,7 +251,7 @@ def read(method: Callable) -> Callable:
         if ready.done():
             run(ready)
             return
-        ready.add_done_callback(lambda done: self._reads.later(run, done))
+        ready.add_done_callback(lambda done: context.soon(lambda: run(done)))
         # A caller gone stops the wait (and is counted CANCELLED), as in Reads.view.
         context.add_callback(lambda: settle(ready, error=Cancelled()))
 

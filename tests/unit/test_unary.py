@@ -154,6 +154,22 @@ def test_large_answers_a_connection_does_not_read_are_bounded(unary_server, monk
         assert len(call.result().content) == 3 << 20
 
 
+def test_soon_runs_on_the_serving_thread(held):
+    """A read settled on another thread (Raft's) is served on the serving thread."""
+    servicer, stub, _ = held
+    call = _get(stub, "settled elsewhere")
+    _, context, _ = servicer.calls.get(timeout=LIVENESS)
+    ran: queue.Queue = queue.Queue()
+    settler = threading.Thread(
+        target=context.soon, args=(lambda: ran.put(threading.current_thread().name),)
+    )
+    settler.start()
+    settler.join(LIVENESS)
+    assert ran.get(timeout=LIVENESS).endswith("(_serve)")
+    context.respond(registry_pb2.GetManifestResponse(digest=DIGEST).SerializeToString())
+    assert call.result().digest == DIGEST
+
+
 def test_other_methods_stay_on_grpcio(held):
     _, stub, _ = held
     answer = stub.ListTags(registry_pb2.ListTagsRequest(repository="app"), timeout=LIVENESS)

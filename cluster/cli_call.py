@@ -17,7 +17,7 @@ import sys
 
 import grpc
 from google.protobuf import json_format, message_factory
-from google.protobuf.descriptor import MethodDescriptor
+from google.protobuf.descriptor import Descriptor, MethodDescriptor
 
 from cluster import cli_auth
 from cluster.cli_members import follow_leader
@@ -110,10 +110,43 @@ def _request(method: MethodDescriptor, text: str):
     """The request message from JSON; a mistake is named with the method and the field."""
     message = message_factory.GetMessageClass(method.input_type)()
     try:
+        problem = _not_an_object(method.input_type, json.loads(text), "")
+    except ValueError:
+        problem = ""  # not JSON: protobuf's parser says where
+    if problem:
+        raise ConfigError(f"{method.name} request: {problem}")
+    try:
         json_format.Parse(text, message)
     except json_format.ParseError as e:
         raise ConfigError(f"{method.name} request: {e}") from None
     return with_request_id(message)  # a write retried on another replica applies once
+
+
+def _not_an_object(descriptor: Descriptor, value: object, path: str) -> str:
+    """Where `value` gives a message field something other than a JSON object, what is
+    wrong; protobuf's parser says `has no field named "S"` for `"read": "STALE"`."""
+    if not isinstance(value, dict):
+        return ""
+    for key, item in value.items():
+        field = descriptor.fields_by_camelcase_name.get(key) or descriptor.fields_by_name.get(key)
+        kind = field.message_type if field is not None else None
+        if kind is None or kind.full_name.startswith("google.protobuf."):
+            continue  # not a message, or one with a JSON form of its own
+        if kind.GetOptions().map_entry:
+            continue  # a map: protobuf's parser names its mistakes
+        repeated = field.is_repeated and isinstance(item, list)
+        for element in item if repeated else [item]:
+            where = f"{path}.{key}" if path else key
+            if element is not None and not isinstance(element, dict):
+                fields = ", ".join(f.name for f in kind.fields)
+                return (
+                    f"field {where!r} is a {kind.full_name} message: give an object with "
+                    f"its fields ({fields}), not {json.dumps(element)}"
+                )
+            found = _not_an_object(kind, element, where)
+            if found:
+                return found
+    return ""
 
 
 def message_json(message, indent: int | None = None) -> str:

@@ -41,6 +41,10 @@ LINEARIZABLE = registry_pb2.LINEARIZABLE
 STALE = registry_pb2.STALE
 
 _RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+# A retry starts only with at least this long left. A replica refuses a write with
+# under 50 ms left as not written (cluster/rpc.py, TooLate): a last attempt refused so
+# would hide that an earlier one may have applied it.
+MIN_RETRY_SECONDS = 0.1
 _OPTIONS = [
     ("grpc.max_receive_message_length", 16 << 20),
     ("grpc.max_send_message_length", 16 << 20),
@@ -228,8 +232,11 @@ class Client:
         stub_of = self.access if method in _ACCESS_METHODS else self.registry
         deadline = time.monotonic() + (timeout or self.timeout)
         delay = self._backoff
+        failed: grpc.RpcError | None = None  # the last attempt's error
         while True:
             remaining = deadline - time.monotonic()
+            if failed is not None and remaining < MIN_RETRY_SECONDS:
+                raise failed
             stub = stub_of()
             try:
                 return getattr(stub, method)(
@@ -238,6 +245,7 @@ class Client:
             except grpc.RpcError as error:
                 if error.code() not in _RETRYABLE or time.monotonic() + delay >= deadline:
                     raise
+                failed = error
                 self._redirect(error)
             time.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, self._max_backoff)

@@ -1,0 +1,83 @@
+"""Client.call's retries (cluster/client.py), against fake replicas in this process."""
+
+import concurrent.futures
+import threading
+import time
+
+import grpc
+import pytest
+
+from cluster import client as client_module
+from cluster.client import Client
+from regraft.v1 import registry_pb2
+
+DIGEST = "sha256:" + "a" * 64
+PUT_TAG = registry_pb2.PutTagRequest(repository="a", tag="t", digest=DIGEST)
+UNKNOWN = "no answer within the deadline: outcome unknown (may or may not have applied)"
+
+
+class FakeReplica:
+    """Answers PutTag as `answer(context)` says; notes the time each call had left."""
+
+    def __init__(self, answer) -> None:
+        self.left: list[float] = []
+        self._lock = threading.Lock()
+        self._answer = answer
+        self.server = grpc.server(concurrent.futures.ThreadPoolExecutor(4))
+        handler = grpc.unary_unary_rpc_method_handler(
+            self._put_tag,
+            request_deserializer=registry_pb2.PutTagRequest.FromString,
+            response_serializer=registry_pb2.PutTagResponse.SerializeToString,
+        )
+        self.server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler("regraft.v1.Registry", {"PutTag": handler}),)
+        )
+        self.endpoint = f"127.0.0.1:{self.server.add_insecure_port('127.0.0.1:0')}"
+        self.server.start()
+
+    def _put_tag(self, request, context):
+        with self._lock:
+            self.left.append(context.time_remaining())
+        return self._answer(context)
+
+
+def _late_unknown(context):
+    """A leader that lost its quorum: the write's outcome is unknown at the deadline."""
+    time.sleep(max(0.0, context.time_remaining() - 0.03))
+    context.abort(grpc.StatusCode.UNAVAILABLE, UNKNOWN)
+
+
+def _like_a_replica(context):
+    if context.time_remaining() < 0.05:
+        context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "nothing was written")
+    return registry_pb2.PutTagResponse(revision=7)
+
+
+@pytest.fixture
+def replicas():
+    made = [FakeReplica(_late_unknown), FakeReplica(_like_a_replica)]
+    yield made
+    for replica in made:
+        replica.server.stop(None).wait()
+
+
+def test_a_retry_with_too_little_time_left_is_not_made(replicas):
+    """The last attempt's 'may or may not have applied' is what the caller learns, not
+    a refusal of a retry that had no time left."""
+    unknown, other = replicas
+    client = Client([unknown.endpoint, other.endpoint], timeout=0.5, attempt_timeout=0.45)
+    with pytest.raises(grpc.RpcError) as caught:
+        client.call("PutTag", PUT_TAG)
+    # UNKNOWN, or the client's own deadline when the fake answered late: both say the
+    # outcome is unknown; "nothing was written" would be wrong.
+    assert caught.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    assert caught.value.details() != "nothing was written"
+    assert all(left >= client_module.MIN_RETRY_SECONDS - 0.02 for left in other.left)
+
+
+def test_a_retry_with_time_left_goes_to_the_next_replica(replicas):
+    unknown, other = replicas
+    client = Client([unknown.endpoint, other.endpoint], timeout=2.0, attempt_timeout=0.3)
+    answer = client.call("PutTag", PUT_TAG)
+    assert answer.revision == 7
+    assert len(unknown.left) == 1 and len(other.left) == 1

@@ -77,6 +77,11 @@ MAX_CALLS = 1024
 # or each reset at once) cancelled most other clients' calls while it lasted. 2,048
 # and 4,096 did not always prevent that (cluster/DESIGN.md, session 13).
 MAX_STREAMS_PER_CONNECTION = 1024
+# A connection that has not completed its TLS and HTTP/2 handshake by then is closed
+# (grpcio's default: 120 s). Connections that say nothing count against the
+# connection cap (cluster/openfiles.py): a flood of them kept new clients out for two
+# minutes after it stopped; now for as long as it is kept up, and 10 s after.
+HANDSHAKE_MS = 10_000
 # A replica that is further behind its leader's commit index is not ready.
 READY_MAX_LAG = 1000
 _HEALTH_PERIOD = 0.5
@@ -172,6 +177,7 @@ class Replica:
                 # needs (cluster/openfiles.py).
                 ("grpc.max_allowed_incoming_connections", connections),
                 ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
+                ("grpc.server_handshake_timeout_ms", HANDSHAKE_MS),
             ],
             # Calls waiting for their message count too: room for all of them. (grpcio
             # counts a call until its pool job ends: reflection streams, whose jobs end

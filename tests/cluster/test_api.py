@@ -513,6 +513,10 @@ def test_a_flood_of_connections_leaves_the_replica_its_descriptors(cluster):
                 f"{replica.id} to apply revision {written}",
             )
             assert stub.Status(cluster_pb2.StatusRequest(), timeout=10).id == replica.id
+            # Connections that never complete their handshake are closed after
+            # replica.HANDSHAKE_MS (10 s; grpcio's default is 120 s): new clients get in
+            # again while the flood's sockets are still open on this side.
+            wait_for(answers, f"{replica.id} to close the silent connections", timeout=45)
         finally:
             for connection in flood:
                 connection.close()

@@ -356,8 +356,8 @@ class Call:
     def soon(self, run: Callable[[], None]) -> None:
         """`run()` on the serving thread, after the events before it: a read settled on
         the Raft thread is served there, rather than by a pool thread woken for it (a
-        thread more taking turns at the GIL: about two context switches a read). An
-        operation without operations completes at once, wherever the call is."""
+        thread more taking turns at the GIL: about two context switches a read). A
+        batch without operations completes at once, whatever state the call is in."""
         if not self._queue.start(self._call, (), lambda _event: run()):
             run()  # the server stopped: the answer is not sent, and settles so
 

@@ -284,17 +284,24 @@ def test_a_caller_check_that_fails_ends_the_call_at_once(unary_server):
     assert servicer.tags == []
 
 
-def test_stopping_ends_a_call_that_waits():
+def served_alone():
+    """(pool, server, served, servicer, endpoint): Held served as in a replica, on a
+    server of the test's own, which the test stops."""
     pool = Workers(2)
     server = grpc.server(pool)
     served = UnaryServer(server, arrivals.Arrivals())
     servicer = Held()
     served.add_servicer(registry_pb2_grpc.add_RegistryServicer_to_server, servicer)
-    assert served.methods == ["/regraft.v1.Registry/GetManifest", "/regraft.v1.Registry/PutTag"]
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     served.start()
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+    return pool, server, served, servicer, f"127.0.0.1:{port}"
+
+
+def test_stopping_ends_a_call_that_waits():
+    pool, server, served, servicer, endpoint = served_alone()
+    assert served.methods == ["/regraft.v1.Registry/GetManifest", "/regraft.v1.Registry/PutTag"]
+    with grpc.insecure_channel(endpoint) as channel:
         call = _get(registry_pb2_grpc.RegistryStub(channel), "watch")
         _, _, gone = servicer.calls.get(timeout=LIVENESS)
         stopped = threading.Thread(target=lambda: (server.stop(0.1).wait(), served.stop()))
@@ -310,16 +317,9 @@ def test_stopping_ends_a_call_that_waits():
 def test_an_answer_started_as_the_server_stops_is_settled_by_stop():
     """grpcio's serving thread ends with the server's own calls: an answer to one of
     ours started after that completes on the queue, and `stop()` handles it."""
-    pool = Workers(2)
-    server = grpc.server(pool)
-    served = UnaryServer(server, arrivals.Arrivals())
-    servicer = Held()
-    served.add_servicer(registry_pb2_grpc.add_RegistryServicer_to_server, servicer)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    served.start()
+    pool, server, served, servicer, endpoint = served_alone()
     before = REGISTRY.get_sample_value("regraft_grpc_unread_answer_bytes")
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+    with grpc.insecure_channel(endpoint) as channel:
         call = _get(registry_pb2_grpc.RegistryStub(channel), "late")
         _, context, _ = servicer.calls.get(timeout=LIVENESS)
         server.stop(0.1).wait()
@@ -333,21 +333,11 @@ def test_an_answer_started_as_the_server_stops_is_settled_by_stop():
 
 _ANSWER_AFTER_STOP = """
 import grpc
-from cluster import arrivals
-from cluster.unary import UnaryServer
-from cluster.workers import Workers
-from regraft.v1 import registry_pb2, registry_pb2_grpc
-from tests.unit.test_unary import Held, _get
+from regraft.v1 import registry_pb2_grpc
+from tests.unit.test_unary import _get, served_alone
 
-pool = Workers(2)
-server = grpc.server(pool)
-served = UnaryServer(server, arrivals.Arrivals())
-servicer = Held()
-served.add_servicer(registry_pb2_grpc.add_RegistryServicer_to_server, servicer)
-port = server.add_insecure_port("127.0.0.1:0")
-server.start()
-served.start()
-with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+pool, server, served, servicer, endpoint = served_alone()
+with grpc.insecure_channel(endpoint) as channel:
     call = _get(registry_pb2_grpc.RegistryStub(channel), "late")
     _, context, _ = servicer.calls.get(timeout=10)
     server.stop(0.1).wait()

@@ -163,15 +163,17 @@ class _Unread:
 
 class _Method:
     """A method served here: its full name, its behavior, its request parser, and the
-    tag its calls arrive with."""
+    tag its calls arrive with (`arrived(method, event)` runs then)."""
 
     __slots__ = ("behavior", "name", "parse", "tag")
 
-    def __init__(self, name: str, behavior: Callable, parse: Callable[[bytes], object]) -> None:
+    def __init__(
+        self, name: str, behavior: Callable, parse: Callable[[bytes], object], arrived: Callable
+    ) -> None:
         self.name = name
         self.behavior = behavior
         self.parse = parse
-        self.tag: _Tag | None = None
+        self.tag = _Tag(functools.partial(arrived, self))
 
 
 class UnaryServer:
@@ -216,9 +218,9 @@ class UnaryServer:
                     rest[name] = handler
                     continue
                 full = f"/{service}/{name}"
-                method = _Method(full, behavior, handler.request_deserializer)
-                method.tag = _Tag(functools.partial(self._arrived, method))
-                self._methods[full] = method
+                self._methods[full] = _Method(
+                    full, behavior, handler.request_deserializer, self._arrived
+                )
                 self._core.register_method(full)
             if rest:
                 self._grpc_server.add_generic_rpc_handlers(

@@ -1,6 +1,5 @@
 """Client.call's retries (cluster/client.py), against fake replicas in this process."""
 
-import concurrent.futures
 import threading
 import time
 
@@ -9,6 +8,7 @@ import pytest
 
 from cluster import client as client_module
 from cluster.client import Client
+from cluster.workers import Workers
 from regraft.v1 import registry_pb2
 
 DIGEST = "sha256:" + "a" * 64
@@ -21,19 +21,19 @@ class FakeReplica:
 
     def __init__(self, answer) -> None:
         self.left: list[float] = []
+        self.endpoint = ""  # once served
         self._lock = threading.Lock()
         self._answer = answer
-        self.server = grpc.server(concurrent.futures.ThreadPoolExecutor(4))
+
+    def add_to(self, server: grpc.Server) -> None:
         handler = grpc.unary_unary_rpc_method_handler(
             self._put_tag,
             request_deserializer=registry_pb2.PutTagRequest.FromString,
             response_serializer=registry_pb2.PutTagResponse.SerializeToString,
         )
-        self.server.add_generic_rpc_handlers(
+        server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler("regraft.v1.Registry", {"PutTag": handler}),)
         )
-        self.endpoint = f"127.0.0.1:{self.server.add_insecure_port('127.0.0.1:0')}"
-        self.server.start()
 
     def _put_tag(self, request, context):
         with self._lock:
@@ -54,11 +54,12 @@ def _like_a_replica(context):
 
 
 @pytest.fixture
-def replicas():
+def replicas(health_server):
+    """(unknown, other): two fake replicas, each on a server of its own."""
     made = [FakeReplica(_late_unknown), FakeReplica(_like_a_replica)]
-    yield made
     for replica in made:
-        replica.server.stop(None).wait()
+        replica.endpoint = health_server(Workers(4), replica.add_to)
+    return made
 
 
 def test_a_retry_with_too_little_time_left_is_not_made(replicas):

@@ -68,6 +68,10 @@ class ReadIndex:
         self._next: list = []
         self._round_in_flight: tuple[int, int, list] | None = None
         self._round = itertools.count(1)
+        # A round or request is in flight: its answers will run a tick that takes the
+        # reads arrived meanwhile, so they need not wake the Raft thread each (under
+        # many readers, a wake-up and a tick per read cost more than the read).
+        self._busy = False
         self.sent_round = 0  # put on every append sent from now on
         self._echoed: dict = {}  # voter -> highest round it echoed, this term
         # Follower: reads waiting for the request in flight to be answered.
@@ -83,12 +87,24 @@ class ReadIndex:
         """A future of the index a linearizable read may be served at (any thread)."""
         future: concurrent.futures.Future = concurrent.futures.Future()
         self._arrived.put(future)
-        self._wake()
+        # Queued first, read second: a True read here was written before the queue was
+        # last looked at (on_tick), so the tick that will run anyway takes this read.
+        if not self._busy:
+            self._wake()
         return future
 
     # -- each tick --------------------------------------------------------------------
 
     def on_tick(self) -> None:
+        self._busy = self._take_arrived()
+        # Written first, looked at second (see request): a read queued meanwhile and
+        # told "busy" must not wait for a tick that nothing will cause.
+        if not self._busy and not self._arrived.empty():
+            self._wake()
+
+    def _take_arrived(self) -> bool:
+        """Take the reads arrived since the last tick; whether a round or request is in
+        flight (its answers will run a tick)."""
         raft = self._raft
         leader, term = raft._getLeader(), raft.raftCurrentTerm
         leading = raft._SyncObj__raftState == _RAFT_STATE.LEADER
@@ -103,7 +119,7 @@ class ReadIndex:
             self._confirm()  # also when fewer voters now make a majority
             if self._next and self._round_in_flight is None and self._own_term_committed():
                 self._start_round()
-            return
+            return self._round_in_flight is not None
         now = time.monotonic()
         for number in [n for n, (sent, _, _) in self._asked.items() if now - sent > ASK_TIMEOUT]:
             for future in self._asked.pop(number)[2]:
@@ -112,7 +128,8 @@ class ReadIndex:
         in_flight = any(now - sent < ASK_AGAIN_AFTER for sent, _, _ in self._asked.values())
         if self._waiting and not in_flight:
             reads, self._waiting = self._waiting, []
-            self._ask_leader(reads, leader)
+            in_flight = self._ask_leader(reads, leader)
+        return in_flight
 
     def _own_term_committed(self) -> bool:
         raft = self._raft
@@ -142,17 +159,19 @@ class ReadIndex:
         self._raft._send_appends()  # the round's heartbeats, now
         self._confirm()  # alone, a replica is its own majority
 
-    def _ask_leader(self, reads: list, leader) -> None:
+    def _ask_leader(self, reads: list, leader) -> bool:
+        """Ask the leader for an index for `reads`; whether the request went out."""
         if leader is None:
             for future in reads:
                 _fail(future, "no leader known")
-            return
+            return False
         number = (self._run, next(self._ids))
         if not self._raft._SyncObj__transport.send(leader, {"type": REQUEST, "id": number}):
             for future in reads:
                 _fail(future, f"{self._leader_name()} cannot be reached")
-            return
+            return False
         self._asked[number] = (time.monotonic(), leader, reads)
+        return True
 
     # -- messages, from the transport -------------------------------------------------
 

@@ -81,6 +81,8 @@ class _Queue:
         self._queue = queue
         self._lock = threading.Lock()
         self._shut = False
+        self._soon: list[Callable[[], None]] = []  # for the serving thread (`soon`)
+        self._soon_lock = threading.Lock()
 
     def start(self, call: cygrpc.Call, operations: tuple, then: Callable) -> bool:
         """Start `operations` on `call`, `then(event)` once done; False if not started."""
@@ -88,6 +90,33 @@ class _Queue:
             if self._shut:
                 return False
             return call.start_server_batch(operations, _Tag(then)) == cygrpc.CallError.ok
+
+    def soon(self, call: cygrpc.Call, run: Callable[[], None]) -> None:
+        """`run()` on the serving thread. Those asked for before the serving thread gets
+        to them run together, after one batch without operations on `call` (the first
+        one's), which the core completes at once, whatever state the call is in: the
+        thread that settles a round of reads (Raft's) starts one batch, not one a read,
+        and each start hands it the GIL back and forth with the serving thread."""
+        with self._soon_lock:
+            self._soon.append(run)
+            if len(self._soon) > 1:
+                return  # the batch of the first one runs this one too
+        try:
+            started = self.start(call, (), self._run_soon)
+        except BaseException:  # never seen; later ones would only join a batch never started
+            self._run_soon(None)
+            raise
+        if not started:
+            self._run_soon(None)  # the server stopped: the answers are not sent, and settle so
+
+    def _run_soon(self, _event) -> None:
+        with self._soon_lock:
+            runs, self._soon = self._soon, []
+        for run in runs:
+            try:
+                run()
+            except Exception:  # one must not keep the others from running
+                log.exception("unexpected error serving a unary call")
 
     def request(self, core: cygrpc.Server, method: "_Method") -> None:
         """Ask the core for the next call of `method`."""
@@ -356,12 +385,12 @@ class Call:
                 log.exception("a callback of a %s call failed", self._method)
 
     def soon(self, run: Callable[[], None]) -> None:
-        """`run()` on the serving thread, after the events before it: a read settled on
-        the Raft thread is served there, rather than by a pool thread woken for it (a
-        thread more taking turns at the GIL: about two context switches a read). A
-        batch without operations completes at once, whatever state the call is in."""
-        if not self._queue.start(self._call, (), lambda _event: run()):
-            run()  # the server stopped: the answer is not sent, and settles so
+        """`run()` on the serving thread, with the others asked for meanwhile (possibly
+        before events of this call already queued, such as its cancel: an answer to a
+        call that is over is not sent): a read settled on the Raft thread is served
+        there, rather than by a pool thread woken for it (a thread more taking turns at
+        the GIL: about two context switches a read)."""
+        self._queue.soon(self._call, run)
 
     def respond(self, data: bytes) -> grpc.StatusCode:
         """End the call with its serialized response and OK; the code it ended with:

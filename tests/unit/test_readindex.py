@@ -254,3 +254,57 @@ def test_a_request_unanswered_for_a_while_does_not_hold_the_reads_after_it(monke
     assert later.result(0) == 30 and not first.done()
     reads.on_answer("a", {"id": raft.sent[0][1]["id"], "index": 29})
     assert first.result(0) == 29
+
+
+class Wakes:
+    """Counts the wake-ups ReadIndex asks of the Raft thread."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self) -> None:
+        self.count += 1
+
+
+@pytest.mark.parametrize("state", [LEADER, FOLLOWER])
+def test_reads_arriving_while_a_round_or_request_flies_do_not_wake_the_raft_thread(state):
+    """Its answer runs the tick that takes them; a read arriving when nothing flies
+    wakes it."""
+    raft, wakes = FakeRaft(state=state), Wakes()
+    reads = ReadIndex(raft, wake=wakes)
+    reads.on_tick()
+    first = reads.request()
+    assert wakes.count == 1
+    reads.on_tick()  # the round starts, or the request goes out
+    later = [reads.request() for _ in range(5)]
+    assert wakes.count == 1
+    if state == LEADER:
+        echo(reads, "b", 1)
+    else:
+        reads.on_answer("a", {"id": raft.sent[0][1]["id"], "index": 20})
+    assert first.done()
+    reads.on_tick()  # the answer's tick takes the later reads: a new round or request
+    if state == LEADER:
+        echo(reads, "c", 2)
+    else:
+        reads.on_answer("a", {"id": raft.sent[1][1]["id"], "index": 21})
+    assert all(f.done() for f in later)
+    reads.on_tick()  # nothing flies now
+    reads.request()
+    assert wakes.count == 2
+
+
+def test_a_read_queued_after_the_tick_took_the_queue_wakes_the_raft_thread(monkeypatch):
+    """Told "busy" just before that tick found nothing in flight, it is not left
+    waiting for a tick that nothing causes."""
+    raft, wakes = FakeRaft(state=FOLLOWER), Wakes()
+    reads = ReadIndex(raft, wake=wakes)
+    reads.on_tick()
+    reads.request()
+    reads.on_tick()  # a request flies
+    reads.request()  # told busy: no wake-up
+    assert wakes.count == 1
+    # The next tick took the queue just before that read was put, and nothing flies.
+    monkeypatch.setattr(reads, "_take_arrived", lambda: False)
+    reads.on_tick()
+    assert wakes.count == 2

@@ -2,6 +2,7 @@
 (cluster/unary.py): over a real grpcio server and client, with a servicer that
 answers when the test says."""
 
+import functools
 import os
 import queue
 import subprocess
@@ -166,6 +167,51 @@ def test_soon_runs_on_the_serving_thread(held):
     settler.start()
     settler.join(LIVENESS)
     assert ran.get(timeout=LIVENESS).endswith("(_serve)")
+    context.respond(registry_pb2.GetManifestResponse(digest=DIGEST).SerializeToString())
+    assert call.result().digest == DIGEST
+
+
+def test_reads_settled_together_run_on_the_serving_thread_after_one_batch(held, monkeypatch):
+    """The Raft thread starts one batch for the reads a round settled, not one each;
+    they run in order, and one that fails does not keep the others from running."""
+    servicer, stub, _ = held
+    call = _get(stub, "settled in a round")
+    _, context, _ = servicer.calls.get(timeout=LIVENESS)
+    empty_batches = []
+    start = unary._Queue.start
+
+    def counted(queue_, call_, operations, then):
+        if not operations:
+            empty_batches.append(then)
+        return start(queue_, call_, operations, then)
+
+    monkeypatch.setattr(unary._Queue, "start", counted)
+    ran: queue.Queue = queue.Queue()
+    busy, settled = threading.Event(), threading.Event()
+
+    def run(n: int) -> None:
+        if n == 0:  # the serving thread is busy while the others are settled
+            busy.set()
+            settled.wait(LIVENESS)
+        ran.put((n, threading.current_thread().name))
+        if n == 3:
+            raise RuntimeError("a read that fails")
+
+    context.soon(functools.partial(run, 0))
+
+    def settle_round() -> None:
+        busy.wait(LIVENESS)
+        for n in range(1, 20):
+            context.soon(functools.partial(run, n))
+        settled.set()
+
+    settler = threading.Thread(target=settle_round)
+    settler.start()
+    settler.join(LIVENESS)
+    runs = [ran.get(timeout=LIVENESS) for _ in range(20)]
+    assert [n for n, _ in runs] == list(range(20))
+    assert all(thread.endswith("(_serve)") for _, thread in runs)
+    assert len(empty_batches) == 2  # the first read's, and one for the other 19
     context.respond(registry_pb2.GetManifestResponse(digest=DIGEST).SerializeToString())
     assert call.result().digest == DIGEST
 

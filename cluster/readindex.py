@@ -10,8 +10,9 @@ round is confirmed once a majority, the leader included, echoed it or a later on
 One round serves every read that arrived before it started. Before, each read batch
 appended a barrier entry: three fsyncs, an apply on every replica, and a commit.
 
-One round is in flight at a time, and a follower has one request in flight (unless
-it is unanswered for ASK_AGAIN_AFTER: it may be lost): reads that arrive meanwhile
+One round is in flight at a time, and a follower has one request in flight (one
+unanswered for ASK_AGAIN_AFTER may be lost: its reads are asked for again, with the
+reads that arrived since): reads that arrive meanwhile
 wait for the next, all together (as etcd's read loop does).
 Every round costs each follower a heartbeat to handle and answer, and under many
 readers a round per tick cost more than the reads did; alone, a read finds nothing
@@ -47,8 +48,8 @@ REQUEST = "regraft_read_index"
 ANSWER = "regraft_read_index_answer"
 # A request to the leader unanswered this long (a lost message) fails its reads.
 ASK_TIMEOUT = 5.0
-# One unanswered this long no longer holds the reads that arrived since: it may be lost
-# (a reset connection drops what it had not sent yet), and they are asked for anew.
+# One unanswered this long may be lost (a reset connection drops what it had not sent
+# yet): its reads, and those that arrived since, are asked for anew.
 ASK_AGAIN_AFTER = 0.5
 
 
@@ -126,9 +127,15 @@ class ReadIndex:
                 _fail(future, f"{self._leader_name()} did not answer within {ASK_TIMEOUT} s")
         self._waiting.extend(arrived)
         in_flight = any(now - sent < ASK_AGAIN_AFTER for sent, _, _ in self._asked.values())
-        if self._waiting and not in_flight:
-            reads, self._waiting = self._waiting, []
-            in_flight = self._ask_leader(reads, leader)
+        if not in_flight:
+            # Requests unanswered this long may be lost: their reads are asked for again
+            # (an index confirmed after a read arrived serves it), and still served by
+            # a late answer, or failed at ASK_TIMEOUT.
+            unanswered = [f for _, _, reads in self._asked.values() for f in reads]
+            reads = [f for f in dict.fromkeys([*unanswered, *self._waiting]) if not f.done()]
+            self._waiting = []
+            if reads:
+                in_flight = self._ask_leader(reads, leader)
         return in_flight
 
     def _own_term_committed(self) -> bool:

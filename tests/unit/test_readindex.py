@@ -239,9 +239,11 @@ def test_reads_waiting_behind_a_request_fail_when_the_leader_changes():
         waiting.result(0)
 
 
-def test_a_request_unanswered_for_a_while_does_not_hold_the_reads_after_it(monkeypatch):
-    """It may be lost with a reset connection: the later reads are asked for anew, and
-    the first read still gets its answer if one comes."""
+def test_a_request_unanswered_for_a_while_is_asked_again_with_the_reads_after_it(
+    monkeypatch,
+):
+    """It may be lost with a reset connection: its reads and the later ones are asked
+    for anew; a late answer to it changes nothing then."""
     raft = FakeRaft(state=FOLLOWER, leader="a")
     reads = started(raft)
     first = reads.request()
@@ -251,9 +253,26 @@ def test_a_request_unanswered_for_a_while_does_not_hold_the_reads_after_it(monke
     reads.on_tick()
     assert len(raft.sent) == 2
     reads.on_answer("a", {"id": raft.sent[1][1]["id"], "index": 30})
-    assert later.result(0) == 30 and not first.done()
+    assert (first.result(0), later.result(0)) == (30, 30)
     reads.on_answer("a", {"id": raft.sent[0][1]["id"], "index": 29})
-    assert first.result(0) == 29
+    assert first.result(0) == 30
+
+
+def test_the_reads_of_a_lost_request_are_asked_for_again_without_new_reads(monkeypatch):
+    """Not held until ASK_TIMEOUT (5 s, longer than many deadlines)."""
+    raft = FakeRaft(state=FOLLOWER, leader="a")
+    reads = started(raft)
+    lost = reads.request()
+    reads.on_tick()
+    reads.on_tick()
+    assert len(raft.sent) == 1  # in flight: not asked again yet
+    monkeypatch.setattr(readindex, "ASK_AGAIN_AFTER", 0.0)
+    reads.on_tick()
+    assert len(raft.sent) == 2
+    reads.on_answer("a", {"id": raft.sent[1][1]["id"], "index": 40})
+    assert lost.result(0) == 40
+    reads.on_tick()
+    assert len(raft.sent) == 2  # nothing left to ask for
 
 
 class Wakes:

@@ -4,7 +4,11 @@ Callers are spread over several processes (one Python process drives only a few
 thousand gRPC calls a second) and over every endpoint, as co-located front-ends
 would. Each caller loops for the duration: a write is a PutTag of a fresh tag (one
 Raft entry, fsynced on a majority); a read is a GetManifest by tag, STALE or
-LINEARIZABLE. Reported: operations per second, p50 and p99 latency, errors.
+LINEARIZABLE. Reported: operations per second, p50 and p99 latency, errors, and the
+CPU the callers' processes spent per operation: the load generator shares the
+machine with what it measures, and what a call costs the client depends on the
+server too (grpc's C core sends each answer in a write of its own, where etcd's Go
+server gathers answers: docs/performance.md, Session 16).
 
 `--target etcd` drives an etcd cluster with the same callers, processes and gRPC
 library: a write is a Put of a fresh key (the tag's digest as its value), a read a
@@ -14,6 +18,7 @@ with etcd are then of the servers, not of two load generators.
 
 import json
 import multiprocessing
+import resource
 import statistics
 import threading
 import time
@@ -144,11 +149,18 @@ def _worker(target, endpoints, op, threads, duration, digest, first, queue, cred
             errors[0] += failed
 
     pool = [threading.Thread(target=caller, args=(first + n,)) for n in range(threads)]
+    before = _cpu_seconds()  # the callers' CPU, not the process's start-up
     for t in pool:
         t.start()
     for t in pool:
         t.join()
-    queue.put((latencies, errors[0]))
+    queue.put((latencies, errors[0], _cpu_seconds() - before))
+
+
+def _cpu_seconds() -> float:
+    """User and system CPU of this process, all its threads."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def run(
@@ -184,10 +196,12 @@ def run(
         w.start()
     latencies: list[float] = []
     errors = 0
+    client_cpu = 0.0
     for _ in workers:
-        found, failed = queue.get()
+        found, failed, cpu = queue.get()
         latencies.extend(found)
         errors += failed
+        client_cpu += cpu
     for w in workers:
         w.join()
     elapsed = time.monotonic() - started
@@ -203,6 +217,7 @@ def run(
         "p50_ms": round(_percentile(latencies, 0.50) * 1000, 2),
         "p99_ms": round(_percentile(latencies, 0.99) * 1000, 2),
         "mean_ms": round(statistics.fmean(latencies) * 1000, 2) if latencies else 0.0,
+        "client_cpu_us_per_op": round(client_cpu * 1e6 / len(latencies)) if latencies else 0,
     }
 
 
@@ -217,5 +232,6 @@ def format_result(r: dict) -> str:
     return (
         f"{target}{r['op']:<18} concurrency {r['concurrency']:>4}: "
         f"{r['ops_per_second']:>9.1f} ops/s  "
-        f"p50 {r['p50_ms']:>7.2f} ms  p99 {r['p99_ms']:>8.2f} ms  errors {r['errors']}"
+        f"p50 {r['p50_ms']:>7.2f} ms  p99 {r['p99_ms']:>8.2f} ms  errors {r['errors']}  "
+        f"client CPU {r['client_cpu_us_per_op']} us/op"
     )

@@ -22,6 +22,7 @@ def measured(*arguments: str) -> list[dict]:
     for row in rows:
         assert row["ops"] > 0 and row["errors"] == 0, row
         assert 0 < row["p50_ms"] <= row["p99_ms"], row
+        assert row["client_cpu_us_per_op"] > 0, row  # the worker processes' CPU
     return rows
 
 

@@ -31,3 +31,20 @@ def test_bad_bench_flags_are_refused_before_anything_runs(flags, says, capsys):
         code = e.code
     assert code == 2
     assert says in capsys.readouterr().err
+
+
+def test_a_result_line_says_what_the_callers_cost():
+    row = {
+        "target": "etcd",
+        "op": "read-stale",
+        "concurrency": 128,
+        "ops": 70000,
+        "errors": 0,
+        "ops_per_second": 8750.0,
+        "p50_ms": 12.2,
+        "p99_ms": 40.1,
+        "client_cpu_us_per_op": 146,
+    }
+    line = bench.format_result(row)
+    assert line.startswith("etcd read-stale")
+    assert "8750.0 ops/s" in line and "client CPU 146 us/op" in line

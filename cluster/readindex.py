@@ -18,6 +18,17 @@ Every round costs each follower a heartbeat to handle and answer, and under many
 readers a round per tick cost more than the reads did; alone, a read finds nothing
 in flight and waits no longer.
 
+A follower's reads need fewer messages when a majority is two (three voters or two):
+the leader and the follower that asked. Its request says it may vouch (VOUCH), and
+the round's append to it carries the index and the ids of its requests (CARRIED).
+Accepting that append in its current term, it completes the majority itself: the
+leader led in that term when it sent the append, after the request arrived, and the
+follower had not moved past the term when it received it; a leader of a later term
+that committed anything before the send needed one of the two. The reads are served
+then, with no echo and no answer: two messages on their path instead of four. An
+append that could not carry them (the follower not connected, or a large entry in
+pieces) leaves them to the answer once the round is confirmed.
+
 The round's index is the commit index when it starts (the last command at or below
 it: revisions count commands), and only once that commit index has reached an entry
 of the leader's own term (its no-op): until then it may lag entries earlier leaders
@@ -35,6 +46,7 @@ import os
 import queue
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 from pysyncobj.syncobj import _COMMAND_TYPE, _RAFT_STATE
 
@@ -46,11 +58,23 @@ ROUND = "regraft_round"
 ECHO = "regraft_echo"
 REQUEST = "regraft_read_index"
 ANSWER = "regraft_read_index_answer"
+# A request's flag: the follower confirms its reads itself on the round's append,
+# which then carries (index, request ids) under CARRIED.
+VOUCH = "regraft_vouch"
+CARRIED = "regraft_carried"
 # A request to the leader unanswered this long (a lost message) fails its reads.
 ASK_TIMEOUT = 5.0
 # One unanswered this long may be lost (a reset connection drops what it had not sent
 # yet): its reads, and those that arrived since, are asked for anew.
 ASK_AGAIN_AFTER = 0.5
+
+
+class _Request(NamedTuple):
+    """A follower's request for an index, on the leader."""
+
+    node: object
+    id: object
+    vouch: bool  # its reads are confirmed by the follower's acceptance of the append
 
 
 class NotConfirmed(Exception):
@@ -64,10 +88,12 @@ class ReadIndex:
         self._arrived: queue.SimpleQueue = queue.SimpleQueue()
         self._term = -1
         self._leader = None
-        # Leader: reads (local futures, or (node, id) of a follower's request) for the
+        # Leader: reads (local futures, or a follower's _Request) for the
         # next round; the round started and not yet confirmed: (round, index, reads).
         self._next: list = []
         self._round_in_flight: tuple[int, int, list] | None = None
+        # While a round's appends are sent: per follower, what its append carries.
+        self.to_carry: dict = {}
         self._round = itertools.count(1)
         # A round or request is in flight: its answers will run a tick that takes the
         # reads arrived meanwhile, so they need not wake the Raft thread each (under
@@ -159,12 +185,31 @@ class ReadIndex:
     def _start_round(self) -> None:
         number = next(self._round)
         reads, self._next = self._next, []
-        self._round_in_flight = (number, self._read_index(), reads)
+        index = self._read_index()
         metrics.read_barriers.inc()
         metrics.read_barrier_batch.observe(len(reads))
         self.sent_round = number
+        carry = self._carried(reads, index)
+        self.to_carry = dict(carry)  # the transport takes each follower's (send)
         self._raft._send_appends()  # the round's heartbeats, now
+        left, self.to_carry = self.to_carry, {}
+        # Requests that went with their appends are done here; the rest wait for echoes.
+        gone = {(node, number) for node in carry.keys() - left.keys() for number in carry[node][1]}
+        reads = [r for r in reads if not (isinstance(r, _Request) and (r.node, r.id) in gone)]
+        self._round_in_flight = (number, index, reads)
         self._confirm()  # alone, a replica is its own majority
+
+    def _carried(self, reads: list, index: int) -> dict:
+        """Per follower, the (index, request ids) its append carries: those of the
+        followers that vouch, when with the leader they make a majority."""
+        voters = self._voters()
+        if len(voters) > 2:
+            return {}
+        carried: dict = {}
+        for read in reads:
+            if isinstance(read, _Request) and read.vouch and read.node in voters:
+                carried.setdefault(read.node, (index, []))[1].append(read.id)
+        return carried
 
     def _ask_leader(self, reads: list, leader) -> bool:
         """Ask the leader for an index for `reads`; whether the request went out."""
@@ -173,7 +218,8 @@ class ReadIndex:
                 _fail(future, "no leader known")
             return False
         number = (self._run, next(self._ids))
-        if not self._raft._SyncObj__transport.send(leader, {"type": REQUEST, "id": number}):
+        request = {"type": REQUEST, "id": number, VOUCH: True}
+        if not self._raft._SyncObj__transport.send(leader, request):
             for future in reads:
                 _fail(future, f"{self._leader_name()} cannot be reached")
             return False
@@ -195,18 +241,41 @@ class ReadIndex:
             self._confirm()
 
     def on_request(self, node, message: dict) -> None:
+        request = _Request(node, message.get("id"), message.get(VOUCH) is True)
+        try:
+            hash(request)
+        except TypeError:
+            return  # not an id this code sends
         if self._raft._SyncObj__raftState != _RAFT_STATE.LEADER:
-            self._answer((node, message.get("id")), None)
+            self._answer(request, None)
             return
-        self._next.append((node, message.get("id")))
-        self._wake()
+        # No wake-up: this runs inside the Raft thread's poll, and the tick after it
+        # starts the round (a wake-up would cost a tick more).
+        self._next.append(request)
 
     def on_answer(self, node, message: dict) -> None:
-        asked = self._asked.get(message.get("id"))
+        self._answered(node, message.get("id"), message.get("index"))
+
+    def on_carried(self, node, append: dict) -> None:
+        """An append from `node` that carries the index of requests of ours, handled by
+        PySyncObj: its reads are confirmed if this replica accepted it in its term."""
+        carried = append.get(CARRIED)
+        if not isinstance(carried, tuple) or len(carried) != 2:
+            return
+        index, numbers = carried
+        raft = self._raft
+        if not isinstance(index, int) or not isinstance(numbers, list):
+            return
+        if append.get("term") != raft.raftCurrentTerm or raft._getLeader() != node:
+            return  # not accepted as the leader's append in this replica's term
+        for number in numbers:
+            self._answered(node, number, index)
+
+    def _answered(self, node, number, index) -> None:
+        asked = self._asked.get(number)
         if asked is None or asked[1] != node:
             return  # not a request of this run, or not to this node
-        _, _, reads = self._asked.pop(message.get("id"))
-        index = message.get("index")
+        _, _, reads = self._asked.pop(number)
         for future in reads:
             if isinstance(index, int):
                 _settle(future, index)
@@ -238,8 +307,9 @@ class ReadIndex:
             else:
                 _settle(read, index)
             return
-        node, number = read
-        self._raft._SyncObj__transport.send(node, {"type": ANSWER, "id": number, "index": index})
+        self._raft._SyncObj__transport.send(
+            read.node, {"type": ANSWER, "id": read.id, "index": index}
+        )
 
     def _fail_all(self, reason: str) -> None:
         in_flight = self._round_in_flight[2] if self._round_in_flight is not None else []

@@ -30,7 +30,9 @@
 - Read rounds: the leader's appends carry its latest heartbeat round, and a reply
   echoes the round and term of the append it answers, so that the leader can confirm
   linearizable reads without a log entry (cluster/readindex.py, whose requests and
-  answers between followers and the leader also travel here).
+  answers between followers and the leader also travel here). A round's append to a
+  follower that asked may carry the index its reads are served at, which the follower
+  confirms itself once PySyncObj has handled the append.
 - Fewer messages: a write sent to a follower is forwarded to the leader, which
   answers with the index it got: two messages per write, each pickled, compressed
   and encrypted on its own. Those of one tick travel as one message per peer, sent
@@ -277,8 +279,12 @@ class DurableTransport(TCPTransport):
             message = {**message, "next_node_idx": claim}
         if kind == "next_node_idx" and node in self._echoes:
             message = {**message, readindex.ECHO: self._echoes[node]}
-        elif kind == "append_entries" and self._syncObj.read_index.sent_round:
-            message = {**message, readindex.ROUND: self._syncObj.read_index.sent_round}
+        elif kind == "append_entries":
+            reads = self._syncObj.read_index
+            if reads.sent_round:
+                message = {**message, readindex.ROUND: reads.sent_round}
+            if node in reads.to_carry and "entries" in message:  # not a piece, nor a snapshot
+                message = {**message, readindex.CARRIED: reads.to_carry.pop(node)}
         if kind in _BATCHED and self._syncObj.batch_peer_messages:
             self._outbox.setdefault(node, []).append(message)
             return True
@@ -326,6 +332,8 @@ class DurableTransport(TCPTransport):
                 self._on_append(node, message)
             finally:
                 self._echoes.pop(node, None)
+            if readindex.CARRIED in message:
+                self._syncObj.read_index.on_carried(node, message)
             return
         if kind != "next_node_idx":
             super()._onMessageReceived(node, message)

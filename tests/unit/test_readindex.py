@@ -3,7 +3,7 @@
 import pytest
 
 from cluster import readindex
-from cluster.readindex import ECHO, REQUEST, NotConfirmed, ReadIndex
+from cluster.readindex import CARRIED, ECHO, REQUEST, VOUCH, NotConfirmed, ReadIndex
 
 LEADER, FOLLOWER = 2, 0
 COMMAND, NO_OP = b"\x00cmd", b"\x01"
@@ -25,12 +25,18 @@ class FakeRaft:
         self.sent = []
         self.reachable = True
         self._SyncObj__transport = self
+        self.reads: ReadIndex | None = None  # set by started()
+        self.connected = set(voters)
+        self.carried = []  # (follower, what its append carried), as the transport sends
 
     def _getLeader(self):
         return self.leader
 
     def _send_appends(self):
         self.appends_sent += 1
+        for node in sorted(self.reads.to_carry if self.reads else ()):
+            if node in self.connected:
+                self.carried.append((node, self.reads.to_carry.pop(node)))
 
     def send(self, node, message):
         self.sent.append((node, message))
@@ -39,6 +45,7 @@ class FakeRaft:
 
 def started(raft: FakeRaft):
     reads = ReadIndex(raft, wake=lambda: None)
+    raft.reads = reads
     reads.on_tick()  # learns the term and leader
     return reads
 
@@ -327,3 +334,92 @@ def test_a_read_queued_after_the_tick_took_the_queue_wakes_the_raft_thread(monke
     monkeypatch.setattr(reads, "_take_arrived", lambda: False)
     reads.on_tick()
     assert wakes.count == 2
+
+
+def test_a_vouching_followers_reads_go_with_the_rounds_append_when_two_make_a_majority():
+    """Three voters: the leader and the follower that asked are a majority, so the
+    append carries the index and nothing more is sent for those reads."""
+    raft = FakeRaft()
+    reads = started(raft)
+    reads.on_request("b", {"type": REQUEST, "id": 7, VOUCH: True})
+    reads.on_request("b", {"type": REQUEST, "id": 8, VOUCH: True})
+    reads.on_request("c", {"type": REQUEST, "id": 9})  # a release that does not vouch
+    reads.on_tick()
+    assert raft.carried == [("b", (13, [7, 8]))]
+    echo(reads, "c", 1)
+    assert raft.sent == [("c", {"type": readindex.ANSWER, "id": 9, "index": 13})]
+
+
+@pytest.mark.parametrize(
+    ("voters", "connected"),
+    [(("b", "c", "d", "e"), ("b", "c", "d", "e")), (("b", "c"), ("c",))],
+    ids=["five voters", "its append not sent"],
+)
+def test_vouched_reads_are_answered_once_confirmed_when_no_append_carried_them(voters, connected):
+    raft = FakeRaft(voters=voters)
+    raft.connected = set(connected)
+    reads = started(raft)
+    reads.on_request("b", {"type": REQUEST, "id": 7, VOUCH: True})
+    reads.on_tick()
+    assert raft.carried == [] and raft.sent == []
+    for node in ("c", "d"):
+        echo(reads, node, 1)
+    assert raft.sent == [("b", {"type": readindex.ANSWER, "id": 7, "index": 13})]
+
+
+def test_a_leader_that_loses_its_term_fails_the_vouched_reads_it_could_not_carry():
+    raft = FakeRaft()
+    raft.connected = set()
+    reads = started(raft)
+    reads.on_request("b", {"type": REQUEST, "id": 7, VOUCH: True})
+    reads.on_tick()
+    raft.raftCurrentTerm, raft.leader, raft._SyncObj__raftState = 4, "b", FOLLOWER
+    reads.on_tick()
+    assert raft.sent == [("b", {"type": readindex.ANSWER, "id": 7, "index": None})]
+
+
+def carried(raft: FakeRaft, index: int, term: int = 3) -> dict:
+    """The leader's append that carries `index` for the request the follower sent."""
+    (_, asked), *_ = raft.sent
+    return {"type": "append_entries", "term": term, CARRIED: (index, [asked["id"]])}
+
+
+def test_a_follower_vouches_and_serves_its_reads_on_the_append_that_carries_them():
+    raft = FakeRaft(state=FOLLOWER, leader="a")
+    reads = started(raft)
+    future = reads.request()
+    reads.on_tick()
+    ((_, asked),) = raft.sent
+    assert asked[VOUCH] is True
+    reads.on_carried("a", carried(raft, 55))
+    assert future.result(0) == 55
+
+
+@pytest.mark.parametrize(
+    ("sender", "append_term", "term_here"),
+    [("b", 3, 3), ("a", 2, 3), ("a", 3, 4)],
+    ids=["not the leader asked", "an older term", "this replica moved on"],
+)
+def test_an_append_this_replica_did_not_accept_as_its_leaders_confirms_nothing(
+    sender, append_term, term_here
+):
+    raft = FakeRaft(state=FOLLOWER, leader="a")
+    reads = started(raft)
+    future = reads.request()
+    reads.on_tick()
+    raft.raftCurrentTerm = term_here
+    reads.on_carried(sender, carried(raft, 55, term=append_term))
+    assert not future.done()
+
+
+def test_a_followers_request_does_not_wake_the_raft_thread_it_arrives_on():
+    """It arrives inside the Raft thread's poll, and the tick after it starts the
+    round: a wake-up would only cost a tick more."""
+    raft, wakes = FakeRaft(), Wakes()
+    reads = ReadIndex(raft, wake=wakes)
+    raft.reads = reads
+    reads.on_tick()
+    reads.on_request("b", {"type": REQUEST, "id": 7, VOUCH: True})
+    assert wakes.count == 0
+    reads.on_tick()
+    assert raft.carried == [("b", (13, [7]))]

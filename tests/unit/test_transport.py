@@ -31,7 +31,10 @@ def make_transport(recorder):
     """A DurableTransport without its constructor: only what send and receive touch."""
     transport = DurableTransport.__new__(DurableTransport)
     journal = SimpleNamespace(sync=lambda: recorder.calls.append("sync"))
-    read_index = SimpleNamespace(sent_round=0, on_reply=lambda node, message: None)
+    read_index = SimpleNamespace(
+        sent_round=0, to_carry={}, on_reply=lambda node, message: None, carried=[]
+    )
+    read_index.on_carried = lambda node, message: read_index.carried.append((node, message))
     transport._syncObj = SimpleNamespace(
         journal=journal,
         _SyncObj__raftNextIndex={},
@@ -493,6 +496,40 @@ def test_appends_carry_the_leaders_latest_round(wire):
     transport.send("b", {"type": "append_entries", "term": 3})
     transport.send("b", {"type": "request_vote", "term": 3})
     assert [m.get(readindex.ROUND) for _, m in wire] == [None, 4, None]
+
+
+def test_a_rounds_append_carries_the_index_for_the_requests_of_its_follower(wire):
+    """Once, to that follower, and not on a piece of a large entry (nor a snapshot)."""
+    transport = make_transport(Recorder())
+    transport._syncObj.read_index.to_carry = {"b": (13, [7])}
+    piece = {"type": "append_entries", "transmission": "start", "data": b"x", "term": 3}
+    transport.send("b", piece)
+    transport.send("c", {"type": "append_entries", "term": 3, "entries": []})
+    transport.send("b", {"type": "append_entries", "term": 3, "entries": []})
+    transport.send("b", {"type": "append_entries", "term": 3, "entries": []})
+    assert [(n, m.get(readindex.CARRIED)) for n, m in wire] == [
+        ("b", None),
+        ("c", None),
+        ("b", (13, [7])),
+        ("b", None),
+    ]
+
+
+def test_reads_an_append_carries_are_looked_at_once_pysyncobj_handled_it(wire):
+    """The follower confirms them only if it accepted the append in its term: PySyncObj
+    must have seen the append's term first."""
+    heartbeat = {"term": 4, "prevLogIdx": 20, "prevLogTerm": 3, "entries": []}
+    transport = make_transport(Recorder())
+    order = []
+    transport._onMessageReceivedCallback = lambda node, m: order.append("pysyncobj")
+    transport._syncObj.read_index.on_carried = lambda node, m: order.append(("carried", node))
+    transport._syncObj._SyncObj__raftLog = HELD
+    transport._syncObj.raftLastApplied = 12
+    transport._syncObj.raftCurrentTerm = 4
+    append = {"type": "append_entries", "commit_index": 30} | heartbeat
+    transport._onMessageReceived("leader", append | {readindex.CARRIED: (30, [("r", 1)])})
+    transport._onMessageReceived("leader", append)
+    assert order == ["pysyncobj", ("carried", "leader"), "pysyncobj"]
 
 
 class _NoPoller:

@@ -46,7 +46,14 @@ def endpoint_list(text: str) -> list[str]:
     return endpoints
 
 
-_NOT_REACHED = ("failed to connect", "socket closed", "connection refused", "handshake")
+_NOT_REACHED = (
+    "failed to connect",
+    "socket closed",
+    "connection refused",
+    "handshake",
+    "errors resolving",  # a host name that does not resolve
+    "dns resolution failed",
+)
 NOT_REACHED_HINT = (
     "no replica answered: check the endpoints; a replica that serves TLS needs --ca-file "
     "(or --tls), and one that requires client certificates --cert-file and --key-file"

@@ -28,6 +28,18 @@ def test_a_membership_command_gives_up_on_endpoints_nobody_answers(capsys):
     assert "--ca-file" in err  # a TLS replica spoken to in plaintext looks the same
 
 
+def test_a_host_name_that_does_not_resolve_is_nobody_answering(capsys):
+    """`regraft call` waited its whole 30 s for it, membership commands a minute."""
+    started = time.monotonic()
+    code = cli.main(["call", "--endpoints", "regraft-test.invalid:7401", "ListRepositories", "{}"])
+    took = time.monotonic() - started
+    assert code == 1
+    assert took < 15, f"gave up after {took:.1f} s"
+    err = capsys.readouterr().err
+    assert "errors resolving regraft-test.invalid:7401" in err
+    assert "no replica answered: check the endpoints" in err
+
+
 def test_leader_transfer_takes_the_voter_as_an_argument_or_with_to(capsys):
     """`regraft leader transfer r3` was refused as an unrecognized argument."""
     assert cli.main(["leader", "transfer", "r3", "--to", "r2"]) == 2

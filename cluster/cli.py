@@ -449,10 +449,12 @@ def query_members(
     endpoints: list[str], timeout: float, credentials: Credentials | None = None
 ) -> list[tuple]:
     """(endpoint, StatusResponse or None, error or None) of the endpoints and every
-    member they name; a member reached under two addresses is listed once."""
+    member they name; a member reached under two addresses is listed once. Another
+    replica with an id already seen (another cluster's: `regraft up` names every
+    cluster's r1..rN) is listed too, and status_problems says so."""
     from cluster.client import Client
 
-    rows, ids, tried, queued = [], set(), set(), list(endpoints)
+    rows, seen, tried, queued = [], {}, set(), list(endpoints)
     with Client(endpoints, credentials=credentials) as client:
         while queued:
             endpoint = queued.pop(0)
@@ -464,12 +466,19 @@ def query_members(
             except grpc.RpcError as e:
                 rows.append((endpoint, None, e.details() or e.code().name))
                 continue
-            if status.id in ids:
-                continue
-            ids.add(status.id)
             rows.append((endpoint, status, None))
-            queued += [m.grpc_address for m in status.members if m.id not in ids]
+            if status.id in seen:
+                if seen[status.id] == own_raft_address(status):
+                    rows.pop()  # the same replica under another address
+                continue  # another replica: its members are not this cluster's
+            seen[status.id] = own_raft_address(status)
+            queued += [m.grpc_address for m in status.members if m.id not in seen]
     return rows
+
+
+def own_raft_address(status) -> str:
+    """A replica's Raft address as its Status says ("" when its table lacks it)."""
+    return next((m.raft_address for m in status.members if m.is_self), "")
 
 
 def _leader_view(rows):
@@ -490,6 +499,8 @@ def status_table(rows) -> str:
             lines.append([endpoint, "-", "unreachable", *[""] * (len(header) - 3)])
             continue
         member = seen_by_leader.get(status.id)
+        if member is not None and own_raft_address(status) not in ("", member.raft_address):
+            member = None  # another cluster's replica of that id
         if member is not None and cli_members.is_learner(member):
             lag, link = str(max(0, leader.commit_index - status.applied_index)), "-"
         elif member is not None:
@@ -536,9 +547,18 @@ def status_problems(rows) -> list[str]:
     """What an operator should know, in words."""
     problems = []
     live = [s for _, s, _ in rows if s is not None]
+    first: dict = {}  # id -> (endpoint, Raft address) of the first replica answering so
     for endpoint, status, error in rows:
         if status is None:
             problems.append(f"{endpoint} is unreachable ({error})")
+        elif status.id in first:
+            problems.append(
+                f"two replicas answer as {status.id}: {first[status.id][0]} (Raft "
+                f"{first[status.id][1] or '?'}) and {endpoint} (Raft "
+                f"{own_raft_address(status) or '?'}); are the endpoints of one cluster?"
+            )
+        else:
+            first[status.id] = (endpoint, own_raft_address(status))
     leaders = {s.leader_id for s in live if s.leader_id}
     if not leaders:
         problems.append("no leader: writes and linearizable reads are unavailable")
@@ -551,6 +571,13 @@ def status_problems(rows) -> list[str]:
             "leader; writes and linearizable reads fail until it does or another is elected"
         )
     if leader is not None:
+        members = {m.id for m in leader.members}
+        strangers = sorted({s.id for s in live} - members)
+        if strangers:
+            problems.append(
+                f"not members of leader {leader.id}'s cluster: {', '.join(strangers)} "
+                "(removed, or endpoints of another cluster)"
+            )
         if not leader.has_quorum:
             problems.append(f"leader {leader.id} cannot reach a majority of the members")
         for member in leader.members:

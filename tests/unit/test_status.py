@@ -11,7 +11,9 @@ GIB = 1 << 30
 
 
 def member(id_: str, **fields) -> cluster_pb2.Member:
-    return cluster_pb2.Member(id=id_, raft_address=f"{id_}:7411", **{"reachable": True, **fields})
+    return cluster_pb2.Member(
+        id=id_, **{"raft_address": f"{id_}:7411", "reachable": True, **fields}
+    )
 
 
 def status(id_: str, role=cluster_pb2.FOLLOWER, leader="r1", **fields):
@@ -144,9 +146,32 @@ def test_each_problem_is_named(rows, expected):
     assert any(p.startswith(expected) for p in problems), problems
 
 
+def test_replicas_of_another_cluster_are_named_not_dropped():
+    """`regraft up` names every cluster's replicas r1..rN: an endpoint of a neighbouring
+    cluster answered as r1 and was left out, and the table said healthy."""
+    other = status(
+        "r1",
+        role=cluster_pb2.LEADER,
+        members=[member("r1", is_self=True, is_leader=True, raft_address="h9:7411")],
+    )
+    rows = [*healthy_rows(), ("h9:7401", other, None), ("h8:7401", status("r7"), None)]
+    problems = cli.status_problems(rows)
+    assert (
+        "two replicas answer as r1: h1:7401 (Raft r1:7411) and h9:7401 (Raft h9:7411); "
+        "are the endpoints of one cluster?"
+    ) in problems
+    assert (
+        "not members of leader r1's cluster: r7 (removed, or endpoints of another cluster)"
+    ) in problems
+    lines = cli.status_table(rows).splitlines()
+    assert len(lines) == 1 + 5
+    assert lines[4].split()[:2] == ["h9:7401", "r1"]
+    assert lines[4].split()[7:9] == ["-", "-"]  # not the leader's r1: no lag, no link
+
+
 def test_the_limits_are_not_problems_yet():
     rows = [
-        ("h1:7401", leader(member("r3", lag=cli.LAG_LIMIT)), None),
+        ("h1:7401", leader(member("r2"), member("r3", lag=cli.LAG_LIMIT)), None),
         ("h2:7401", status("r2", disk_free_bytes=int(10.5 * GIB)), None),
     ]
     assert cli.status_problems(rows) == []

@@ -5,6 +5,7 @@ to any endpoint and follow the leader's address in an UNAVAILABLE answer.
 """
 
 import argparse
+import contextlib
 import sys
 import time
 from collections.abc import Callable
@@ -133,9 +134,32 @@ def _dialable_or_placeholder(address: str) -> str:
 
 
 def _list(args) -> int:
-    response = _call(args, "ListMembers", cluster_pb2.ListMembersRequest(), 10.0)
+    request = cluster_pb2.ListMembersRequest()
+    response = _call(args, "ListMembers", request, 10.0)
+    leader = next((m for m in response.members if m.is_leader), None)
+    if (
+        leader is not None
+        and not leader.is_self
+        and not names.is_wildcard_address(leader.grpc_address)
+    ):
+        # Only the leader knows the lag and which voters answer it: ask it.
+        with contextlib.suppress(grpc.RpcError):
+            credentials = cli_auth.client_credentials(args)
+            response = call_leader(leader.grpc_address, "ListMembers", request, 5.0, credentials)
     print(members_table(response.members))
+    if not _from_leader(response.members):
+        me = next((m.id for m in response.members if m.is_self), "a replica")
+        print(
+            f"(as {me} sees them: not the leader, which did not answer; LAG is known to the "
+            f"leader only, and REACHABLE is {me}'s own link)",
+            file=sys.stderr,
+        )
     return 0
+
+
+def _from_leader(members) -> bool:
+    """Whether a member list is the leader's (LAG and REACHABLE as it sees them)."""
+    return any(m.is_self and m.is_leader for m in members)
 
 
 def _add(args) -> int:
@@ -188,6 +212,7 @@ def _print_change(response: cluster_pb2.MemberChangeResponse) -> None:
 
 
 def members_table(members) -> str:
+    leaders_view = _from_leader(members)
     header = ["ID", "ROLE", "RAFT", "GRPC", "REACHABLE", "LEADER", "LAG"]
     rows = [
         [
@@ -197,7 +222,7 @@ def members_table(members) -> str:
             m.grpc_address,
             _reachable(m),
             "*" if m.is_leader else "",
-            "-" if is_learner(m) else str(m.lag),
+            "-" if is_learner(m) else str(m.lag) if leaders_view else "?",
         ]
         for m in members
     ]

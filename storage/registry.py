@@ -444,17 +444,18 @@ def page(records, n: int, name) -> tuple[list, bool]:
     return found, False
 
 
-# A page of referrers ends once its descriptors reach this size: each may carry up to
-# a manifest's worth of annotations, and a whole list could pass gRPC's message limit.
-REFERRERS_PAGE_BYTES = 4 << 20
+# A page of referrers ends before its descriptors pass this size: each may carry up to
+# a manifest's worth of annotations, and an answer must stay under the 4 MiB that gRPC
+# clients accept by default (with room for the rest of the answer).
+REFERRERS_PAGE_BYTES = (4 << 20) - (16 << 10)
 
 
 def get_referrers(
     view: View, repository: str, subject: str, artifact_type: str, n: int, last: str = ""
 ) -> tuple[list[registry_pb2.Descriptor], bool]:
     """One page of the manifests of the repository whose subject is `subject`, in
-    digest order after `last`: at most n, and no more once REFERRERS_PAGE_BYTES are
-    reached; and whether more follow."""
+    digest order after `last`: at most n, and no more than REFERRERS_PAGE_BYTES of
+    descriptors (at least one); and whether more follow."""
     rid = _repo(view, repository)
     if rid is None:
         return [], False
@@ -469,18 +470,17 @@ def get_referrers(
         record = record_pb2.ManifestRecord.FromString(raw)
         if artifact_type and record.artifact_type != artifact_type:
             continue
-        if len(found) == n or size >= REFERRERS_PAGE_BYTES:
-            return found, True
-        found.append(
-            registry_pb2.Descriptor(
-                media_type=record.media_type,
-                digest=digest,
-                size=len(record.content),
-                artifact_type=record.artifact_type,
-                annotations=record.annotations,
-            )
+        descriptor = registry_pb2.Descriptor(
+            media_type=record.media_type,
+            digest=digest,
+            size=len(record.content),
+            artifact_type=record.artifact_type,
+            annotations=record.annotations,
         )
-        size += found[-1].ByteSize()
+        size += descriptor.ByteSize()
+        if len(found) == n or (found and size > REFERRERS_PAGE_BYTES):
+            return found, True
+        found.append(descriptor)
     return found, False
 
 

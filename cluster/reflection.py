@@ -23,6 +23,7 @@ import logging
 from concurrent.futures import Executor
 
 import grpc
+from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc import _server
 from grpc._cython import cygrpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
@@ -45,13 +46,41 @@ MAX_OPEN = 64
 MAX_REQUEST_BYTES = 4096
 
 
+def _describe_v1() -> None:
+    """Put grpc.reflection.v1's file (v1alpha's under the new package) in the default
+    descriptor pool, so that reflection lists and describes v1 too: clients that fetch
+    every listed service's file (grpcui, Postman) would fail on a name it cannot give."""
+    pool = descriptor_pool.Default()
+    try:
+        pool.FindServiceByName(SERVICE_V1)
+        return  # a grpcio-reflection that ships v1
+    except KeyError:
+        pass
+    v1 = descriptor_pb2.FileDescriptorProto()
+    reflection_pb2.DESCRIPTOR.CopyToProto(v1)
+    v1.name, v1.package = "grpc/reflection/v1/reflection.proto", "grpc.reflection.v1"
+    v1.options.Clear()
+    alpha = ".grpc.reflection.v1alpha."
+    for message in v1.message_type:
+        for field in message.field:
+            if field.type_name:
+                field.type_name = field.type_name.replace(alpha, ".grpc.reflection.v1.")
+    for method in v1.service[0].method:
+        method.input_type = method.input_type.replace(alpha, ".grpc.reflection.v1.")
+        method.output_type = method.output_type.replace(alpha, ".grpc.reflection.v1.")
+    pool.Add(v1)
+
+
+_describe_v1()
+
+
 class Reflection:
     """Serves grpc.reflection.v1alpha.ServerReflection, and v1, on a grpc.server."""
 
     def __init__(self, service_names: list[str], pool: Executor, limit: int = MAX_OPEN) -> None:
         if limit < 1:
             raise ValueError(f"the limit of open reflection streams must be 1 or more, not {limit}")
-        self._servicer = reflection.ReflectionServicer([*service_names, SERVICE])
+        self._servicer = reflection.ReflectionServicer([*service_names, SERVICE, SERVICE_V1])
         self._pool = pool
         # Open streams; one idle longest is cancelled for a new one past the limit.
         self._open = arrivals.IdlestFirst(

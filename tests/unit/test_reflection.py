@@ -77,6 +77,18 @@ def test_v1_is_served_too(serve):
     assert responses[1].file_descriptor_response.file_descriptor_proto
 
 
+def test_both_reflection_services_are_listed_and_described(serve):
+    """A client that lists, then fetches every service's file, finds v1 as well."""
+    endpoint, _ = serve()
+    with grpc.insecure_channel(endpoint) as channel:
+        found = ProtoReflectionDescriptorDatabase(channel)
+        services = set(found.get_services())
+        assert {reflection.SERVICE, reflection.SERVICE_V1} <= services
+        pool = descriptor_pool.DescriptorPool(found)
+        v1 = pool.FindServiceByName(reflection.SERVICE_V1)
+        assert [m.name for m in v1.methods] == ["ServerReflectionInfo"]
+
+
 def test_one_stream_answers_requests_in_turn_and_ends_when_the_client_does(serve):
     endpoint, served = serve()
     requests = [
@@ -91,7 +103,7 @@ def test_one_stream_answers_requests_in_turn_and_ends_when_the_client_does(serve
         responses = list(call)
         assert call.code() == grpc.StatusCode.OK
     assert len(responses) == 4
-    assert _services(responses[0]) == {HEALTH, reflection.SERVICE}
+    assert _services(responses[0]) == {HEALTH, reflection.SERVICE, reflection.SERVICE_V1}
     assert responses[1].file_descriptor_response.file_descriptor_proto
     assert responses[2].error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0]
     assert responses[3] == responses[0]
@@ -104,7 +116,7 @@ def test_a_descriptor_database_resolves_services_over_one_stream(serve):
     with grpc.insecure_channel(endpoint) as channel:
         database = ProtoReflectionDescriptorDatabase(channel)
         pool = descriptor_pool.DescriptorPool(database)
-        assert set(database.get_services()) == {HEALTH, reflection.SERVICE}
+        assert set(database.get_services()) == {HEALTH, reflection.SERVICE, reflection.SERVICE_V1}
         method = pool.FindServiceByName(HEALTH).FindMethodByName("Check")
         assert method.input_type.full_name == "grpc.health.v1.HealthCheckRequest"
 
@@ -119,7 +131,7 @@ def test_idle_streams_take_no_thread(serve):
             assert len(served) == 20
             assert _metric(OPEN) == before + 20
             fresh = Idle(channel)
-            assert _services(fresh.first) == {HEALTH, reflection.SERVICE}
+            assert _services(fresh.first) == {HEALTH, reflection.SERVICE, reflection.SERVICE_V1}
             assert _services(idle[0].ask()) == _services(fresh.first)  # still served
             fresh.close()
         finally:

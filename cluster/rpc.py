@@ -342,6 +342,8 @@ def failure(
     if isinstance(error, ProposalError | ReadTimeout | Unavailable):
         leader = leader_hint()
         where = f"; leader is {leader}" if leader else "; no leader known"
+        if where[2:] in str(error):
+            where = ""  # said already
         outcome = "" if getattr(error, "definite", True) else " (may or may not have applied)"
         trailers = (("leader", leader),) if leader else ()
         return grpc.StatusCode.UNAVAILABLE, f"{error}{outcome}{where}", trailers

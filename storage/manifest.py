@@ -24,6 +24,8 @@ INDEX_TYPES = (OCI_INDEX, DOCKER_MANIFEST_LIST)
 SUPPORTED_MEDIA_TYPES = IMAGE_MANIFEST_TYPES + INDEX_TYPES
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+# A descriptor's size is an int64 (OCI image spec).
+MAX_SIZE = (1 << 63) - 1
 # Annotations are kept for referrers and applied on every replica's Raft thread, at
 # about 17 us each: 380,000 in one manifest held it for 6.6 s, and elections followed.
 # Real manifests carry a handful (cosign, buildx attestations, Helm: tens at most).
@@ -190,9 +192,10 @@ def _descriptor(value: object, path: str) -> tuple[str, str]:
     media_type = _string(_required(value, "mediaType", path), f"{path}.mediaType")
     digest = validate_digest(_required(value, "digest", path), f"{path}.digest")
     size = _required(value, "size", path)
-    if type(size) is not int or size < 0:
+    if type(size) is not int or not 0 <= size <= MAX_SIZE:
         raise InvalidArgument(
-            f"{path}.size", f"must be a non-negative integer, got {_show_json(size)}"
+            f"{path}.size",
+            f"must be an integer from 0 to {MAX_SIZE} (int64), got {_show_json(size)}",
         )
     return media_type, digest
 

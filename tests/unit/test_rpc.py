@@ -80,6 +80,8 @@ def test_unavailable_points_at_the_leader_and_says_whether_it_applied():
     code, details, trailers = status_of(ReadTimeout("behind"), leader="")
     assert code == grpc.StatusCode.UNAVAILABLE and "no leader known" in details
     assert "leader" not in trailers
+    _, details, _ = status_of(ProposalError("read not confirmed: no leader known", True), leader="")
+    assert details == "read not confirmed: no leader known"  # not twice
 
 
 def test_a_compacted_watch_revision_is_out_of_range_with_the_oldest_one():

@@ -153,7 +153,9 @@ class ReplicaCollector:
             value=self._raft.leader_changes,
         )
         reachable = GaugeMetricFamily(
-            "regraft_peer_reachable", "1 when the peer's Raft link is up.", labels=["peer"]
+            "regraft_peer_reachable",
+            "1 when the peer's Raft link is up (on the leader: and it answered in the last 2 s).",
+            labels=["peer"],
         )
         match = GaugeMetricFamily(
             "regraft_peer_match_index", "Leader only: last index a peer holds.", labels=["peer"]

@@ -103,6 +103,9 @@ class RaftSettings:
 
 _journal_factory_lock = threading.Lock()
 _STATUS_PERIOD = 0.2
+# A voter whose last answer to the leader's appends (sent every `heartbeat`) is older
+# than this counts as unreachable.
+ANSWERED_WITHIN = 2.0
 # Deadlines are expired by the Raft thread after each tick (every 10 ms); when it has
 # not done so for this long (it is stuck), a thread of their own does.
 DEADLINE_WATCH = 0.1
@@ -521,10 +524,21 @@ class Raft(SyncObj):
         self._last_leader = leader
         status["leader"] = leader
         status["self"] = status["self"].id if status["self"] is not None else None
-        status["peers"] = {node.id: self.isNodeConnected(node) for node in self.otherNodes}
+        status["peers"] = {node.id: self._reachable(node, now) for node in self.otherNodes}
         status["at"] = now  # time.monotonic() when copied
         self._status = status
         self._status_at = now
+
+    def _reachable(self, node, now: float) -> bool:
+        """Its Raft link is up and, seen from the leader, it answered this term lately: a
+        stopped process keeps its connections (a SIGSTOPped leader showed as reachable
+        to the next, and a member could be added although it never answered)."""
+        if not self.isNodeConnected(node):
+            return False
+        if not self._isLeader():
+            return True  # followers hear from the leader only
+        at, term = self._SyncObj__transport.replied.get(node, (0.0, -1))
+        return term == self.raftCurrentTerm and now - at < ANSWERED_WITHIN
 
     def status(self) -> dict:
         """A recent copy (at most a fraction of a second old) of the Raft state.

@@ -245,6 +245,8 @@ class DurableTransport(TCPTransport):
         self._pieces: dict = {}
         # Per peer, while its append is handled: (round, term) for the reply to echo.
         self._echoes: dict = {}
+        # Per peer: (time.monotonic(), term) of its last reply to an append.
+        self.replied: dict = {}
         super().__init__(*args, **kwargs)
 
     def _onNewIncomingConnection(self, conn: TcpConnection) -> None:
@@ -362,6 +364,7 @@ class DurableTransport(TCPTransport):
         # A reply may count this replica's own copy of an entry towards a majority:
         # one appended inside this poll (a new leader's no-op) is synced first.
         self._syncObj.journal.sync()
+        self.replied[node] = (time.monotonic(), self._syncObj.raftCurrentTerm)
         if message.get("reset"):
             super()._onMessageReceived(node, message)
             return

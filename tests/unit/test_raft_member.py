@@ -250,3 +250,31 @@ def test_deadlines_expire_while_the_raft_thread_is_stuck(member):
         release.set()
     assert held.result(timeout=10) is True
     one.write(1)  # and it goes on
+
+
+class _Seen:
+    """What Raft._reachable reads: a link, a role, the term and replies (time, term)."""
+
+    def __init__(self, connected: bool, leading: bool, replied: dict) -> None:
+        self.isNodeConnected = lambda node: connected
+        self._isLeader = lambda: leading
+        self.raftCurrentTerm = 5
+        self._SyncObj__transport = type("Transport", (), {"replied": replied})()
+
+
+@pytest.mark.parametrize(
+    ("connected", "leading", "replied", "reachable"),
+    [
+        (False, False, {}, False),
+        (True, False, {}, True),  # a follower knows its links only
+        (True, True, {"p": (99.5, 5)}, True),
+        (True, True, {}, False),  # a stopped process keeps its connection
+        (True, True, {"p": (99.5, 4)}, False),  # answered an earlier leader of ours
+        (True, True, {"p": (100.0 - raft_module.ANSWERED_WITHIN - 0.1, 5)}, False),
+    ],
+)
+def test_seen_from_the_leader_a_voter_is_reachable_once_it_answers_this_term(
+    connected, leading, replied, reachable
+):
+    seen = _Seen(connected, leading, replied)
+    assert Raft._reachable(seen, "p", 100.0) is reachable

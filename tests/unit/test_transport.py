@@ -40,12 +40,14 @@ def make_transport(recorder):
         _SyncObj__raftNextIndex={},
         batch_peer_messages=False,
         read_index=read_index,
+        raftCurrentTerm=3,
     )
     transport._onMessageReceivedCallback = None
     transport._outbox = {}
     transport._claims = {}
     transport._pieces = {}
     transport._echoes = {}
+    transport.replied = {}
     return transport
 
 
@@ -190,6 +192,17 @@ def test_a_reply_is_read_only_after_the_journal_is_synced():
     reply = {"type": "next_node_idx", "next_node_idx": 12, "success": True, "reset": False}
     transport._onMessageReceived("follower", reply)
     assert recorder.calls == ["sync", "counted"]
+
+
+def test_the_leader_notes_when_and_in_which_term_each_voter_last_answered():
+    """Raft._reachable: a stopped process keeps its connection, but answers nothing."""
+    transport = make_transport(Recorder())
+    transport._onMessageReceivedCallback = lambda node, m: None
+    before = time.monotonic()
+    reply = {"type": "next_node_idx", "next_node_idx": 12, "success": True, "reset": False}
+    transport._onMessageReceived("follower", reply)
+    at, term = transport.replied["follower"]
+    assert at >= before and term == 3
 
 
 def append_handled_by_pysyncobj(held, applied, message):

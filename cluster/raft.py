@@ -41,6 +41,7 @@ from pysyncobj.syncobj import _COMMAND_TYPE, SyncObjException
 from cluster import cipher, metrics
 from cluster.config import ConfigError
 from cluster.journal import DurableJournal
+from cluster.prevote import PreVote
 from cluster.readindex import ReadIndex
 from cluster.transport import DurableTransport
 from regraft.v1 import command_pb2
@@ -103,8 +104,8 @@ class RaftSettings:
 
 _journal_factory_lock = threading.Lock()
 _STATUS_PERIOD = 0.2
-# A voter whose last answer to the leader's appends (sent every `heartbeat`) is older
-# than this counts as unreachable.
+# A voter whose last answer to the leader's appends is older than this (or than 4
+# heartbeats, when they are slower) counts as unreachable.
 ANSWERED_WITHIN = 2.0
 # Deadlines are expired by the Raft thread after each tick (every 10 ms); when it has
 # not done so for this long (it is stuck), a thread of their own does.
@@ -153,6 +154,8 @@ class Raft(SyncObj):
         self._loading_at_startup = os.path.isfile(self.snapshot_path)
         self._machine_version = settings.machine_version
         self.revision = store.revision
+        self.pre_vote = PreVote(self, settings.election_timeout[0])
+        self._answered_within = max(ANSWERED_WITHIN, 4 * settings.heartbeat)
         self._note_machine_version()
         self.applied = threading.Condition()
         self.last_snapshot_index = 0
@@ -318,6 +321,12 @@ class Raft(SyncObj):
         best = max(voters, key=lambda n: (match.get(n, 0), n.id))
         behind = self._last_log_index() - match.get(best, 0)
         return best if behind <= TRANSFER_MAX_LAG else None
+
+    def _onTick(self, timeToWait: float = 0.0) -> None:
+        """PySyncObj's tick, which starts an election once the timeout has passed:
+        PreVote asks the voters first (cluster/prevote.py)."""
+        self.pre_vote.before_election_check()
+        super()._onTick(timeToWait)
 
     def _checkCommandsToApply(self) -> None:
         """PySyncObj's: append the queued proposals, except while leadership is being
@@ -538,7 +547,7 @@ class Raft(SyncObj):
         if not self._isLeader():
             return True  # followers hear from the leader only
         at, term = self._SyncObj__transport.replied.get(node, (0.0, -1))
-        return term == self.raftCurrentTerm and now - at < ANSWERED_WITHIN
+        return term == self.raftCurrentTerm and now - at < self._answered_within
 
     def status(self) -> dict:
         """A recent copy (at most a fraction of a second old) of the Raft state.
@@ -715,9 +724,11 @@ class Raft(SyncObj):
     def _note_versions(self, version: int) -> None:
         """What every member's code can do, by the machine version in force: read
         batched peer messages (cluster/transport.py), confirm reads by a round of
-        heartbeats (cluster/readindex.py), read sealed peer messages (cluster/cipher.py)."""
+        heartbeats (cluster/readindex.py), read sealed peer messages (cluster/cipher.py),
+        answer PreVote questions (cluster/prevote.py)."""
         self.batch_peer_messages = version >= versions.BATCHED_PEER_MESSAGES
         self.reads_by_round = version >= versions.READ_INDEX
+        self.pre_vote.enabled = version >= versions.PRE_VOTE
         if self._cipher is not None:
             self._cipher.seal = version >= versions.SEALED_PEER_MESSAGES
 

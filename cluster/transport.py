@@ -33,6 +33,9 @@
   answers between followers and the leader also travel here). A round's append to a
   follower that asked may carry the index its reads are served at, which the follower
   confirms itself once PySyncObj has handled the append.
+- PreVote: the questions a replica asks before it starts an election, and their
+  answers, travel here (cluster/prevote.py); an append accepted in this replica's
+  term is hearing from a leader, after which it denies them for a while.
 - Fewer messages: a write sent to a follower is forwarded to the leader, which
   answers with the index it got: two messages per write, each pickled, compressed
   and encrypted on its own. Those of one tick travel as one message per peer, sent
@@ -96,7 +99,7 @@ from pysyncobj.tcp_connection import TcpConnection
 from pysyncobj.tcp_server import TcpServer
 from pysyncobj.transport import TCPTransport
 
-from cluster import metrics, readindex
+from cluster import metrics, prevote, readindex
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +218,15 @@ BATCH_BYTES = 1 << 20
 PICKLE_PROTOCOL = 5
 # Messages shorter than this (nearly all) are framed as stored zlib streams.
 STORED_BELOW = 64 << 10
-_NO_DURABILITY_CLAIM = _BATCHED | {"append_entries", BATCH, readindex.REQUEST, readindex.ANSWER}
+_NO_DURABILITY_CLAIM = _BATCHED | {
+    "append_entries",
+    BATCH,
+    readindex.REQUEST,
+    readindex.ANSWER,
+    prevote.REQUEST,
+    prevote.ANSWER,
+    prevote.TERM,
+}
 # One entry in pieces: at most a pickled command (about 2 x 8 MiB), with room to spare.
 MAX_PIECES_BYTES = 2 * MAX_FRAME_BYTES
 
@@ -286,11 +297,14 @@ class DurableTransport(TCPTransport):
             if reads.sent_round:
                 message = {**message, readindex.ROUND: reads.sent_round}
             if node in reads.to_carry and "entries" in message:  # not a piece, nor a snapshot
-                message = {**message, readindex.CARRIED: reads.to_carry.pop(node)}
+                message = {**message, readindex.CARRIED: reads.to_carry[node]}
         if kind in _BATCHED and self._syncObj.batch_peer_messages:
             self._outbox.setdefault(node, []).append(message)
             return True
-        return self._send_now(node, message)
+        sent = self._send_now(node, message)
+        if sent and readindex.CARRIED in message:
+            del self._syncObj.read_index.to_carry[node]  # else answered after the echoes
+        return sent
 
     def flush(self) -> None:
         """Send the messages batched during this tick (on the tick thread, like send)."""
@@ -320,6 +334,15 @@ class DurableTransport(TCPTransport):
         if kind == readindex.REQUEST:
             self._syncObj.read_index.on_request(node, message)
             return
+        if kind == prevote.REQUEST:
+            self._syncObj.pre_vote.on_request(node, message, self._withheld(node, message))
+            return
+        if kind == prevote.ANSWER:
+            self._syncObj.pre_vote.on_answer(node, message)
+            return
+        if kind == prevote.TERM:
+            self._syncObj.pre_vote.on_term(message)
+            return
         if kind == readindex.ANSWER:
             self._syncObj.read_index.on_answer(node, message)
             return
@@ -327,6 +350,11 @@ class DurableTransport(TCPTransport):
             message = self._reassembled(node, message)
             if message is None:
                 return
+        if kind == "append_entries" and self._behind(message):
+            # PySyncObj ignores it without a word: this replica would stay out of the
+            # cluster until the leader hears of a higher term (cluster/prevote.py).
+            self._send_now(node, {"type": prevote.TERM, "term": self._syncObj.raftCurrentTerm})
+            return
         if kind == "append_entries":
             if readindex.ROUND in message:  # the reply echoes it (cluster/readindex.py)
                 self._echoes[node] = (message[readindex.ROUND], message.get("term"))
@@ -334,6 +362,8 @@ class DurableTransport(TCPTransport):
                 self._on_append(node, message)
             finally:
                 self._echoes.pop(node, None)
+            if message.get("term") == self._syncObj.raftCurrentTerm:  # accepted: a leader's
+                self._syncObj.pre_vote.heard_from_leader = time.monotonic()
             if readindex.CARRIED in message:
                 self._syncObj.read_index.on_carried(node, message)
             return
@@ -342,6 +372,11 @@ class DurableTransport(TCPTransport):
             return
         self._on_reply(node, message)
         self._syncObj.read_index.on_reply(node, message)
+
+    def _behind(self, append: dict) -> bool:
+        """Whether an append comes from a leader of a term older than this replica's."""
+        term = append.get("term")
+        return isinstance(term, int) and term < self._syncObj.raftCurrentTerm
 
     def _on_append(self, node, message: dict) -> None:
         leader_commit = message.get("commit_index")
@@ -459,7 +494,8 @@ class DurableTransport(TCPTransport):
         return rewritten | {"entries": entries}, claim
 
     def _withheld(self, node, message: dict) -> bool:
-        """Whether to ignore a request for a vote (see the module's docstring)."""
+        """Whether to refuse a vote, or a pre-vote (see the module's docstring); said in
+        the log each time: a cluster may wait for its leader because of it."""
         raft = self._syncObj
         if raft._SyncObj__raftLog[-1][2] > 0 or message.get("last_log_term", 0) == 0:
             return False

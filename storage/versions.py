@@ -24,6 +24,8 @@ A new cluster starts at the version of the code that records its first members.
     6  SetMemberAddressOp: a member's gRPC address can change (each replica publishes
        the address it advertises, cluster/membership.py). Below 6 it is refused as the
        unknown operation older code sees in it.
+    7  Apply unchanged. Every member answers PreVote questions, so a replica asks the
+       voters before it raises its term to start an election (cluster/prevote.py).
 """
 
 AUDIT_EVENTS = 2
@@ -31,8 +33,9 @@ BATCHED_PEER_MESSAGES = 3
 READ_INDEX = 4
 SEALED_PEER_MESSAGES = 5
 MEMBER_ADDRESSES = 6
+PRE_VOTE = 7
 # The newest version this code can apply.
-LATEST = 6
+LATEST = 7
 
 
 def too_new(in_force: int, supported: int) -> str:

@@ -109,9 +109,9 @@ def test_a_voter_back_with_an_empty_disk_cannot_elect_a_replica_missing_writes(m
     wiped.wipe()
     stale.resume()
     wiped.start()
-    # The stale replica keeps asking for votes (it has a log); the wiped one, which
-    # started empty and has not heard from a leader, stays silent. (The stale one
-    # names the dead leader until its election timeout passes.)
+    # The stale replica keeps asking whether it would be elected (it has a log); the
+    # wiped one, which started empty and has not heard from a leader, says no. (The
+    # stale one names the dead leader until its election timeout passes.)
     deadline = time.monotonic() + 8.0
     while time.monotonic() < deadline:
         leader_id = cluster.status(stale).leader_id

@@ -259,6 +259,7 @@ class _Seen:
         self.isNodeConnected = lambda node: connected
         self._isLeader = lambda: leading
         self.raftCurrentTerm = 5
+        self._answered_within = raft_module.ANSWERED_WITHIN
         self._SyncObj__transport = type("Transport", (), {"replied": replied})()
 
 

@@ -16,7 +16,7 @@ from pysyncobj import tcp_connection
 from pysyncobj.tcp_connection import TcpConnection
 from pysyncobj.transport import TCPTransport
 
-from cluster import readindex
+from cluster import prevote, readindex
 from cluster import transport as transport_module
 from cluster.cipher import PeerCipher
 from cluster.transport import DurableTransport
@@ -41,6 +41,7 @@ def make_transport(recorder):
         batch_peer_messages=False,
         read_index=read_index,
         raftCurrentTerm=3,
+        pre_vote=SimpleNamespace(heard_from_leader=float("-inf")),
     )
     transport._onMessageReceivedCallback = None
     transport._outbox = {}
@@ -605,3 +606,60 @@ def test_a_grpc_client_dialing_the_peer_port_is_named_in_the_log(caplog):
     finally:
         ours.close()
         theirs.close()
+
+
+def test_pre_vote_questions_are_answered_as_a_vote_would_be_withheld_and_cost_no_fsync(
+    monkeypatch,
+):
+    """A replica with an empty log would not vote for a candidate with history: it does
+    not grant it a pre-vote either (cluster/prevote.py). Asking changes nothing on
+    disk, so neither the question nor the answer waits for an fsync."""
+    recorder = Recorder()
+    monkeypatch.setattr(
+        TCPTransport, "send", lambda self, node, m: recorder.calls.append(m["type"]) or True
+    )
+    transport = make_transport(recorder)
+    raft = transport._syncObj
+    raft._SyncObj__raftLog, raft._SyncObj__otherNodes = EMPTY_LOG, {"b", "c"}
+    asked = []
+    raft.pre_vote.on_request = lambda node, m, withheld: asked.append((m["term"], withheld))
+    raft.pre_vote.on_answer = lambda node, m: asked.append(("answer", m["granted"]))
+    for request in (WITH_HISTORY, NEW_CLUSTER):
+        transport._onMessageReceived("b", {**request, "type": prevote.REQUEST})
+    transport._onMessageReceived("b", {"type": prevote.ANSWER, "term": 8, "granted": True})
+    assert asked == [(7, True), (1, False), ("answer", True)]
+    transport.send("b", {"type": prevote.REQUEST})
+    transport.send("b", {"type": prevote.ANSWER})
+    assert recorder.calls == [prevote.REQUEST, prevote.ANSWER]
+
+
+def test_an_append_accepted_in_this_term_is_hearing_from_a_leader(wire):
+    """Voters deny pre-votes for a while after (cluster/prevote.py). One of an older
+    term is answered with this replica's term (PySyncObj would ignore it silently, and
+    a replica whose votes were lost would stay out): the leader steps down."""
+    transport = make_transport(Recorder())
+    raft = transport._syncObj
+    raft._SyncObj__raftLog, raft.raftLastApplied = HELD, 12
+    handled = []
+    transport._onMessageReceivedCallback = lambda node, m: handled.append(m["term"])
+    heartbeat = {"type": "append_entries", "commit_index": 12, "prevLogIdx": 20}
+    transport._onMessageReceived("a", heartbeat | {"term": 2, "prevLogTerm": 3})  # older
+    assert raft.pre_vote.heard_from_leader == float("-inf") and handled == []
+    assert wire == [("a", {"type": prevote.TERM, "term": 3})]
+    before = time.monotonic()
+    transport._onMessageReceived("a", heartbeat | {"term": 3, "prevLogTerm": 3})
+    assert raft.pre_vote.heard_from_leader >= before and handled == [3]
+    told = []
+    raft.pre_vote.on_term = told.append
+    transport._onMessageReceived("b", {"type": prevote.TERM, "term": 9})
+    assert told == [{"type": prevote.TERM, "term": 9}]
+
+
+def test_carried_reads_stay_for_the_answer_when_their_append_is_not_sent(monkeypatch):
+    """Not connected: the leader answers them after the echoes, rather than the
+    follower waiting to ask again."""
+    monkeypatch.setattr(TCPTransport, "send", lambda self, node, m: False)
+    transport = make_transport(Recorder())
+    transport._syncObj.read_index.to_carry = {"b": (13, [7])}
+    transport.send("b", {"type": "append_entries", "term": 3, "entries": []})
+    assert transport._syncObj.read_index.to_carry == {"b": (13, [7])}

@@ -564,6 +564,13 @@ def status_problems(rows) -> list[str]:
         problems.append("no leader: writes and linearizable reads are unavailable")
     elif len(leaders) > 1:
         problems.append(f"replicas disagree on the leader: {sorted(leaders)}")
+    for status in live:
+        if leaders and not status.leader_id:
+            problems.append(
+                f"{status.id} knows no leader while the others name {min(leaders)}: it "
+                "does not hear it (a network problem?), and cannot serve writes or "
+                "linearizable reads"
+            )
     leader = _leader_view(rows)
     if len(leaders) == 1 and leader is None:
         problems.append(

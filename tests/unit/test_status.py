@@ -111,6 +111,10 @@ def test_a_healthy_cluster_has_no_problems_and_a_row_per_member():
         ),
         ([("h2:7401", status("r2", leader=""), None)], "no leader"),
         (
+            [*healthy_rows()[:2], ("h3:7401", status("r3", leader=""), None)],
+            "r3 knows no leader while the others name r1",
+        ),
+        (
             [("h1:7401", None, "connection refused"), *healthy_rows()[1:]],
             "no reachable leader: the replicas name r1, which does not answer as leader",
         ),

@@ -194,7 +194,7 @@ class ReadIndex:
         self._raft._send_appends()  # the round's heartbeats, now
         left, self.to_carry = self.to_carry, {}
         # Requests that went with their appends are done here; the rest wait for echoes.
-        gone = {(node, number) for node in carry.keys() - left.keys() for number in carry[node][1]}
+        gone = {(node, id_) for node in carry.keys() - left.keys() for id_ in carry[node][1]}
         reads = [r for r in reads if not (isinstance(r, _Request) and (r.node, r.id) in gone)]
         self._round_in_flight = (number, index, reads)
         self._confirm()  # alone, a replica is its own majority
@@ -272,7 +272,7 @@ class ReadIndex:
             self._answered(node, number, index)
 
     def _answered(self, node, number, index) -> None:
-        asked = self._asked.get(number)
+        asked = self._asked.get(number) if isinstance(number, tuple) else None
         if asked is None or asked[1] != node:
             return  # not a request of this run, or not to this node
         _, _, reads = self._asked.pop(number)

@@ -423,3 +423,14 @@ def test_a_followers_request_does_not_wake_the_raft_thread_it_arrives_on():
     assert wakes.count == 0
     reads.on_tick()
     assert raft.carried == [("b", (13, [7]))]
+
+
+def test_ids_a_follower_never_sent_are_ignored():
+    """Not a (run, number) pair: nothing to answer, and no exception on the Raft thread."""
+    raft = FakeRaft(state=FOLLOWER, leader="a")
+    reads = started(raft)
+    future = reads.request()
+    reads.on_tick()
+    reads.on_carried("a", {"type": "append_entries", "term": 3, CARRIED: (50, [["x"], 7])})
+    reads.on_answer("a", {"id": ["x"], "index": 50})
+    assert not future.done()

@@ -10,7 +10,9 @@ follower first asks the voters (REQUEST, with the term it would take and its log
 last index and term); a voter grants it only if it has not heard from a leader for
 the shortest election timeout, is not itself the leader, and would vote for that log.
 The election starts once a majority, itself included, granted; until then its term
-stays, so the leader's appends still reach it and it simply follows again. Asking
+stays, so the leader's appends still reach it and it simply follows again (a replica
+whose own Raft thread did not run for that long, paused or starved, first reads what
+arrived meanwhile). Asking
 changes nothing on the voters; a voter past the term asked for says its own, which
 the replica takes (as any Raft message's higher term), so that it can ask for a term
 that voter can grant. A leadership transfer (TimeoutNow) skips the question:
@@ -43,6 +45,7 @@ class PreVote:
         self._asked_at = 0.0
         self._granted: set = set()
         self._elect = False  # a majority granted: the next timeout starts the election
+        self._last_check = time.monotonic()  # the Raft thread's last tick
 
     # -- the replica that would start an election --------------------------------------
 
@@ -50,6 +53,8 @@ class PreVote:
         """Run before PySyncObj looks at the election timeout (each tick): when it has
         passed and no majority granted yet, ask, and hold the election until then."""
         raft = self._raft
+        now, stalled = time.monotonic(), time.monotonic() - self._last_check
+        self._last_check = now
         if not self.enabled or raft._SyncObj__selfNode is None:
             return
         if raft._SyncObj__raftState == _RAFT_STATE.LEADER:
@@ -57,8 +62,12 @@ class PreVote:
             return
         if raft._SyncObj__transferInProgress:  # TimeoutNow: the leader asked for it
             return
-        now = time.monotonic()
         if raft._SyncObj__raftElectionDeadline >= now or not raft._SyncObj__connectedToAnyone():
+            return
+        if stalled > self._min_timeout:
+            # This thread did not run (a paused process, a starved one): the leader's
+            # appends may be waiting unread. Read them first (the poll ends this tick).
+            raft._SyncObj__raftElectionDeadline = now + self._min_timeout / 4
             return
         term = raft.raftCurrentTerm + 1
         if (

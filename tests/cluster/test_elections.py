@@ -32,7 +32,10 @@ def test_a_replica_paused_and_resumed_follows_the_leader_without_an_election(clu
     while time.monotonic() < deadline:
         for replica in cluster.replicas:
             status = cluster.status(replica)
-            assert (status.leader_id, status.term) == (leader.id, term), (
+            # The one back may not know the leader for a moment (its links were cut
+            # while it was away): it asks, and must not be elected nor raise the term.
+            known = (leader.id, "") if replica is away else (leader.id,)
+            assert status.leader_id in known and status.term == term, (
                 f"{replica.id} saw leader {status.leader_id!r} in term {status.term} after "
                 f"{away.id} resumed; {leader.id} led in term {term}"
             )

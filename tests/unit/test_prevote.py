@@ -100,10 +100,28 @@ def test_grants_older_than_the_shortest_timeout_are_asked_for_again(monkeypatch)
     pre_vote = asking(raft)
     pre_vote.before_election_check()
     grant(pre_vote, "b")
-    later = time.monotonic() + MIN_TIMEOUT
-    monkeypatch.setattr(time, "monotonic", lambda: later)
+    raft.connected = False
+    now = time.monotonic()
+    monkeypatch.setattr(time, "monotonic", lambda: now + MIN_TIMEOUT / 2)
+    pre_vote.before_election_check()  # alone: nothing to do
+    raft.connected = True
+    monkeypatch.setattr(time, "monotonic", lambda: now + MIN_TIMEOUT + 0.1)
     pre_vote.before_election_check()
     assert raft.election_held() and len(raft.sent) == 4
+
+
+def test_a_replica_that_did_not_run_reads_what_arrived_before_it_asks(monkeypatch):
+    """Paused or starved past the timeout, its leader's appends may wait unread: it
+    keeps its leader for a moment rather than forgetting it at once."""
+    raft = FakeRaft()
+    pre_vote = asking(raft)
+    later = time.monotonic() + MIN_TIMEOUT + 0.5
+    monkeypatch.setattr(time, "monotonic", lambda: later)
+    pre_vote.before_election_check()
+    assert raft.sent == [] and raft._SyncObj__raftLeader == "b" and raft.election_held()
+    later += MIN_TIMEOUT / 4 + 0.01  # nothing came: the next tick after that asks
+    pre_vote.before_election_check()
+    assert len(raft.sent) == 2 and raft._SyncObj__raftLeader is None
 
 
 def test_denials_hold_the_election_and_it_asks_again_at_the_next_timeout():

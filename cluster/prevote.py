@@ -12,11 +12,10 @@ the shortest election timeout, is not itself the leader, and would vote for that
 The election starts once a majority, itself included, granted; until then its term
 stays, so the leader's appends still reach it and it simply follows again (a replica
 whose own Raft thread did not run for that long, paused or starved, first reads what
-arrived meanwhile). Asking
-changes nothing on the voters; a voter past the term asked for says its own, which
-the replica takes (as any Raft message's higher term), so that it can ask for a term
-that voter can grant. A leadership transfer (TimeoutNow) skips the question:
-the leader asked for that election.
+arrived meanwhile). Asking changes nothing on the voters; a voter past the term asked
+for says its own, which the replica takes (as any Raft message's higher term), so
+that it can ask for a term that voter can grant. A leadership transfer (TimeoutNow)
+skips the question: the leader asked for that election.
 
 Every member must answer, so a replica asks only from machine version PRE_VOTE on
 (storage/versions.py). Everything here runs on the Raft thread.
@@ -53,8 +52,8 @@ class PreVote:
         """Run before PySyncObj looks at the election timeout (each tick): when it has
         passed and no majority granted yet, ask, and hold the election until then."""
         raft = self._raft
-        now, stalled = time.monotonic(), time.monotonic() - self._last_check
-        self._last_check = now
+        now = time.monotonic()
+        stalled, self._last_check = now - self._last_check, now
         if not self.enabled or raft._SyncObj__selfNode is None:
             return
         if raft._SyncObj__raftState == _RAFT_STATE.LEADER:
@@ -168,5 +167,10 @@ class PreVote:
             and term > raft.raftCurrentTerm
             and (log_term, index) >= (own_term, own_index)
         )
-        answer = {"type": ANSWER, "term": term, "granted": granted}
-        raft._SyncObj__transport.send(node, answer | {"current_term": raft.raftCurrentTerm})
+        answer = {
+            "type": ANSWER,
+            "term": term,
+            "granted": granted,
+            "current_term": raft.raftCurrentTerm,
+        }
+        raft._SyncObj__transport.send(node, answer)

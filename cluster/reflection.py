@@ -60,14 +60,19 @@ def _describe_v1() -> None:
     reflection_pb2.DESCRIPTOR.CopyToProto(v1)
     v1.name, v1.package = "grpc/reflection/v1/reflection.proto", "grpc.reflection.v1"
     v1.options.Clear()
-    alpha = ".grpc.reflection.v1alpha."
+
+    def renamed(type_name: str) -> str:
+        return type_name.replace(".grpc.reflection.v1alpha.", ".grpc.reflection.v1.")
+
     for message in v1.message_type:
         for field in message.field:
-            if field.type_name:
-                field.type_name = field.type_name.replace(alpha, ".grpc.reflection.v1.")
+            if field.type_name:  # setting "" would mark it set
+                field.type_name = renamed(field.type_name)
     for method in v1.service[0].method:
-        method.input_type = method.input_type.replace(alpha, ".grpc.reflection.v1.")
-        method.output_type = method.output_type.replace(alpha, ".grpc.reflection.v1.")
+        method.input_type, method.output_type = (
+            renamed(method.input_type),
+            renamed(method.output_type),
+        )
     pool.Add(v1)
 
 

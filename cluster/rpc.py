@@ -341,9 +341,8 @@ def failure(
         return grpc.StatusCode.OUT_OF_RANGE, str(error), (("oldest-revision", oldest),)
     if isinstance(error, ProposalError | ReadTimeout | Unavailable):
         leader = leader_hint()
-        where = f"; leader is {leader}" if leader else "; no leader known"
-        if where[2:] in str(error):
-            where = ""  # said already
+        known = f"leader is {leader}" if leader else "no leader known"
+        where = "" if known in str(error) else f"; {known}"  # not said twice
         outcome = "" if getattr(error, "definite", True) else " (may or may not have applied)"
         trailers = (("leader", leader),) if leader else ()
         return grpc.StatusCode.UNAVAILABLE, f"{error}{outcome}{where}", trailers

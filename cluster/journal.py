@@ -33,8 +33,9 @@ _MAGIC = b"REGRAFT-JOURNAL\x01"
 _HEAD = struct.Struct("<II")
 _ENTRY = struct.Struct("<QQ")
 
-# For the power-loss test only: record after each fsync how many bytes are durable,
-# so that a test can drop the rest as a power cut would.
+# For the power-loss test only: record after each fsync how many bytes of which file
+# (its inode: compaction replaces it) are durable, so that a test can drop the rest as
+# a power cut would.
 _TRACE_SYNCED = os.environ.get("REGRAFT_TRACE_SYNCED") == "1"
 # After a failed append, this much must be writable for the error to clear.
 ROOM_PROBE_BYTES = 64 << 10
@@ -128,7 +129,8 @@ class DurableJournal(Journal):
 
     def _trace_synced(self) -> None:
         if _TRACE_SYNCED:
-            write_atomically(self._path + ".synced", str(self._end()).encode(), durable=False)
+            synced = f"{os.fstat(self._fd).st_ino} {self._end()}"
+            write_atomically(self._path + ".synced", synced.encode(), durable=False)
 
     # -- PySyncObj's Journal interface ------------------------------------------------
 
@@ -156,6 +158,7 @@ class DurableJournal(Journal):
         self._entries = []
         self._offsets = []
         self._truncate(len(_MAGIC))
+        self.sync()  # as deleteEntriesFrom: the cut is durable before anything follows
 
     def deleteEntriesFrom(self, entryFrom: int) -> None:
         if entryFrom >= len(self._entries):

@@ -14,17 +14,24 @@ from tests.cluster.test_replication import Writer, assert_all_present
 def power_cut(replica) -> int:
     """What a power cut does to a killed replica's disk, at its worst.
 
-    The journal loses everything it wrote but did not fsync (it records its durable
-    length after every fsync: REGRAFT_TRACE_SYNCED). LMDB commits without fsync, so its
-    pages may reach the disk in any order: its file is left garbage. The machine then
-    boots again (REGRAFT_BOOT_ID). Returns the journal bytes lost.
+    The journal loses everything it wrote but did not fsync (it records which file and
+    how much of it is durable after every fsync: REGRAFT_TRACE_SYNCED). LMDB commits
+    without fsync, so its pages may reach the disk in any order: its file is left
+    garbage. The machine then boots again (REGRAFT_BOOT_ID). Returns the journal bytes
+    lost.
     """
     journal = os.path.join(replica.config.data_dir, "raft.journal")
     with open(journal + ".synced") as f:
-        durable = int(f.read())
-    dropped = os.path.getsize(journal) - durable
-    assert dropped >= 0
-    os.truncate(journal, durable)
+        inode, durable = map(int, f.read().split())
+    size = os.path.getsize(journal)
+    if os.stat(journal).st_ino != inode:
+        # Killed between compaction's rename of the rewritten journal (fsynced before
+        # it) and its trace: all of it is durable, and so was the file it replaced.
+        durable = size
+    # Smaller than the trace: killed between a cut of conflicting entries and its
+    # sync; what is left was durable.
+    dropped = max(0, size - durable)
+    os.truncate(journal, size - dropped)
     state = os.path.join(replica.config.data_dir, "state", "data.mdb")
     size = os.path.getsize(state)
     with open(state, "r+b") as f:

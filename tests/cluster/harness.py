@@ -161,10 +161,19 @@ class ReplicaProcess:
 
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM, then SIGKILL if it does not exit in time."""
-        if not self.running:
+        self.ask_to_stop()
+        self.wait_stopped(timeout)
+
+    def ask_to_stop(self) -> None:
+        """SIGTERM (resumed first, if it was paused)."""
+        if self.running:
+            os.kill(self.process.pid, signal.SIGCONT)
+            os.kill(self.process.pid, signal.SIGTERM)
+
+    def wait_stopped(self, timeout: float = 15.0) -> None:
+        """Wait for it to exit after ask_to_stop; SIGKILL past `timeout` seconds."""
+        if self.process is None:
             return
-        os.kill(self.process.pid, signal.SIGCONT)
-        os.kill(self.process.pid, signal.SIGTERM)
         try:
             self.process.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -234,8 +243,12 @@ class LocalCluster:
             replica.start()
 
     def stop(self) -> None:
-        for replica in [*self.replicas, *self.retired]:
-            replica.stop()
+        """Stop every replica, all at once (each drains its calls for up to 2 s)."""
+        everyone = [*self.replicas, *self.retired]
+        for replica in everyone:
+            replica.ask_to_stop()
+        for replica in everyone:
+            replica.wait_stopped()
 
     def retire(self, replica: ReplicaProcess) -> None:
         """A replica removed from the membership: no longer among `replicas`."""

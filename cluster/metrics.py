@@ -50,6 +50,12 @@ snapshot_sent_bytes = Counter(
 snapshot_received_bytes = Counter(
     "regraft_snapshot_received_bytes_total", "Snapshot bytes received from a leader."
 )
+commits_on_notice = Counter(
+    "regraft_commits_on_leader_notice_total",
+    "Times a follower committed on the leader's notice that its journal holds the "
+    "commands the follower forwarded (and all before them), before the leader's commit "
+    "index said so.",
+)
 read_barriers = Counter(
     "regraft_read_barriers_total",
     "Heartbeat rounds started (or, before machine version 4, log barriers committed) "

@@ -39,6 +39,7 @@ from pysyncobj.pipe_notifier import PipeNotifier
 from pysyncobj.syncobj import _COMMAND_TYPE, SyncObjException
 
 from cluster import cipher, metrics
+from cluster.commitnotice import CommitNotice
 from cluster.config import ConfigError
 from cluster.journal import DurableJournal
 from cluster.prevote import PreVote
@@ -187,6 +188,7 @@ class Raft(SyncObj):
         self._transfer_pending: tuple | None = None
         self._last_hold = -TRANSFER_HOLD_EVERY
         self.read_index = ReadIndex(self, self._wake)
+        self.commit_notice = CommitNotice(self)
         self._wake_pending = True  # until the waker exists below: _wake does nothing
         conf = SyncObjConf(
             password=settings.secret,
@@ -500,6 +502,8 @@ class Raft(SyncObj):
             # tick on, when the replies are read, after the fsync.
             self._send_appends()
         self.journal.sync()
+        if leading:
+            self.commit_notice.after_sync()
         self._commit()
         self.read_index.on_tick()
         while not self._tick_calls.empty():

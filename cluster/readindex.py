@@ -69,6 +69,12 @@ ASK_TIMEOUT = 5.0
 ASK_AGAIN_AFTER = 0.5
 
 
+def pair_is_a_majority(other_voters) -> bool:
+    """Whether the leader and any one of `other_voters` (a replica's other voters) are
+    a majority: with three voters or two."""
+    return len(other_voters) <= 2
+
+
 class _Request(NamedTuple):
     """A follower's request for an index, on the leader."""
 
@@ -173,11 +179,14 @@ class ReadIndex:
     def _read_index(self) -> int:
         """The revision that reflects every committed write: the index of the last
         command at or below the commit index (no-ops and Raft's membership entries
-        are not applied, so no revision ever reaches them)."""
+        are not applied, so no revision ever reaches them), or below the highest
+        index announced to a follower, which may have committed and answered it
+        before this leader's commit index got there (cluster/commitnotice.py)."""
         raft = self._raft
         log = raft._SyncObj__raftLog
         first = log[0][1]
-        for index in range(raft.raftCommitIndex, first - 1, -1):
+        top = max(raft.raftCommitIndex, raft.commit_notice.announced())
+        for index in range(top, first - 1, -1):
             if log[index - first][0][0] == _COMMAND_TYPE.REGULAR:
                 return index
         return raft.revision  # every command is in the snapshot, applied here
@@ -203,7 +212,7 @@ class ReadIndex:
         """Per follower, the (index, request ids) its append carries: those of the
         followers that vouch, when with the leader they make a majority."""
         voters = self._voters()
-        if len(voters) > 2:
+        if not pair_is_a_majority(voters):
             return {}
         carried: dict = {}
         for read in reads:

@@ -33,6 +33,10 @@
   answers between followers and the leader also travel here). A round's append to a
   follower that asked may carry the index its reads are served at, which the follower
   confirms itself once PySyncObj has handled the append.
+- Commit notices: a leader's word, sent after its fsync, that its journal holds the
+  commands a follower forwarded; the follower commits them on it (cluster/commitnotice.py).
+  The transport notes the index each forwarded command got (the leader's answer), and
+  the notice, like a reply, leaves only after the journal is synced.
 - PreVote: the questions a replica asks before it starts an election, and their
   answers, travel here (cluster/prevote.py); an append accepted in this replica's
   term is hearing from a leader, after which it denies them for a while.
@@ -99,7 +103,7 @@ from pysyncobj.tcp_connection import TcpConnection
 from pysyncobj.tcp_server import TcpServer
 from pysyncobj.transport import TCPTransport
 
-from cluster import metrics, prevote, readindex
+from cluster import commitnotice, metrics, prevote, readindex
 
 log = logging.getLogger(__name__)
 
@@ -290,6 +294,8 @@ class DurableTransport(TCPTransport):
             # The reply to an append that left entries here the leader may lack.
             claim = min(message["next_node_idx"], self._claims[node])
             message = {**message, "next_node_idx": claim}
+        if kind == "apply_command_response" and "log_idx" in message:
+            self._syncObj.commit_notice.on_forwarded(node, message["log_idx"])
         if kind == "next_node_idx" and node in self._echoes:
             message = {**message, readindex.ECHO: self._echoes[node]}
         elif kind == "append_entries":
@@ -342,6 +348,9 @@ class DurableTransport(TCPTransport):
             return
         if kind == prevote.TERM:
             self._syncObj.pre_vote.on_term(message)
+            return
+        if kind == commitnotice.SYNCED:
+            self._syncObj.commit_notice.on_synced(node, message)
             return
         if kind == readindex.ANSWER:
             self._syncObj.read_index.on_answer(node, message)

@@ -28,6 +28,11 @@ def test_writes_through_any_replica_and_reads_agree(cluster):
             listed = client.list_tags("team/app", consistency=STALE, min_revision=last)
         assert listed.tags == sorted(written)
     cluster.wait_converged()
+    # With three voters a follower commits what it forwarded on the leader's notice
+    # (cluster/commitnotice.py); the leader commits by its replies, as Raft does.
+    early = "regraft_commits_on_leader_notice_total"
+    assert all(cluster.metric(follower, early) >= 1 for follower in followers)
+    assert cluster.metric(leader, early) == 0
 
 
 def test_large_manifests_replicate_whole_under_writes(cluster):

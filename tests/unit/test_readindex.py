@@ -1,5 +1,7 @@
 """ReadIndex on a fake Raft: when a heartbeat round confirms a linearizable read."""
 
+from types import SimpleNamespace
+
 import pytest
 
 from cluster import readindex
@@ -28,6 +30,9 @@ class FakeRaft:
         self.reads: ReadIndex | None = None  # set by started()
         self.connected = set(voters)
         self.carried = []  # (follower, what its append carried), as the transport sends
+        # The highest index announced to a follower (cluster/commitnotice.py).
+        self.announced = 0
+        self.commit_notice = SimpleNamespace(announced=lambda: self.announced)
 
     def _getLeader(self):
         return self.leader
@@ -102,6 +107,20 @@ def test_no_round_before_the_leader_committed_an_entry_of_its_term():
     reads.on_tick()
     echo(reads, "c", 1)
     assert future.result(0) == 13
+
+
+@pytest.mark.parametrize(("announced", "served_at"), [(0, 13), (15, 15), (16, 15)])
+def test_a_round_covers_what_the_leader_announced_to_a_follower(announced, served_at):
+    # Commands 15 and a no-op 16 of this term are appended, not committed here; a
+    # follower told the leader holds them may have committed and answered them.
+    raft = FakeRaft()
+    raft._SyncObj__raftLog += [(COMMAND, 15, 3), (NO_OP, 16, 3)]
+    raft.announced = announced
+    reads = started(raft)
+    future = reads.request()
+    reads.on_tick()
+    echo(reads, "c", 1)
+    assert future.result(0) == served_at
 
 
 def test_a_change_of_leader_or_term_fails_the_waiting_reads():

@@ -19,6 +19,7 @@ from pysyncobj.transport import TCPTransport
 from cluster import prevote, readindex
 from cluster import transport as transport_module
 from cluster.cipher import PeerCipher
+from cluster.commitnotice import SYNCED
 from cluster.transport import DurableTransport
 
 
@@ -42,7 +43,11 @@ def make_transport(recorder):
         read_index=read_index,
         raftCurrentTerm=3,
         pre_vote=SimpleNamespace(heard_from_leader=float("-inf")),
+        commit_notice=SimpleNamespace(forwarded=[], synced=[]),
     )
+    notice = transport._syncObj.commit_notice
+    notice.on_forwarded = lambda node, index: notice.forwarded.append((node, index))
+    notice.on_synced = lambda node, message: notice.synced.append((node, message))
     transport._onMessageReceivedCallback = None
     transport._outbox = {}
     transport._claims = {}
@@ -66,7 +71,8 @@ def test_raft_messages_leave_only_after_the_journal_is_synced(monkeypatch):
         TCPTransport, "send", lambda self, node, m: recorder.calls.append(m["type"]) or True
     )
     transport = make_transport(recorder)
-    for kind in ("next_node_idx", "request_vote", "response_vote", "timeout_now"):
+    kinds = ("next_node_idx", "request_vote", "response_vote", "timeout_now", SYNCED)
+    for kind in kinds:
         recorder.calls.clear()
         transport.send("peer", {"type": kind})
         assert recorder.calls == ["sync", kind]
@@ -110,6 +116,22 @@ def test_until_every_member_reads_batches_nothing_waits(wire):
     transport = make_transport(Recorder())
     transport.send("leader", {"type": "apply_command"})
     assert wire == [("leader", {"type": "apply_command"})]
+
+
+def test_the_leader_notes_the_index_each_followers_forwarded_command_got(wire):
+    transport = make_transport(Recorder())
+    transport.send("b", {"type": "apply_command_response", "request_id": 1, "log_idx": 41})
+    transport.send("c", {"type": "apply_command_response", "request_id": 2, "error": 3})
+    assert transport._syncObj.commit_notice.forwarded == [("b", 41)]
+
+
+def test_a_leaders_synced_notice_goes_to_the_commit_notice_not_pysyncobj():
+    transport = make_transport(Recorder())
+    handled = []
+    transport._onMessageReceivedCallback = lambda node, message: handled.append(message)
+    notice = {"type": SYNCED, "index": 41, "term": 3}
+    transport._onMessageReceived("a", notice)
+    assert transport._syncObj.commit_notice.synced == [("a", notice)] and handled == []
 
 
 def test_a_batch_is_handed_to_pysyncobj_one_message_at_a_time():

@@ -188,8 +188,12 @@ class Client:
         self._max_backoff = max_backoff
         self._channels: dict[str, grpc.Channel] = {}
         self._current = 0
+        self._closed = False
 
     def close(self) -> None:
+        """Close the channels: a call in flight fails (CANCELLED), and so does any
+        call after (ValueError), rather than dialing again."""
+        self._closed = True
         for channel in self._channels.values():
             channel.close()
         self._channels.clear()
@@ -201,6 +205,8 @@ class Client:
         self.close()
 
     def _channel(self, endpoint: str) -> grpc.Channel:
+        if self._closed:
+            raise ValueError("this client is closed")
         if endpoint not in self._channels:
             self._channels[endpoint] = dial(endpoint, self.credentials)
         return self._channels[endpoint]

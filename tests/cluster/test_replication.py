@@ -93,12 +93,18 @@ class Writer(threading.Thread):
                 self.ack_times.append(time.monotonic())
             except grpc.RpcError:
                 self.failed += 1
+            except ValueError:
+                if not self.stopping.is_set():
+                    raise
             i += 1
 
     def stop(self):
+        """Stop writing. A write in flight is abandoned, its outcome unknown, rather than
+        retried until its deadline (20 s when every replica was killed)."""
         self.stopping.set()
-        self.join(60)
         self.client.close()
+        self.join(60)
+        assert not self.is_alive(), "the writer did not stop"
 
     def longest_gap(self, since: float) -> float:
         """The longest time without an acknowledgement after `since` (seconds)."""

@@ -82,3 +82,26 @@ def test_a_retry_with_time_left_goes_to_the_next_replica(replicas):
     answer = client.call("PutTag", PUT_TAG)
     assert answer.revision == 7
     assert len(unknown.left) == 1 and len(other.left) == 1
+
+
+def test_closing_a_client_ends_its_call_in_flight_and_refuses_the_next(replicas):
+    """A writer stopped while every replica is down must not wait out its deadline."""
+    unknown = replicas[0]
+    client = Client([unknown.endpoint], timeout=3.0, attempt_timeout=3.0)
+    outcome = []
+
+    def call():
+        try:
+            client.call("PutTag", PUT_TAG)
+        except grpc.RpcError as error:
+            outcome.append(error.code())
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    while not unknown.left:
+        time.sleep(0.01)
+    client.close()
+    caller.join(10)
+    assert outcome == [grpc.StatusCode.CANCELLED]  # not the fake's answer at the deadline
+    with pytest.raises(ValueError, match="closed"):
+        client.call("PutTag", PUT_TAG)

@@ -196,6 +196,7 @@ class Changes:
         self._members = members_
         self._lock = threading.Lock()
         self._unpublishable: tuple[str, str] | None = None  # (address, member holding it)
+        self._held_back_by: tuple | None = None  # (version, member, its version): logged
 
     def _propose(self, command: command_pb2.Command, timeout: float) -> command_pb2.Result:
         return propose_within(self._raft, command, timeout)
@@ -255,7 +256,18 @@ class Changes:
             if status is None:
                 return  # unreachable: ask again later
             # Older code leaves the field out: 0, below every version.
-            if status.supported_machine_version < SUPPORTED_MACHINE_VERSION:
+            supported = status.supported_machine_version
+            if supported < SUPPORTED_MACHINE_VERSION:
+                if self._held_back_by != (current, member.id, supported):
+                    self._held_back_by = (current, member.id, supported)
+                    log.info(
+                        "machine version stays %d: %s runs code that supports up to %d "
+                        "(this code: %d)",
+                        current,
+                        member.id,
+                        supported,
+                        SUPPORTED_MACHINE_VERSION,
+                    )
                 return
         log.info("every member supports machine version %d: raising it", SUPPORTED_MACHINE_VERSION)
         self._propose(commands.set_machine_version(SUPPORTED_MACHINE_VERSION), timeout)

@@ -82,7 +82,19 @@ def test_new_apply_behaviour_waits_for_every_replica(make_cluster):
         upgrade(replica)
     with cluster.client() as client:
         client.call("CreateOrganization", access_pb2.OrganizationRequest(name="mixed"))
-    time.sleep(2 * _UPGRADE_PERIOD)  # the leader asked the members at least once
+    old = cluster.replicas[2]
+    if cluster.wait_for_leader() is old:  # its code knows no newer version to ask about
+        request = cluster_pb2.TransferLeadershipRequest(to_id=cluster.replicas[0].id)
+        change(cluster, "TransferLeadership", request)
+    # The new code leading asks the members, and logs why it keeps the version.
+    wait_for(
+        lambda: any(
+            f"stays 1: {old.id} runs code that supports up to 1" in r.log()
+            for r in cluster.replicas
+        ),
+        f"the leader to find {old.id} running older code",
+        timeout=4 * _UPGRADE_PERIOD,
+    )
     assert {cluster.status(r).machine_version for r in cluster.replicas} == {1}
     assert access_events() == []
     cluster.wait_converged()

@@ -66,6 +66,7 @@ def notice(index=16, term=3):
 
 def leading(voters=("b", "c")) -> tuple[FakeRaft, CommitNotice]:
     raft = FakeRaft(state=LEADER, voters=voters, leader="a")
+    raft._SyncObj__selfNode = "a"
     return raft, CommitNotice(raft)
 
 

@@ -3,17 +3,20 @@
 The core reads GRPC_EXPERIMENTS once, when grpcio is first imported. Since grpcio
 1.6x it serves TCP through its EventEngine by default: threads of the engine's own
 read the sockets and hand each completion to the thread that polls the completion
-queue, one more wake-up for every event. With the EventEngine listener and endpoints
-off, the core's older iomgr path (epoll) has the polling thread read the socket
-itself. Measured on 2 cores (docs/performance.md, Session 15): a bare server's CPU
-per call 83-99 -> 64-67 us; a follower answering STALE reads at 128 callers, 4.5 ->
-2.8 context switches and 261 -> 222 us per read.
+queue, one more wake-up for every event. Its older iomgr path (epoll) has the
+polling thread read the sockets itself, which costs less (docs/performance.md,
+Session 15) but lets one connection that sends as fast as it can keep that thread
+from accepting anyone else: new clients of a replica flooded with calls on one
+connection waited for 2 to 19 s, until the flood ended (cluster/DESIGN.md, Session
+19). So a replica's server, whose connections anyone may open, keeps the EventEngine
+listener (the default) and its connections; the endpoints of clients, which only
+connect to replicas, run on the epoll path (-event_engine_for_all_other_endpoints).
 
 GRPC_EXPERIMENTS set by the operator is kept as it is.
 """
 
 import os
 
-EXPERIMENTS = "-event_engine_listener,-event_engine_for_all_other_endpoints"
+EXPERIMENTS = "-event_engine_for_all_other_endpoints"
 
 os.environ.setdefault("GRPC_EXPERIMENTS", EXPERIMENTS)

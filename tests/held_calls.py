@@ -5,9 +5,12 @@ Headers are literal HPACK (no Huffman, no table), which every server reads.
 """
 
 import contextlib
+import os
 import socket
+import subprocess
+import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 
 def _frame(kind: int, flags: int, stream: int, payload: bytes) -> bytes:
@@ -79,52 +82,63 @@ def unread_calls(endpoint: str, path: str, request, calls: int) -> socket.socket
     return conn
 
 
-@contextlib.contextmanager
-def flood(endpoint: str, path: str, reset: bool) -> Iterator[list[int]]:
-    """While the block runs, open calls of `path` on one connection as fast as it
-    goes: headers only, or (`reset`) each cancelled at once (RST_STREAM, "rapid
-    reset"). Yields the count of calls opened so far; what the server sends is read
-    and dropped."""
+def _flood(endpoint: str, path: str, reset: bool) -> None:
+    """Open calls of `path` on one connection as fast as it goes, until it fails;
+    print the count opened so far after every 10,000."""
     conn = _connect(endpoint)
-    headers, opened, done = _headers(endpoint, path), [0], threading.Event()
-    cancel = (8).to_bytes(4, "big")  # CANCEL
-
-    def send() -> None:
-        stream = 1
-        with contextlib.suppress(OSError):
-            while not done.is_set() and stream < 2**31 - 1000:
-                frames = []
-                for _ in range(500):
-                    frames.append(_frame(1, 0x4, stream, headers))
-                    if reset:
-                        frames.append(_frame(3, 0, stream, cancel))
-                    stream += 2
-                conn.sendall(b"".join(frames))
-                opened[0] += 500
+    headers, cancel = _headers(endpoint, path), (8).to_bytes(4, "big")  # CANCEL
 
     def drain() -> None:
-        conn.settimeout(0.5)
-        while not done.is_set():
-            try:
-                if not conn.recv(1 << 20):
-                    return
-            except TimeoutError:
-                continue
-            except OSError:
-                return
+        with contextlib.suppress(OSError):
+            while conn.recv(1 << 20):
+                pass
 
-    threads = [threading.Thread(target=send), threading.Thread(target=drain)]
-    for thread in threads:
-        thread.start()
+    threading.Thread(target=drain, daemon=True).start()
+    stream = 1
+    with contextlib.suppress(OSError):
+        while stream < 2**31 - 1000:
+            frames = []
+            for _ in range(500):
+                frames.append(_frame(1, 0x4, stream, headers))
+                if reset:
+                    frames.append(_frame(3, 0, stream, cancel))
+                stream += 2
+            conn.sendall(b"".join(frames))
+            if stream // 2 % 10_000 == 0:
+                print(stream // 2, flush=True)
+
+
+@contextlib.contextmanager
+def flood(endpoint: str, path: str, reset: bool) -> Iterator[Callable[[], int]]:
+    """While the block runs, a process of its own opens calls of `path` on one
+    connection as fast as it goes: headers only, or (`reset`) each cancelled at once
+    (RST_STREAM, "rapid reset"); what the server sends is read and dropped. Its own
+    process, as an attacker's would be: a thread of the test's process shares the
+    interpreter lock with the clients under test, and goes at their pace. Yields a
+    function giving the count of calls opened so far."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tests.held_calls", endpoint, path, *(["reset"] if reset else [])],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": root},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    opened = [0]
+
+    def follow() -> None:
+        for line in child.stdout:
+            opened[0] = int(line)
+
+    reader = threading.Thread(target=follow)
+    reader.start()
     try:
-        yield opened
+        yield lambda: opened[0]
     finally:
-        done.set()
-        with contextlib.suppress(OSError):  # the server may have closed it
-            conn.shutdown(socket.SHUT_RDWR)
-        for thread in threads:
-            thread.join()
-        conn.close()
+        child.kill()
+        child.wait()
+        reader.join()
+        child.stdout.close()
 
 
 def send_message(conn: socket.socket, call: int, message: bytes) -> None:
@@ -155,3 +169,7 @@ def ended_streams(conn: socket.socket, count: int, answered: set | None = None) 
             raise ConnectionError(f"the server closed the connection; ended: {sorted(ended)}")
         buffer += chunk
     return ended
+
+
+if __name__ == "__main__":  # the process of flood()
+    _flood(sys.argv[1], sys.argv[2], sys.argv[3:] == ["reset"])

@@ -22,8 +22,8 @@ Their events come on grpcio's server's own completion queue, run by its serving
 thread like its own (each event's tag is called; ours answer that there is nothing
 more for grpcio to do). With a queue and a thread of their own, whichever of the two
 threads read a connection had to wake the other for half the events: a follower
-answering STALE reads switched 2.8 times per read; one queue, 1.6 (docs/performance.md,
-Session 15).
+answering STALE reads switched 2.8 times per read; one queue, 1.6 (measured on
+grpcio's epoll path: docs/performance.md, Session 15).
 
 What grpcio's server did for these calls is done here: calls waiting for their
 message are counted among the replica's (cluster/arrivals.py), undecodable requests

@@ -86,6 +86,7 @@ def _flood(endpoint: str, path: str, reset: bool) -> None:
     """Open calls of `path` on one connection as fast as it goes, until it fails;
     print the count opened so far after every 10,000."""
     conn = _connect(endpoint)
+    conn.settimeout(None)  # a server slow to read slows the flood; it does not end it
     headers, cancel = _headers(endpoint, path), (8).to_bytes(4, "big")  # CANCEL
 
     def drain() -> None:
@@ -94,7 +95,7 @@ def _flood(endpoint: str, path: str, reset: bool) -> None:
                 pass
 
     threading.Thread(target=drain, daemon=True).start()
-    stream = 1
+    stream, opened = 1, 0
     with contextlib.suppress(OSError):
         while stream < 2**31 - 1000:
             frames = []
@@ -104,8 +105,9 @@ def _flood(endpoint: str, path: str, reset: bool) -> None:
                     frames.append(_frame(3, 0, stream, cancel))
                 stream += 2
             conn.sendall(b"".join(frames))
-            if stream // 2 % 10_000 == 0:
-                print(stream // 2, flush=True)
+            opened += 500
+            if opened % 10_000 == 0:
+                print(opened, flush=True)
 
 
 @contextlib.contextmanager
@@ -115,30 +117,33 @@ def flood(endpoint: str, path: str, reset: bool) -> Iterator[Callable[[], int]]:
     (RST_STREAM, "rapid reset"); what the server sends is read and dropped. Its own
     process, as an attacker's would be: a thread of the test's process shares the
     interpreter lock with the clients under test, and goes at their pace. Yields a
-    function giving the count of calls opened so far."""
+    function giving the count of calls opened so far, which raises once the flood
+    has ended (the server closed its connection, or it could not connect)."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    child = subprocess.Popen(
-        [sys.executable, "-m", "tests.held_calls", endpoint, path, *(["reset"] if reset else [])],
-        cwd=root,
-        env={**os.environ, "PYTHONPATH": root},
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    opened = [0]
+    command = [sys.executable, "-m", "tests.held_calls", endpoint, path]
+    with subprocess.Popen(
+        [*command, *(["reset"] if reset else [])], cwd=root, stdout=subprocess.PIPE, text=True
+    ) as child:
+        opened = [0]
 
-    def follow() -> None:
-        for line in child.stdout:
-            opened[0] = int(line)
+        def follow() -> None:
+            for line in child.stdout:
+                opened[0] = int(line)
 
-    reader = threading.Thread(target=follow)
-    reader.start()
-    try:
-        yield lambda: opened[0]
-    finally:
-        child.kill()
-        child.wait()
-        reader.join()
-        child.stdout.close()
+        def count() -> int:
+            if child.poll() is not None:
+                raise AssertionError(f"the flood ended (exit status {child.returncode})")
+            return opened[0]
+
+        reader = threading.Thread(target=follow)
+        try:
+            reader.start()
+            yield count
+        finally:
+            child.kill()
+            child.wait()
+            if reader.is_alive():
+                reader.join()
 
 
 def send_message(conn: socket.socket, call: int, message: bytes) -> None:

@@ -51,8 +51,8 @@ def test_the_cli_sets_the_experiments_before_grpcio_loads_and_the_core_knows_the
 
 def test_servers_and_clients_stay_on_the_event_engine():
     """On the epoll path one flooding connection kept a server from accepting others,
-    and a killed leader's clients took seconds longer to go on (cluster/grpc_core.py,
-    cluster/DESIGN.md, Session 19)."""
+    and `regraft up`'s own client stalled (cluster/grpc_core.py, cluster/DESIGN.md,
+    Session 19)."""
     switched_off = {name[1:] for name in grpc_core.EXPERIMENTS.split(",") if name[0] == "-"}
     assert not switched_off & {"event_engine_listener", "event_engine_client"}
 

@@ -21,6 +21,7 @@ the others.
 
 import os
 import random
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -189,14 +190,17 @@ class Client:
         self._channels: dict[str, grpc.Channel] = {}
         self._current = 0
         self._closed = False
+        # close() may come from another thread than the calls (a writer being stopped).
+        self._lock = threading.Lock()
 
     def close(self) -> None:
         """Close the channels: a call in flight fails (CANCELLED), and so does any
         call after (ValueError), rather than dialing again."""
-        self._closed = True
-        for channel in self._channels.values():
+        with self._lock:
+            self._closed = True
+            channels, self._channels = self._channels, {}
+        for channel in channels.values():
             channel.close()
-        self._channels.clear()
 
     def __enter__(self) -> "Client":
         return self
@@ -205,11 +209,12 @@ class Client:
         self.close()
 
     def _channel(self, endpoint: str) -> grpc.Channel:
-        if self._closed:
-            raise ValueError("this client is closed")
-        if endpoint not in self._channels:
-            self._channels[endpoint] = dial(endpoint, self.credentials)
-        return self._channels[endpoint]
+        with self._lock:
+            if self._closed:
+                raise ValueError("this client is closed")
+            if endpoint not in self._channels:
+                self._channels[endpoint] = dial(endpoint, self.credentials)
+            return self._channels[endpoint]
 
     def registry(self, endpoint: str | None = None) -> registry_pb2_grpc.RegistryStub:
         return registry_pb2_grpc.RegistryStub(self._channel(endpoint or self.endpoint))

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from cluster import grpc_core  # noqa: F401  # isort: skip  (before grpcio is imported)
 import grpc
 
-from cluster import cli_auth, cli_call, cli_certs, cli_members, cli_recovery
+from cluster import allocator, cli_auth, cli_call, cli_certs, cli_members, cli_recovery
 from cluster import config as config_module
 from cluster.client import CredentialError, Credentials
 from cluster.config import DEFAULT_ENDPOINTS, ConfigError, Peer, ReplicaConfig
@@ -109,6 +109,7 @@ def _serve_parser(commands) -> None:
 
 
 def _serve(args) -> int:
+    allocator.one_arena()  # before any thread of the replica's starts
     config = config_module.load(args.config) if args.config else ReplicaConfig()
     overrides = {
         "id": args.id,

@@ -18,6 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY
 
 from cluster import (
+    allocator,
     arrivals,
     auth,
     datadir,
@@ -153,6 +154,7 @@ class Replica:
         self._leaderless_since: float | None = None
         self._upgrade_checked = 0.0
         self._stop_requested = threading.Event()
+        self._trimmer = allocator.Trimmer()
         self._stopping = threading.Event()
         self.health = Health()
         for service in _HEALTH_SERVICES:
@@ -281,6 +283,7 @@ class Replica:
     def wait(self) -> Ending | None:
         """Run until request_stop() (None), or until this replica must stop or restart."""
         while not self._stop_requested.wait(0.5):
+            self._trimmer.maybe_trim()
             if self.raft.fatal_error:
                 return Ending(self.raft.fatal_error, exit_code=1)
             if self.raft.journal.sync_failed:

@@ -19,8 +19,19 @@ def _frame(kind: int, flags: int, stream: int, payload: bytes) -> bytes:
     )
 
 
+def _length(n: int) -> bytes:
+    """An HPACK string length: a 7-bit prefix, then 7 bits a byte (RFC 7541, 5.1)."""
+    if n < 127:
+        return bytes([n])
+    out, n = [127], n - 127
+    while n >= 128:
+        out.append(n & 127 | 128)
+        n >>= 7
+    return bytes([*out, n])
+
+
 def _literal(name: bytes, value: bytes) -> bytes:
-    return b"\x00" + bytes([len(name)]) + name + bytes([len(value)]) + value
+    return b"\x00" + _length(len(name)) + name + _length(len(value)) + value
 
 
 def _connect(endpoint: str) -> socket.socket:
@@ -82,9 +93,12 @@ def unread_calls(endpoint: str, path: str, request, calls: int) -> socket.socket
     return conn
 
 
-def _flood(endpoint: str, path: str, reset: bool) -> None:
-    """Open calls of `path` on one connection as fast as it goes, until it fails;
-    print the count opened so far after every 10,000."""
+FLOODS = ("headers", "reset", "continuation")
+
+
+def _flood(endpoint: str, path: str, kind: str, sent: Callable[[int], None]) -> None:
+    """Flood one connection as fast as it goes, until it fails, calling sent(n) after
+    every n calls (or frames) sent."""
     conn = _connect(endpoint)
     conn.settimeout(None)  # a server slow to read slows the flood; it does not end it
     headers, cancel = _headers(endpoint, path), (8).to_bytes(4, "big")  # CANCEL
@@ -95,35 +109,61 @@ def _flood(endpoint: str, path: str, reset: bool) -> None:
                 pass
 
     threading.Thread(target=drain, daemon=True).start()
-    stream, opened = 1, 0
     with contextlib.suppress(OSError):
+        if kind == "continuation":  # a header block that never ends
+            conn.sendall(_frame(1, 0, 1, headers))
+            frames = _frame(9, 0, 1, _literal(b"x-padding", b"a" * 16_000)) * 100
+            while True:
+                conn.sendall(frames)
+                sent(100)
+        stream = 1
         while stream < 2**31 - 1000:
             frames = []
             for _ in range(500):
                 frames.append(_frame(1, 0x4, stream, headers))
-                if reset:
+                if kind == "reset":
                     frames.append(_frame(3, 0, stream, cancel))
                 stream += 2
             conn.sendall(b"".join(frames))
-            opened += 500
-            if opened % 10_000 == 0:
-                print(opened, flush=True)
+            sent(500)
+
+
+def _flood_process(endpoint: str, path: str, kind: str, connections: int) -> None:
+    """flood()'s process: print the count sent so far after every 10,000."""
+    lock, total = threading.Lock(), [0]
+
+    def sent(n: int) -> None:
+        with lock:
+            before, total[0] = total[0], total[0] + n
+            if before // 10_000 != total[0] // 10_000:
+                print(total[0], flush=True)
+
+    threads = [
+        threading.Thread(target=_flood, args=(endpoint, path, kind, sent))
+        for _ in range(connections)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 @contextlib.contextmanager
-def flood(endpoint: str, path: str, reset: bool) -> Iterator[Callable[[], int]]:
-    """While the block runs, a process of its own opens calls of `path` on one
-    connection as fast as it goes: headers only, or (`reset`) each cancelled at once
-    (RST_STREAM, "rapid reset"); what the server sends is read and dropped. Its own
-    process, as an attacker's would be: a thread of the test's process shares the
-    interpreter lock with the clients under test, and goes at their pace. Yields a
-    function giving the count of calls opened so far, which raises once the flood
-    has ended (the server closed its connection, or it could not connect)."""
+def flood(endpoint: str, path: str, kind: str, connections: int = 1) -> Iterator[Callable[[], int]]:
+    """While the block runs, a process of its own floods `connections` connections as
+    fast as they go, with one of FLOODS: calls of `path` opened by their headers only;
+    each cancelled at once (RST_STREAM, "rapid reset"); or one call whose header block
+    never ends (CONTINUATION frames of 16 kB header fields). What the server sends is
+    read and dropped. Its own process, as an attacker's would be: a thread of the
+    test's process shares the interpreter lock with the clients under test, and goes
+    at their pace. Yields a function giving the count of calls (or frames) sent so
+    far, which raises once the flood has ended (the server closed every connection,
+    or it could not connect)."""
+    if kind not in FLOODS:
+        raise ValueError(f"flood kind {kind!r} is not one of {FLOODS}")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    command = [sys.executable, "-m", "tests.held_calls", endpoint, path]
-    with subprocess.Popen(
-        [*command, *(["reset"] if reset else [])], cwd=root, stdout=subprocess.PIPE, text=True
-    ) as child:
+    command = [sys.executable, "-m", "tests.held_calls", endpoint, path, kind, str(connections)]
+    with subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, text=True) as child:
         opened = [0]
 
         def follow() -> None:
@@ -177,4 +217,4 @@ def ended_streams(conn: socket.socket, count: int, answered: set | None = None) 
 
 
 if __name__ == "__main__":  # the process of flood()
-    _flood(sys.argv[1], sys.argv[2], sys.argv[3:] == ["reset"])
+    _flood_process(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))

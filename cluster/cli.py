@@ -109,7 +109,6 @@ def _serve_parser(commands) -> None:
 
 
 def _serve(args) -> int:
-    allocator.one_arena()  # before any thread of the replica's starts
     config = config_module.load(args.config) if args.config else ReplicaConfig()
     overrides = {
         "id": args.id,
@@ -140,6 +139,7 @@ def _serve(args) -> int:
         level=config.log_level.upper(),
         format=f"%(asctime)s {config.id or '-'} %(levelname)s %(name)s: %(message)s",
     )
+    allocator.one_arena()  # before any thread of the replica's starts
     config.validate()
     for warning in config.warnings():
         logging.getLogger("regraft").warning("%s", warning)

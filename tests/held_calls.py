@@ -96,10 +96,11 @@ def unread_calls(endpoint: str, path: str, request, calls: int) -> socket.socket
 FLOODS = ("headers", "reset", "continuation")
 
 
-def _flood(endpoint: str, path: str, kind: str, sent: Callable[[int], None]) -> None:
+def _flood(
+    conn: socket.socket, endpoint: str, path: str, kind: str, sent: Callable[[int], None]
+) -> None:
     """Flood one connection as fast as it goes, until it fails, calling sent(n) after
     every n calls (or frames) sent."""
-    conn = _connect(endpoint)
     conn.settimeout(None)  # a server slow to read slows the flood; it does not end it
     headers, cancel = _headers(endpoint, path), (8).to_bytes(4, "big")  # CANCEL
 
@@ -129,7 +130,9 @@ def _flood(endpoint: str, path: str, kind: str, sent: Callable[[int], None]) -> 
 
 
 def _flood_process(endpoint: str, path: str, kind: str, connections: int) -> None:
-    """flood()'s process: print the count sent so far after every 10,000."""
+    """flood()'s process: connect every connection first (a failure ends it with an
+    error), then print the count sent so far after every 10,000."""
+    conns = [_connect(endpoint) for _ in range(connections)]
     lock, total = threading.Lock(), [0]
 
     def sent(n: int) -> None:
@@ -139,8 +142,7 @@ def _flood_process(endpoint: str, path: str, kind: str, connections: int) -> Non
                 print(total[0], flush=True)
 
     threads = [
-        threading.Thread(target=_flood, args=(endpoint, path, kind, sent))
-        for _ in range(connections)
+        threading.Thread(target=_flood, args=(conn, endpoint, path, kind, sent)) for conn in conns
     ]
     for thread in threads:
         thread.start()

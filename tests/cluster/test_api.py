@@ -498,19 +498,23 @@ def test_a_continuation_flood_leaves_the_replica_its_memory(cluster):
     memory it took is handed back once the flood ends (cluster/allocator.py): before, a
     replica kept hundreds of MB of it for good."""
     replica = cluster.replicas[0]
-    mib = 1 << 20
 
-    def rss() -> float:
-        return cluster.metric(replica, "process_resident_memory_bytes") / mib
+    def rss() -> float:  # MiB; from /proc, which answers however busy the replica is
+        with open(f"/proc/{replica.process.pid}/status") as f:
+            line = next(line for line in f if line.startswith("VmRSS:"))
+        return int(line.split()[1]) / 1024
 
     before, highest = rss(), 0.0
     with flood(replica.endpoint, CHECK, "continuation", connections=16) as sent:
         deadline = time.monotonic() + 60
-        while sent() < 400_000 and time.monotonic() < deadline:  # 6.4 GB of headers
+        while highest < before + 300 and sent() < 400_000 and time.monotonic() < deadline:
             highest = max(highest, rss())
-            time.sleep(0.5)
-        assert sent() >= 100_000  # the server read the flood
-    assert highest > before + 100  # the flood took memory: this test can tell
+            time.sleep(0.2)
+        frames = sent()
+    assert highest > before + 100, (
+        f"{frames} frames took {highest - before:.0f} MiB: if grpc now bounds this flood, "
+        "say so in README.md (Security) and cluster/DESIGN.md (Session 20)"
+    )
     assert cluster.status(replica).id == replica.id
     wait_for(
         lambda: rss() < before + 100,

@@ -93,7 +93,7 @@ def unread_calls(endpoint: str, path: str, request, calls: int) -> socket.socket
     return conn
 
 
-FLOODS = ("headers", "reset", "continuation")
+FLOODS = ("headers", "reset", "ping", "continuation")
 
 
 def _flood(
@@ -111,6 +111,11 @@ def _flood(
 
     threading.Thread(target=drain, daemon=True).start()
     with contextlib.suppress(OSError):
+        if kind == "ping":
+            frames = b"".join(_frame(6, 0, 0, n.to_bytes(8, "big")) for n in range(500))
+            while True:
+                conn.sendall(frames)
+                sent(500)
         if kind == "continuation":  # a header block that never ends
             conn.sendall(_frame(1, 0, 1, headers))
             frames = _frame(9, 0, 1, _literal(b"x-padding", b"a" * 16_000)) * 100
@@ -154,8 +159,9 @@ def _flood_process(endpoint: str, path: str, kind: str, connections: int) -> Non
 def flood(endpoint: str, path: str, kind: str, connections: int = 1) -> Iterator[Callable[[], int]]:
     """While the block runs, a process of its own floods `connections` connections as
     fast as they go, with one of FLOODS: calls of `path` opened by their headers only;
-    each cancelled at once (RST_STREAM, "rapid reset"); or one call whose header block
-    never ends (CONTINUATION frames of 16 kB header fields). What the server sends is
+    each cancelled at once (RST_STREAM, "rapid reset"); PING frames (each owed an
+    acknowledgement); or one call whose header block never ends (CONTINUATION frames
+    of 16 kB header fields). What the server sends is
     read and dropped. Its own process, as an attacker's would be: a thread of the
     test's process shares the interpreter lock with the clients under test, and goes
     at their pace. Yields a function giving the count of calls (or frames) sent so

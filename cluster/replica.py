@@ -269,6 +269,7 @@ class Replica:
         if self.probes:
             self.probes.start()
         self._health_thread.start()
+        self._trimmer.start()
         log.info(
             "replica %s serving gRPC on %s, Raft on %s",
             self.config.id,
@@ -283,7 +284,6 @@ class Replica:
     def wait(self) -> Ending | None:
         """Run until request_stop() (None), or until this replica must stop or restart."""
         while not self._stop_requested.wait(0.5):
-            self._trimmer.maybe_trim()
             if self.raft.fatal_error:
                 return Ending(self.raft.fatal_error, exit_code=1)
             if self.raft.journal.sync_failed:
@@ -361,6 +361,7 @@ class Replica:
             self.probes.stop()
         if self._health_thread.is_alive():
             self._health_thread.join()
+        self._trimmer.stop()
         self.raft.close()
         self.store.close()
         REGISTRY.unregister(self._collector)

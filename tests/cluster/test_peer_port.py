@@ -13,7 +13,8 @@ import zlib
 
 import grpc
 
-from cluster.transport import IDENTIFY_WITHIN, MAX_UNIDENTIFIED
+from cluster.cipher import PeerCipher, key_from_secret
+from cluster.transport import IDENTIFY_WITHIN, MAX_FRAME_BYTES, MAX_UNIDENTIFIED
 from tests.cluster.harness import closed_by_peer, push
 from tests.polling import wait_for
 
@@ -31,6 +32,19 @@ class RunsCommand:
 def frame(payload) -> bytes:
     data = zlib.compress(pickle.dumps(payload), 3)
     return struct.pack("i", len(data)) + data
+
+
+def pump(s: socket.socket, seconds: float) -> tuple[int, bool]:
+    """Send zeros until the other end closes or `seconds` pass: (bytes sent, closed)."""
+    chunk = b"\0" * (1 << 20)
+    sent = 0
+    give_up = time.monotonic() + seconds
+    try:
+        while time.monotonic() < give_up:
+            sent += s.send(chunk)
+    except OSError:
+        return sent, True
+    return sent, False
 
 
 def test_a_crafted_payload_runs_nothing_and_changes_nothing(cluster, tmp_path):
@@ -68,24 +82,43 @@ def test_a_crafted_payload_runs_nothing_and_changes_nothing(cluster, tmp_path):
 def test_a_huge_frame_from_a_stranger_is_refused_early(cluster):
     leader = cluster.wait_for_leader()
     host, port = leader.config.raft_address.rsplit(":", 1)
-    sent = 0
-    chunk = b"\0" * (1 << 20)
-    give_up = time.monotonic() + 20
-    closed_by_replica = False
     with socket.create_connection((host, int(port)), timeout=5) as s:
         stranger = "{}:{}".format(*s.getsockname()[:2])
         s.sendall(struct.pack("i", 2**31 - 1))
-        try:
-            while time.monotonic() < give_up:
-                s.sendall(chunk)
-                sent += len(chunk)
-        except OSError:
-            closed_by_replica = True
-    assert closed_by_replica, f"the peer port kept reading one frame ({sent >> 20} MiB sent)"
+        sent, closed = pump(s, 20)
+    assert closed, f"the peer port kept reading one frame ({sent >> 20} MiB sent)"
     assert sent < (64 << 20), f"the peer port read {sent >> 20} MiB of one frame"
     assert f"peer connection from {stranger} announced a {2**31 - 1}-byte frame" in leader.log()
     with cluster.client() as client:
         push(client, "safe/app", "after", seed="after-huge-frame")
+
+
+def test_a_replayed_first_frame_lets_no_large_frame_in(cluster):
+    """A peer's first frame (its random key, sealed with the secret) can be captured on
+    the wire and replayed on a new connection: the replica takes it and answers with
+    a key of its own, which the copier cannot read. Frames stay capped at 64 KiB until
+    one carries that key; before, the replay let a stranger announce 16 MiB frames."""
+    leader = cluster.wait_for_leader()
+    replica = next(r for r in cluster.replicas if r is not leader)
+    host, port = replica.config.raft_address.rsplit(":", 1)
+    secret = replica.config.read_secret()
+    token = PeerCipher(key_from_secret(secret)).encrypt_at_time(
+        zlib.compress(pickle.dumps(os.urandom(32))), int(time.monotonic())
+    )
+    captured = struct.pack("i", len(token)) + token
+    announced = MAX_FRAME_BYTES - 1
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        stranger = "{}:{}".format(*s.getsockname()[:2])
+        s.sendall(captured)
+        assert s.recv(4), "the replica did not answer a peer's first frame with its key"
+        s.sendall(struct.pack("i", announced))
+        sent, closed = pump(s, 20)
+    assert closed, f"the peer port kept reading one frame ({sent >> 20} MiB sent)"
+    assert sent < (8 << 20), f"the peer port read {sent >> 20} MiB of one frame"
+    assert f"peer connection from {stranger} announced a {announced}-byte frame" in replica.log()
+    with cluster.client() as client:
+        push(client, "safe/app", "after", seed="after-replay")
+    cluster.wait_converged()
 
 
 def strangers(address: str, count: int) -> list[socket.socket]:

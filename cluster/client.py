@@ -416,8 +416,8 @@ class Client:
         n: int = 0,
         last: str = "",
     ) -> registry_pb2.GetReferrersResponse:
-        """One page (`more` says whether others follow: ask again with last = the
-        page's last digest)."""
+        """One page (`more` says whether others may follow: ask again with last = the
+        response's `last`; with artifact_type a page may hold fewer than n, even none)."""
         return self.call(
             "GetReferrers",
             registry_pb2.GetReferrersRequest(

@@ -100,10 +100,12 @@ class RegistryService(registry_pb2_grpc.RegistryServicer):
             names.validate_digest(request.last, "last")
 
         def answer(view):
-            found, more = registry.get_referrers(
+            page = registry.get_referrers(
                 view, request.repository, request.digest, request.artifact_type, n, request.last
             )
-            return pb.GetReferrersResponse(manifests=found, revision=view.revision, more=more)
+            return pb.GetReferrersResponse(
+                manifests=page.descriptors, revision=view.revision, more=page.more, last=page.last
+            )
 
         return request.read, answer
 

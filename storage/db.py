@@ -36,7 +36,7 @@ DATABASES = (
     "tags",  # id + tag -> digest
     "tag_index",  # id + digest + SEP + tag -> b"" (the tags of a manifest)
     "blobs",  # id + digest -> BlobRecord
-    "referrers",  # id + subject + SEP + referrer digest -> b""
+    "referrers",  # id + subject + SEP + referrer digest -> ReferrerRecord (b"" before v8)
     "events",  # revision + sequence -> Event
     "requests",  # request id -> RequestRecord
     "request_log",  # index + request id -> b""

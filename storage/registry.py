@@ -8,6 +8,7 @@ Watch can replay history in revision order.
 """
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from regraft.v1 import access_pb2, command_pb2, record_pb2, registry_pb2
 from storage import keys, versions
@@ -170,11 +171,25 @@ def put_manifest(change: Change, op: command_pb2.PutManifestOp) -> command_pb2.R
         # deterministic: map fields (annotations) must serialize alike on every replica.
         batch.put("manifests", key, record.SerializeToString(deterministic=True))
         if op.subject:
-            batch.put("referrers", keys.pair(rid, op.subject, op.digest), b"")
+            batch.put("referrers", keys.pair(rid, op.subject, op.digest), _referrer(batch, record))
         change.emit(registry_pb2.MANIFEST_PUT, op.repository, op.digest)
     if op.tag:
         _set_tag(change, rid, op.repository, op.tag, current, op.digest)
     return command_pb2.Result(digest=op.digest, previous_digest=current)
+
+
+def _referrer(batch: Batch, record: record_pb2.ManifestRecord) -> bytes:
+    """The referrers index's value for a manifest with a subject: its descriptor from
+    machine version 8 on (storage/versions.py), nothing before."""
+    if batch.machine_version < versions.REFERRER_RECORDS:
+        return b""
+    referrer = record_pb2.ReferrerRecord(
+        media_type=record.media_type,
+        size=len(record.content),
+        artifact_type=record.artifact_type,
+        annotations=record.annotations,
+    )
+    return referrer.SerializeToString(deterministic=True)
 
 
 def delete_manifest(change: Change, op: command_pb2.DeleteManifestOp) -> command_pb2.Result:
@@ -448,40 +463,69 @@ def page(records, n: int, name) -> tuple[list, bool]:
 # a manifest's worth of annotations, and an answer must stay under the 4 MiB that gRPC
 # clients accept by default (with room for the rest of the answer).
 REFERRERS_PAGE_BYTES = (4 << 20) - (16 << 10)
+# A page also ends once it has looked at this many referrers (a filter by artifact type
+# may pass over most), or read this many bytes of manifest records (referrers indexed
+# before machine version 8, whose content, up to 4 MiB each, is read with them), so
+# that its cost is bounded whatever the subject's referrers are.
+REFERRERS_EXAMINED = 4096
+REFERRERS_READ_BYTES = 32 << 20
+
+
+class ReferrersPage(NamedTuple):
+    descriptors: list[registry_pb2.Descriptor]
+    more: bool  # referrers may follow: ask again from `last`
+    last: str  # the last referrer covered, returned or passed over
 
 
 def get_referrers(
     view: View, repository: str, subject: str, artifact_type: str, n: int, last: str = ""
-) -> tuple[list[registry_pb2.Descriptor], bool]:
+) -> ReferrersPage:
     """One page of the manifests of the repository whose subject is `subject`, in
     digest order after `last`: at most n, and no more than REFERRERS_PAGE_BYTES of
-    descriptors (at least one); and whether more follow."""
+    descriptors (at least one), looking at REFERRERS_EXAMINED referrers at most."""
     rid = _repo(view, repository)
     if rid is None:
-        return [], False
+        return ReferrersPage([], False, last)
     found: list[registry_pb2.Descriptor] = []
-    size = 0
+    size = read = 0
     prefix = keys.pair_prefix(rid, subject)
-    for key, _ in view.scan("referrers", prefix, last.encode()):
+    for examined, (key, value) in enumerate(view.scan("referrers", prefix, last.encode())):
+        if examined == REFERRERS_EXAMINED or read > REFERRERS_READ_BYTES:
+            return ReferrersPage(found, True, last)
         digest = keys.pair_second(prefix, key)
+        descriptor, cost = _referrer_descriptor(view, rid, digest, value)
+        read += cost
+        if descriptor is not None and artifact_type in ("", descriptor.artifact_type):
+            size += descriptor.ByteSize()
+            if len(found) == n or (found and size > REFERRERS_PAGE_BYTES):
+                return ReferrersPage(found, True, last)
+            found.append(descriptor)
+        last = digest
+    return ReferrersPage(found, False, last)
+
+
+def _referrer_descriptor(
+    view: View, rid: bytes, digest: str, value: bytes
+) -> tuple[registry_pb2.Descriptor | None, int]:
+    """A referrer's descriptor, from its index value or else its manifest's record (None
+    if that is gone: never seen), and the bytes read for it."""
+    if value:
+        record = record_pb2.ReferrerRecord.FromString(value)
+        size, read = record.size, len(value)
+    else:
         raw = view.get("manifests", keys.member(rid, digest))
         if raw is None:
-            continue
+            return None, 0
         record = record_pb2.ManifestRecord.FromString(raw)
-        if artifact_type and record.artifact_type != artifact_type:
-            continue
-        descriptor = registry_pb2.Descriptor(
-            media_type=record.media_type,
-            digest=digest,
-            size=len(record.content),
-            artifact_type=record.artifact_type,
-            annotations=record.annotations,
-        )
-        size += descriptor.ByteSize()
-        if len(found) == n or (found and size > REFERRERS_PAGE_BYTES):
-            return found, True
-        found.append(descriptor)
-    return found, False
+        size, read = len(record.content), len(raw)
+    descriptor = registry_pb2.Descriptor(
+        media_type=record.media_type,
+        digest=digest,
+        size=size,
+        artifact_type=record.artifact_type,
+        annotations=record.annotations,
+    )
+    return descriptor, read
 
 
 def stat_blob(view: View, repository: str, digest: str) -> record_pb2.BlobRecord:

@@ -26,6 +26,9 @@ A new cluster starts at the version of the code that records its first members.
        unknown operation older code sees in it.
     7  Apply unchanged. Every member answers PreVote questions, so a replica asks the
        voters before it raises its term to start an election (cluster/prevote.py).
+    8  A manifest with a subject stores its descriptor (ReferrerRecord) in the
+       referrers index, so that GetReferrers reads no manifest content; entries
+       indexed before hold no value, and their manifest is read instead.
 """
 
 AUDIT_EVENTS = 2
@@ -34,8 +37,9 @@ READ_INDEX = 4
 SEALED_PEER_MESSAGES = 5
 MEMBER_ADDRESSES = 6
 PRE_VOTE = 7
+REFERRER_RECORDS = 8
 # The newest version this code can apply.
-LATEST = 7
+LATEST = 8
 
 
 def too_new(in_force: int, supported: int) -> str:

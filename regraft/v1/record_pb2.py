@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from regraft.v1 import access_pb2 as regraft_dot_v1_dot_access__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17regraft/v1/record.proto\x12\nregraft.v1\x1a\x17regraft/v1/access.proto\"\x87\x02\n\x0eManifestRecord\x12\x12\n\nmedia_type\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\x0c\x12\x0f\n\x07subject\x18\x03 \x01(\t\x12\x15\n\rartifact_type\x18\x04 \x01(\t\x12@\n\x0b\x61nnotations\x18\x05 \x03(\x0b\x32+.regraft.v1.ManifestRecord.AnnotationsEntry\x12\r\n\x05\x62lobs\x18\x06 \x03(\t\x12\x11\n\tmanifests\x18\x07 \x03(\t\x12\x10\n\x08revision\x18\x08 \x01(\x04\x1a\x32\n\x10\x41nnotationsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"@\n\nBlobRecord\x12\x0c\n\x04size\x18\x01 \x01(\x04\x12\x12\n\nmedia_type\x18\x02 \x01(\t\x12\x10\n\x08revision\x18\x03 \x01(\x04\"C\n\rRequestRecord\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0e\n\x06result\x18\x02 \x01(\x0c\x12\x13\n\x0b\x66ingerprint\x18\x03 \x01(\x0c\"\xd8\x01\n\x0cMemberRecord\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0craft_address\x18\x02 \x01(\t\x12\x14\n\x0cgrpc_address\x18\x03 \x01(\t\x12+\n\x04role\x18\x04 \x01(\x0e\x32\x1d.regraft.v1.MemberRecord.Role\x12\x10\n\x08\x61\x64\x64\x65\x64_at\x18\x05 \x01(\x04\"Q\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0b\n\x07LEARNER\x10\x01\x12\r\n\tPROMOTING\x10\x02\x12\t\n\x05VOTER\x10\x03\x12\x0c\n\x08REMOVING\x10\x04\"T\n\nUserRecord\x12\x0e\n\x06\x61\x63tive\x18\x01 \x01(\x08\x12\r\n\x05\x61\x64min\x18\x02 \x01(\x08\x12\x15\n\rpassword_hash\x18\x03 \x01(\t\x12\x10\n\x08revision\x18\x04 \x01(\x04\";\n\x12OrganizationRecord\x12\x13\n\x0b\x64\x65scription\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\x04\"3\n\nTeamRecord\x12\x13\n\x0b\x64\x65scription\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\x04\"G\n\x0bGrantRecord\x12&\n\x05level\x18\x01 \x01(\x0e\x32\x17.regraft.v1.AccessLevel\x12\x10\n\x08revision\x18\x02 \x01(\x04\"^\n\x18RepositorySettingsRecord\x12\x30\n\x08settings\x18\x01 \x01(\x0b\x32\x1e.regraft.v1.RepositorySettings\x12\x10\n\x08revision\x18\x02 \x01(\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17regraft/v1/record.proto\x12\nregraft.v1\x1a\x17regraft/v1/access.proto\"\x87\x02\n\x0eManifestRecord\x12\x12\n\nmedia_type\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\x0c\x12\x0f\n\x07subject\x18\x03 \x01(\t\x12\x15\n\rartifact_type\x18\x04 \x01(\t\x12@\n\x0b\x61nnotations\x18\x05 \x03(\x0b\x32+.regraft.v1.ManifestRecord.AnnotationsEntry\x12\r\n\x05\x62lobs\x18\x06 \x03(\t\x12\x11\n\tmanifests\x18\x07 \x03(\t\x12\x10\n\x08revision\x18\x08 \x01(\x04\x1a\x32\n\x10\x41nnotationsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xbf\x01\n\x0eReferrerRecord\x12\x12\n\nmedia_type\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x15\n\rartifact_type\x18\x03 \x01(\t\x12@\n\x0b\x61nnotations\x18\x04 \x03(\x0b\x32+.regraft.v1.ReferrerRecord.AnnotationsEntry\x1a\x32\n\x10\x41nnotationsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"@\n\nBlobRecord\x12\x0c\n\x04size\x18\x01 \x01(\x04\x12\x12\n\nmedia_type\x18\x02 \x01(\t\x12\x10\n\x08revision\x18\x03 \x01(\x04\"C\n\rRequestRecord\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0e\n\x06result\x18\x02 \x01(\x0c\x12\x13\n\x0b\x66ingerprint\x18\x03 \x01(\x0c\"\xd8\x01\n\x0cMemberRecord\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0craft_address\x18\x02 \x01(\t\x12\x14\n\x0cgrpc_address\x18\x03 \x01(\t\x12+\n\x04role\x18\x04 \x01(\x0e\x32\x1d.regraft.v1.MemberRecord.Role\x12\x10\n\x08\x61\x64\x64\x65\x64_at\x18\x05 \x01(\x04\"Q\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0b\n\x07LEARNER\x10\x01\x12\r\n\tPROMOTING\x10\x02\x12\t\n\x05VOTER\x10\x03\x12\x0c\n\x08REMOVING\x10\x04\"T\n\nUserRecord\x12\x0e\n\x06\x61\x63tive\x18\x01 \x01(\x08\x12\r\n\x05\x61\x64min\x18\x02 \x01(\x08\x12\x15\n\rpassword_hash\x18\x03 \x01(\t\x12\x10\n\x08revision\x18\x04 \x01(\x04\";\n\x12OrganizationRecord\x12\x13\n\x0b\x64\x65scription\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\x04\"3\n\nTeamRecord\x12\x13\n\x0b\x64\x65scription\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\x04\"G\n\x0bGrantRecord\x12&\n\x05level\x18\x01 \x01(\x0e\x32\x17.regraft.v1.AccessLevel\x12\x10\n\x08revision\x18\x02 \x01(\x04\"^\n\x18RepositorySettingsRecord\x12\x30\n\x08settings\x18\x01 \x01(\x0b\x32\x1e.regraft.v1.RepositorySettings\x12\x10\n\x08revision\x18\x02 \x01(\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,26 +34,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_MANIFESTRECORD_ANNOTATIONSENTRY']._loaded_options = None
   _globals['_MANIFESTRECORD_ANNOTATIONSENTRY']._serialized_options = b'8\001'
+  _globals['_REFERRERRECORD_ANNOTATIONSENTRY']._loaded_options = None
+  _globals['_REFERRERRECORD_ANNOTATIONSENTRY']._serialized_options = b'8\001'
   _globals['_MANIFESTRECORD']._serialized_start=65
   _globals['_MANIFESTRECORD']._serialized_end=328
   _globals['_MANIFESTRECORD_ANNOTATIONSENTRY']._serialized_start=278
   _globals['_MANIFESTRECORD_ANNOTATIONSENTRY']._serialized_end=328
-  _globals['_BLOBRECORD']._serialized_start=330
-  _globals['_BLOBRECORD']._serialized_end=394
-  _globals['_REQUESTRECORD']._serialized_start=396
-  _globals['_REQUESTRECORD']._serialized_end=463
-  _globals['_MEMBERRECORD']._serialized_start=466
-  _globals['_MEMBERRECORD']._serialized_end=682
-  _globals['_MEMBERRECORD_ROLE']._serialized_start=601
-  _globals['_MEMBERRECORD_ROLE']._serialized_end=682
-  _globals['_USERRECORD']._serialized_start=684
-  _globals['_USERRECORD']._serialized_end=768
-  _globals['_ORGANIZATIONRECORD']._serialized_start=770
-  _globals['_ORGANIZATIONRECORD']._serialized_end=829
-  _globals['_TEAMRECORD']._serialized_start=831
-  _globals['_TEAMRECORD']._serialized_end=882
-  _globals['_GRANTRECORD']._serialized_start=884
-  _globals['_GRANTRECORD']._serialized_end=955
-  _globals['_REPOSITORYSETTINGSRECORD']._serialized_start=957
-  _globals['_REPOSITORYSETTINGSRECORD']._serialized_end=1051
+  _globals['_REFERRERRECORD']._serialized_start=331
+  _globals['_REFERRERRECORD']._serialized_end=522
+  _globals['_REFERRERRECORD_ANNOTATIONSENTRY']._serialized_start=278
+  _globals['_REFERRERRECORD_ANNOTATIONSENTRY']._serialized_end=328
+  _globals['_BLOBRECORD']._serialized_start=524
+  _globals['_BLOBRECORD']._serialized_end=588
+  _globals['_REQUESTRECORD']._serialized_start=590
+  _globals['_REQUESTRECORD']._serialized_end=657
+  _globals['_MEMBERRECORD']._serialized_start=660
+  _globals['_MEMBERRECORD']._serialized_end=876
+  _globals['_MEMBERRECORD_ROLE']._serialized_start=795
+  _globals['_MEMBERRECORD_ROLE']._serialized_end=876
+  _globals['_USERRECORD']._serialized_start=878
+  _globals['_USERRECORD']._serialized_end=962
+  _globals['_ORGANIZATIONRECORD']._serialized_start=964
+  _globals['_ORGANIZATIONRECORD']._serialized_end=1023
+  _globals['_TEAMRECORD']._serialized_start=1025
+  _globals['_TEAMRECORD']._serialized_end=1076
+  _globals['_GRANTRECORD']._serialized_start=1078
+  _globals['_GRANTRECORD']._serialized_end=1149
+  _globals['_REPOSITORYSETTINGSRECORD']._serialized_start=1151
+  _globals['_REPOSITORYSETTINGSRECORD']._serialized_end=1245
 # @@protoc_insertion_point(module_scope)

@@ -35,6 +35,25 @@ class ManifestRecord(_message.Message):
     revision: int
     def __init__(self, media_type: _Optional[str] = ..., content: _Optional[bytes] = ..., subject: _Optional[str] = ..., artifact_type: _Optional[str] = ..., annotations: _Optional[_Mapping[str, str]] = ..., blobs: _Optional[_Iterable[str]] = ..., manifests: _Optional[_Iterable[str]] = ..., revision: _Optional[int] = ...) -> None: ...
 
+class ReferrerRecord(_message.Message):
+    __slots__ = ("media_type", "size", "artifact_type", "annotations")
+    class AnnotationsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    MEDIA_TYPE_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    ANNOTATIONS_FIELD_NUMBER: _ClassVar[int]
+    media_type: str
+    size: int
+    artifact_type: str
+    annotations: _containers.ScalarMap[str, str]
+    def __init__(self, media_type: _Optional[str] = ..., size: _Optional[int] = ..., artifact_type: _Optional[str] = ..., annotations: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
 class BlobRecord(_message.Message):
     __slots__ = ("size", "media_type", "revision")
     SIZE_FIELD_NUMBER: _ClassVar[int]

@@ -231,14 +231,16 @@ class GetReferrersRequest(_message.Message):
     def __init__(self, repository: _Optional[str] = ..., digest: _Optional[str] = ..., artifact_type: _Optional[str] = ..., read: _Optional[_Union[ReadOptions, _Mapping]] = ..., n: _Optional[int] = ..., last: _Optional[str] = ...) -> None: ...
 
 class GetReferrersResponse(_message.Message):
-    __slots__ = ("manifests", "revision", "more")
+    __slots__ = ("manifests", "revision", "more", "last")
     MANIFESTS_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
     MORE_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
     manifests: _containers.RepeatedCompositeFieldContainer[Descriptor]
     revision: int
     more: bool
-    def __init__(self, manifests: _Optional[_Iterable[_Union[Descriptor, _Mapping]]] = ..., revision: _Optional[int] = ..., more: _Optional[bool] = ...) -> None: ...
+    last: str
+    def __init__(self, manifests: _Optional[_Iterable[_Union[Descriptor, _Mapping]]] = ..., revision: _Optional[int] = ..., more: _Optional[bool] = ..., last: _Optional[str] = ...) -> None: ...
 
 class LinkBlobRequest(_message.Message):
     __slots__ = ("repository", "digest", "size", "media_type", "request_id")

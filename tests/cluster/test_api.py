@@ -134,6 +134,7 @@ def test_referrers(cluster):
         assert not client.get_referrers("ref/app", subject, artifact_type="other/type").manifests
         page = client.get_referrers("ref/app", subject, n=1)
         assert [d.digest for d in page.manifests] == [digest] and not page.more
+        assert page.last == digest  # where a next page would start
         after = client.get_referrers("ref/app", subject, last=digest)
         assert not after.manifests and not after.more
         for bad, field in (({"last": "sha256:abc"}, "last"), ({"n": 1001}, "n")):

@@ -25,7 +25,7 @@ from hypothesis.stateful import (
 )
 
 from regraft.v1 import command_pb2, registry_pb2
-from storage import commands, machine, registry
+from storage import commands, machine, registry, versions
 from storage.db import Store
 from storage.errors import InvalidArgument, NotFound
 from storage.names import compute_digest
@@ -284,6 +284,7 @@ class RegistryMachine(RuleBasedStateMachine):
         self.log: list[tuple[int, bytes, Result]] = []  # every applied entry
         self.pending: list[tuple[int, bytes, Result]] = []  # applied to A, not committed
         self.known: list[str] = []  # digests of every manifest document ever built
+        self.upgraded = False  # the machine version raised to the latest (from 1)
 
     def teardown(self):
         self.batch_a.abort()
@@ -621,6 +622,17 @@ class RegistryMachine(RuleBasedStateMachine):
             lambda m, rev, a: m.delete_manifest(rev, a, repo, digest),
         )
 
+    @precondition(lambda self: not self.upgraded)
+    @rule()
+    def raise_machine_version(self):
+        """A rolling upgrade ends: manifests put from here on are indexed the newest way
+        (referrers carry their descriptors), those before stay as they were, and reads
+        must not tell them apart."""
+        result = self._propose(commands.set_machine_version(versions.LATEST))
+        assert result.code == OK, result
+        self.model._emit(self.index, "", Kind.CLUSTER_CHANGE, "", "")
+        self.upgraded = True
+
     @rule(kind=st.sampled_from(["barrier", "no operation", "undecodable"]))
     def changes_nothing(self, kind):
         """Entries that take an index and change nothing else."""
@@ -772,7 +784,7 @@ class RegistryMachine(RuleBasedStateMachine):
             if repo is None:
                 with pytest.raises(NotFound):
                     registry.get_manifest(view, name, "latest", False)
-                assert registry.get_referrers(view, name, NEVER, "", 10) == ([], False)
+                assert registry.get_referrers(view, name, NEVER, "", 10) == ([], False, "")
                 continue
             assert registry.list_tags(view, name, 100, "") == (sorted(repo.tags), False)
             for tag in TAGS:
@@ -834,12 +846,14 @@ def _all_referrers(view, name: str, subject: str, artifact_type: str, n: int) ->
     """Every referrer, page after page of at most n."""
     found, last = [], ""
     while True:
-        page, more = registry.get_referrers(view, name, subject, artifact_type, n, last)
+        page, more, covered = registry.get_referrers(view, name, subject, artifact_type, n, last)
         found += page
         if not more:
             return found
-        assert len(page) == n  # a page ends early only past REFERRERS_PAGE_BYTES
-        last = page[-1].digest
+        # A page ends early only past REFERRERS_PAGE_BYTES or REFERRERS_EXAMINED.
+        assert len(page) == n
+        assert covered > last
+        last = covered
 
 
 TestRegistryMachine = RegistryMachine.TestCase

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from regraft.v1 import command_pb2, registry_pb2
-from storage import commands, db, keys, machine, registry, snapshot
+from regraft.v1 import command_pb2, record_pb2, registry_pb2
+from storage import commands, db, keys, machine, registry, snapshot, versions
 from storage.db import FormatError, Store, TornStateError
 from storage.errors import NotFound
 from storage.manifest import OCI_INDEX, OCI_MANIFEST
@@ -165,7 +165,7 @@ def test_longest_names_make_keys_under_the_lmdb_limit(replica):
         found, record = registry.get_manifest(view, LONGEST_REPO, LONGEST_TAG, False)
         assert found == digest and record.content == content
         assert list(record.blobs) == [config, blob]
-        referrers, more = registry.get_referrers(view, LONGEST_REPO, digest, "", 10)
+        referrers, more, _ = registry.get_referrers(view, LONGEST_REPO, digest, "", 10)
         assert [(d.digest, d.size) for d in referrers] == [(referrer_digest, len(referrer))]
         assert not more
         assert registry.stat_blob(view, LONGEST_REPO, blob).size == 100
@@ -867,6 +867,98 @@ def test_a_batch_keeps_the_machine_version_a_failed_command_set(replica):
         assert view.machine_version == 3
 
 
+def _referrers(replica: Replica, subject: str, count: int, **extra) -> list[str]:
+    """Push `count` manifests of acme/app whose subject is `subject`; their digests."""
+    config = compute_digest(b"a config")
+    documents = [image(config, subject=subject, n=i, **extra) for i in range(count)]
+    replica.ok(
+        link("acme/app", config, 20, CONFIG_TYPE),
+        *(put_manifest("acme/app", compute_digest(d), d) for d in documents),
+    )
+    return [compute_digest(d) for d in documents]
+
+
+def _every_page(replica: Replica, subject: str, artifact_type: str = "", n: int = 1000):
+    """Every page of the subject's referrers, each asked from the last one's `last`."""
+    pages, last = [], ""
+    with replica.store.read() as view:
+        while True:
+            page = registry.get_referrers(view, "acme/app", subject, artifact_type, n, last)
+            pages.append(page)
+            if not page.more:
+                return pages
+            assert page.last > last, "a page must move on"
+            last = page.last
+
+
+def test_referrers_carry_their_descriptor_from_machine_version_8(replica, monkeypatch):
+    """GetReferrers read each referrer's whole manifest record, content included (up to
+    4 MiB), to describe it; referrers indexed from version 8 on carry their descriptor.
+    Those indexed before read as they did, and both list alike."""
+    subject = compute_digest(b"the subject")
+    before = _referrers(replica, subject, 2, artifactType="application/x.sig")
+    replica.ok(commands.set_machine_version(versions.REFERRER_RECORDS))
+    after = _referrers(replica, subject, 2, artifactType="application/x.sbom")
+    manifests_read = []
+    get = registry.View.get
+
+    def counting(view, name: str, key: bytes):
+        if name == "manifests":
+            manifests_read.append(key)
+        return get(view, name, key)
+
+    monkeypatch.setattr(registry.View, "get", counting)
+    with replica.store.read() as view:
+        page = registry.get_referrers(view, "acme/app", subject, "", 1000)
+        rid = view.get("repos", keys.repository("acme/app"))
+        for digest in after:
+            value = view.get("referrers", keys.pair(rid, subject, digest))
+            record = record_pb2.ReferrerRecord.FromString(value)
+            assert record.artifact_type == "application/x.sbom" and record.size > 0
+        for digest in before:
+            assert view.get("referrers", keys.pair(rid, subject, digest)) == b""
+    assert manifests_read == [keys.member(rid, d) for d in sorted(before)]
+    described = {d.digest: d for d in page.descriptors}
+    assert sorted(described) == sorted(before + after) and not page.more
+    with replica.store.read() as view:
+        for digest, descriptor in described.items():
+            _, record = registry.get_manifest(view, "acme/app", digest, True)
+            assert descriptor.size == len(record.content)
+            assert descriptor.media_type == record.media_type
+            assert descriptor.artifact_type == record.artifact_type
+
+
+def test_a_filtered_page_of_referrers_looks_at_a_bounded_number(replica, monkeypatch):
+    """A filter by artifact type may pass over nearly every referrer of a subject: a
+    page stops after REFERRERS_EXAMINED, possibly empty, and says where to go on."""
+    monkeypatch.setattr(registry, "REFERRERS_EXAMINED", 3)
+    subject = compute_digest(b"the subject")
+    replica.ok(commands.set_machine_version(versions.REFERRER_RECORDS))
+    others = _referrers(replica, subject, 10, artifactType="application/x.other")
+    [wanted] = _referrers(replica, subject, 1, artifactType="application/x.wanted")
+    pages = _every_page(replica, subject, "application/x.wanted")
+    assert len(pages) == 4  # 11 referrers, 3 looked at per page
+    assert [d.digest for p in pages for d in p.descriptors] == [wanted]
+    assert any(p.more and not p.descriptors for p in pages)
+    unfiltered = _every_page(replica, subject)
+    assert [d.digest for p in unfiltered for d in p.descriptors] == sorted([*others, wanted])
+
+
+def test_a_page_of_older_referrers_reads_a_bounded_number_of_bytes(replica, monkeypatch):
+    """Referrers indexed before machine version 8 are described from their manifest
+    records, content and all: a page stops once it has read REFERRERS_READ_BYTES."""
+    subject = compute_digest(b"the subject")
+    digests = _referrers(replica, subject, 5, annotations={"pad": "x" * 1000})
+    with replica.store.read() as view:
+        rid = view.get("repos", keys.repository("acme/app"))
+        sizes = {len(view.get("manifests", keys.member(rid, d))) for d in digests}
+    assert len(sizes) == 1  # one record's worth: a page stops after two
+    monkeypatch.setattr(registry, "REFERRERS_READ_BYTES", sizes.pop())
+    pages = _every_page(replica, subject)
+    assert [len(p.descriptors) for p in pages] == [2, 2, 1]
+    assert [d.digest for p in pages for d in p.descriptors] == sorted(digests)
+
+
 def test_a_page_of_referrers_ends_before_its_byte_limit(replica):
     """Each referrer may carry up to a manifest's worth of annotations: all of them in
     one answer passed gRPC's message limit and held gigabytes under concurrent calls,
@@ -883,10 +975,14 @@ def test_a_page_of_referrers_ends_before_its_byte_limit(replica):
     )
     ordered = sorted(compute_digest(r) for r in referrers)
     with replica.store.read() as view:
-        first, more = registry.get_referrers(view, "acme/app", subject, "", 1000)
+        first, more, last = registry.get_referrers(view, "acme/app", subject, "", 1000)
         assert [d.digest for d in first] == ordered[:2] and more  # 3 pass the limit
-        answer = registry_pb2.GetReferrersResponse(manifests=first, revision=1 << 62, more=True)
+        assert last == ordered[1]
+        answer = registry_pb2.GetReferrersResponse(
+            manifests=first, revision=1 << 62, more=True, last=last
+        )
         assert answer.ByteSize() < 4 << 20
-        rest, more = registry.get_referrers(view, "acme/app", subject, "", 1000, ordered[1])
+        rest, more, last = registry.get_referrers(view, "acme/app", subject, "", 1000, last)
         assert [d.digest for d in rest] == ordered[2:] and not more
-        assert registry.get_referrers(view, "acme/app", subject, "", 1, ordered[2]) == ([], False)
+        page = registry.get_referrers(view, "acme/app", subject, "", 1, ordered[2])
+        assert page == ([], False, ordered[2])

@@ -389,11 +389,17 @@ class Client:
         last: str = "",
         consistency=LINEARIZABLE,
         min_revision: int = 0,
+        digest: str = "",
     ) -> registry_pb2.ListTagsResponse:
+        """One page of tags (with `digest`: only those pointing at that manifest)."""
         return self.call(
             "ListTags",
             registry_pb2.ListTagsRequest(
-                repository=repository, n=n, last=last, read=self._read(consistency, min_revision)
+                repository=repository,
+                n=n,
+                last=last,
+                read=self._read(consistency, min_revision),
+                digest=digest,
             ),
         )
 

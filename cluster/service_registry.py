@@ -70,9 +70,13 @@ class RegistryService(registry_pb2_grpc.RegistryServicer):
         n = names.validate_page_size(request.n)
         if request.last:
             names.validate_tag(request.last, "last")
+        if request.digest:
+            names.validate_digest(request.digest)
 
         def answer(view):
-            tags, more = registry.list_tags(view, request.repository, n, request.last)
+            tags, more = registry.list_tags(
+                view, request.repository, n, request.last, request.digest
+            )
             return pb.ListTagsResponse(tags=tags, revision=view.revision, more=more)
 
         return request.read, answer

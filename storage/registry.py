@@ -192,8 +192,15 @@ def _referrer(batch: Batch, record: record_pb2.ManifestRecord) -> bytes:
     return referrer.SerializeToString(deterministic=True)
 
 
+# A manifest is deleted with at most this many tags (from machine version 8): a command
+# is applied on every replica's Raft thread, and one deleting 100,000 tags (an event
+# each) held it for seconds, deposed the leader, and made one revision of events that
+# every Watch reading it had to hold whole (an attack review).
+MAX_TAGS_DELETED = 1000
+
+
 def delete_manifest(change: Change, op: command_pb2.DeleteManifestOp) -> command_pb2.Result:
-    """Delete a manifest and every tag that points at it."""
+    """Delete a manifest and every tag that points at it (at most MAX_TAGS_DELETED)."""
     batch = change.batch
     rid = _existing_repo(batch, op.repository)
     key = keys.member(rid, op.digest)
@@ -204,7 +211,16 @@ def delete_manifest(change: Change, op: command_pb2.DeleteManifestOp) -> command
         )
     record = record_pb2.ManifestRecord.FromString(raw)
     prefix = keys.pair_prefix(rid, op.digest)
-    tags = [keys.pair_second(prefix, k) for k, _ in batch.scan("tag_index", prefix)]
+    tags = []
+    for k, _ in batch.scan("tag_index", prefix):
+        if len(tags) == MAX_TAGS_DELETED and batch.machine_version >= versions.BOUNDED_CASCADES:
+            raise FailedPrecondition(
+                "DENIED",
+                f"manifest {op.digest} of repository {op.repository!r} has more than "
+                f"{MAX_TAGS_DELETED} tags, more than one command deletes with it: delete "
+                "some first (ListTags with this digest lists them), then the manifest",
+            )
+        tags.append(keys.pair_second(prefix, k))
     _refuse_deleting_immutable(batch, op.repository, tags)
     for tag in tags:
         batch.delete("tags", keys.member(rid, tag))
@@ -439,9 +455,16 @@ def get_manifest(
     return digest, record_pb2.ManifestRecord.FromString(raw)
 
 
-def list_tags(view: View, repository: str, n: int, last: str) -> tuple[list[str], bool]:
-    """One page of tags in lexical order after `last`; cost follows the page size."""
+def list_tags(
+    view: View, repository: str, n: int, last: str, digest: str = ""
+) -> tuple[list[str], bool]:
+    """One page of tags in lexical order after `last` (only those pointing at `digest`,
+    if given); cost follows the page size."""
     rid = _existing_repo(view, repository)
+    if digest:
+        prefix = keys.pair_prefix(rid, digest)
+        records = view.scan("tag_index", prefix, last.encode())
+        return page(records, n, lambda k: keys.pair_second(prefix, k))
     return page(view.scan("tags", rid, last.encode()), n, lambda k: keys.member_name(rid, k))
 
 
@@ -467,7 +490,7 @@ REFERRERS_PAGE_BYTES = (4 << 20) - (16 << 10)
 # may pass over most), or read this many bytes of manifest records (referrers indexed
 # before machine version 8, whose content, up to 4 MiB each, is read with them), so
 # that its cost is bounded whatever the subject's referrers are.
-REFERRERS_EXAMINED = 4096
+REFERRERS_EXAMINED = 1024
 REFERRERS_READ_BYTES = 32 << 20
 
 

@@ -29,6 +29,8 @@ A new cluster starts at the version of the code that records its first members.
     8  A manifest with a subject stores its descriptor (ReferrerRecord) in the
        referrers index, so that GetReferrers reads no manifest content; entries
        indexed before hold no value, and their manifest is read instead.
+       DeleteManifest refuses a manifest with more than 1,000 tags (FAILED_PRECONDITION),
+       so that one command's cascade stays bounded.
 """
 
 AUDIT_EVENTS = 2
@@ -38,6 +40,7 @@ SEALED_PEER_MESSAGES = 5
 MEMBER_ADDRESSES = 6
 PRE_VOTE = 7
 REFERRER_RECORDS = 8
+BOUNDED_CASCADES = 8
 # The newest version this code can apply.
 LATEST = 8
 

@@ -173,16 +173,18 @@ class DeleteTagResponse(_message.Message):
     def __init__(self, revision: _Optional[int] = ..., digest: _Optional[str] = ...) -> None: ...
 
 class ListTagsRequest(_message.Message):
-    __slots__ = ("repository", "n", "last", "read")
+    __slots__ = ("repository", "n", "last", "read", "digest")
     REPOSITORY_FIELD_NUMBER: _ClassVar[int]
     N_FIELD_NUMBER: _ClassVar[int]
     LAST_FIELD_NUMBER: _ClassVar[int]
     READ_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
     repository: str
     n: int
     last: str
     read: ReadOptions
-    def __init__(self, repository: _Optional[str] = ..., n: _Optional[int] = ..., last: _Optional[str] = ..., read: _Optional[_Union[ReadOptions, _Mapping]] = ...) -> None: ...
+    digest: str
+    def __init__(self, repository: _Optional[str] = ..., n: _Optional[int] = ..., last: _Optional[str] = ..., read: _Optional[_Union[ReadOptions, _Mapping]] = ..., digest: _Optional[str] = ...) -> None: ...
 
 class ListTagsResponse(_message.Message):
     __slots__ = ("tags", "revision", "more")

@@ -81,6 +81,10 @@ def test_bad_input_and_refusals_name_what_is_wrong(cluster):
         )
         # Nothing was half-applied by the refusals.
         assert client.list_tags("ok/app").tags == ["v1", "v2"]
+        assert client.list_tags("ok/app", digest=other).tags == ["v1", "v2"]
+        assert client.list_tags("ok/app", digest=digest).tags == []
+        code, details = code_and_details(lambda: client.list_tags("ok/app", digest="sha256:x"))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("digest")
 
 
 def test_a_retried_write_applies_once(cluster):

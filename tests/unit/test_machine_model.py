@@ -725,16 +725,23 @@ class RegistryMachine(RuleBasedStateMachine):
         repo=st.sampled_from([*REPOS, "nope"]),
         n=st.integers(1, 4),
         last=st.sampled_from(["", *TAGS, "a", "v", "zzz", "0"]),
+        which=st.integers(0, 3),
     )
-    def page_tags(self, repo, n, last):
+    def page_tags(self, repo, n, last, which):
+        """A page of a repository's tags: all of them (`which` 0), those of a manifest
+        none points at (1), or those of one of the manifests they point at."""
         with self.store_b.read() as view:
             if repo not in self.model.repos:
                 with pytest.raises(NotFound):
                     registry.list_tags(view, repo, n, last)
                 return
-            rest = sorted(t for t in self.model.repos[repo].tags if t > last)
-            assert registry.list_tags(view, repo, n, last) == (rest[:n], len(rest) > n)
-            assert registry.list_tags(self.batch_a, repo, n, last) == (rest[:n], len(rest) > n)
+            tags = self.model.repos[repo].tags
+            choices = ["", NEVER, *sorted(set(tags.values()))]
+            digest = choices[min(which, len(choices) - 1)]
+            rest = sorted(t for t in tags if t > last and (not digest or tags[t] == digest))
+            want = (rest[:n], len(rest) > n)
+            assert registry.list_tags(view, repo, n, last, digest) == want
+            assert registry.list_tags(self.batch_a, repo, n, last, digest) == want
 
     @rule(n=st.integers(1, 3), last=st.sampled_from(["", *REPOS, "b"]))
     def page_repositories(self, n, last):

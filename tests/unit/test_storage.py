@@ -867,6 +867,41 @@ def test_a_batch_keeps_the_machine_version_a_failed_command_set(replica):
         assert view.machine_version == 3
 
 
+def test_a_manifest_goes_with_at_most_max_tags_deleted(replica, monkeypatch):
+    """One command deleting 100,000 tags (an event each) held every replica's Raft
+    thread for seconds and deposed the leader: from machine version 8 a manifest with
+    more tags is refused, whole, and its tags can be listed to delete them first."""
+    monkeypatch.setattr(registry, "MAX_TAGS_DELETED", 3)
+    config = compute_digest(b"a config")
+    content = image(config)
+    digest = compute_digest(content)
+    tags = ["a", "b", "c", "d"]
+    replica.ok(link("acme/app", config), *(put_manifest("acme/app", t, content) for t in tags))
+    replica.ok(put_manifest("acme/app", "other", image(config, n=1)))
+    # Before version 8 (a rolling upgrade not done): every tag goes, as older code does.
+    older = Replica(replica.store.path + "-older")
+    try:
+        older.ok(link("acme/app", config), *(put_manifest("acme/app", t, content) for t in tags))
+        [result] = older.ok(delete_manifest("acme/app", digest))
+        assert list(result.deleted_tags) == tags
+    finally:
+        older.store.close()
+    replica.ok(commands.set_machine_version(versions.BOUNDED_CASCADES))
+    before = replica.state_hash()
+    [refused] = replica.apply(delete_manifest("acme/app", digest))
+    assert refused.code == command_pb2.Result.FAILED_PRECONDITION
+    assert f"manifest {digest} of repository 'acme/app' has more than 3 tags" in refused.message
+    assert replica.state_hash() == before
+    with replica.store.read() as view:
+        assert registry.list_tags(view, "acme/app", 10, "", digest) == (tags, False)
+        assert registry.list_tags(view, "acme/app", 2, "a", digest) == (["b", "c"], True)
+    replica.ok(commands.delete_tag(registry_pb2.DeleteTagRequest(repository="acme/app", tag="a")))
+    [deleted] = replica.ok(delete_manifest("acme/app", digest))
+    assert list(deleted.deleted_tags) == ["b", "c", "d"]
+    with replica.store.read() as view:
+        assert registry.list_tags(view, "acme/app", 10, "") == (["other"], False)
+
+
 def _referrers(replica: Replica, subject: str, count: int, **extra) -> list[str]:
     """Push `count` manifests of acme/app whose subject is `subject`; their digests."""
     config = compute_digest(b"a config")

@@ -94,6 +94,7 @@ import logging
 import pickle
 import socket
 import struct
+import threading
 import time
 import zlib
 from collections.abc import Iterator
@@ -142,8 +143,7 @@ def _bounded_read(connection: TcpConnection) -> bool:
     connection._TcpConnection__readBuffer = b""
     if len(partial) >= _LENGTH.size:
         (length,) = _LENGTH.unpack_from(partial)
-        authenticated = connection.encryptor is None or _proven(connection, sock)
-        limit = MAX_FRAME_BYTES if authenticated else MAX_UNAUTHENTICATED_FRAME_BYTES
+        limit = MAX_FRAME_BYTES if _trusted(connection, sock) else MAX_UNAUTHENTICATED_FRAME_BYTES
         if not 0 <= length <= limit or len(partial) > 2 * MAX_FRAME_BYTES:
             log.warning(
                 "peer connection from %s announced a %d-byte frame%s: closing it",
@@ -163,6 +163,8 @@ def _bounded_read(connection: TcpConnection) -> bool:
 
 TcpConnection._TcpConnection__processRead = _bounded_read
 _parse = TcpConnection._TcpConnection__processParseMessage
+# The connection whose frame the tick thread is parsing, while it has not proven itself.
+_parsing = threading.local()
 
 
 def _parse_noting_proof(connection: TcpConnection):
@@ -176,18 +178,26 @@ def _parse_noting_proof(connection: TcpConnection):
     on the wire (replayed, it makes this side send its key, which the copier cannot
     read). Until then frames are capped at MAX_UNAUTHENTICATED_FRAME_BYTES: before,
     a replayed first frame let a stranger announce 16 MiB frames (48 connections
-    held 476 MB)."""
+    held 476 MB). Its frames also inflate to at most as much (_StoredZlib)."""
+    sock = connection._TcpConnection__socket
     keyed = connection.recvRandKey is not None
-    message = _parse(connection)
+    _parsing.unproven = None if _trusted(connection, sock) else connection
+    try:
+        message = _parse(connection)
+    finally:
+        _parsing.unproven = None
     if keyed and message is not None:
-        connection._regraft_proven = connection._TcpConnection__socket
+        connection._regraft_proven = sock
     return message
 
 
-def _proven(connection: TcpConnection, sock: socket.socket) -> bool:
-    """Whether a frame on this socket (not an earlier one of the same connection
-    object: outgoing connections reconnect) proved the other end a peer."""
-    return getattr(connection, "_regraft_proven", None) is sock
+def _trusted(connection: TcpConnection, sock: socket.socket) -> bool:
+    """Whether the cluster has no secret (--insecure), or a frame on this socket (not
+    an earlier one of the same connection object: outgoing connections reconnect)
+    proved the other end a peer."""
+    if connection.encryptor is None:
+        return True
+    return sock is not None and getattr(connection, "_regraft_proven", None) is sock
 
 
 TcpConnection._TcpConnection__processParseMessage = _parse_noting_proof
@@ -268,7 +278,28 @@ MAX_PIECES_BYTES = 2 * MAX_FRAME_BYTES
 class _StoredZlib:
     """The zlib module as PySyncObj's TcpConnection sees it (see the module's docstring)."""
 
-    decompress = staticmethod(zlib.decompress)
+    @staticmethod
+    def decompress(data: bytes) -> bytes:
+        """zlib.decompress, giving at most MAX_UNAUTHENTICATED_FRAME_BYTES while a frame
+        of a connection not yet proven is parsed (`_parse_noting_proof`): a frame under
+        the cap on the wire may inflate to megabytes, and any frame captured on the wire
+        can be replayed as a first one (an attack review replayed a 37 KB frame holding
+        an 8 MiB command: 64 connections held 530 MB). Raising makes PySyncObj close
+        the connection."""
+        connection = getattr(_parsing, "unproven", None)
+        if connection is None:
+            return zlib.decompress(data)
+        inflater = zlib.decompressobj()
+        message = inflater.decompress(data, MAX_UNAUTHENTICATED_FRAME_BYTES)
+        if not inflater.eof:
+            log.warning(
+                "peer connection from %s sent a frame of more than %d bytes before proving "
+                "it knows the secret: closing it",
+                _remote(connection),
+                MAX_UNAUTHENTICATED_FRAME_BYTES,
+            )
+            raise ValueError("an unproven peer's frame inflates past the cap")
+        return message
 
     @staticmethod
     def compress(data: bytes, _level: int = -1) -> bytes:

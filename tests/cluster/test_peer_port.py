@@ -14,7 +14,12 @@ import zlib
 import grpc
 
 from cluster.cipher import PeerCipher, key_from_secret
-from cluster.transport import IDENTIFY_WITHIN, MAX_FRAME_BYTES, MAX_UNIDENTIFIED
+from cluster.transport import (
+    IDENTIFY_WITHIN,
+    MAX_FRAME_BYTES,
+    MAX_UNAUTHENTICATED_FRAME_BYTES,
+    MAX_UNIDENTIFIED,
+)
 from tests.cluster.harness import closed_by_peer, push
 from tests.polling import wait_for
 
@@ -93,6 +98,34 @@ def test_a_huge_frame_from_a_stranger_is_refused_early(cluster):
         push(client, "safe/app", "after", seed="after-huge-frame")
 
 
+def sealed_frame(replica, message) -> bytes:
+    """A frame as a peer sends it (pickled, compressed, sealed with the cluster secret):
+    what someone who captured it on the wire can replay on a connection of their own."""
+    cipher = PeerCipher(key_from_secret(replica.config.read_secret()))
+    token = cipher.encrypt_at_time(zlib.compress(pickle.dumps(message)), int(time.monotonic()))
+    return struct.pack("i", len(token)) + token
+
+
+def test_a_replayed_frame_that_inflates_is_refused(cluster):
+    """A frame under the 64 KiB cap may inflate to megabytes (a forwarded 4 MiB
+    manifest of repeated bytes: 37 KB on the wire), and any captured frame can be
+    replayed first on a new connection: before, each such connection held what its
+    frame inflated to until it was dropped 5 s later (64 of them: 530 MB)."""
+    leader = cluster.wait_for_leader()
+    replica = next(r for r in cluster.replicas if r is not leader)
+    host, port = replica.config.raft_address.rsplit(":", 1)
+    captured = sealed_frame(replica, bytes(8 << 20))
+    assert len(captured) < MAX_UNAUTHENTICATED_FRAME_BYTES
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        stranger = "{}:{}".format(*s.getsockname()[:2])
+        s.sendall(captured)
+        # Closed at once, not when its time to identify runs out.
+        assert closed_by_peer(s, IDENTIFY_WITHIN - 2), "the replica took the frame"
+    assert f"peer connection from {stranger} sent a frame of more than" in replica.log()
+    with cluster.client() as client:
+        push(client, "safe/app", "after", seed="after-inflating-replay")
+
+
 def test_a_replayed_first_frame_lets_no_large_frame_in(cluster):
     """A peer's first frame (its random key, sealed with the secret) can be captured on
     the wire and replayed on a new connection: the replica takes it and answers with
@@ -101,11 +134,7 @@ def test_a_replayed_first_frame_lets_no_large_frame_in(cluster):
     leader = cluster.wait_for_leader()
     replica = next(r for r in cluster.replicas if r is not leader)
     host, port = replica.config.raft_address.rsplit(":", 1)
-    secret = replica.config.read_secret()
-    token = PeerCipher(key_from_secret(secret)).encrypt_at_time(
-        zlib.compress(pickle.dumps(os.urandom(32))), int(time.monotonic())
-    )
-    captured = struct.pack("i", len(token)) + token
+    captured = sealed_frame(replica, os.urandom(32))  # a dialer's first frame: its key
     announced = MAX_FRAME_BYTES - 1
     with socket.create_connection((host, int(port)), timeout=5) as s:
         stranger = "{}:{}".format(*s.getsockname()[:2])

@@ -16,7 +16,6 @@ from storage.errors import InvalidArgument
 MAX_REQUEST_ID_LENGTH = 128
 # ASCII only: the id is part of an LMDB key, which must stay under 511 bytes.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:/-]*")
-MAX_MEDIA_TYPE_LENGTH = 255
 MIN_EVENT_AGE_SECONDS = 86_400
 MAX_DESCRIPTION_LENGTH = 255
 MIN_PASSWORD_LENGTH = 8
@@ -38,24 +37,12 @@ def _envelope(request_id: str, actor: str) -> Command:
     return Command(request_id=request_id, actor=actor)
 
 
-def _printable(value: str, field: str, what: str, limit: int) -> str:
-    if len(value) > limit or any(not ch.isprintable() for ch in value):
-        raise InvalidArgument(
-            field, f"{names.quote(value)} is not {what} (printable, at most {limit} characters)"
-        )
-    return value
-
-
-def _media_type(value: str, field: str = "media_type") -> str:
-    return _printable(value, field, "a media type", MAX_MEDIA_TYPE_LENGTH)
-
-
 def put_manifest(request: registry_pb2.PutManifestRequest, actor: str = "") -> Command:
     """Parse the manifest; its digest comes from the bytes, and must match a digest reference."""
     command = _envelope(request.request_id, actor)
     repository = names.validate_repository(request.repository)
     reference = names.validate_reference(request.reference)
-    info = manifest.parse_manifest(request.content, _media_type(request.media_type))
+    info = manifest.parse_manifest(request.content, names.validate_media_type(request.media_type))
     tag = ""
     if names.is_digest_reference(reference):
         digest = names.compute_digest(request.content, names.digest_algorithm(reference))
@@ -129,14 +116,21 @@ def delete_tag(request: registry_pb2.DeleteTagRequest, actor: str = "") -> Comma
     return command
 
 
+def _blob_size(size: int) -> int:
+    """A blob's size, as a descriptor may give it (an int64)."""
+    if size > manifest.MAX_SIZE:
+        raise InvalidArgument("size", f"{size} is over {manifest.MAX_SIZE} (int64)")
+    return size
+
+
 def link_blob(request: registry_pb2.LinkBlobRequest, actor: str = "") -> Command:
     command = _envelope(request.request_id, actor)
     command.link_blob.CopyFrom(
         command_pb2.LinkBlobOp(
             repository=names.validate_repository(request.repository),
             digest=names.validate_digest(request.digest),
-            size=request.size,
-            media_type=_media_type(request.media_type),
+            size=_blob_size(request.size),
+            media_type=names.validate_media_type(request.media_type),
         )
     )
     return command
@@ -245,7 +239,7 @@ def set_member_role(member_id: str, current: int, new: int, actor: str = "") -> 
 
 
 def _description(value: str) -> str:
-    return _printable(value, "description", "a description", MAX_DESCRIPTION_LENGTH)
+    return names.validate_printable(value, "description", "a description", MAX_DESCRIPTION_LENGTH)
 
 
 def _password_hash(password: str, name: str, request_id: str) -> str:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from storage.errors import InvalidArgument
-from storage.names import quote, validate_digest
+from storage.names import quote, validate_digest, validate_media_type
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -59,7 +59,9 @@ def parse_manifest(content: bytes, media_type: str = "") -> ManifestInfo:
     resolved = _resolve_media_type(doc, media_type)
     _check_schema_version(doc, resolved)
     subject = _optional_descriptor(doc, "subject")
-    artifact_type = _optional_string(doc, "artifactType")
+    artifact_type = validate_media_type(
+        _optional_string(doc, "artifactType"), f"{_ROOT}.artifactType"
+    )
     annotations = _annotations(doc)
     if resolved in IMAGE_MANIFEST_TYPES:
         _forbid(doc, ("manifests",), "an image manifest")
@@ -108,7 +110,13 @@ def _load(content: bytes) -> dict[str, Any]:
     except UnicodeDecodeError as e:
         raise InvalidArgument(_ROOT, f"is not valid UTF-8 (bad byte at offset {e.start})") from e
     try:
-        doc = json.loads(text, object_pairs_hook=_unique_keys)
+        doc = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+    except _NotJson as e:
+        raise InvalidArgument(
+            _ROOT,
+            f"contains {e.args[0]}, which is not JSON (RFC 8259): Python's parser reads it, "
+            "Go's (docker, containerd) refuses it",
+        ) from None
     except _DuplicateKey as e:
         raise InvalidArgument(
             _ROOT,
@@ -129,6 +137,14 @@ def _load(content: bytes) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise InvalidArgument(_ROOT, f"must be a JSON object, got {_json_type(doc)}")
     return doc
+
+
+class _NotJson(Exception):
+    """NaN, Infinity or -Infinity: json.loads takes them by default."""
+
+
+def _no_constant(name: str) -> Any:
+    raise _NotJson(name)
 
 
 class _DuplicateKey(Exception):
@@ -189,7 +205,8 @@ def _descriptor(value: object, path: str) -> tuple[str, str]:
         raise InvalidArgument(
             path, f"must be a JSON object (a descriptor), got {_json_type(value)}"
         )
-    media_type = _string(_required(value, "mediaType", path), f"{path}.mediaType")
+    field = f"{path}.mediaType"
+    media_type = validate_media_type(_string(_required(value, "mediaType", path), field), field)
     digest = validate_digest(_required(value, "digest", path), f"{path}.digest")
     size = _required(value, "size", path)
     if type(size) is not int or not 0 <= size <= MAX_SIZE:

@@ -45,6 +45,25 @@ def _require_str(value: object, field: str) -> str:
     return value
 
 
+MAX_MEDIA_TYPE_LENGTH = 255
+
+
+def validate_printable(value: str, field: str, what: str, limit: int) -> str:
+    """A free-form string: printable characters (no newline or control character), at
+    most `limit` of them."""
+    if len(value) > limit or any(not ch.isprintable() for ch in value):
+        raise InvalidArgument(
+            field, f"{quote(value)} is not {what} (printable, at most {limit} characters)"
+        )
+    return value
+
+
+def validate_media_type(value: str, field: str = "media_type") -> str:
+    """A media type as requests and documents give it (request fields, a descriptor's
+    mediaType, an artifactType): stored, and sent back in answers."""
+    return validate_printable(value, field, "a media type", MAX_MEDIA_TYPE_LENGTH)
+
+
 def validate_repository(name: str, field: str = "repository") -> str:
     """Check a repository name (e.g. "library/nginx") against the distribution-spec grammar.
 

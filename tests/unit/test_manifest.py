@@ -263,6 +263,23 @@ def test_size_must_be_an_integer(size: Any) -> None:
     reject(encode(oci_manifest(config=desc(OCI_CONFIG, CONFIG, size))), "content.config.size")
 
 
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_json_constants_that_go_refuses_are_refused(constant: str) -> None:
+    """Python's json reads NaN and Infinity; Go's encoding/json (docker, containerd)
+    refuses the document, so a manifest pushed with one could never be pulled."""
+    content = encode(oci_manifest()).replace(
+        b'"schemaVersion": 2', b'"x": %s, "schemaVersion": 2' % constant.encode()
+    )
+    err = reject(content, "content")
+    assert constant in str(err) and "RFC 8259" in str(err)
+
+
+def test_media_types_in_descriptors_at_the_limit_are_kept() -> None:
+    longest = "application/" + "x" * 243  # 255 characters
+    doc = oci_manifest(config=desc(longest, CONFIG), artifactType=longest)
+    assert parse_manifest(encode(doc)).artifact_type == longest
+
+
 def test_zero_size_allowed() -> None:
     doc = oci_manifest(config=desc(OCI_CONFIG, CONFIG, 0))
     assert parse_manifest(encode(doc)).blobs[0] == CONFIG
@@ -297,6 +314,11 @@ def test_bad_digest_names_json_path(doc: dict[str, Any], field: str) -> None:
         (oci_manifest(layers=[{"mediaType": OCI_LAYER, "digest": LAYER1}]),
          "content.layers[0].size"),
         (oci_manifest(artifactType=7), "content.artifactType"),
+        (oci_manifest(artifactType="a" * 256), "content.artifactType"),
+        (oci_manifest(layers=[desc("text/plain\nX-Evil: 1", LAYER1)]),
+         "content.layers[0].mediaType"),
+        (oci_manifest(config=desc("x" * 256, CONFIG)), "content.config.mediaType"),
+        (oci_manifest(subject=desc("a\tb", SUBJECT)), "content.subject.mediaType"),
         (oci_manifest(annotations=["a"]), "content.annotations"),
         (oci_manifest(annotations={"k": 1}), "content.annotations['k']"),
     ],

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from regraft.v1 import command_pb2, record_pb2, registry_pb2
 from storage import commands, db, keys, machine, registry, snapshot, versions
 from storage.db import FormatError, Store, TornStateError
-from storage.errors import NotFound
+from storage.errors import InvalidArgument, NotFound
 from storage.manifest import OCI_INDEX, OCI_MANIFEST
 from storage.names import compute_digest
 from storage.snapshot import SnapshotError
@@ -120,6 +120,16 @@ def all_events(view) -> list[registry_pb2.Event]:
 
 
 # -- keys ---------------------------------------------------------------------------
+
+
+def test_a_blob_size_past_int64_is_refused():
+    """A descriptor's size is an int64 (OCI image spec), and manifests refuse more;
+    LinkBlob took up to 2**64 - 1."""
+    digest = compute_digest(b"blob")
+    with pytest.raises(InvalidArgument) as refused:
+        link("acme/app", digest, 2**63)
+    assert refused.value.field == "size" and "9223372036854775807" in str(refused.value)
+    assert link("acme/app", digest, 2**63 - 1).link_blob.size == 2**63 - 1
 
 
 def test_longest_names_make_keys_under_the_lmdb_limit(replica):

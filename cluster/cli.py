@@ -135,12 +135,12 @@ def _serve(args) -> int:
         config.join = True
     if args.peer:
         config.peers = [config_module.parse_peer(p) for p in args.peer]
+    config.validate()
     logging.basicConfig(
         level=config.log_level.upper(),
         format=f"%(asctime)s {config.id or '-'} %(levelname)s %(name)s: %(message)s",
     )
     allocator.one_arena()  # before any thread of the replica's starts
-    config.validate()
     for warning in config.warnings():
         logging.getLogger("regraft").warning("%s", warning)
     from cluster.replica import Replica  # heavy imports only when serving

@@ -17,6 +17,8 @@ from cluster.auth import ROLES, token_hash
 from cluster.client import Client, Credentials, read_token, token_from_env
 from cluster.config import DEFAULT_ENDPOINTS, ConfigError
 from regraft.v1 import cluster_pb2, registry_pb2
+from storage import commands
+from storage.errors import InvalidArgument
 from storage.registry import EVENT_RETENTION, MIN_EVENT_REVISIONS
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -218,6 +220,11 @@ def _retention(args) -> int:
         revisions=current.revisions if args.revisions is None else args.revisions,
         max_age_seconds=current.max_age_seconds if args.max_age is None else args.max_age,
     )
+    try:  # the replicas' own check, said in terms of the flags
+        commands.set_event_retention(request.revisions, request.max_age_seconds)
+    except InvalidArgument as e:
+        flag = {"revisions": "--revisions", "max_age_seconds": "--max-age"}[e.field]
+        raise ConfigError(f"{flag}: {e.message}") from None
     done = call_leader(args.endpoints, "SetEventRetention", request, 30.0, credentials)
     print(f"{_describe(request)} (from revision {done.revision})")
     return 0

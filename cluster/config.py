@@ -92,6 +92,7 @@ class ReplicaConfig:
         return secret
 
     def validate(self) -> None:
+        self._validate_types()
         for name in ("id", "data_dir", "raft_address", "grpc_address"):
             if not getattr(self, name):
                 raise ConfigError(f"{name} is required (flag --{name.replace('_', '-')})")
@@ -130,6 +131,29 @@ class ReplicaConfig:
             raise ConfigError("election_timeout_min must exceed three heartbeats")
         if self.election_timeout_max <= self.election_timeout_min:
             raise ConfigError("election_timeout_max must exceed election_timeout_min")
+
+    def _validate_types(self) -> None:
+        """Each setting of the type its default has (a TOML file may hold anything: a
+        quoted "false" is a true string), and the numbers and the log level in range."""
+        for f in fields(self):
+            if f.name == "peers":
+                continue
+            value, want = getattr(self, f.name), type(f.default)
+            ok = isinstance(value, want) and not (want is int and isinstance(value, bool))
+            if want is float:
+                ok = isinstance(value, int | float) and not isinstance(value, bool)
+            if not ok:
+                raise ConfigError(
+                    f"{f.name} must be {_TYPE_NAMES[want]}, got {_toml(value)} "
+                    f"({type(value).__name__})"
+                )
+        for name in _POSITIVE:
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be above 0, got {getattr(self, name)}")
+        if self.log_level.upper() not in _LOG_LEVELS:
+            raise ConfigError(
+                f"log_level {self.log_level!r} is not one of {', '.join(_LOG_LEVELS)}"
+            )
 
     @property
     def tls(self) -> bool:
@@ -209,6 +233,19 @@ class ReplicaConfig:
             "membership. Set tls_cert_file, tls_key_file, tls_client_ca_file and "
             "callers_file (README, Security)."
         ]
+
+
+_TYPE_NAMES = {str: "a string", bool: "true or false", int: "a whole number", float: "a number"}
+_POSITIVE = (
+    "tick",
+    "heartbeat",
+    "election_timeout_min",
+    "election_timeout_max",
+    "leader_fallback",
+    "snapshot_entries",
+    "snapshot_seconds",
+)
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def split_address(address: str, name: str = "address") -> tuple[str, int]:

@@ -197,6 +197,11 @@ def test_admins_set_the_event_retention_for_every_replica(mtls):
     assert "last 5000 revisions; age limit: 5184000 s" in audit(
         mtls, "retention", "--max-age", "60d", *endpoints
     )
+    # Too short: refused in the flag's terms, before anything is sent.
+    ops = mtls.credentials
+    flags = ["--ca-file", ops.ca_file, "--cert-file", ops.cert_file, "--key-file", ops.key_file]
+    short = regraft("audit", "retention", "--max-age", "1h", *endpoints, *flags, timeout=60)
+    assert short.returncode == 2 and "--max-age: 3600 is too short" in short.stderr, short.stderr
     with Client(mtls.endpoints, credentials=as_caller(mtls.ca, "frontend")) as frontend:
         denied = refused(
             lambda: frontend.cluster().SetEventRetention(

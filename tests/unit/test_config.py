@@ -67,6 +67,17 @@ def test_dump_and_load_round_trip(tmp_path):
         ({"heartbeat": 0.5}, "three heartbeats"),
         ({"advertise_grpc_address": "0:7401"}, "advertise_grpc_address.*every interface"),
         ({"advertise_grpc_address": "r1"}, "advertise_grpc_address 'r1' is not host:port"),
+        # A TOML file may give any type: each is named, not a traceback later.
+        ({"election_timeout_min": "x"}, r'election_timeout_min must be a number, got "x" \(str\)'),
+        ({"snapshot_entries": "many"}, "snapshot_entries must be a whole number"),
+        ({"snapshot_entries": 2.5}, "snapshot_entries must be a whole number"),
+        ({"join": "false"}, r'join must be true or false, got "false" \(str\)'),
+        ({"insecure": 1}, "insecure must be true or false"),
+        ({"id": 7}, "id must be a string"),
+        ({"snapshot_entries": 0}, "snapshot_entries must be above 0, got 0"),
+        ({"snapshot_entries": -5}, "snapshot_entries must be above 0"),
+        ({"tick": 0}, "tick must be above 0"),
+        ({"log_level": "LOUD"}, "log_level 'LOUD' is not one of DEBUG, INFO"),
     ],
 )
 def test_refusals_name_what_is_wrong(tmp_path, changes, message):

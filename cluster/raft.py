@@ -66,6 +66,9 @@ _UNKNOWN = {
 }
 
 
+# PySyncObj's states (_RAFT_STATE), as the log says them.
+_ROLES = {0: "follower", 1: "candidate", 2: "leader"}
+
 # PySyncObj's own log entries start with their type: a no-op, or a voter change.
 NO_OP_ENTRY = bytes([_COMMAND_TYPE.NO_OP])
 
@@ -184,6 +187,7 @@ class Raft(SyncObj):
         self._status_at = 0.0
         self.leader_changes = 0
         self._last_leader = None
+        self._last_role = ""
         # (target node, hold until, TimeoutNow sent) while leadership is handed over.
         self._transfer_pending: tuple | None = None
         self._last_hold = -TRANSFER_HOLD_EVERY
@@ -534,7 +538,11 @@ class Raft(SyncObj):
         leader = status["leader"].id if status["leader"] is not None else None
         if leader != self._last_leader and leader is not None:
             self.leader_changes += 1
-        self._last_leader = leader
+        role = "learner" if status["self"] is None else _ROLES.get(status["state"], "?")
+        if (leader, role) != (self._last_leader, self._last_role):
+            # What an operator reads first after a failover (at most one line per 0.2 s).
+            log.info("%s in term %d; leader: %s", role, status["raft_term"], leader or "none known")
+        self._last_leader, self._last_role = leader, role
         status["leader"] = leader
         status["self"] = status["self"].id if status["self"] is not None else None
         status["peers"] = {node.id: self._reachable(node, now) for node in self.otherNodes}
@@ -723,7 +731,19 @@ class Raft(SyncObj):
 
     def _note_machine_version(self) -> None:
         with self.store.read() as view:
-            self._note_versions(view.machine_version)
+            version, empty = view.machine_version, view.revision == 0
+        self._note_versions(version)
+        if empty:
+            # No state, so no version known: a new cluster, or a replica whose disk was
+            # wiped. Such a replica must not raise its term unasked: restarted with an
+            # old configuration that left out the leader (which it then refuses), it
+            # raised it every timeout, and each higher term it sent a voter deposed a
+            # healthy leader (an outside review: three elections, writes failing for
+            # seconds). Asking is safe before the version is known: members that do not
+            # answer (older code) only keep it from starting an election it could not
+            # win with an empty log, and a new cluster's members all run code that
+            # answers. The first state applied sets it by the version in force.
+            self.pre_vote.enabled = True
 
     def _note_versions(self, version: int) -> None:
         """What every member's code can do, by the machine version in force: read

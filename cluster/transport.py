@@ -323,6 +323,8 @@ class DurableTransport(TCPTransport):
         self._echoes: dict = {}
         # Per peer: (time.monotonic(), term) of its last reply to an append.
         self.replied: dict = {}
+        # Addresses of unknown peers, when last said in the log (once a minute each).
+        self._strangers_said: dict[str, float] = {}
         super().__init__(*args, **kwargs)
 
     def _onNewIncomingConnection(self, conn: TcpConnection) -> None:
@@ -578,6 +580,29 @@ class DurableTransport(TCPTransport):
             message.get("term"),
         )
         return True
+
+    def _onIncomingMessageReceived(self, conn: TcpConnection, message) -> None:
+        """PySyncObj's handshake; a peer that proved it knows the secret but names an
+        address this replica does not count among its members is said in the log before
+        PySyncObj closes the connection: the usual cause is a configuration whose peers
+        predate a membership change (a replica restarted on a wiped disk then never
+        hears from a leader it does not list)."""
+        unknown = (
+            isinstance(message, str)
+            and message != "readonly"
+            and message not in self._nodeAddrToNode
+            and (self._syncObj.encryptor is None or conn.sendRandKey is not None)
+        )
+        if unknown and time.monotonic() - self._strangers_said.get(message, -60.0) >= 60.0:
+            self._strangers_said[message] = time.monotonic()
+            log.warning(
+                "a peer connected as %s, which is not among "
+                "the members this replica knows (%s): refused. If the membership changed, "
+                "list the current members in this replica's peers",
+                message,
+                ", ".join(sorted(self._nodeAddrToNode)) or "none",
+            )
+        super()._onIncomingMessageReceived(conn, message)
 
     def _onUtilityMessage(self, conn, message) -> bool:
         conn.disconnect()

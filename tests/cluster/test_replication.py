@@ -10,6 +10,7 @@ import pytest
 
 from cluster.client import STALE
 from tests.cluster.harness import image, push
+from tests.polling import wait_for
 
 
 def test_writes_through_any_replica_and_reads_agree(cluster):
@@ -151,6 +152,10 @@ def test_kill_leader_during_writes_loses_nothing(cluster):
     recovered = time.monotonic() - killed_at
     new_leader = cluster.wait_for_leader(survivors)
     assert new_leader is not leader
+    # The failover is in the logs an operator reads (at INFO, as replicas run).
+    term = cluster.status(new_leader).term
+    said = f"leader in term {term}; leader: {new_leader.config.raft_address}"
+    wait_for(lambda: said in new_leader.log(), f"{new_leader.id} to log that it leads")
     time.sleep(0.5)
     writer.stop()
     # The bound the issue sets: a new leader accepts writes within 5 s.

@@ -113,6 +113,20 @@ def test_peer_messages_are_sealed_from_the_machine_version_that_says_all_read_th
     assert member("s3cret").raft.encryptor.seal is True  # restarted: from the stored version
 
 
+def test_a_replica_without_state_asks_before_it_raises_its_term(member):
+    """A new cluster, or a wiped disk: no machine version is known yet, and PreVote is
+    on (a wiped replica with an old configuration deposed a healthy leader every
+    election timeout); then the version in force decides."""
+    first = member()
+    assert first.raft.pre_vote.enabled is True
+    wait_for(first.raft._isLeader, what="leadership")
+    first.write(1)  # state from here on: the version in force is 1
+    assert first.raft.pre_vote.enabled is False
+    version = commands.set_machine_version(versions.PRE_VOTE)
+    first.raft.propose(version.SerializeToString(), timeout=10.0).result(15.0)
+    assert first.raft.pre_vote.enabled is True
+
+
 def test_entries_and_messages_are_pickled_with_protocol_5(member):
     """PySyncObj's protocol 2 writes bytes as latin-1 strings, doubling those above 0x7f
     and calling codecs.encode to load them (cluster/transport.py, Pickles)."""

@@ -147,8 +147,14 @@ class Members:
         return None
 
     def leader_grpc_address(self) -> str:
-        leader = self._raft.status().get("leader")
-        return self.by_raft_address(leader).grpc_address if leader else ""
+        """Where a caller told UNAVAILABLE here should go: the leader as Raft knows it now
+        (not the status copy, up to 0.2 s old: it named this replica as the leader in
+        answers saying no leader was known), and "" when that is this replica."""
+        leader = self._raft._getLeader()
+        if leader is None:
+            return ""
+        peer = self.by_raft_address(leader.id)
+        return "" if peer.id == self.self_id else peer.grpc_address
 
 
 def caught_up(status: dict) -> bool:

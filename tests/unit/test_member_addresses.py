@@ -11,6 +11,7 @@ from dataclasses import replace
 
 import grpc
 import pytest
+from pysyncobj.node import TCPNode
 
 from cluster.config import Peer, ReplicaConfig
 from cluster.membership import Changes, Members
@@ -48,9 +49,13 @@ class AppliedAtOnce:
         self.store = replica.store
         self.proposed: list[str] = []
         self.raft_status = {"state": 2, "last_applied": 10, "leader_commit_idx": 10}
+        self.leader: TCPNode | None = None
 
     def status(self) -> dict:
         return self.raft_status
+
+    def _getLeader(self):  # PySyncObj's: the node it follows now, or None
+        return self.leader
 
     def propose(self, data: bytes, timeout: float) -> concurrent.futures.Future:
         command = command_pb2.Command.FromString(data)
@@ -212,3 +217,17 @@ def test_clients_are_sent_to_the_address_a_member_published(replica):
     assert r2.by_raft_address("10.0.0.1:7411") == Peer("r1", "10.0.0.1:7411", "r1.internal:7401")
     Changes(raft, Members(CONFIG, raft)).publish_address(1.0)
     assert r2.by_raft_address("10.0.0.1:7411") == Peer("r1", "10.0.0.1:7411", "r1:7401")
+
+
+def test_the_leader_hint_is_raft_s_leader_now_and_never_this_replica(replica):
+    """A write refused with UNAVAILABLE names the leader to retry at: it named this
+    replica itself, from a status copy up to 0.2 s old, in answers that said no leader
+    was known (an outside review). Now: Raft's leader of the moment, not this replica."""
+    raft = seeded(replica)
+    known = Members(CONFIG, raft)
+    raft.raft_status = {**raft.raft_status, "leader": "10.0.0.1:7411"}  # stale: says r1
+    assert known.leader_grpc_address() == ""  # no leader now
+    raft.leader = TCPNode("10.0.0.2:7411")
+    assert known.leader_grpc_address() == "r2:7401"
+    raft.leader = TCPNode("10.0.0.1:7411")  # this replica
+    assert known.leader_grpc_address() == ""

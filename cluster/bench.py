@@ -16,6 +16,7 @@ Range of one key holding the same manifest, serializable for STALE. Comparisons
 with etcd are then of the servers, not of two load generators.
 """
 
+import collections
 import json
 import multiprocessing
 import resource
@@ -122,9 +123,14 @@ def _operation(target: str, op: str, channel: grpc.Channel, digest: str) -> Call
     return lambda _name: stub.GetManifest(request, timeout=10)
 
 
+# A caller whose call failed waits this long before its next: during a failover a
+# replica answers UNAVAILABLE at once, and callers that did not wait counted thousands.
+ERROR_PAUSE = 0.05
+
+
 def _worker(target, endpoints, op, threads, duration, digest, first, queue, credentials) -> None:
     latencies: list[float] = []
-    errors = [0]
+    errors: collections.Counter = collections.Counter()
     lock = threading.Lock()
     stop_at = time.monotonic() + duration
 
@@ -132,7 +138,7 @@ def _worker(target, endpoints, op, threads, duration, digest, first, queue, cred
         channel = dial(endpoints[number % len(endpoints)], credentials)
         call = _operation(target, op, channel, digest)
         mine: list[float] = []
-        failed = 0
+        failed: collections.Counter = collections.Counter()
         prefix = uuid.uuid4().hex[:8]
         i = 0
         while time.monotonic() < stop_at:
@@ -140,13 +146,14 @@ def _worker(target, endpoints, op, threads, duration, digest, first, queue, cred
             try:
                 call(f"t{prefix}-{i}")
                 mine.append(time.perf_counter() - started)
-            except grpc.RpcError:
-                failed += 1
+            except grpc.RpcError as e:
+                failed[e.code().name] += 1
+                time.sleep(ERROR_PAUSE)
             i += 1
         channel.close()
         with lock:
             latencies.extend(mine)
-            errors[0] += failed
+            errors.update(failed)
 
     pool = [threading.Thread(target=caller, args=(first + n,)) for n in range(threads)]
     before = _cpu_seconds()  # the callers' CPU, not the process's start-up
@@ -154,7 +161,7 @@ def _worker(target, endpoints, op, threads, duration, digest, first, queue, cred
         t.start()
     for t in pool:
         t.join()
-    queue.put((latencies, errors[0], _cpu_seconds() - before))
+    queue.put((latencies, dict(errors), _cpu_seconds() - before))
 
 
 def _cpu_seconds() -> float:
@@ -195,12 +202,12 @@ def run(
     for w in workers:
         w.start()
     latencies: list[float] = []
-    errors = 0
+    errors: collections.Counter = collections.Counter()
     client_cpu = 0.0
     for _ in workers:
         found, failed, cpu = queue.get()
         latencies.extend(found)
-        errors += failed
+        errors.update(failed)
         client_cpu += cpu
     for w in workers:
         w.join()
@@ -211,7 +218,8 @@ def run(
         "op": op,
         "concurrency": concurrency,
         "ops": len(latencies),
-        "errors": errors,
+        "errors": sum(errors.values()),
+        "errors_by_code": dict(errors.most_common()),
         "seconds": round(elapsed, 2),
         "ops_per_second": round(len(latencies) / duration, 1),
         "p50_ms": round(_percentile(latencies, 0.50) * 1000, 2),
@@ -232,6 +240,14 @@ def format_result(r: dict) -> str:
     return (
         f"{target}{r['op']:<18} concurrency {r['concurrency']:>4}: "
         f"{r['ops_per_second']:>9.1f} ops/s  "
-        f"p50 {r['p50_ms']:>7.2f} ms  p99 {r['p99_ms']:>8.2f} ms  errors {r['errors']}  "
+        f"p50 {r['p50_ms']:>7.2f} ms  p99 {r['p99_ms']:>8.2f} ms  errors {r['errors']}"
+        f"{_by_code(r.get('errors_by_code') or {})}  "
         f"client CPU {r['client_cpu_us_per_op']} us/op"
     )
+
+
+def _by_code(counts: dict[str, int]) -> str:
+    """(UNAVAILABLE 12, DEADLINE_EXCEEDED 3), or nothing without errors."""
+    if not counts:
+        return ""
+    return " (" + ", ".join(f"{code} {n}" for code, n in counts.items()) + ")"

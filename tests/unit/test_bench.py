@@ -48,3 +48,7 @@ def test_a_result_line_says_what_the_callers_cost():
     line = bench.format_result(row)
     assert line.startswith("etcd read-stale")
     assert "8750.0 ops/s" in line and "client CPU 146 us/op" in line
+    assert "errors 0  client CPU" in line
+    # Errors come with their codes (a failover: which ones, how many).
+    failed = {**row, "errors": 15, "errors_by_code": {"UNAVAILABLE": 12, "DEADLINE_EXCEEDED": 3}}
+    assert "errors 15 (UNAVAILABLE 12, DEADLINE_EXCEEDED 3)  client" in bench.format_result(failed)

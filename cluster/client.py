@@ -24,6 +24,7 @@ import random
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import grpc
@@ -423,7 +424,8 @@ class Client:
         last: str = "",
     ) -> registry_pb2.GetReferrersResponse:
         """One page (`more` says whether others may follow: ask again with last = the
-        response's `last`; with artifact_type a page may hold fewer than n, even none)."""
+        response's `last`; a page may hold fewer than n, even none). `referrers` walks
+        every page."""
         return self.call(
             "GetReferrers",
             registry_pb2.GetReferrersRequest(
@@ -435,6 +437,21 @@ class Client:
                 last=last,
             ),
         )
+
+    def referrers(
+        self, repository: str, digest: str, artifact_type: str = "", consistency=LINEARIZABLE
+    ) -> Iterator[registry_pb2.Descriptor]:
+        """Every referrer of `digest`, page after page. A replica of an older release
+        (a rolling upgrade) leaves the response's `last` empty: its pages then go on
+        from their last descriptor, as they always did."""
+        last = ""
+        while True:
+            page = self.get_referrers(repository, digest, artifact_type, consistency, last=last)
+            yield from page.manifests
+            following = page.last or (page.manifests[-1].digest if page.manifests else "")
+            if not page.more or following <= last:
+                return
+            last = following
 
     def stat_blob(
         self, repository: str, digest: str, consistency=LINEARIZABLE, min_revision: int = 0

@@ -14,6 +14,7 @@ grpc_address = "10.0.0.2:7400"
 """
 
 import ipaddress
+import math
 import socket
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -148,8 +149,8 @@ class ReplicaConfig:
                     f"({type(value).__name__})"
                 )
         for name in _POSITIVE:
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name} must be above 0, got {getattr(self, name)}")
+            if not 0 < getattr(self, name) < math.inf:
+                raise ConfigError(f"{name} must be above 0 and finite, got {getattr(self, name)}")
         if self.log_level.upper() not in _LOG_LEVELS:
             raise ConfigError(
                 f"log_level {self.log_level!r} is not one of {', '.join(_LOG_LEVELS)}"

@@ -37,6 +37,8 @@ class PreVote:
         self._raft = raft  # cluster.raft.Raft: PySyncObj's state, read on its thread
         self._min_timeout = min_timeout
         self.enabled = False  # from machine version PRE_VOTE on (Raft._note_versions)
+        # No state, so no machine version known yet (Raft._note_machine_version).
+        self.version_unknown = False
         self.heard_from_leader = float("-inf")  # time.monotonic() of its last append
         # The term this replica asked for, when, and the voters that granted it (itself
         # too).
@@ -54,7 +56,7 @@ class PreVote:
         raft = self._raft
         now = time.monotonic()
         stalled, self._last_check = now - self._last_check, now
-        if not self.enabled or raft._SyncObj__selfNode is None:
+        if not self._active() or raft._SyncObj__selfNode is None:
             return
         if raft._SyncObj__raftState == _RAFT_STATE.LEADER:
             self._reset()
@@ -94,6 +96,18 @@ class PreVote:
         }
         for node in raft._SyncObj__otherNodes:
             raft._SyncObj__transport.send(node, request)
+
+    def _active(self) -> bool:
+        """From machine version PRE_VOTE on; and, while no version is known, as long as
+        the log is empty too (a new cluster, or a wiped disk). Such a replica, restarted
+        with a configuration that left out the leader, raised its term every timeout,
+        and each higher term it sent a voter deposed a healthy leader; and it cannot
+        win an election with an empty log, so members whose code does not answer
+        PreVote cost it nothing. A log with entries but no state (rebuilt after a
+        machine crash, before any snapshot) may be the longest: it elects as before."""
+        if self.enabled:
+            return True
+        return self.version_unknown and self._raft._SyncObj__getCurrentLogTerm() == 0
 
     def on_answer(self, node, message: dict) -> None:
         raft = self._raft

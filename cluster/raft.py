@@ -733,17 +733,7 @@ class Raft(SyncObj):
         with self.store.read() as view:
             version, empty = view.machine_version, view.revision == 0
         self._note_versions(version)
-        if empty:
-            # No state, so no version known: a new cluster, or a replica whose disk was
-            # wiped. Such a replica must not raise its term unasked: restarted with an
-            # old configuration that left out the leader (which it then refuses), it
-            # raised it every timeout, and each higher term it sent a voter deposed a
-            # healthy leader (an outside review: three elections, writes failing for
-            # seconds). Asking is safe before the version is known: members that do not
-            # answer (older code) only keep it from starting an election it could not
-            # win with an empty log, and a new cluster's members all run code that
-            # answers. The first state applied sets it by the version in force.
-            self.pre_vote.enabled = True
+        self.pre_vote.version_unknown = empty  # until the first state (prevote.py)
 
     def _note_versions(self, version: int) -> None:
         """What every member's code can do, by the machine version in force: read
@@ -753,6 +743,7 @@ class Raft(SyncObj):
         self.batch_peer_messages = version >= versions.BATCHED_PEER_MESSAGES
         self.reads_by_round = version >= versions.READ_INDEX
         self.pre_vote.enabled = version >= versions.PRE_VOTE
+        self.pre_vote.version_unknown = False
         if self._cipher is not None:
             self._cipher.seal = version >= versions.SEALED_PEER_MESSAGES
 

@@ -291,6 +291,8 @@ class _StoredZlib:
             return zlib.decompress(data)
         inflater = zlib.decompressobj()
         message = inflater.decompress(data, MAX_UNAUTHENTICATED_FRAME_BYTES)
+        if not inflater.eof and not inflater.unconsumed_tail:
+            raise ValueError("a truncated zlib stream")
         if not inflater.eof:
             log.warning(
                 "peer connection from %s sent a frame of more than %d bytes before proving "
@@ -594,6 +596,8 @@ class DurableTransport(TCPTransport):
             and (self._syncObj.encryptor is None or conn.sendRandKey is not None)
         )
         if unknown and time.monotonic() - self._strangers_said.get(message, -60.0) >= 60.0:
+            if len(self._strangers_said) >= 64:  # without a secret, anyone names anything
+                self._strangers_said.clear()
             self._strangers_said[message] = time.monotonic()
             log.warning(
                 "a peer connected as %s, which is not among "

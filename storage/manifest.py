@@ -7,6 +7,7 @@ rejection is an InvalidArgument whose field is the JSON path of the bad value
 """
 
 import json
+import math
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -110,12 +111,17 @@ def _load(content: bytes) -> dict[str, Any]:
     except UnicodeDecodeError as e:
         raise InvalidArgument(_ROOT, f"is not valid UTF-8 (bad byte at offset {e.start})") from e
     try:
-        doc = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+        doc = json.loads(
+            text,
+            object_pairs_hook=_unique_keys,
+            parse_constant=_no_constant,
+            parse_float=_finite_float,
+        )
     except _NotJson as e:
         raise InvalidArgument(
             _ROOT,
-            f"contains {e.args[0]}, which is not JSON (RFC 8259): Python's parser reads it, "
-            "Go's (docker, containerd) refuses it",
+            f"contains {e.args[0]}: Python's parser reads it, Go's (docker, containerd) "
+            "refuses the document",
         ) from None
     except _DuplicateKey as e:
         raise InvalidArgument(
@@ -144,7 +150,15 @@ class _NotJson(Exception):
 
 
 def _no_constant(name: str) -> Any:
-    raise _NotJson(name)
+    raise _NotJson(f"{name}, which is not JSON (RFC 8259)")
+
+
+def _finite_float(text: str) -> float:
+    """A number such as 1e400 reads as infinity in Python; Go refuses it as out of range."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotJson(f"the number {text[:40]}, past a double's range")
+    return value
 
 
 class _DuplicateKey(Exception):

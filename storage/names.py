@@ -60,7 +60,8 @@ def validate_printable(value: str, field: str, what: str, limit: int) -> str:
 
 def validate_media_type(value: str, field: str = "media_type") -> str:
     """A media type as requests and documents give it (request fields, a descriptor's
-    mediaType, an artifactType): stored, and sent back in answers."""
+    mediaType, an artifactType): stored, and sent back in answers. Printable and
+    bounded only, not RFC 6838's grammar, which clients in the wild do not all keep."""
     return validate_printable(value, field, "a media type", MAX_MEDIA_TYPE_LENGTH)
 
 

@@ -218,7 +218,8 @@ def delete_manifest(change: Change, op: command_pb2.DeleteManifestOp) -> command
                 "DENIED",
                 f"manifest {op.digest} of repository {op.repository!r} has more than "
                 f"{MAX_TAGS_DELETED} tags, more than one command deletes with it: delete "
-                "some first (ListTags with this digest lists them), then the manifest",
+                "some first (ListTags with this digest lists them; DeleteTag with this "
+                "digest as expected_digest), then the manifest",
             )
         tags.append(keys.pair_second(prefix, k))
     _refuse_deleting_immutable(batch, op.repository, tags)

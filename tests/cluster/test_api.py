@@ -139,6 +139,7 @@ def test_referrers(cluster):
         page = client.get_referrers("ref/app", subject, n=1)
         assert [d.digest for d in page.manifests] == [digest] and not page.more
         assert page.last == digest  # where a next page would start
+        assert [d.digest for d in client.referrers("ref/app", subject)] == [digest]
         after = client.get_referrers("ref/app", subject, last=digest)
         assert not after.manifests and not after.more
         for bad, field in (({"last": "sha256:abc"}, "last"), ({"n": 1001}, "n")):

@@ -105,3 +105,27 @@ def test_closing_a_client_ends_its_call_in_flight_and_refuses_the_next(replicas)
     assert outcome == [grpc.StatusCode.CANCELLED]  # not the fake's answer at the deadline
     with pytest.raises(ValueError, match="closed"):
         client.call("PutTag", PUT_TAG)
+
+
+def test_referrers_walks_every_page_and_pages_of_older_replicas_too(monkeypatch):
+    """`last` says where a page ended (a filtered page may be empty); a replica of an
+    older release leaves it empty, and its pages go on from their last descriptor."""
+    digests = [f"sha256:{i:064x}" for i in range(5)]
+    asked = []
+
+    def page(repository, digest, artifact_type, consistency, n=0, last=""):
+        asked.append(last)
+        rest = [d for d in digests if d > last]
+        if last == digests[1]:  # a new replica's filtered page: nothing matched
+            return registry_pb2.GetReferrersResponse(more=True, last=digests[3])
+        if last == "":  # an older replica's: no `last`
+            found = [registry_pb2.Descriptor(digest=d) for d in rest[:2]]
+            return registry_pb2.GetReferrersResponse(manifests=found, more=True)
+        found = [registry_pb2.Descriptor(digest=d) for d in rest]
+        return registry_pb2.GetReferrersResponse(manifests=found, last=rest[-1])
+
+    with Client(["127.0.0.1:1"]) as client:
+        monkeypatch.setattr(client, "get_referrers", page)
+        walked = [d.digest for d in client.referrers("acme/app", "sha256:" + "f" * 64)]
+    assert walked == [digests[0], digests[1], digests[4]]
+    assert asked == ["", digests[1], digests[3]]

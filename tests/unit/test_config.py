@@ -74,9 +74,10 @@ def test_dump_and_load_round_trip(tmp_path):
         ({"join": "false"}, r'join must be true or false, got "false" \(str\)'),
         ({"insecure": 1}, "insecure must be true or false"),
         ({"id": 7}, "id must be a string"),
-        ({"snapshot_entries": 0}, "snapshot_entries must be above 0, got 0"),
+        ({"snapshot_entries": 0}, "snapshot_entries must be above 0 and finite, got 0"),
         ({"snapshot_entries": -5}, "snapshot_entries must be above 0"),
         ({"tick": 0}, "tick must be above 0"),
+        ({"snapshot_seconds": float("inf")}, "snapshot_seconds must be above 0 and finite"),
         ({"log_level": "LOUD"}, "log_level 'LOUD' is not one of DEBUG, INFO"),
     ],
 )

@@ -857,7 +857,8 @@ def _all_referrers(view, name: str, subject: str, artifact_type: str, n: int) ->
         found += page
         if not more:
             return found
-        # A page ends early only past REFERRERS_PAGE_BYTES or REFERRERS_EXAMINED.
+        # A page may end early past REFERRERS_PAGE_BYTES, REFERRERS_EXAMINED or
+        # REFERRERS_READ_BYTES, none of which this model's few referrers reach.
         assert len(page) == n
         assert covered > last
         last = covered

@@ -274,6 +274,14 @@ def test_json_constants_that_go_refuses_are_refused(constant: str) -> None:
     assert constant in str(err) and "RFC 8259" in str(err)
 
 
+def test_a_number_past_a_double_s_range_is_refused() -> None:
+    """Python reads 1e400 as infinity; Go refuses it as out of range."""
+    content = encode(oci_manifest())
+    content = content.replace(b'"schemaVersion": 2', b'"x": 1e400, "schemaVersion": 2')
+    assert "1e400, past a double's range" in str(reject(content, "content"))
+    parse_manifest(encode(oci_manifest(x=1.5e300)))
+
+
 def test_media_types_in_descriptors_at_the_limit_are_kept() -> None:
     longest = "application/" + "x" * 243  # 255 characters
     doc = oci_manifest(config=desc(longest, CONFIG), artifactType=longest)

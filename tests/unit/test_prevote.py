@@ -201,6 +201,8 @@ def test_a_leader_told_of_a_newer_term_steps_down():
     ("change", "asks"),
     [
         ({"enabled": False}, False),
+        ({"enabled": False, "unknown": True, "log": (1, 0)}, True),
+        ({"enabled": False, "unknown": True}, False),
         ({"transfer": True}, False),
         ({"deadline": 60.0}, False),
         ({"connected": False}, False),
@@ -209,6 +211,8 @@ def test_a_leader_told_of_a_newer_term_steps_down():
     ],
     ids=[
         "before its machine version",
+        "no state and an empty log: a new cluster or a wiped disk",
+        "no state but a log: it may hold the longest",
         "a transfer",
         "timeout not passed",
         "alone",
@@ -217,13 +221,14 @@ def test_a_leader_told_of_a_newer_term_steps_down():
     ],
 )
 def test_when_it_asks(change, asks):
-    raft = FakeRaft(state=change.get("state", FOLLOWER))
+    raft = FakeRaft(state=change.get("state", FOLLOWER), log=change.get("log", (20, 3)))
     raft._SyncObj__transferInProgress = change.get("transfer", False)
     raft.connected = change.get("connected", True)
     if "deadline" in change:
         raft._SyncObj__raftElectionDeadline = time.monotonic() + change["deadline"]
     pre_vote = asking(raft)
     pre_vote.enabled = change.get("enabled", True)
+    pre_vote.version_unknown = change.get("unknown", False)
     held_before = raft.election_held()
     pre_vote.before_election_check()
     assert bool(raft.sent) is asks

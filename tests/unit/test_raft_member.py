@@ -115,13 +115,13 @@ def test_peer_messages_are_sealed_from_the_machine_version_that_says_all_read_th
 
 def test_a_replica_without_state_asks_before_it_raises_its_term(member):
     """A new cluster, or a wiped disk: no machine version is known yet, and PreVote is
-    on (a wiped replica with an old configuration deposed a healthy leader every
-    election timeout); then the version in force decides."""
+    on while the log is empty too (a wiped replica with an old configuration deposed a
+    healthy leader every election timeout); then the version in force decides."""
     first = member()
-    assert first.raft.pre_vote.enabled is True
+    assert first.raft.pre_vote.version_unknown is True
     wait_for(first.raft._isLeader, what="leadership")
     first.write(1)  # state from here on: the version in force is 1
-    assert first.raft.pre_vote.enabled is False
+    assert (first.raft.pre_vote.version_unknown, first.raft.pre_vote.enabled) == (False, False)
     version = commands.set_machine_version(versions.PRE_VOTE)
     first.raft.propose(version.SerializeToString(), timeout=10.0).result(15.0)
     assert first.raft.pre_vote.enabled is True

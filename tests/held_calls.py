@@ -123,20 +123,29 @@ def _batches(endpoint: str, path: str, kind: str) -> Iterator[tuple[bytes, int]]
 def _flood(
     conn: socket.socket, endpoint: str, path: str, kind: str, sent: Callable[[int], None]
 ) -> None:
-    """Flood one connection as fast as it goes, until it fails, calling sent(n) after
-    every n calls (or frames) sent."""
-    conn.settimeout(None)  # a server slow to read slows the flood; it does not end it
-
-    def drain() -> None:
+    """Flood one connection as fast as it goes, calling sent(n) after every n calls (or
+    frames) sent; when the server closes it, connect again and go on, as an attacker
+    would (grpc's core at times closes a connection that PINGs too often). Ends when a
+    new connection fails."""
+    while True:
+        conn.settimeout(None)  # a server slow to read slows the flood; it does not end it
+        threading.Thread(target=_drain, args=(conn,), daemon=True).start()
         with contextlib.suppress(OSError):
-            while conn.recv(1 << 20):
-                pass
+            for data, count in _batches(endpoint, path, kind):
+                conn.sendall(data)
+                sent(count)
+        conn.close()
+        try:
+            conn = _connect(endpoint)
+        except OSError:
+            return
 
-    threading.Thread(target=drain, daemon=True).start()
+
+def _drain(conn: socket.socket) -> None:
+    """Read (and drop) what the server sends, so that its writes never block."""
     with contextlib.suppress(OSError):
-        for data, count in _batches(endpoint, path, kind):
-            conn.sendall(data)
-            sent(count)
+        while conn.recv(1 << 20):
+            pass
 
 
 def _flood_process(endpoint: str, path: str, kind: str, connections: int) -> None:
@@ -170,7 +179,7 @@ def flood(endpoint: str, path: str, kind: str, connections: int = 1) -> Iterator
     process, as an attacker's would be: a thread of the test's process shares the
     interpreter lock with the clients under test, and goes at their pace. Yields a
     function giving the count of calls (or frames) sent so far, which raises once the
-    flood has ended (the server closed every connection, or it could not connect)."""
+    flood has ended (a connection, or connecting again after the server closed one, failed)."""
     if kind not in FLOODS:
         raise ValueError(f"flood kind {kind!r} is not one of {FLOODS}")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -20,6 +20,7 @@ import grpc
 from cluster import config as config_module
 from cluster.client import STALE, Client, Credentials
 from cluster.config import Peer, ReplicaConfig
+from regraft.v1 import cluster_pb2
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -306,11 +307,19 @@ class LocalCluster:
 
     def wait_seeded(self, timeout: float = 30.0) -> None:
         """Until the first leader has recorded the members (the first entry that changes
-        state) and every running replica applied it: later state hashes then agree."""
+        state) and every running replica applied it: later state hashes then agree. And
+        until the leader's status (a copy up to 0.2 s old) shows every member reachable:
+        a membership change is refused as unhealthy before (seen once in a full run)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                if all(self.status(r).revision > 0 for r in self.replicas if r.running):
+                running = [self.status(r) for r in self.replicas if r.running]
+                leaders = [s for s in running if s.role == cluster_pb2.LEADER]
+                if (
+                    all(s.revision > 0 for s in running)
+                    and leaders
+                    and all(m.reachable for m in leaders[0].members)
+                ):
                     return
             except grpc.RpcError:
                 pass

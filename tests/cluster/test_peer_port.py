@@ -84,16 +84,26 @@ def test_a_crafted_payload_runs_nothing_and_changes_nothing(cluster, tmp_path):
     assert after.revision > before.revision
 
 
-def test_a_huge_frame_from_a_stranger_is_refused_early(cluster):
-    leader = cluster.wait_for_leader()
-    host, port = leader.config.raft_address.rsplit(":", 1)
+def refused_early(replica, announced: int, within: int, first: bytes = b"") -> None:
+    """On a connection to the replica's peer port, send `first` (if any: the replica
+    must answer it), announce a frame of `announced` bytes and send zeros: the replica
+    must close the connection before `within` bytes, and say why in its log."""
+    host, port = replica.config.raft_address.rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=5) as s:
         stranger = "{}:{}".format(*s.getsockname()[:2])
-        s.sendall(struct.pack("i", 2**31 - 1))
+        if first:
+            s.sendall(first)
+            assert s.recv(4), "the replica did not answer the first frame"
+        s.sendall(struct.pack("i", announced))
         sent, closed = pump(s, 20)
     assert closed, f"the peer port kept reading one frame ({sent >> 20} MiB sent)"
-    assert sent < (64 << 20), f"the peer port read {sent >> 20} MiB of one frame"
-    assert f"peer connection from {stranger} announced a {2**31 - 1}-byte frame" in leader.log()
+    assert sent < within, f"the peer port read {sent >> 20} MiB of one frame"
+    assert f"peer connection from {stranger} announced a {announced}-byte frame" in replica.log()
+
+
+def test_a_huge_frame_from_a_stranger_is_refused_early(cluster):
+    leader = cluster.wait_for_leader()
+    refused_early(leader, 2**31 - 1, 64 << 20)
     with cluster.client() as client:
         push(client, "safe/app", "after", seed="after-huge-frame")
 
@@ -133,18 +143,8 @@ def test_a_replayed_first_frame_lets_no_large_frame_in(cluster):
     one carries that key; before, the replay let a stranger announce 16 MiB frames."""
     leader = cluster.wait_for_leader()
     replica = next(r for r in cluster.replicas if r is not leader)
-    host, port = replica.config.raft_address.rsplit(":", 1)
     captured = sealed_frame(replica, os.urandom(32))  # a dialer's first frame: its key
-    announced = MAX_FRAME_BYTES - 1
-    with socket.create_connection((host, int(port)), timeout=5) as s:
-        stranger = "{}:{}".format(*s.getsockname()[:2])
-        s.sendall(captured)
-        assert s.recv(4), "the replica did not answer a peer's first frame with its key"
-        s.sendall(struct.pack("i", announced))
-        sent, closed = pump(s, 20)
-    assert closed, f"the peer port kept reading one frame ({sent >> 20} MiB sent)"
-    assert sent < (8 << 20), f"the peer port read {sent >> 20} MiB of one frame"
-    assert f"peer connection from {stranger} announced a {announced}-byte frame" in replica.log()
+    refused_early(replica, MAX_FRAME_BYTES - 1, 8 << 20, first=captured)
     with cluster.client() as client:
         push(client, "safe/app", "after", seed="after-replay")
     cluster.wait_converged()

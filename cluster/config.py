@@ -140,9 +140,9 @@ class ReplicaConfig:
             if f.name == "peers":
                 continue
             value, want = getattr(self, f.name), type(f.default)
-            ok = isinstance(value, want) and not (want is int and isinstance(value, bool))
-            if want is float:
-                ok = isinstance(value, int | float) and not isinstance(value, bool)
+            # bool is an int to isinstance, and a float setting takes an int (1 for 1.0).
+            accepted = int | float if want is float else want
+            ok = isinstance(value, accepted) and (want is bool or not isinstance(value, bool))
             if not ok:
                 raise ConfigError(
                     f"{f.name} must be {_TYPE_NAMES[want]}, got {_toml(value)} "

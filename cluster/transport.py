@@ -600,9 +600,9 @@ class DurableTransport(TCPTransport):
                 self._strangers_said.clear()
             self._strangers_said[message] = time.monotonic()
             log.warning(
-                "a peer connected as %s, which is not among "
-                "the members this replica knows (%s): refused. If the membership changed, "
-                "list the current members in this replica's peers",
+                "a peer connected as %s, which is not among the members this replica "
+                "knows (%s): refused. If the membership changed, list the current members "
+                "in this replica's peers",
                 message,
                 ", ".join(sorted(self._nodeAddrToNode)) or "none",
             )

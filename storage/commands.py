@@ -116,20 +116,13 @@ def delete_tag(request: registry_pb2.DeleteTagRequest, actor: str = "") -> Comma
     return command
 
 
-def _blob_size(size: int) -> int:
-    """A blob's size, as a descriptor may give it (an int64)."""
-    if size > manifest.MAX_SIZE:
-        raise InvalidArgument("size", f"{size} is over {manifest.MAX_SIZE} (int64)")
-    return size
-
-
 def link_blob(request: registry_pb2.LinkBlobRequest, actor: str = "") -> Command:
     command = _envelope(request.request_id, actor)
     command.link_blob.CopyFrom(
         command_pb2.LinkBlobOp(
             repository=names.validate_repository(request.repository),
             digest=names.validate_digest(request.digest),
-            size=_blob_size(request.size),
+            size=manifest.validate_size(request.size, "size"),
             media_type=names.validate_media_type(request.media_type),
         )
     )

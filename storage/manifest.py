@@ -222,13 +222,17 @@ def _descriptor(value: object, path: str) -> tuple[str, str]:
     field = f"{path}.mediaType"
     media_type = validate_media_type(_string(_required(value, "mediaType", path), field), field)
     digest = validate_digest(_required(value, "digest", path), f"{path}.digest")
-    size = _required(value, "size", path)
+    validate_size(_required(value, "size", path), f"{path}.size")
+    return media_type, digest
+
+
+def validate_size(size: object, field: str) -> int:
+    """A blob's or manifest's size as a descriptor gives it: an int64 (OCI image spec)."""
     if type(size) is not int or not 0 <= size <= MAX_SIZE:
         raise InvalidArgument(
-            f"{path}.size",
-            f"must be an integer from 0 to {MAX_SIZE} (int64), got {_show_json(size)}",
+            field, f"must be an integer from 0 to {MAX_SIZE} (int64), got {_show_json(size)}"
         )
-    return media_type, digest
+    return size
 
 
 def _optional_descriptor(doc: dict[str, Any], key: str) -> str:

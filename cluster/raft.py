@@ -237,6 +237,7 @@ class Raft(SyncObj):
         self._wake_pending = False
         self._waker = PipeNotifier(self._poller, callback=self._woken)
         self.addOnTickCallback(self._after_tick)
+        self.on_tick(self.pre_vote.hasten_first_election)
         self._deadline_watch = threading.Thread(
             target=self._watch_deadlines, name="raft-deadlines", daemon=True
         )

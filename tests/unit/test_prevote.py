@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from cluster.prevote import ANSWER, REQUEST, PreVote
+from cluster.prevote import ANSWER, FIRST_TIMEOUT, REQUEST, PreVote
 
 FOLLOWER, CANDIDATE, LEADER = 0, 1, 2
 MIN_TIMEOUT = 1.0
@@ -234,6 +234,32 @@ def test_when_it_asks(change, asks):
     assert bool(raft.sent) is asks
     if not asks:
         assert raft.election_held() is held_before  # PySyncObj decides, as before
+
+
+@pytest.mark.parametrize(
+    ("enabled", "learner", "hastened"),
+    [(True, False, True), (False, False, False), (True, True, False)],
+    ids=["it asks first", "it would not ask", "a learner"],
+)
+def test_at_start_up_the_first_timeout_is_short_only_when_asking_comes_first(
+    enabled, learner, hastened
+):
+    raft = FakeRaft()
+    full = time.monotonic() + 1.5  # as PySyncObj sets it at start-up
+    raft._SyncObj__raftElectionDeadline = full
+    if learner:
+        raft._SyncObj__selfNode = None
+    pre_vote = asking(raft)
+    pre_vote.enabled = enabled
+    started = time.monotonic()
+    pre_vote.hasten_first_election()
+    deadline = raft._SyncObj__raftElectionDeadline
+    if hastened:
+        low, high = (share * MIN_TIMEOUT for share in FIRST_TIMEOUT)
+        assert started + low <= deadline <= time.monotonic() + high
+    else:
+        assert deadline == full
+    assert raft.sent == [] and raft.raftCurrentTerm == 3  # a deadline moved, nothing else
 
 
 def test_with_no_other_voter_it_elects_itself_at_once():

@@ -276,7 +276,7 @@ class AccessService(access_pb2_grpc.AccessServicer):
     def CheckAccess(self, request, context):
         subject = _account(request.subject, "subject") if request.subject else ""
         repository = names.validate_repository(request.repository)
-        actions = [names.validate_action(action) for action in request.actions]
+        actions = names.validate_actions(request.actions)
 
         def answer(view):
             level, decisions = access.check_access(view, subject, repository, actions)

@@ -9,6 +9,7 @@ import hashlib
 import ipaddress
 import re
 import socket
+from collections.abc import Sequence
 
 from storage.errors import InvalidArgument
 
@@ -200,13 +201,21 @@ def validate_account_name(name: str, field: str = "name") -> str:
     return name
 
 
-def validate_action(action: str, field: str = "actions") -> str:
-    """An action CheckAccess knows; returns it unchanged."""
-    if _require_str(action, field) not in ACTIONS:
+def validate_actions(actions: Sequence[str], field: str = "actions") -> list[str]:
+    """Actions CheckAccess knows, each at most once; returns them as a list. The count
+    is checked first: a request can name hundreds of thousands, each with its answer."""
+    if len(actions) > len(ACTIONS):
         raise InvalidArgument(
-            field, f"{quote(action)} is not an action; known: {', '.join(ACTIONS)}"
+            field, f"{len(actions)} actions named; there are {len(ACTIONS)}: {', '.join(ACTIONS)}"
         )
-    return action
+    for action in actions:
+        if _require_str(action, field) not in ACTIONS:
+            raise InvalidArgument(
+                field, f"{quote(action)} is not an action; known: {', '.join(ACTIONS)}"
+            )
+    if len(set(actions)) < len(actions):
+        raise InvalidArgument(field, f"an action is named twice: {', '.join(actions)}")
+    return list(actions)
 
 
 def namespace(repository: str) -> str:

@@ -324,9 +324,16 @@ def test_other_bad_input_is_refused():
     good = [user("ab"), user("a" * 63), org("a.b_c__d--e"), user("0x")]
     assert all(command.WhichOneof("op") for command in good)
     assert set(access.REQUIRED) == set(names.ACTIONS)
-    with pytest.raises(InvalidArgument) as caught:
-        names.validate_action("*")
-    assert caught.value.field == "actions" and "'*'" in str(caught.value)
+    assert names.validate_actions(("push", "pull")) == ["push", "pull"]
+    for actions, named in [
+        (["pull", "*"], "'*'"),
+        (["pull"] * 690_000, "690000 actions named"),  # each would be answered
+        (["pull", "push", "delete", "admin", "pull"], "5 actions named"),
+        (["push", "push"], "named twice: push, push"),
+    ]:
+        with pytest.raises(InvalidArgument) as caught:
+            names.validate_actions(actions)
+        assert caught.value.field == "actions" and named in str(caught.value)
     for make, field in [
         (lambda: grant(on_repo("acme/app"), to_user("alice"), 0), "grant.level"),
         (lambda: grant(on_repo("acme/app"), to_user("alice"), 9), "grant.level"),

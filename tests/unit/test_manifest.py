@@ -12,6 +12,8 @@ from storage.manifest import (
     DOCKER_MANIFEST,
     DOCKER_MANIFEST_LIST,
     MAX_ANNOTATIONS,
+    MAX_DESCRIPTORS,
+    MAX_JSON_VALUES,
     MAX_MANIFEST_BYTES,
     OCI_INDEX,
     OCI_MANIFEST,
@@ -536,3 +538,25 @@ def test_annotations_over_the_limit_are_refused() -> None:
     over = {**most, "one-more": ""}
     err = reject(encode(oci_manifest(annotations=over)), "content.annotations")
     assert err.message == f"has {MAX_ANNOTATIONS + 1} annotations, over the limit of 1024"
+
+
+@pytest.mark.parametrize("key", ["layers", "manifests"])
+def test_descriptors_over_the_limit_are_refused(key: str) -> None:
+    make, media_type = (oci_manifest, OCI_LAYER) if key == "layers" else (oci_index, OCI_MANIFEST)
+    most = [desc(media_type, compute_digest(str(i).encode())) for i in range(MAX_DESCRIPTORS)]
+    info = parse_manifest(encode(make(**{key: most})))
+    assert len(info.blobs if key == "layers" else info.manifests) >= MAX_DESCRIPTORS
+    err = reject(encode(make(**{key: [*most, most[0]]})), f"content.{key}")
+    assert err.message == f"has {MAX_DESCRIPTORS + 1} entries, over the limit of 4096"
+
+
+@pytest.mark.parametrize("unit", [b"0,", b"{},", b"[],"], ids=["numbers", "objects", "arrays"])
+def test_documents_of_too_many_values_are_refused_before_they_are_parsed(unit: bytes) -> None:
+    """json.loads reads a list of numbers without letting another thread run."""
+
+    def with_extra(count: int) -> bytes:
+        return encode(oci_manifest(x=None)).replace(b"null", b"[" + unit * count + b"0]")
+
+    assert parse_manifest(with_extra(MAX_JSON_VALUES // 2 - 100)).blobs == (CONFIG, LAYER1, LAYER2)
+    err = reject(with_extra(MAX_JSON_VALUES), "content")
+    assert "JSON values" in err.message and "over the limit of 100000" in err.message

@@ -218,6 +218,14 @@ def write(response: Callable[[command_pb2.Result], Message]) -> Callable:
     return decorate
 
 
+def pooled(method: Callable) -> Callable:
+    """Mark a method served by cluster/unary.py whose work would hold the serving
+    thread, which receives every call (hashing a password: 170-300 ms): it runs on the
+    call pool, whatever its request's size."""
+    method.served_on_pool = True
+    return method
+
+
 def read(method: Callable) -> Callable:
     """Decorate a servicer method that checks a read request and returns its
     ReadOptions and `answer(view) -> response`: the call is answered once this

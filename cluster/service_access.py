@@ -5,8 +5,9 @@ storage.machine -> revision. Reads: a view as fresh as the request's ReadOptions
 (cluster/reads.py) -> storage.access.
 """
 
+import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from cluster import auth, rpc, workers
 from cluster.raft import Raft
@@ -56,12 +57,16 @@ class AccessService(access_pb2_grpc.AccessServicer):
     # -- users --------------------------------------------------------------------------
 
     @rpc.write(_written)
+    @rpc.pooled
     def CreateUser(self, request, context):
-        return _by_caller(commands.create_user(request), context)
+        with self._password_turn(context) if request.password else contextlib.nullcontext():
+            return _by_caller(commands.create_user(request), context)
 
     @rpc.write(_written)
+    @rpc.pooled
     def UpdateUser(self, request, context):
-        return _by_caller(commands.update_user(request), context)
+        with self._password_turn(context) if request.password else contextlib.nullcontext():
+            return _by_caller(commands.update_user(request), context)
 
     @rpc.write(_written)
     def DeleteUser(self, request, context):
@@ -94,8 +99,15 @@ class AccessService(access_pb2_grpc.AccessServicer):
             stored, revision = access.password_hash_of(view, name), view.revision
         if len(request.password) > commands.MAX_PASSWORD_LENGTH:  # never set: no match
             return pb.VerifyPasswordResponse(ok=False, revision=revision)
+        with self._password_turn(context):
+            ok = access.verify_password(stored, request.password)
+        return pb.VerifyPasswordResponse(ok=ok, revision=revision)
+
+    @contextlib.contextmanager
+    def _password_turn(self, context) -> Iterator[None]:
+        """A turn at argon2id (a password checked or hashed), or RESOURCE_EXHAUSTED."""
         busy = rpc.Exhausted(
-            f"{PASSWORD_CHECKS} password checks are running on this replica and "
+            f"{PASSWORD_CHECKS} password hashes are being computed on this replica and "
             f"{PASSWORD_WAITERS} more waiting: retry, or spread front-ends over the replicas"
         )
         if not self._password_callers.acquire(blocking=False):
@@ -108,12 +120,11 @@ class AccessService(access_pb2_grpc.AccessServicer):
                 ):
                     raise busy
                 try:
-                    ok = access.verify_password(stored, request.password)
+                    yield
                 finally:
                     self._password_checks.release()
         finally:
             self._password_callers.release()
-        return pb.VerifyPasswordResponse(ok=ok, revision=revision)
 
     # -- organizations ------------------------------------------------------------------
 

@@ -191,10 +191,11 @@ class _Unread:
 
 
 class _Method:
-    """A method served here: its full name, its behavior, its request parser, and the
-    tag its calls arrive with (`arrived(method, event)` runs then)."""
+    """A method served here: its full name, its behavior, its request parser, the tag
+    its calls arrive with (`arrived(method, event)` runs then), and whether it is always
+    handled on the pool (rpc.pooled)."""
 
-    __slots__ = ("behavior", "name", "parse", "tag")
+    __slots__ = ("behavior", "name", "on_pool", "parse", "tag")
 
     def __init__(
         self, name: str, behavior: Callable, parse: Callable[[bytes], object], arrived: Callable
@@ -203,6 +204,7 @@ class _Method:
         self.behavior = behavior
         self.parse = parse
         self.tag = _Tag(functools.partial(arrived, self))
+        self.on_pool = getattr(behavior, "served_on_pool", False)
 
 
 class UnaryServer:
@@ -211,7 +213,8 @@ class UnaryServer:
 
     `checks`: the server's AuthInterceptor, or None when every caller may call
     everything. `waiting`: the replica's calls waiting for their request message.
-    `pool`: where requests over INLINE_BYTES are handled (None: here).
+    `pool`: where requests over INLINE_BYTES, and those of methods marked rpc.pooled,
+    are handled (None: here).
     Methods are added before `server` starts; `start()` after it, `stop()` after
     `server.stop()` has ended.
     """
@@ -297,7 +300,7 @@ class UnaryServer:
             data = message_event.batch_operations[0].message()
             if data is None:
                 call.end_without_message()
-            elif len(data) > INLINE_BYTES and self._pool is not None:
+            elif (len(data) > INLINE_BYTES or method.on_pool) and self._pool is not None:
                 try:
                     self._pool.submit(_handle, method, call, data)
                 except RuntimeError:  # the pool is shut down: the replica is stopping

@@ -1,5 +1,5 @@
-"""The VerifyPassword handler: an unknown user looks like a wrong password, and
-argon2's memory and CPU are spent by a bounded number of calls at once."""
+"""The password handlers: an unknown user looks like a wrong password, and argon2's
+memory and CPU are spent by a bounded number of calls at once (setting a password too)."""
 
 import contextlib
 import time
@@ -7,6 +7,7 @@ import time
 import grpc
 import pytest
 
+from cluster import rpc
 from cluster.service_access import PASSWORD_CHECKS, PASSWORD_WAITERS, AccessService
 from regraft.v1 import access_pb2
 from storage import access, commands
@@ -73,7 +74,7 @@ def test_password_checks_beyond_the_bound_wait_briefly_then_are_refused(service)
     code, details = refusal(service, seconds_left=3600)  # no deadline: waits 1 s at most
     assert time.monotonic() - started < 10
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert f"{PASSWORD_CHECKS} password checks are running" in details
+    assert f"{PASSWORD_CHECKS} password hashes are being computed" in details
     slots.release()
     assert verify(service, "alice", SECRET)  # a slot is free again
 
@@ -110,3 +111,21 @@ def test_unknown_users_cost_the_same_argon2_work(service, monkeypatch):
     assert not verify(service, "mallory", SECRET)
     assert not verify(service, "alice", SECRET + "!")
     assert len(hashes) == 2 and all(h.startswith("$argon2id$") for h in hashes)
+
+
+@pytest.mark.parametrize("method", ["CreateUser", "UpdateUser"])
+def test_setting_a_password_takes_a_turn_and_is_served_off_the_serving_thread(service, method):
+    """Eight callers creating users held a replica's other calls for a second each."""
+    handler = getattr(AccessService, method)
+    assert handler.served_on_pool
+    build = handler.__wrapped__  # the command, before rpc.write proposes it
+    request = getattr(access_pb2, f"{method}Request")
+    slots = service._password_checks
+    for _ in range(PASSWORD_CHECKS):
+        assert slots.acquire(blocking=False)
+    with pytest.raises(rpc.Exhausted):
+        build(service, request(name="bob", password=SECRET), Context(0.2))
+    assert build(service, request(name="bob"), Context(0.2)).put_user.name == "bob"
+    slots.release()
+    command = build(service, request(name="bob", password=SECRET), Context(10.0))
+    assert command.put_user.password_hash.startswith("$argon2id$")

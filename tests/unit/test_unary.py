@@ -13,7 +13,7 @@ import grpc
 import pytest
 from prometheus_client import REGISTRY
 
-from cluster import arrivals, auth, metrics, unary
+from cluster import arrivals, auth, metrics, rpc, unary
 from cluster.unary import UnaryServer
 from cluster.workers import Workers
 from regraft.v1 import registry_pb2, registry_pb2_grpc
@@ -36,8 +36,9 @@ def _nonblocking(method):
 
 
 class Held(registry_pb2_grpc.RegistryServicer):
-    """GetManifest calls wait in `calls` until the test answers them; PutTag answers at
-    once, noting the thread it ran on; ListTags is an ordinary grpcio method."""
+    """GetManifest calls wait in `calls` until the test answers them; PutTag and
+    DeleteTag (marked rpc.pooled) answer at once, noting the thread they ran on;
+    ListTags is an ordinary grpcio method."""
 
     def __init__(self) -> None:
         self.calls: queue.Queue = queue.Queue()
@@ -56,6 +57,12 @@ class Held(registry_pb2_grpc.RegistryServicer):
     def PutTag(self, request, context):
         self.tags.append((request.tag, threading.current_thread().name))
         context.respond(registry_pb2.PutTagResponse(revision=len(self.tags)).SerializeToString())
+
+    @_nonblocking
+    @rpc.pooled
+    def DeleteTag(self, request, context):
+        self.tags.append((request.tag, threading.current_thread().name))
+        context.respond(registry_pb2.DeleteTagResponse().SerializeToString())
 
     def ListTags(self, request, context):
         return registry_pb2.ListTagsResponse(tags=[type(context).__name__])
@@ -114,6 +121,13 @@ def test_a_large_request_is_handled_on_the_pool(held):
     small, large = (thread for _, thread in servicer.tags)
     assert small.endswith("(_serve)")  # grpcio's serving thread, where the events come
     assert large == "grpc_0"
+
+
+def test_a_method_marked_pooled_is_handled_on_the_pool_whatever_its_size(held):
+    """Hashing a password on the serving thread held every other call for 0.2 s."""
+    servicer, stub, _ = held
+    stub.DeleteTag(registry_pb2.DeleteTagRequest(tag="small"), timeout=LIVENESS)
+    assert servicer.tags == [("small", "grpc_0")]
 
 
 def test_a_large_request_after_the_pool_stopped_is_unavailable(unary_server):
@@ -346,7 +360,9 @@ def served_alone():
 
 def test_stopping_ends_a_call_that_waits():
     pool, server, served, servicer, endpoint = served_alone()
-    assert served.methods == ["/regraft.v1.Registry/GetManifest", "/regraft.v1.Registry/PutTag"]
+    assert served.methods == [
+        f"/regraft.v1.Registry/{name}" for name in ("DeleteTag", "GetManifest", "PutTag")
+    ]
     with grpc.insecure_channel(endpoint) as channel:
         call = _get(registry_pb2_grpc.RegistryStub(channel), "watch")
         _, _, gone = servicer.calls.get(timeout=LIVENESS)

@@ -12,6 +12,7 @@ import pytest
 from cluster import http
 from cluster.http import ProbeServer
 from tests.cluster.harness import closed_by_peer, free_port
+from tests.polling import wait_for
 
 
 @pytest.fixture
@@ -67,3 +68,45 @@ def test_a_trickling_connection_is_closed_after_the_timeout_in_all(probes):
         stop.set()
         sender.join()
         connection.close()
+
+
+class Counting:
+    """A render that counts itself, and waits for `release` while `hold` is set."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.hold = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self) -> bytes:
+        self.count += 1
+        if self.hold.is_set():
+            self.release.wait(10)
+        return str(self.count).encode()
+
+
+def test_metrics_renders_are_shared_and_never_older_than_the_request():
+    render = Counting()
+    renders = http._Renders(render)
+    assert renders.get() == b"1"
+    assert renders.get() == b"2"  # not the first render again: it began before
+    render.hold.set()
+    answers = {}
+
+    def get(name: str) -> None:
+        answers[name] = renders.get()
+
+    first = threading.Thread(target=get, args=("first",))
+    first.start()
+    wait_for(lambda: render.count == 3, "the third render to begin", 10)
+    render.hold.clear()
+    late = [threading.Thread(target=get, args=(f"late{i}",)) for i in range(10)]
+    for thread in late:
+        thread.start()
+    wait_for(lambda: len(renders._cond._waiters) == 10, "the late requests to wait", 10)
+    render.release.set()
+    for thread in [first, *late]:
+        thread.join(10)
+    # The ten arrived while the third render ran: one render after it serves them all.
+    assert answers == {"first": b"3", **{f"late{i}": b"4" for i in range(10)}}
+    assert render.count == 4

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import argon2
 
 from regraft.v1 import access_pb2, command_pb2, record_pb2, registry_pb2
-from storage import keys, names, registry
+from storage import keys, names, registry, versions
 from storage.db import Batch, View
 from storage.errors import FailedPrecondition, NotFound
 
@@ -44,6 +44,9 @@ REQUIRED = {
     "admin": Level.ADMIN,
 }
 _PASSWORDS = argon2.PasswordHasher()
+# Repositories DeleteUser and DeleteOrganization look into (two lookups each) for
+# content that a later namesake would own.
+MAX_REPOSITORIES_EXAMINED = 10_000
 
 
 def hash_password(password: str, salt: bytes | None) -> str:
@@ -230,6 +233,7 @@ def delete_user(change: "Change", op: command_pb2.DeleteUserOp) -> command_pb2.R
     """The user, its memberships, ownerships and grants, and its namespace's access."""
     batch = change.batch
     get_user(batch, op.name)
+    _refuse_namespace_with_content(batch, "user", op.name)
     _audit(change, "DeleteUser", _describe(_USER + op.name.encode()))
     prefix = op.name.encode() + SEP
     for key, _ in list(batch.scan("user_links", prefix)):
@@ -257,6 +261,7 @@ def delete_organization(
     """The organization, its teams, owners and grants, and its namespace's access."""
     batch = change.batch
     get_organization(batch, op.name)
+    _refuse_namespace_with_content(batch, "organization", op.name)
     name = op.name.encode()
     _audit(change, "DeleteOrganization", _describe(_ORG + name))
     for key, _ in list(batch.scan("teams", name + SEP)):
@@ -266,6 +271,28 @@ def delete_organization(
     _drop_namespace(change, "DeleteOrganization", op.name)
     batch.delete("orgs", name)
     return _ok()
+
+
+def _refuse_namespace_with_content(batch: Batch, kind: str, name: str) -> None:
+    """A user or organization whose repositories hold manifests or blobs is not deleted:
+    a later namesake would own them (ADMIN in its own namespace)."""
+    if batch.machine_version < versions.NAMESPACE_CONTENT:
+        return
+    found, unexamined = registry.holding_content(batch, name, MAX_REPOSITORIES_EXAMINED)
+    if found:
+        raise FailedPrecondition(
+            "DENIED",
+            f"{kind} {name!r} still has repositories with manifests or blobs "
+            f"({', '.join(map(repr, found))}{', ...' if len(found) == 3 else ''}): a later "
+            f"{kind} or user named {name!r} would own them; delete their manifests and "
+            "unlink their blobs first",
+        )
+    if unexamined:
+        raise FailedPrecondition(
+            "DENIED",
+            f"{kind} {name!r} has more than {MAX_REPOSITORIES_EXAMINED} repositories, more "
+            "than one command can check for content",
+        )
 
 
 def _drop_team(change: "Change", cause: str, team: bytes) -> None:

@@ -7,6 +7,7 @@ result). Reads run on any View. Every change is also recorded as an Event, so th
 Watch can replay history in revision order.
 """
 
+import itertools
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -75,6 +76,26 @@ def _repo(view: View, name: str) -> bytes | None:
 def exists(view: View, name: str) -> bool:
     """Whether the repository has been created (by its first blob or manifest)."""
     return _repo(view, name) is not None
+
+
+def holding_content(view: View, namespace: str, limit: int) -> tuple[list[str], bool]:
+    """Up to 3 repositories of a namespace (itself, and those below `namespace/`) that
+    hold a manifest or a blob; and whether it has more than `limit` repositories, past
+    which they were not examined (repositories are never deleted, only emptied)."""
+    own = _repo(view, namespace)
+    repositories = itertools.chain(
+        [(keys.repository(namespace), own)] if own is not None else [],
+        view.scan("repos", keys.repository(namespace + "/")),
+    )
+    found = []
+    for examined, (key, rid) in enumerate(repositories):
+        if examined == limit:
+            return found, True
+        if any(next(view.scan(db, rid), None) is not None for db in ("manifests", "blobs")):
+            found.append(key.decode())
+            if len(found) == 3:
+                break
+    return found, False
 
 
 def settings(view: View, name: str) -> access_pb2.RepositorySettings:

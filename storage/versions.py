@@ -31,6 +31,9 @@ A new cluster starts at the version of the code that records its first members.
        indexed before hold no value, and their manifest is read instead.
        DeleteManifest refuses a manifest with more than 1,000 tags (FAILED_PRECONDITION),
        so that one command's cascade stays bounded.
+    9  DeleteUser and DeleteOrganization refuse (FAILED_PRECONDITION) while a repository
+       of the namespace holds a manifest or a blob: a later user or organization of the
+       same name would own it.
 """
 
 AUDIT_EVENTS = 2
@@ -41,8 +44,9 @@ MEMBER_ADDRESSES = 6
 PRE_VOTE = 7
 REFERRER_RECORDS = 8
 BOUNDED_CASCADES = 8
+NAMESPACE_CONTENT = 9
 # The newest version this code can apply.
-LATEST = 8
+LATEST = 9
 
 
 def too_new(in_force: int, supported: int) -> str:

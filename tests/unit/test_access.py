@@ -222,6 +222,39 @@ def test_deleting_an_organization_removes_everything_of_it(replica):
         assert records(view) == 0
 
 
+def test_a_namespace_whose_repositories_hold_content_is_not_deleted(replica, monkeypatch):
+    """A user created with a deleted organization's name owned its private images."""
+    replica.ok(commands.set_machine_version(versions.NAMESPACE_CONTENT))
+    layer = compute_digest(b"layer")
+    unlink = commands.unlink_blob(
+        registry_pb2.UnlinkBlobRequest(repository="acme/app", digest=layer)
+    )
+    replica.ok(org("acme"), user("alice"), link("acme/app", layer), link("alice", layer))
+    before = replica.state_hash()
+    refused = replica.apply(delete_org("acme"), delete_user("alice"))
+    assert [r.code for r in refused] == [FAILED, FAILED] and replica.state_hash() == before
+    assert "organization 'acme' still has repositories with manifests or blobs ('acme/app')" in (
+        refused[0].message
+    )
+    assert "('alice')" in refused[1].message  # the repository named as the namespace
+    replica.ok(unlink, delete_org("acme"), user("acme"))
+    with replica.store.read() as view:
+        assert registry.exists(view, "acme/app")  # emptied, never deleted
+    # Past the repositories one command examines, refused without looking further.
+    monkeypatch.setattr(access, "MAX_REPOSITORIES_EXAMINED", 1)
+    replica.ok(link("acme/web", layer))
+    replica.ok(
+        commands.unlink_blob(registry_pb2.UnlinkBlobRequest(repository="acme/web", digest=layer))
+    )
+    [over] = replica.apply(delete_user("acme"))
+    assert over.code == FAILED and "more than 1 repositories" in over.message
+
+
+def test_namespaces_with_content_were_deleted_before_machine_version_9(replica):
+    replica.ok(commands.set_machine_version(versions.NAMESPACE_CONTENT - 1))
+    replica.ok(org("acme"), link("acme/app", compute_digest(b"layer")), delete_org("acme"))
+
+
 def test_a_refused_command_changes_nothing(replica):
     populate(replica)
     before = replica.state_hash()

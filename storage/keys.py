@@ -63,6 +63,10 @@ def event_revision(key: bytes) -> int:
     return _EVENT.unpack(key)[0]
 
 
+def event_sequence(key: bytes) -> int:
+    return _EVENT.unpack(key)[1]
+
+
 def request_log(index: int, request_id: str) -> bytes:
     """Requests in the order they were applied, so that old ones can be forgotten."""
     return _U64.pack(index) + request_id.encode()

@@ -451,6 +451,7 @@ def events(
         budget -= 1
         event = registry_pb2.Event.FromString(value)
         if event.repository.startswith(prefix):
+            event.sequence = keys.event_sequence(key)  # the key holds it, not the record
             found.append(event)
     return found, end
 

@@ -337,7 +337,7 @@ class WatchRequest(_message.Message):
     def __init__(self, from_revision: _Optional[int] = ..., repository_prefix: _Optional[str] = ..., to_revision: _Optional[int] = ..., progress_notify: _Optional[bool] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("revision", "kind", "repository", "digest", "tag", "actor", "time_ms", "operation", "target")
+    __slots__ = ("revision", "kind", "repository", "digest", "tag", "actor", "time_ms", "operation", "target", "sequence")
     REVISION_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     REPOSITORY_FIELD_NUMBER: _ClassVar[int]
@@ -347,6 +347,7 @@ class Event(_message.Message):
     TIME_MS_FIELD_NUMBER: _ClassVar[int]
     OPERATION_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     revision: int
     kind: EventKind
     repository: str
@@ -356,4 +357,5 @@ class Event(_message.Message):
     time_ms: int
     operation: str
     target: str
-    def __init__(self, revision: _Optional[int] = ..., kind: _Optional[_Union[EventKind, str]] = ..., repository: _Optional[str] = ..., digest: _Optional[str] = ..., tag: _Optional[str] = ..., actor: _Optional[str] = ..., time_ms: _Optional[int] = ..., operation: _Optional[str] = ..., target: _Optional[str] = ...) -> None: ...
+    sequence: int
+    def __init__(self, revision: _Optional[int] = ..., kind: _Optional[_Union[EventKind, str]] = ..., repository: _Optional[str] = ..., digest: _Optional[str] = ..., tag: _Optional[str] = ..., actor: _Optional[str] = ..., time_ms: _Optional[int] = ..., operation: _Optional[str] = ..., target: _Optional[str] = ..., sequence: _Optional[int] = ...) -> None: ...

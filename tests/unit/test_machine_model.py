@@ -756,13 +756,19 @@ class RegistryMachine(RuleBasedStateMachine):
     )
     def watch(self, since, prefix, limit):
         want = [e for e in self.model.events if e[0] >= since and e[2].startswith(prefix)]
-        got, position = [], since
+        got, position, places = [], since, {}
         with self.store_b.read() as view:
             while position <= self.index:
                 page, position = registry.events(view, position, prefix, limit)
                 got += [(e.revision, e.kind, e.repository, e.digest, e.tag, e.actor) for e in page]
+                for e in page:
+                    places.setdefault(e.revision, []).append(e.sequence)
             assert position == max(since, self.index + 1)  # never behind what was asked
         assert got == want
+        # Each event's place in its revision, for a consumer that resumes inside one.
+        for sequences in places.values():
+            assert sequences == sorted(set(sequences))
+            assert prefix or sequences == list(range(len(sequences)))
 
     # -- invariants -----------------------------------------------------------------
 

@@ -330,7 +330,8 @@ def failure(
 ) -> tuple[grpc.StatusCode, str, tuple[tuple[str, str], ...]]:
     """The status code, message and trailing metadata that tell a caller of `error`."""
     if isinstance(error, InvalidArgument):
-        return grpc.StatusCode.INVALID_ARGUMENT, str(error), ()
+        trailers = (("oci-code", error.oci_code),) if error.oci_code else ()
+        return grpc.StatusCode.INVALID_ARGUMENT, str(error), trailers
     if isinstance(error, RegistryError):
         code = (
             grpc.StatusCode.NOT_FOUND

@@ -50,6 +50,7 @@ def put_manifest(request: registry_pb2.PutManifestRequest, actor: str = "") -> C
             raise InvalidArgument(
                 "reference",
                 f"digest {reference} does not match the content, whose digest is {digest}",
+                "DIGEST_INVALID",
             )
     else:
         digest = names.compute_digest(request.content)

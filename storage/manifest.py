@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from storage.errors import InvalidArgument
+from storage.errors import InvalidArgument, oci_code
 from storage.names import quote, validate_digest, validate_media_type
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -59,6 +59,7 @@ class ManifestInfo:
     annotations: Annotations
 
 
+@oci_code("MANIFEST_INVALID")
 def parse_manifest(content: bytes, media_type: str = "") -> ManifestInfo:
     """Parse a manifest or index pushed as `media_type` (or as its own mediaType field).
 
@@ -243,6 +244,7 @@ def _descriptor(value: object, path: str) -> tuple[str, str]:
     return media_type, digest
 
 
+@oci_code("SIZE_INVALID")
 def validate_size(size: object, field: str) -> int:
     """A blob's or manifest's size as a descriptor gives it: an int64 (OCI image spec)."""
     if type(size) is not int or not 0 <= size <= MAX_SIZE:

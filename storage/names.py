@@ -11,7 +11,7 @@ import re
 import socket
 from collections.abc import Sequence
 
-from storage.errors import InvalidArgument
+from storage.errors import InvalidArgument, oci_code
 
 MAX_REPOSITORY_LENGTH = 255
 MAX_TAG_LENGTH = 128
@@ -66,6 +66,7 @@ def validate_media_type(value: str, field: str = "media_type") -> str:
     return validate_printable(value, field, "a media type", MAX_MEDIA_TYPE_LENGTH)
 
 
+@oci_code("NAME_INVALID")
 def validate_repository(name: str, field: str = "repository") -> str:
     """Check a repository name (e.g. "library/nginx") against the distribution-spec grammar.
 
@@ -90,6 +91,7 @@ def validate_repository(name: str, field: str = "repository") -> str:
     return name
 
 
+@oci_code("NAME_INVALID")
 def validate_repository_prefix(prefix: str, field: str = "repository_prefix") -> str:
     """Check that `prefix` begins some repository name ("" begins them all)."""
     prefix = _require_str(prefix, field)
@@ -105,6 +107,7 @@ def validate_repository_prefix(prefix: str, field: str = "repository_prefix") ->
     return prefix
 
 
+@oci_code("TAG_INVALID")
 def validate_tag(tag: str, field: str = "tag") -> str:
     """Check a tag (e.g. "v1.2.3"); returns it unchanged."""
     tag = _require_str(tag, field)
@@ -119,6 +122,7 @@ def validate_tag(tag: str, field: str = "tag") -> str:
     return tag
 
 
+@oci_code("DIGEST_INVALID")
 def validate_digest(digest: str, field: str = "digest") -> str:
     """Check a content digest ("sha256:<64 hex>" or "sha512:<128 hex>"); returns it unchanged.
 

@@ -1,12 +1,15 @@
 """Tests for storage.names: the distribution-spec grammar for names, tags and digests."""
 
 import hashlib
+import json
 import re
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from regraft.v1 import registry_pb2
+from storage import commands, names
 from storage.errors import InvalidArgument
 from storage.names import (
     DEFAULT_PAGE_SIZE,
@@ -414,3 +417,56 @@ def test_addresses_and_names_are_dialable(host: str) -> None:
     assert not is_wildcard(host)
     address = f"[{host}]:7401" if ":" in host else f"{host}:7401"
     assert validate_dialable(address) == address
+
+
+@pytest.mark.parametrize(
+    ("make", "field", "code"),
+    [
+        (lambda: commands.link_blob(blob("Bad/Name", DIGEST)), "repository", "NAME_INVALID"),
+        (lambda: names.validate_repository_prefix("a//"), "repository_prefix", "NAME_INVALID"),
+        (lambda: commands.put_tag(tag("-v1")), "tag", "TAG_INVALID"),
+        (lambda: names.validate_reference(".v1"), "reference", "TAG_INVALID"),
+        (lambda: names.validate_reference("sha256:abc"), "reference", "DIGEST_INVALID"),
+        (lambda: commands.link_blob(blob("a/b", "md5:00")), "digest", "DIGEST_INVALID"),
+        (lambda: commands.link_blob(blob("a/b", DIGEST, 1 << 63)), "size", "SIZE_INVALID"),
+        (lambda: commands.put_manifest(push(INDEX, DIGEST)), "reference", "DIGEST_INVALID"),
+        (lambda: commands.put_manifest(push(b"{", "v1")), "content", "MANIFEST_INVALID"),
+        (lambda: commands.put_manifest(push(BAD_LAYER, "v1")), "content.layers[0].digest",
+         "MANIFEST_INVALID"),
+        (lambda: commands.put_manifest(push(b"{}", "v1", "text/plain")), "media_type",
+         "MANIFEST_INVALID"),
+        (lambda: names.validate_page_size(-1), "n", ""),
+    ],
+)  # fmt: skip
+def test_refusals_carry_the_oci_code_a_front_end_returns(make, field, code):
+    with pytest.raises(InvalidArgument) as caught:
+        make()
+    assert (caught.value.field, caught.value.oci_code) == (field, code)
+
+
+DIGEST = "sha256:" + "a" * 64
+INDEX = (
+    b'{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": []}'
+)
+BAD_LAYER = json.dumps(
+    {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/json", "digest": DIGEST, "size": 2},
+        "layers": [{"mediaType": "application/octet-stream", "digest": "sha256:zz", "size": 1}],
+    }
+).encode()
+
+
+def blob(repository: str, digest: str, size: int = 1) -> registry_pb2.LinkBlobRequest:
+    return registry_pb2.LinkBlobRequest(repository=repository, digest=digest, size=size)
+
+
+def tag(name: str) -> registry_pb2.PutTagRequest:
+    return registry_pb2.PutTagRequest(repository="a/b", tag=name, digest=DIGEST)
+
+
+def push(content: bytes, reference: str, media_type: str = "") -> registry_pb2.PutManifestRequest:
+    return registry_pb2.PutManifestRequest(
+        repository="a/b", reference=reference, content=content, media_type=media_type
+    )

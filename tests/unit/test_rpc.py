@@ -58,10 +58,14 @@ def status_of(error, leader="10.0.0.2:7401", streaming=False):
     return context.aborted[0], context.aborted[1], dict(context.trailers)
 
 
-def test_invalid_argument_names_the_field():
-    code, details, _ = status_of(InvalidArgument("tag", "'-x' must start with a letter"))
+def test_invalid_argument_names_the_field_and_its_oci_code_if_any():
+    error = InvalidArgument("tag", "'-x' must start with a letter", "TAG_INVALID")
+    code, details, trailers = status_of(error)
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert details == "tag: '-x' must start with a letter"
+    assert trailers == {"oci-code": "TAG_INVALID"}
+    _, _, trailers = status_of(InvalidArgument("n", "must not be negative, got -1"))
+    assert trailers == {}
 
 
 def test_refusals_carry_the_oci_code():

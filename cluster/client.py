@@ -422,6 +422,7 @@ class Client:
         consistency=LINEARIZABLE,
         n: int = 0,
         last: str = "",
+        min_revision: int = 0,
     ) -> registry_pb2.GetReferrersResponse:
         """One page (`more` says whether others may follow: ask again with last = the
         response's `last`; a page may hold fewer than n, even none). `referrers` walks
@@ -432,21 +433,28 @@ class Client:
                 repository=repository,
                 digest=digest,
                 artifact_type=artifact_type,
-                read=self._read(consistency, 0),
+                read=self._read(consistency, min_revision),
                 n=n,
                 last=last,
             ),
         )
 
     def referrers(
-        self, repository: str, digest: str, artifact_type: str = "", consistency=LINEARIZABLE
+        self,
+        repository: str,
+        digest: str,
+        artifact_type: str = "",
+        consistency=LINEARIZABLE,
+        min_revision: int = 0,
     ) -> Iterator[registry_pb2.Descriptor]:
         """Every referrer of `digest`, page after page. A replica of an older release
         (a rolling upgrade) leaves the response's `last` empty: its pages then go on
         from their last descriptor, as they always did."""
         last = ""
         while True:
-            page = self.get_referrers(repository, digest, artifact_type, consistency, last=last)
+            page = self.get_referrers(
+                repository, digest, artifact_type, consistency, last=last, min_revision=min_revision
+            )
             yield from page.manifests
             following = page.last or (page.manifests[-1].digest if page.manifests else "")
             if not page.more or following <= last:

@@ -99,6 +99,7 @@ class RegistryService(registry_pb2_grpc.RegistryServicer):
     def GetReferrers(self, request, context):
         names.validate_repository(request.repository)
         names.validate_digest(request.digest)
+        names.validate_media_type(request.artifact_type, "artifact_type")
         n = names.validate_page_size(request.n) if request.n else names.MAX_PAGE_SIZE
         if request.last:
             names.validate_digest(request.last, "last")

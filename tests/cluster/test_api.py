@@ -47,9 +47,15 @@ def code_and_details(call):
 
 def test_bad_input_and_refusals_name_what_is_wrong(cluster):
     with cluster.client() as client:
-        code, details = code_and_details(lambda: client.put_manifest("Bad/Name", "v1", b"{}"))
-        assert code == grpc.StatusCode.INVALID_ARGUMENT and "repository" in details
-        assert "Bad/Name" in details
+        with pytest.raises(grpc.RpcError) as failure:
+            client.put_manifest("Bad/Name", "v1", b"{}")
+        assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert failure.value.details().startswith("repository: 'Bad/Name'")
+        assert ("oci-code", "NAME_INVALID") in failure.value.trailing_metadata()
+        code, details = code_and_details(
+            lambda: client.get_referrers("ok/app", "sha256:" + "a" * 64, artifact_type="a\nb")
+        )
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("artifact_type")
         code, details = code_and_details(lambda: client.put_manifest("ok/app", "v1", b"{not json"))
         assert code == grpc.StatusCode.INVALID_ARGUMENT and "content" in details
         too_big = b" " * (4 * 1024 * 1024 + 1)

@@ -113,7 +113,8 @@ def test_referrers_walks_every_page_and_pages_of_older_replicas_too(monkeypatch)
     digests = [f"sha256:{i:064x}" for i in range(5)]
     asked = []
 
-    def page(repository, digest, artifact_type, consistency, n=0, last=""):
+    def page(repository, digest, artifact_type, consistency, n=0, last="", min_revision=0):
+        assert min_revision == 42  # every page is read at least that fresh
         asked.append(last)
         rest = [d for d in digests if d > last]
         if last == digests[1]:  # a new replica's filtered page: nothing matched
@@ -126,6 +127,16 @@ def test_referrers_walks_every_page_and_pages_of_older_replicas_too(monkeypatch)
 
     with Client(["127.0.0.1:1"]) as client:
         monkeypatch.setattr(client, "get_referrers", page)
-        walked = [d.digest for d in client.referrers("acme/app", "sha256:" + "f" * 64)]
+        walked = [
+            d.digest for d in client.referrers("acme/app", "sha256:" + "f" * 64, min_revision=42)
+        ]
     assert walked == [digests[0], digests[1], digests[4]]
     assert asked == ["", digests[1], digests[3]]
+
+
+def test_get_referrers_asks_for_the_revision_it_is_given(monkeypatch):
+    sent = []
+    with Client(["127.0.0.1:1"]) as client:
+        monkeypatch.setattr(client, "call", lambda method, request: sent.append(request))
+        client.get_referrers("acme/app", "sha256:" + "f" * 64, min_revision=7)
+    assert sent[0].read.min_revision == 7

@@ -146,15 +146,16 @@ class Members:
                 return leader.id
         return None
 
-    def leader_grpc_address(self) -> str:
+    def leader_grpc_address(self) -> str | None:
         """Where a caller told UNAVAILABLE here should go: the leader as Raft knows it now
         (not the status copy, up to 0.2 s old: it named this replica as the leader in
-        answers saying no leader was known), and "" when that is this replica."""
+        answers saying no leader was known), "" when none is known, and None when it is
+        this replica (sending callers back here would help none of them)."""
         leader = self._raft._getLeader()
         if leader is None:
             return ""
         peer = self.by_raft_address(leader.id)
-        return "" if peer.id == self.self_id else peer.grpc_address
+        return None if peer.id == self.self_id else peer.grpc_address
 
 
 def caught_up(status: dict) -> bool:

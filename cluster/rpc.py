@@ -270,7 +270,8 @@ def read(method: Callable) -> Callable:
 def handler(method: Callable) -> Callable:
     """Decorate a servicer method (unary or streaming): metrics, errors to statuses.
 
-    The servicer provides `leader_hint()`: the leader's gRPC address, or "".
+    The servicer provides `leader_hint()`: the leader's gRPC address, "" if none is
+    known, or None if it is this replica.
     """
     if inspect.isgeneratorfunction(method):
 
@@ -350,7 +351,12 @@ def failure(
         return grpc.StatusCode.OUT_OF_RANGE, str(error), (("oldest-revision", oldest),)
     if isinstance(error, ProposalError | ReadTimeout | Unavailable):
         leader = leader_hint()
-        known = f"leader is {leader}" if leader else "no leader known"
+        if leader is None:
+            known = "this replica is the leader"
+        elif leader:
+            known = f"leader is {leader}"
+        else:
+            known = "no leader known"
         where = "" if known in str(error) else f"; {known}"  # not said twice
         outcome = "" if getattr(error, "definite", True) else " (may or may not have applied)"
         trailers = (("leader", leader),) if leader else ()

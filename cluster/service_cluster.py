@@ -24,7 +24,7 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
         self._backups = backups
         self._changes = changes
 
-    def leader_hint(self) -> str:
+    def leader_hint(self) -> str | None:
         return self._members.leader_grpc_address()
 
     @rpc.handler

@@ -229,5 +229,5 @@ def test_the_leader_hint_is_raft_s_leader_now_and_never_this_replica(replica):
     assert known.leader_grpc_address() == ""  # no leader now
     raft.leader = TCPNode("10.0.0.2:7411")
     assert known.leader_grpc_address() == "r2:7401"
-    raft.leader = TCPNode("10.0.0.1:7411")  # this replica
-    assert known.leader_grpc_address() == ""
+    raft.leader = TCPNode("10.0.0.1:7411")  # this replica: said so, not named
+    assert known.leader_grpc_address() is None

@@ -86,6 +86,10 @@ def test_unavailable_points_at_the_leader_and_says_whether_it_applied():
     assert "leader" not in trailers
     _, details, _ = status_of(ProposalError("read not confirmed: no leader known", True), leader="")
     assert details == "read not confirmed: no leader known"  # not twice
+    # The leader itself (a min_revision it has not reached): not sent back to itself.
+    code, details, trailers = status_of(ReadTimeout("behind"), leader=None)
+    assert code == grpc.StatusCode.UNAVAILABLE and details == "behind; this replica is the leader"
+    assert "leader" not in trailers
 
 
 def test_a_compacted_watch_revision_is_out_of_range_with_the_oldest_one():

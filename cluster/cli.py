@@ -31,12 +31,20 @@ from cluster import allocator, cli_auth, cli_call, cli_certs, cli_members, cli_r
 from cluster import config as config_module
 from cluster.client import CredentialError, Credentials
 from cluster.config import DEFAULT_ENDPOINTS, ConfigError, Peer, ReplicaConfig
+from cluster.service_cluster import VERSION
 from cluster.tables import text_table
+from storage import db, snapshot, versions
 from storage.db import FormatError
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="regraft", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"regraft {VERSION} (machine versions up to {versions.LATEST}, data format "
+        f"{db.FORMAT_VERSION}, backup and snapshot files {snapshot.FORMAT_VERSION})",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     _serve_parser(commands)
     _up_parser(commands)
@@ -177,14 +185,21 @@ def _serve(args) -> int:
 
 def _up_parser(commands) -> None:
     p = commands.add_parser("up", help="run a local 3-replica cluster until Ctrl-C")
-    p.add_argument("--data-dir", default="regraft-data", help="where replicas keep data")
+    p.add_argument(
+        "--data-dir", default="regraft-data", help="where replicas keep data (default: %(default)s)"
+    )
     p.add_argument(
         "--base-port",
         type=int,
         default=7400,
-        help="gRPC on base+1.., Raft on base+11.., metrics on base+21..",
+        help="gRPC on base+1.., Raft on base+11.., metrics on base+21.. (default: %(default)s)",
     )
-    p.add_argument("--replicas", type=int, default=3)
+    p.add_argument(
+        "--replicas",
+        type=int,
+        default=3,
+        help=f"how many voters, 1 to {UP_MAX_REPLICAS} (default: %(default)s)",
+    )
     p.set_defaults(run=_up)
 
 

@@ -50,9 +50,17 @@ def _backup_parser(commands) -> None:
     p = commands.add_parser(
         "backup",
         help="write an online backup of a running cluster to a file (or: backup verify FILE)",
+        description="Write an online backup of a running cluster to a file. "
+        "`regraft backup verify FILE` checks one instead.",
     )
-    p.add_argument("action", nargs="?", choices=["verify"], help="verify: check a backup file")
-    p.add_argument("file", nargs="?", help="the backup file to verify")
+    verify = p.add_subparsers(dest="action", metavar="[verify FILE]").add_parser(
+        "verify",
+        help="check a backup file: its checksum, and the state hash from every record",
+        description="Check a backup file offline: its checksum, and its state hash "
+        "recomputed from every record.",
+    )
+    verify.add_argument("file", help="the backup file to check")
+    verify.set_defaults(run=_reporting(lambda args: _verify(args.file)))
     p.add_argument(
         "--endpoint",
         "--endpoints",
@@ -101,12 +109,6 @@ def _backup(args) -> int:
     from cluster import backup
     from regraft.v1 import registry_pb2
 
-    if args.action == "verify":
-        if not args.file:
-            raise ConfigError("backup verify needs the file to check: regraft backup verify FILE")
-        return _verify(args.file)
-    if args.file:
-        raise ConfigError(f"unexpected argument {args.file!r}: did you mean --out {args.file}?")
     if not args.endpoint or not args.out:
         raise ConfigError("backup needs --endpoint (a replica's gRPC address) and --out FILE")
     if "," in args.endpoint:
@@ -198,7 +200,8 @@ def _restore(args) -> int:
     print(
         f"  regraft serve --id {args.id or 'ID'} --data-dir {data_dir} "
         f"--raft-address {args.raft_address or 'HOST:PORT'} "
-        f"--grpc-address {args.grpc_address or 'HOST:PORT'} --secret-file SECRET"
+        f"--grpc-address {args.grpc_address or 'HOST:PORT'} --metrics-address HOST:PORT "
+        "--secret-file SECRET"
     )
     return 0
 

@@ -144,3 +144,9 @@ class Call:
 
     def cancel(self) -> None:
         self._rpc_event.call.cancel()
+
+    @property
+    def statused(self) -> bool:
+        """Whether this side ended the call with a status (else its caller left: it
+        cancelled, or its deadline passed)."""
+        return self._state.statused

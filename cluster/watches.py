@@ -162,7 +162,7 @@ class Watches:
 
         def ended() -> None:
             self.closed(stream)
-            counted.code = stream.code
+            counted.code = stream.code if stream.call.statused else grpc.StatusCode.CANCELLED
             counted.end()
 
         if not context.add_callback(ended):

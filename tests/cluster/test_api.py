@@ -223,6 +223,8 @@ def test_idle_watch_streams_take_no_thread(cluster):
             for stream in opened:
                 stream.cancel()
     wait_for(lambda: cluster.metric(replica, gauge) == 0, "the cancelled streams to be let go")
+    ended = {"method": "Watch", "code": "CANCELLED"}  # the callers left: not OK
+    assert cluster.metric(replica, "regraft_grpc_requests_total", **ended) == count
 
 
 def test_idle_reflection_streams_take_no_thread(cluster):

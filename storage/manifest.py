@@ -9,6 +9,7 @@ rejection is an InvalidArgument whose field is the JSON path of the bad value
 import json
 import math
 import sys
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,14 @@ OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 
+# Layers a client downloads from the descriptor's `urls` (Windows base layers, say):
+# never pushed, so not linked blobs; distribution checks them the same way.
+FOREIGN_LAYER_TYPES = (
+    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
+)
 IMAGE_MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
 INDEX_TYPES = (OCI_INDEX, DOCKER_MANIFEST_LIST)
 SUPPORTED_MEDIA_TYPES = IMAGE_MANIFEST_TYPES + INDEX_TYPES
@@ -79,12 +88,11 @@ def parse_manifest(content: bytes, media_type: str = "") -> ManifestInfo:
         _forbid(doc, ("manifests",), "an image manifest")
         config_type, config_digest = _descriptor(_required(doc, "config"), f"{_ROOT}.config")
         layers = [
-            _descriptor(layer, f"{_ROOT}.layers[{i}]")[1]
-            for i, layer in enumerate(_list(doc, "layers"))
+            _layer(layer, f"{_ROOT}.layers[{i}]") for i, layer in enumerate(_list(doc, "layers"))
         ]
         return ManifestInfo(
             media_type=resolved,
-            blobs=tuple(dict.fromkeys([config_digest, *layers])),
+            blobs=tuple(dict.fromkeys(d for d in [config_digest, *layers] if d)),
             manifests=(),
             subject=subject,
             artifact_type=artifact_type or config_type,
@@ -242,6 +250,31 @@ def _descriptor(value: object, path: str) -> tuple[str, str]:
     digest = validate_digest(_required(value, "digest", path), f"{path}.digest")
     validate_size(_required(value, "size", path), f"{path}.size")
     return media_type, digest
+
+
+def _layer(value: object, path: str) -> str:
+    """A layer's digest, or "" for a foreign layer, which must name where it is."""
+    media_type, digest = _descriptor(value, path)
+    if media_type not in FOREIGN_LAYER_TYPES:
+        return digest
+    urls = _required(value, "urls", path)
+    if not isinstance(urls, list) or not urls:
+        raise InvalidArgument(
+            f"{path}.urls",
+            f"a foreign layer needs URLs to download it from, got {_show_json(urls)}",
+        )
+    for i, url in enumerate(urls):
+        field = f"{path}.urls[{i}]"
+        url = _string(url, field)
+        try:
+            parsed = urllib.parse.urlsplit(url)
+        except ValueError:  # a bracketed host that is not one
+            parsed = None
+        if parsed is None or parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise InvalidArgument(field, f"{quote(url)} is not an http or https URL")
+        if parsed.fragment:
+            raise InvalidArgument(field, f"{quote(url)} has a fragment (#...)")
+    return ""
 
 
 @oci_code("SIZE_INVALID")

@@ -560,3 +560,33 @@ def test_documents_of_too_many_values_are_refused_before_they_are_parsed(unit: b
     assert parse_manifest(with_extra(MAX_JSON_VALUES // 2 - 100)).blobs == (CONFIG, LAYER1, LAYER2)
     err = reject(with_extra(MAX_JSON_VALUES), "content")
     assert "JSON values" in err.message and "over the limit of 100000" in err.message
+
+
+FOREIGN = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+NONDISTRIBUTABLE = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+
+
+def docker_manifest(**overrides: Any) -> dict[str, Any]:
+    return oci_manifest(mediaType=DOCKER_MANIFEST, config=desc(DOCKER_CONFIG, CONFIG), **overrides)
+
+
+@pytest.mark.parametrize(
+    ("make", "layer_type"), [(docker_manifest, FOREIGN), (oci_manifest, NONDISTRIBUTABLE)]
+)
+def test_foreign_layers_are_downloaded_from_their_urls_not_linked(make, layer_type) -> None:
+    """A Windows base layer is never pushed: linking it would claim bytes nobody has."""
+    url = "https://mcr.microsoft.com/v2/windows/blobs/" + LAYER2
+    foreign = desc(layer_type, LAYER2, urls=[url])
+    info = parse_manifest(encode(make(layers=[desc(OCI_LAYER, LAYER1), foreign])))
+    assert info.blobs == (CONFIG, LAYER1)
+    for urls, field, says in [
+        (None, "content.layers[0].urls", "is required"),
+        ([], "content.layers[0].urls", "needs URLs"),
+        (["ftp://example.com/x"], "content.layers[0].urls[0]", "not an http or https URL"),
+        (["http://[::1/x"], "content.layers[0].urls[0]", "not an http or https URL"),
+        ([url + "#part"], "content.layers[0].urls[0]", "has a fragment"),
+        ([7], "content.layers[0].urls[0]", "must be a string"),
+    ]:
+        layer = desc(layer_type, LAYER2, **({} if urls is None else {"urls": urls}))
+        err = reject(encode(make(layers=[layer])), field)
+        assert says in err.message, err.message

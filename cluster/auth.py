@@ -486,3 +486,9 @@ def actor(context) -> str:
     """Who makes this call, as a write records it ("" when not identified)."""
     caller = getattr(context, "caller", None)
     return caller.actor if caller is not None else ""
+
+
+def caller_key(context) -> str:
+    """Who holds a stream, for its share (streams.Shares): the caller's identity, else
+    the host it calls from ("ipv4:10.0.0.7")."""
+    return actor(context) or context.peer().rpartition(":")[0] or "an unknown peer"

@@ -11,9 +11,10 @@ nonblocking.Call: a status change is handed to each watcher, which sends it when
 previous send has completed (only the latest status, as the protocol allows), and
 nothing waits for a client while holding a lock.
 
-Watch names a service from the client: at most MAX_WATCHES are open at once (one
-more is refused with RESOURCE_EXHAUSTED) and a name is at most MAX_SERVICE_NAME
-bytes, so open watches hold little memory whatever they name.
+Watch names a service from the client: at most MAX_WATCHES are open at once, a
+quarter of them per caller (streams.Shares: the host it calls from, as health checks
+carry no credentials; one more is refused with RESOURCE_EXHAUSTED), and a name is at
+most MAX_SERVICE_NAME bytes, so open watches hold little memory whatever they name.
 """
 
 import threading
@@ -21,7 +22,7 @@ import threading
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from cluster import nonblocking
+from cluster import auth, nonblocking, streams
 from cluster.rpc import Counted
 
 Status = health_pb2.HealthCheckResponse.ServingStatus
@@ -40,6 +41,7 @@ class Health(health_pb2_grpc.HealthServicer):
         self._statuses: dict[str, int] = {"": SERVING}
         self._watchers: dict[str, set[_Watcher]] = {}
         self._open = 0
+        self._shares = streams.Shares(MAX_WATCHES, "health watch")
         self._version = 0  # of the statuses: a watcher skips what is older than it sent
         self._shutting_down = False
 
@@ -62,7 +64,7 @@ class Health(health_pb2_grpc.HealthServicer):
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"the service name is over {MAX_SERVICE_NAME} bytes",
             )
-        watcher = _Watcher(nonblocking.Call(context))
+        watcher = _Watcher(nonblocking.Call(context), auth.caller_key(context))
         with self._lock:
             if refusal is None and self._open >= MAX_WATCHES:
                 refusal = (
@@ -70,8 +72,11 @@ class Health(health_pb2_grpc.HealthServicer):
                     f"this replica already serves {MAX_WATCHES} health watches: use Check, "
                     "or another replica",
                 )
+            elif refusal is None and (over := self._shares.refusal(watcher.holder)):
+                refusal = (grpc.StatusCode.RESOURCE_EXHAUSTED, over)
             if refusal is None:
                 self._open += 1
+                self._shares.take(watcher.holder)
                 self._watchers.setdefault(service, set()).add(watcher)
                 status = self._statuses.get(service, SERVICE_UNKNOWN)
                 version = self._version
@@ -124,6 +129,7 @@ class Health(health_pb2_grpc.HealthServicer):
             if watchers is not None and watcher in watchers:
                 watchers.discard(watcher)
                 self._open -= 1
+                self._shares.give_back(watcher.holder)
                 if not watchers:
                     del self._watchers[service]
 
@@ -132,8 +138,9 @@ class _Watcher:
     """One Watch call: at most one send outstanding; a status posted meanwhile waits,
     replaced by any newer one, and one older than the last posted is dropped."""
 
-    def __init__(self, call: nonblocking.Call) -> None:
+    def __init__(self, call: nonblocking.Call, holder: str) -> None:
         self.call = call
+        self.holder = holder  # its caller, for its share (auth.caller_key)
         self._lock = threading.Lock()
         self._sending = False
         self._waiting: int | None = None

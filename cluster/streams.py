@@ -17,6 +17,7 @@ Also what the server's interceptors share (cluster/auth.py is the other one): wr
 a method's handler, and refusing a call so that the refusal is counted.
 """
 
+import collections
 import concurrent.futures
 import threading
 from collections.abc import Callable
@@ -30,6 +31,10 @@ WORKERS = 64  # unary calls at once, most of them waiting (cluster/workers.py)
 # a thread (and it runs one backup at a time); another would need threads of its own.
 CAP = 2
 STREAM_THREADS = CAP + 1  # one to refuse a call over the cap on, at once
+# Long-lived streams of one kind (Registry.Watch, Health.Watch) one caller may hold:
+# this share of the replica's. One client opening streams in a loop took all 1,024
+# Watch slots, and everyone else was refused.
+CALLER_SHARE = 4
 # What grpcio reads on a behavior to run it elsewhere than on the server's pool, or
 # on no thread at all; kept by every wrapper.
 _THREADING = ("experimental_non_blocking", "experimental_thread_pool")
@@ -127,3 +132,30 @@ class StreamCaps(grpc.ServerInterceptor):
             return capped
 
         return wrap(handler, admit)
+
+
+class Shares:
+    """Streams of one kind held by each caller (auth.caller_key), at most 1/`share`
+    of `limit` each. Not thread-safe: its owner's lock guards it."""
+
+    def __init__(self, limit: int, kind: str, share: int = CALLER_SHARE) -> None:
+        self.each = max(1, limit // share)
+        self._kind = kind
+        self._held: collections.Counter[str] = collections.Counter()
+
+    def refusal(self, caller: str) -> str | None:
+        """Why `caller` may not open one more, or None."""
+        if self._held[caller] < self.each:
+            return None
+        return (
+            f"{caller} already holds {self.each} {self._kind} streams on this replica, its "
+            "share: end some, or use another replica"
+        )
+
+    def take(self, caller: str) -> None:
+        self._held[caller] += 1
+
+    def give_back(self, caller: str) -> None:
+        self._held[caller] -= 1
+        if not self._held[caller]:
+            del self._held[caller]

@@ -39,7 +39,7 @@ from typing import Protocol
 
 import grpc
 
-from cluster import metrics, nonblocking, rpc
+from cluster import auth, metrics, nonblocking, rpc, streams
 from regraft.v1 import registry_pb2
 from storage import names, registry
 from storage.db import Store
@@ -88,8 +88,10 @@ class Stream:
         position: int = 0,
         last: int = 0,
         progress: bool = False,
+        holder: str = "",
     ):
         self.call = call
+        self.holder = holder  # its caller, for its share (auth.caller_key)
         self.prefix = prefix
         self.position = position  # the first revision not yet in the outbox or sent
         self.last = last  # 0: no end
@@ -116,6 +118,7 @@ class Watches:
         leader_hint: Callable[[], str],
         pool: Executor | None = None,
         limit: int = MAX_OPEN,
+        caller_share: int = streams.CALLER_SHARE,
         outbox: int = OUTBOX,
         page: int = PAGE,
         progress_interval: float = PROGRESS_INTERVAL,
@@ -125,6 +128,7 @@ class Watches:
         self._pool = pool or ThreadPoolExecutor(1, thread_name_prefix="watch-pages")
         self._leader_hint = leader_hint
         self._limit = limit
+        self._shares = streams.Shares(limit, "Watch", caller_share)
         self._outbox = outbox
         self._page = page
         self._progress_interval = progress_interval
@@ -157,7 +161,7 @@ class Watches:
 
     def open(self, request: registry_pb2.WatchRequest, context: grpc.ServicerContext) -> None:
         """Start a stream and return: its events are sent from callbacks and the pool."""
-        stream = Stream(nonblocking.Call(context))
+        stream = Stream(nonblocking.Call(context), holder=auth.caller_key(context))
         counted = rpc.Counted("Watch").start()
 
         def ended() -> None:
@@ -195,14 +199,17 @@ class Watches:
         with self._lock:
             if stream.ended:  # its caller left before it got here: closed() ran
                 return
+            refusal = self._shares.refusal(stream.holder)
             if len(self._open) >= self._limit:
-                error = rpc.Exhausted(
+                refusal = (
                     f"this replica already serves {self._limit} Watch streams: "
                     "end one, or use another replica"
                 )
-                self._fail(stream, error)
+            if refusal is not None:
+                self._fail(stream, rpc.Exhausted(refusal))
                 return
             self._open.add(stream)
+            self._shares.take(stream.holder)
             metrics.watch_streams.inc()
             stream.reported = max(stream.reported, stream.position - 1)  # no news yet
             self._pump(stream)
@@ -216,6 +223,7 @@ class Watches:
                 self._unsubscribe(stream, stream.position)
             if stream in self._open:
                 self._open.remove(stream)
+                self._shares.give_back(stream.holder)
                 metrics.watch_streams.dec()
 
     def _fail(self, stream: Stream, error: Exception) -> None:

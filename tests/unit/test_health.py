@@ -8,7 +8,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from cluster import health
+from cluster import health, streams
 from cluster.health import NOT_SERVING, SERVICE_UNKNOWN, SERVING, Health
 from cluster.workers import Workers
 
@@ -140,6 +140,21 @@ def test_watches_are_bounded_in_number_and_name(served, monkeypatch):
         next(watch(stub, "x" * (health.MAX_SERVICE_NAME + 1)))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     for stream in open_:
+        stream.cancel()
+
+
+def test_one_host_holds_a_share_of_the_watches_not_all(served, monkeypatch):
+    """Health.Watch needs no credentials: one client took all 1,024 and locked out the
+    load balancers' health checking."""
+    stub, servicer, _ = served
+    monkeypatch.setattr(servicer, "_shares", streams.Shares(8, "health watch"))
+    mine = [watch(stub) for _ in range(2)]
+    assert [next(stream).status for stream in mine] == [SERVING, SERVING]
+    with pytest.raises(grpc.RpcError) as caught:
+        next(watch(stub))
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "ipv4:127.0.0.1 already holds 2 health watch streams" in caught.value.details()
+    for stream in mine:
         stream.cancel()
 
 

@@ -361,8 +361,25 @@ def test_more_idle_streams_than_threads_all_get_each_event(served):
     wait_for(lambda: len(hub) == 0, "the cancelled streams to be let go")
 
 
+def test_one_caller_holds_a_share_of_the_streams_not_all(served):
+    """One client opening Watch streams in a loop took every slot of the replica."""
+    stub, _, _, hub = served(limit=8)
+    mine = [stub.Watch(registry_pb2.WatchRequest(), timeout=LIVENESS) for _ in range(2)]
+    wait_for(lambda: len(hub) == 2, "two streams to be open")
+    with pytest.raises(grpc.RpcError) as refused:
+        next(stub.Watch(registry_pb2.WatchRequest(), timeout=LIVENESS))
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "ipv4:127.0.0.1 already holds 2 Watch streams" in refused.value.details()
+    mine.pop().cancel()
+    wait_for(lambda: len(hub) == 1, "the cancelled stream to be let go")
+    mine.append(stub.Watch(registry_pb2.WatchRequest(from_revision=1), timeout=LIVENESS))
+    wait_for(lambda: len(hub) == 2, "its share to be taken again")
+    for stream in mine:
+        stream.cancel()
+
+
 def test_past_the_limit_a_stream_is_refused_until_one_ends(served):
-    stub, _, raft, hub = served(limit=3)
+    stub, _, raft, hub = served(limit=3, caller_share=1)
     opened = [stub.Watch(registry_pb2.WatchRequest(), timeout=LIVENESS) for _ in range(3)]
     wait_for(lambda: len(hub) == 3, "three streams to be open")
     with pytest.raises(grpc.RpcError) as refused:

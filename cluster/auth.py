@@ -20,8 +20,10 @@ handshake may call everything, and its certificate's CN (if any) is the actor of
 writes. The callers file and the TLS files are re-read when they change.
 """
 
+import contextlib
 import hashlib
 import hmac
+import ipaddress
 import logging
 import os
 import re
@@ -490,5 +492,15 @@ def actor(context) -> str:
 
 def caller_key(context) -> str:
     """Who holds a stream, for its share (streams.Shares): the caller's identity, else
-    the host it calls from ("ipv4:10.0.0.7")."""
-    return actor(context) or context.peer().rpartition(":")[0] or "an unknown peer"
+    the host it calls from ("ipv4:10.0.0.7"; for IPv6 its /64, which one host may
+    hold whole, "ipv6:2001:db8::/64")."""
+    identity = actor(context)
+    if identity:
+        return identity
+    kind, _, address = context.peer().partition(":")
+    host = address.rpartition(":")[0]
+    if kind == "ipv6":
+        with contextlib.suppress(ValueError):
+            network = ipaddress.ip_network(f"{host.strip('[]').split('%')[0]}/64", strict=False)
+            return f"ipv6:{network}"
+    return f"{kind}:{host}" if host else kind or "an unknown peer"

@@ -200,8 +200,8 @@ def _restore(args) -> int:
     print(
         f"  regraft serve --id {args.id or 'ID'} --data-dir {data_dir} "
         f"--raft-address {args.raft_address or 'HOST:PORT'} "
-        f"--grpc-address {args.grpc_address or 'HOST:PORT'} --metrics-address HOST:PORT "
-        "--secret-file SECRET"
+        f"--grpc-address {args.grpc_address or 'HOST:PORT'} --secret-file SECRET "
+        "[--metrics-address HOST:PORT]"
     )
     return 0
 

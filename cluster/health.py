@@ -88,6 +88,8 @@ class Health(health_pb2_grpc.HealthServicer):
 
         def closed() -> None:
             self._forget(service, watcher)
+            if not watcher.call.statused:  # its caller left: cancelled, or out of time
+                counted.code = grpc.StatusCode.CANCELLED
             counted.end()
 
         if not context.add_callback(closed):

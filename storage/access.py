@@ -45,7 +45,8 @@ REQUIRED = {
 }
 _PASSWORDS = argon2.PasswordHasher()
 # Repositories DeleteUser and DeleteOrganization look into (two lookups each) for
-# content that a later namesake would own.
+# content that a later namesake would own. Part of how machine version 9 applies
+# them: changing it needs a new machine version (storage/versions.py).
 MAX_REPOSITORIES_EXAMINED = 10_000
 
 
@@ -283,7 +284,7 @@ def _refuse_namespace_with_content(batch: Batch, kind: str, name: str) -> None:
         raise FailedPrecondition(
             "DENIED",
             f"{kind} {name!r} still has repositories with manifests or blobs "
-            f"({', '.join(map(repr, found))}{', ...' if len(found) == 3 else ''}): a later "
+            f"({', '.join(map(repr, found))}): a later "
             f"{kind} or user named {name!r} would own them; delete their manifests and "
             "unlink their blobs first",
         )
@@ -291,7 +292,8 @@ def _refuse_namespace_with_content(batch: Batch, kind: str, name: str) -> None:
         raise FailedPrecondition(
             "DENIED",
             f"{kind} {name!r} has more than {MAX_REPOSITORIES_EXAMINED} repositories, more "
-            "than one command can check for content",
+            "than one command can check for content (repositories are never deleted, "
+            "only emptied): it cannot be deleted",
         )
 
 

@@ -33,7 +33,8 @@ A new cluster starts at the version of the code that records its first members.
        so that one command's cascade stays bounded.
     9  DeleteUser and DeleteOrganization refuse (FAILED_PRECONDITION) while a repository
        of the namespace holds a manifest or a blob: a later user or organization of the
-       same name would own it.
+       same name would own it. They examine at most 10,000 repositories
+       (access.MAX_REPOSITORIES_EXAMINED) and refuse a namespace with more.
 """
 
 AUDIT_EVENTS = 2

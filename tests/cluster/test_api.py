@@ -401,6 +401,8 @@ def test_health_watches_hold_no_server_thread(cluster):
             f"{in_flight:.0f} calls in flight"
         )
         time.sleep(0.1)
+    cancelled = {"method": "HealthWatch", "code": "CANCELLED"}  # the callers left
+    assert cluster.metric(replica, "regraft_grpc_requests_total", **cancelled) >= count
 
 
 def test_stale_reads_and_read_your_writes_on_every_replica(cluster):

@@ -516,3 +516,30 @@ def test_a_token_is_never_sent_in_clear_over_a_network():
         dial("10.0.0.5:7401", token)
     dial("127.0.0.1:7401", token).close()  # loopback: no network to cross
     dial("10.0.0.5:7401", Credentials(token="s3cret", tls=True)).close()
+
+
+class Peer:
+    def __init__(self, peer: str, caller=None) -> None:
+        self._peer = peer
+        if caller is not None:
+            self.caller = caller
+
+    def peer(self) -> str:
+        return self._peer
+
+
+@pytest.mark.parametrize(
+    ("peer", "key"),
+    [
+        ("ipv4:10.0.0.7:5555", "ipv4:10.0.0.7"),
+        # One host holds a whole /64: rotating source addresses gets no more share.
+        ("ipv6:[2001:db8::1:2]:443", "ipv6:2001:db8::/64"),
+        ("ipv6:[2001:db8::ffff]:80", "ipv6:2001:db8::/64"),
+        ("ipv6:[fe80::1%eth0]:1", "ipv6:fe80::/64"),
+        ("unix:/run/regraft.sock", "unix"),
+    ],
+)
+def test_a_stream_s_holder_is_its_caller_s_host_without_an_identity(peer, key):
+    assert auth.caller_key(Peer(peer)) == key
+    alice = auth.Caller("alice", auth.READER, "token")
+    assert auth.caller_key(Peer(peer, alice)) == "token:alice"

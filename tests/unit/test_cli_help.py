@@ -3,6 +3,7 @@
 import pytest
 
 from cluster import cli
+from cluster.service_cluster import VERSION
 from storage import versions
 
 
@@ -16,7 +17,9 @@ def run(capsys, *arguments: str) -> tuple[int, str, str]:
 def test_version_names_the_formats_it_reads(capsys):
     code, out, _ = run(capsys, "--version")
     assert code == 0
-    assert out.startswith("regraft 0.1.0 ") and f"machine versions up to {versions.LATEST}" in out
+    assert (
+        out.startswith(f"regraft {VERSION} ") and f"machine versions up to {versions.LATEST}" in out
+    )
 
 
 def test_backup_verify_has_its_own_help_and_needs_a_file(capsys):

@@ -26,8 +26,11 @@ a new or restarted cluster elects its leader about a second sooner, and a restar
 follower that has not yet heard the leader is only told no.
 """
 
+import contextlib
+import math
 import random
 import time
+from collections.abc import Iterator
 
 from pysyncobj.syncobj import _RAFT_STATE
 
@@ -65,26 +68,27 @@ class PreVote:
             share = random.uniform(*FIRST_TIMEOUT)
             raft._SyncObj__raftElectionDeadline = time.monotonic() + share * self._min_timeout
 
-    def before_election_check(self) -> None:
+    def before_election_check(self) -> bool:
         """Run before PySyncObj looks at the election timeout (each tick): when it has
-        passed and no majority granted yet, ask, and hold the election until then."""
+        passed and no majority granted yet, ask, and hold the election until then.
+        Whether PySyncObj may start an election in this tick (else `holding_election`)."""
         raft = self._raft
         now = time.monotonic()
         stalled, self._last_check = now - self._last_check, now
         if not self._active() or raft._SyncObj__selfNode is None:
-            return
+            return True  # PySyncObj decides, as before
         if raft._SyncObj__raftState == _RAFT_STATE.LEADER:
             self._reset()
-            return
+            return True  # it calls no election
         if raft._SyncObj__transferInProgress:  # TimeoutNow: the leader asked for it
-            return
+            return True
         if raft._SyncObj__raftElectionDeadline >= now or not raft._SyncObj__connectedToAnyone():
-            return
+            return False
         if stalled > self._min_timeout:
             # This thread did not run (a paused process, a starved one): the leader's
             # appends may be waiting unread. Read them first (the poll ends this tick).
             raft._SyncObj__raftElectionDeadline = now + self._min_timeout / 4
-            return
+            return False
         term = raft.raftCurrentTerm + 1
         if (
             self._elect
@@ -93,7 +97,7 @@ class PreVote:
             and now - self._asked_at < self._min_timeout  # else ask again: who is up now
         ):
             self._reset()
-            return  # PySyncObj starts it now, at this term
+            return True  # PySyncObj starts it now, at this term
         raft._SyncObj__raftElectionDeadline = now + raft._SyncObj__generateRaftTimeout()
         # It no longer hears a leader: it must not say it has one (readiness, forwarding)
         # while it asks, as PySyncObj's own election would not.
@@ -102,7 +106,7 @@ class PreVote:
         self._asked_at = now
         if self._majority():  # no other voter
             self._grant()
-            return
+            return True
         request = {
             "type": REQUEST,
             "term": term,
@@ -111,6 +115,21 @@ class PreVote:
         }
         for node in raft._SyncObj__otherNodes:
             raft._SyncObj__transport.send(node, request)
+        return False
+
+    @contextlib.contextmanager
+    def holding_election(self) -> Iterator[None]:
+        """PySyncObj's tick, with its election timeout out of reach: it looks at it after
+        slow work (the journal's once-a-second fsyncs), and a timeout that passed in
+        between started an election no voter was asked about. A timeout PySyncObj sets
+        meanwhile (an append heard, a vote given, TimeoutNow) is kept."""
+        raft = self._raft
+        timeout, raft._SyncObj__raftElectionDeadline = raft._SyncObj__raftElectionDeadline, math.inf
+        try:
+            yield
+        finally:
+            if raft._SyncObj__raftElectionDeadline == math.inf:
+                raft._SyncObj__raftElectionDeadline = timeout
 
     def _active(self) -> bool:
         """From machine version PRE_VOTE on; and, while no version is known, as long as

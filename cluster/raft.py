@@ -332,8 +332,11 @@ class Raft(SyncObj):
     def _onTick(self, timeToWait: float = 0.0) -> None:
         """PySyncObj's tick, which starts an election once the timeout has passed:
         PreVote asks the voters first (cluster/prevote.py)."""
-        self.pre_vote.before_election_check()
-        super()._onTick(timeToWait)
+        if self.pre_vote.before_election_check():
+            super()._onTick(timeToWait)
+            return
+        with self.pre_vote.holding_election():
+            super()._onTick(timeToWait)
 
     def _checkCommandsToApply(self) -> None:
         """PySyncObj's: append the queued proposals, except while leadership is being

@@ -262,6 +262,47 @@ def test_at_start_up_the_first_timeout_is_short_only_when_asking_comes_first(
     assert raft.sent == [] and raft.raftCurrentTerm == 3  # a deadline moved, nothing else
 
 
+def pysyncobj_tick(pre_vote: PreVote, raft: FakeRaft, slow: float = 0.0, heard: bool = False):
+    """Raft._onTick over PySyncObj's: `slow` seconds of work (the journal's fsyncs), an
+    append heard or not, then its own look at the timeout (which raises the term)."""
+
+    def tick() -> None:
+        time.sleep(slow)
+        if heard:
+            raft._SyncObj__raftElectionDeadline = time.monotonic() + 1.5
+        if not raft.election_held() and raft.connected:
+            raft.raftCurrentTerm += 1  # an election no voter was asked about
+
+    if pre_vote.before_election_check():
+        tick()
+        return
+    with pre_vote.holding_election():
+        tick()
+
+
+def test_a_timeout_passing_during_the_tick_is_asked_about_not_elected():
+    """PySyncObj looks at the timeout after the journal's once-a-second fsyncs: one that
+    passed in between started an election without PreVote (code review)."""
+    raft = FakeRaft()
+    raft._SyncObj__raftElectionDeadline = time.monotonic() + 0.02
+    pre_vote = asking(raft)
+    pysyncobj_tick(pre_vote, raft, slow=0.05)
+    assert raft.raftCurrentTerm == 3 and raft.sent == []
+    pysyncobj_tick(pre_vote, raft)  # the next tick asks first
+    assert raft.raftCurrentTerm == 3 and {to for to, _ in raft.sent} == {"b", "c"}
+    grant(pre_vote, "b")
+    pysyncobj_tick(pre_vote, raft)  # granted: PySyncObj elects
+    assert raft.raftCurrentTerm == 4
+
+
+def test_a_timeout_set_during_a_held_tick_is_kept():
+    raft = FakeRaft()
+    raft._SyncObj__raftElectionDeadline = time.monotonic() + 0.02
+    pre_vote = asking(raft)
+    pysyncobj_tick(pre_vote, raft, slow=0.05, heard=True)
+    assert raft._SyncObj__raftElectionDeadline > time.monotonic() + 1.0  # the append's
+
+
 def test_with_no_other_voter_it_elects_itself_at_once():
     raft = FakeRaft(voters=())
     pre_vote = asking(raft)
